@@ -1,0 +1,36 @@
+"""recurrent-workbench: see inside LSTMs, GRUs, minGRUs and Mamba-style models.
+
+Imports are lazy (PEP 562): `import workbench` is cheap, and the heavy TransformerLens import
+happens only when a model is first touched.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "HookedRecurrentLM": "workbench.models",
+    "HookedRecurrentSeq2Seq": "workbench.models",
+    "RecurrentConfig": "workbench.models",
+    "RecurrentCache": "workbench.models",
+    "set_memory_budget": "workbench.models",
+    "memory_budget": "workbench.models",
+    "load": "workbench.registry",
+    "list_models": "workbench.registry",
+    "train": "workbench.training.train",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_LAZY))

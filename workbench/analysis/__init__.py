@@ -1,0 +1,1 @@
+"""Interpretability analyses on hooked recurrent models; each returns plain data, figures apart."""

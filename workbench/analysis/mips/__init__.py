@@ -1,0 +1,1 @@
+"""MIPS (Michaud et al. 2024): RNN -> finite state machine -> Python program."""

@@ -1,0 +1,1 @@
+"""Embedded default checkpoints: one directory per model (safetensors + config.json + vocab.json)."""

@@ -1,0 +1,15 @@
+"""Hooked recurrent models: configs, mixers, the language model and the sequence-to-sequence model."""
+
+from workbench.models.cache import RecurrentCache, memory_budget, set_memory_budget
+from workbench.models.config import MIXER_FAMILIES, RecurrentConfig
+from workbench.models.hooked import HookedRecurrentLM, HookedRecurrentSeq2Seq
+
+__all__ = [
+    "MIXER_FAMILIES",
+    "HookedRecurrentLM",
+    "HookedRecurrentSeq2Seq",
+    "RecurrentCache",
+    "RecurrentConfig",
+    "memory_budget",
+    "set_memory_budget",
+]

@@ -1,0 +1,395 @@
+"""`HookedRecurrentLM` and `HookedRecurrentSeq2Seq`: recurrent models with every state and gate hooked.
+
+Built on TransformerLens's `HookedRootModule`, so `run_with_cache`, `run_with_hooks`, `hooks()` and
+names filters work as TransformerLens users expect; positions are always axis 1, including for the
+`[batch, pos, d_inner, d_state]` states of S6.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformer_lens import HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+from workbench.errors import EmptyInputError, MemoryBudgetError, UnknownHookError
+from workbench.models.blocks import RecurrentBlock
+from workbench.models.cache import RecurrentCache, memory_budget
+from workbench.models.config import RecurrentConfig
+from workbench.models.mixers.base import dimension_sizes
+from workbench.models.recurrence import ActivationRecorder, State
+
+PATHS = ("reference", "fused")
+NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
+ModelState = list[State]  # one state dict per layer
+
+
+class HookedRecurrentBase(HookedRootModule):
+    """Blocks, final norm, hook bookkeeping; subclasses add the input and output maps."""
+
+    def __init__(self, cfg: RecurrentConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.blocks = nn.ModuleList([RecurrentBlock(cfg) for _ in range(cfg.n_layers)])
+        from workbench.models.blocks import Norm
+
+        self.ln_final = Norm(cfg)
+        self.path = "fused"
+        self.tokenizer: Any = None
+
+    # ----- running -------------------------------------------------------------------------
+    def run_blocks(
+        self, resid: Tensor, initial_state: ModelState | None, path: str | None
+    ) -> tuple[Tensor, ModelState]:
+        """resid: [batch, pos, d_model] through every block; returns it and the final states."""
+        path = path or self.path
+        if path not in PATHS:
+            raise ValueError(f"unknown path {path!r}; use one of {PATHS}")
+        if initial_state is not None and len(initial_state) != len(self.blocks):
+            raise ValueError(
+                f"initial_state has {len(initial_state)} layers, the model has {len(self.blocks)}"
+            )
+        states: ModelState = []
+        for layer, block in enumerate(self.blocks):
+            resid, state = block(resid, None if initial_state is None else initial_state[layer], path)
+            states.append(state)
+        return self.ln_final(resid), states
+
+    def initial_state(self, batch: int = 1) -> ModelState:
+        """The zero state, one dict per layer, on the model's device and dtype."""
+        param = next(self.parameters())
+        return [b.mixer.zero_state(batch, param.device, param.dtype) for b in self.blocks]
+
+    def kernels_used(self) -> dict[int, str]:
+        """Which kernel each layer's mixer ran in the last forward pass."""
+        return {layer: block.mixer.last_kernel for layer, block in enumerate(self.blocks)}
+
+    # ----- hooks ---------------------------------------------------------------------------
+    def hook_specs(self) -> dict[str, tuple[tuple[str, ...], str]]:
+        """Every hook name -> (dimension names, meaning), in the order they fire."""
+        resid = ("batch", "pos", "d_model")
+        specs: dict[str, tuple[tuple[str, ...], str]] = {"hook_embed": self._embed_spec()}
+        for layer, block in enumerate(self.blocks):
+            prefix = f"blocks.{layer}"
+            specs[f"{prefix}.hook_resid_pre"] = (resid, f"residual stream entering block {layer}")
+            specs[f"{prefix}.ln1.hook_normalized"] = (resid, "normalised input to the mixer")
+            mixer = block.mixer
+            for name, (dims, meaning) in mixer.state_specs().items():
+                specs[f"{prefix}.mixer.hook_initial_{name}"] = (dims, meaning)
+            for name, (dims, meaning) in mixer.hook_specs().items():
+                specs[f"{prefix}.mixer.hook_{name}"] = (dims, meaning)
+            specs[f"{prefix}.hook_mixer_out"] = (resid, "mixer output added to the residual")
+            specs[f"{prefix}.hook_resid_mid"] = (resid, "residual after the mixer")
+            if block.mlp is not None:
+                specs[f"{prefix}.ln2.hook_normalized"] = (resid, "normalised input to the MLP")
+                specs[f"{prefix}.mlp.hook_post"] = (("batch", "pos", "d_mlp"), "MLP hidden GELU")
+                specs[f"{prefix}.hook_mlp_out"] = (resid, "MLP output added to the residual")
+            specs[f"{prefix}.hook_resid_post"] = (resid, f"residual stream leaving block {layer}")
+        specs["ln_final.hook_normalized"] = (resid, "final normalised residual stream")
+        specs[self._output_hook] = self._output_spec()
+        missing = set(self.hook_dict) - set(specs)
+        if missing:
+            raise AssertionError(f"hooks without a spec: {sorted(missing)}")
+        return specs
+
+    def hook_table(self, batch: int = 1, pos: int = 1) -> list[dict[str, Any]]:
+        """One row per hook: name, shape (names and sizes for `batch` x `pos`), meaning."""
+        sizes = dimension_sizes(self.cfg, batch=batch, pos=pos)
+        rows = []
+        for name, (dims, meaning) in self.hook_specs().items():
+            shape = [sizes[d] for d in dims]
+            rows.append({
+                "name": name,
+                "dims": "[" + ", ".join(dims) + "]",
+                "shape": tuple(shape),
+                "meaning": meaning,
+            })
+        return rows
+
+    def print_hook_table(self) -> None:
+        """Print the hook table as aligned text."""
+        rows = self.hook_table()
+        width = max(len(r["name"]) for r in rows)
+        dims_width = max(len(r["dims"]) for r in rows)
+        for row in rows:
+            print(f"{row['name']:<{width}}  {row['dims']:<{dims_width}}  {row['meaning']}")
+
+    def resolve_names(self, names_filter: NamesFilter) -> list[str]:
+        """Hook names selected by a TransformerLens-style names filter; unknown names raise."""
+        known = list(self.hook_dict)
+        if names_filter is None:
+            return known
+        if isinstance(names_filter, str):
+            names_filter = [names_filter]
+        if callable(names_filter):
+            return [n for n in known if names_filter(n)]
+        for name in names_filter:
+            self.check_hook_name(name)
+        return [n for n in known if n in set(names_filter)]
+
+    def check_hook_name(self, name: str) -> None:
+        if name not in self.hook_dict:
+            raise UnknownHookError(name, list(self.hook_dict))
+
+    def add_hook(self, name, hook, dir="fwd", is_permanent=False, level=None, prepend=False):
+        """As TransformerLens, but an unknown hook name raises `UnknownHookError` with suggestions."""
+        if isinstance(name, str):
+            self.check_hook_name(name)
+        return super().add_hook(name, hook, dir=dir, is_permanent=is_permanent, level=level,
+                                prepend=prepend)
+
+    def _enable_hook(self, name, hook, dir):
+        """Used by `hooks()` and `run_with_hooks`: check string names before TransformerLens does."""
+        if isinstance(name, str):
+            self.check_hook_name(name)
+        return super()._enable_hook(name=name, hook=hook, dir=dir)
+
+    def recording_bytes(self, batch: int, pos: int, names: Sequence[str]) -> int:
+        """Bytes a cache of `names` holds for `batch` x `pos`, computed before anything runs."""
+        sizes = dimension_sizes(self.cfg, batch=batch, pos=pos)
+        specs = self.hook_specs()
+        element = next(self.parameters()).element_size()
+        return sum(math.prod(sizes[d] for d in specs[n][0]) * element for n in names)
+
+    def run_with_cache(
+        self,
+        *model_args: Any,
+        names_filter: NamesFilter = None,
+        device: torch.device | str | None = None,
+        remove_batch_dim: bool = False,
+        incl_bwd: bool = False,
+        reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
+        pos_slice: int | slice | Sequence[int] | None = None,
+        memory_budget_bytes: int | None = None,
+        **model_kwargs: Any,
+    ) -> tuple[Any, RecurrentCache]:
+        """Run and record every hook the filter selects, as TransformerLens does.
+
+        Differences: the cache is a `RecurrentCache` (a dict with `.metadata`), `pos_slice` slices
+        axis 1 of every tensor that has a position axis, and the recording's size is checked
+        against the memory budget first (`MemoryBudgetError` names the bytes).
+        """
+        names = self.resolve_names(names_filter)
+        batch, pos = self._batch_and_length(model_args[0] if model_args else model_kwargs.get("input"))
+        needed = self.recording_bytes(batch, pos, names) * (2 if incl_bwd else 1)
+        budget = memory_budget_bytes or memory_budget(device or self._device())
+        if needed > budget:
+            raise MemoryBudgetError(
+                needed, budget, what=f"recording {len(names)} hooks over {batch} x {pos} positions",
+                hint="pass names_filter to record fewer hooks, shorten the input, or raise the "
+                     "budget (memory_budget_bytes=..., workbench.set_memory_budget)",
+            )
+        store: dict[str, Tensor] = {}
+        recorder = ActivationRecorder(store, device)
+        fwd = [(n, recorder) for n in names]
+        bwd = [(n, _GradientRecorder(store, device)) for n in names] if incl_bwd else []
+        with self.hooks(fwd_hooks=fwd, bwd_hooks=bwd, reset_hooks_end=reset_hooks_end,
+                        clear_contexts=clear_contexts):
+            out = self(*model_args, **model_kwargs)
+            if incl_bwd:
+                out.backward()
+        specs = self.hook_specs()
+        cache = RecurrentCache(metadata={
+            "path": model_kwargs.get("path") or self.path,
+            "kernels": self.kernels_used(),
+        })
+        for name in names:
+            for key in (name, f"{name}_grad"):
+                if key not in store:
+                    continue
+                tensor = store[key]
+                if pos_slice is not None and "pos" in specs[name][0]:
+                    tensor = _slice_positions(tensor, pos_slice)
+                if remove_batch_dim:
+                    if tensor.shape[0] != 1:
+                        raise ValueError("remove_batch_dim needs batch size 1")
+                    tensor = tensor[0]
+                cache[key] = tensor
+        return out, cache
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _batch_and_length(self, inputs: Any) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def _embed_spec(self) -> tuple[tuple[str, ...], str]:
+        raise NotImplementedError
+
+    _output_hook = "hook_logits"
+
+    def _output_spec(self) -> tuple[tuple[str, ...], str]:
+        raise NotImplementedError
+
+
+class _GradientRecorder(ActivationRecorder):
+    """Backward hook storing each gradient under `<name>_grad`."""
+
+    def __call__(self, tensor: Tensor, hook: HookPoint) -> None:
+        saved = tensor.detach()
+        self.store[f"{hook.name}_grad"] = saved.to(self.device) if self.device else saved
+
+
+def _slice_positions(tensor: Tensor, pos_slice: int | slice | Sequence[int]) -> Tensor:
+    """Select positions on axis 1 (an int keeps the axis, as a length-1 slice)."""
+    if isinstance(pos_slice, int):
+        index = pos_slice if pos_slice >= 0 else tensor.shape[1] + pos_slice
+        return tensor[:, index : index + 1]
+    if isinstance(pos_slice, slice):
+        return tensor[:, pos_slice]
+    return tensor[:, list(pos_slice)]
+
+
+class HookedRecurrentLM(HookedRecurrentBase):
+    """A recurrent language model: embedding, recurrent blocks, final norm, unembedding.
+
+    >>> from workbench.models import HookedRecurrentLM, RecurrentConfig
+    >>> model = HookedRecurrentLM(RecurrentConfig(family="lstm", n_layers=1, d_model=8,
+    ...                                           d_hidden=8, d_vocab=5))
+    >>> logits, cache = model.run_with_cache(torch.tensor([[1, 2, 3]]))
+    >>> tuple(cache["blocks.0.mixer.hook_c"].shape)
+    (1, 3, 8)
+    """
+
+    def __init__(self, cfg: RecurrentConfig):
+        if cfg.d_vocab <= 0:
+            raise ValueError("a language model needs d_vocab > 0")
+        super().__init__(cfg)
+        self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
+        self.hook_embed = HookPoint()
+        self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab)
+        if cfg.tie_embeddings:
+            self.unembed.weight = self.embed.weight
+        self.hook_logits = HookPoint()
+        self.setup()
+
+    def _embed_spec(self) -> tuple[tuple[str, ...], str]:
+        return ("batch", "pos", "d_model"), "token embedding"
+
+    def _output_spec(self) -> tuple[tuple[str, ...], str]:
+        return ("batch", "pos", "d_vocab"), "next-token logits"
+
+    def to_tokens(self, text: str | Sequence[str]) -> Tensor:
+        """Text (or equal-length texts) -> token ids [batch, pos] with the attached tokenizer."""
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer; load it with workbench.load(...)")
+        texts = [text] if isinstance(text, str) else list(text)
+        if not texts:
+            raise EmptyInputError("no text given")
+        rows = [self.tokenizer.encode(t) for t in texts]
+        if len({len(r) for r in rows}) != 1:
+            raise ValueError("texts in one batch must have the same length in tokens")
+        return torch.stack(rows).to(self._device())
+
+    def to_str_tokens(self, text_or_tokens: str | Tensor) -> list[str]:
+        """One display string per token, for plots."""
+        tokens = self.to_tokens(text_or_tokens)[0] if isinstance(text_or_tokens, str) else text_or_tokens
+        if tokens.ndim == 2:
+            tokens = tokens[0]
+        return list(self.tokenizer.to_strings(tokens))
+
+    def _as_tokens(self, inputs: Tensor | str | Sequence[str]) -> Tensor:
+        if isinstance(inputs, (str, list, tuple)):
+            return self.to_tokens(inputs)
+        tokens = inputs if inputs.ndim == 2 else inputs[None]  # [batch, pos]
+        if tokens.shape[0] == 0 or tokens.shape[1] == 0:
+            raise EmptyInputError(f"empty input of shape {tuple(tokens.shape)}; give at least one token")
+        if tokens.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"tokens must be integer ids, got {tokens.dtype}")
+        low, high = int(tokens.min()), int(tokens.max())
+        if low < 0 or high >= self.cfg.d_vocab:
+            raise ValueError(f"token ids must lie in [0, {self.cfg.d_vocab}), got [{low}, {high}]")
+        return tokens
+
+    def _batch_and_length(self, inputs: Any) -> tuple[int, int]:
+        tokens = self._as_tokens(inputs)
+        return tokens.shape[0], tokens.shape[1]
+
+    def forward(
+        self,
+        inputs: Tensor | str | Sequence[str],
+        initial_state: ModelState | None = None,
+        return_state: bool = False,
+        path: str | None = None,
+        return_type: str | None = "logits",
+    ) -> Any:
+        """tokens [batch, pos] (or text) -> logits [batch, pos, d_vocab] (and the final state).
+
+        `return_type="loss"` gives the mean next-token cross-entropy in nats, as TransformerLens.
+        """
+        tokens = self._as_tokens(inputs)
+        resid = self.hook_embed(self.embed(tokens))  # [batch, pos, d_model]
+        resid, states = self.run_blocks(resid, initial_state, path)
+        logits = self.hook_logits(self.unembed(resid))  # [batch, pos, d_vocab]
+        if return_type == "loss":
+            if tokens.shape[1] < 2:
+                raise ValueError("the loss needs at least two tokens")
+            out: Any = F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+        elif return_type is None:
+            out = None
+        else:
+            out = logits
+        return (out, states) if return_state else out
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """See `workbench.models.generation.generate`."""
+        from workbench.models.generation import generate
+
+        return generate(self, *args, **kwargs)
+
+
+class HookedRecurrentSeq2Seq(HookedRecurrentBase):
+    """Vector sequences in, vector sequences out (no embedding, no softmax), for algorithmic tasks.
+
+    x [batch, pos, d_input] -> W_in -> recurrent blocks -> final norm -> W_out -> [batch, pos, d_output].
+    """
+
+    _output_hook = "hook_output"
+
+    def __init__(self, cfg: RecurrentConfig):
+        if cfg.d_input <= 0 or cfg.d_output <= 0:
+            raise ValueError("a sequence-to-sequence model needs d_input > 0 and d_output > 0")
+        super().__init__(cfg)
+        self.W_in = nn.Linear(cfg.d_input, cfg.d_model)
+        self.hook_embed = HookPoint()
+        self.W_out = nn.Linear(cfg.d_model, cfg.d_output)
+        self.hook_output = HookPoint()
+        self.setup()
+
+    def _embed_spec(self) -> tuple[tuple[str, ...], str]:
+        return ("batch", "pos", "d_model"), "input vectors mapped to the residual width"
+
+    def _output_spec(self) -> tuple[tuple[str, ...], str]:
+        return ("batch", "pos", "d_output"), "output vectors"
+
+    def _as_inputs(self, x: Tensor) -> Tensor:
+        x = x if x.ndim == 3 else x[None]  # [batch, pos, d_input]
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise EmptyInputError(f"empty input of shape {tuple(x.shape)}")
+        if x.shape[-1] != self.cfg.d_input:
+            raise ValueError(f"inputs have {x.shape[-1]} features, the model takes {self.cfg.d_input}")
+        return x.to(next(self.parameters()).dtype)
+
+    def _batch_and_length(self, inputs: Any) -> tuple[int, int]:
+        x = self._as_inputs(inputs)
+        return x.shape[0], x.shape[1]
+
+    def forward(
+        self,
+        x: Tensor,
+        initial_state: ModelState | None = None,
+        return_state: bool = False,
+        path: str | None = None,
+    ) -> Any:
+        """x [batch, pos, d_input] -> y [batch, pos, d_output] (and the final state)."""
+        x = self._as_inputs(x)
+        resid = self.hook_embed(self.W_in(x))  # [batch, pos, d_model]
+        resid, states = self.run_blocks(resid, initial_state, path)
+        y = self.hook_output(self.W_out(resid))  # [batch, pos, d_output]
+        return (y, states) if return_state else y

@@ -1,0 +1,111 @@
+"""The common frame of every mixer: hook points per quantity, the initial state as a hooked input."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+
+from workbench.models.config import RecurrentConfig
+from workbench.models.recurrence import State
+
+# A hook's documented shape as dimension names, resolved against `dimension_sizes`.
+HookSpec = tuple[tuple[str, ...], str]
+
+
+class Mixer(nn.Module):
+    """A sequence mixer: `[batch, pos, d_model]` in, `[batch, pos, d_model]` out, state carried.
+
+    Subclasses set `quantities` (hooked per position, `[batch, pos, ...]`, in computation order),
+    `state_names` (the recurrent state, hooked as `hook_initial_{name}`, `[batch, ...]`) and
+    implement `forward_reference` / `forward_fused`.
+    """
+
+    quantities: tuple[str, ...] = ()
+    state_names: tuple[str, ...] = ()
+
+    def __init__(self, cfg: RecurrentConfig):
+        super().__init__()
+        self.cfg = cfg
+        for name in self.quantities:
+            setattr(self, f"hook_{name}", HookPoint())
+        for name in self.state_names:
+            setattr(self, f"hook_initial_{name}", HookPoint())
+        self.last_kernel = "none"
+
+    def hook_point(self, name: str) -> HookPoint:
+        return getattr(self, f"hook_{name}")
+
+    def hook_points(self, names: tuple[str, ...]) -> dict[str, HookPoint]:
+        return {name: self.hook_point(name) for name in names}
+
+    def hook_specs(self) -> dict[str, HookSpec]:
+        """Per quantity: its dimension names and a one-line meaning (paper symbol first)."""
+        raise NotImplementedError
+
+    def state_specs(self) -> dict[str, HookSpec]:
+        """Per state tensor: its dimension names (no pos axis) and meaning."""
+        raise NotImplementedError
+
+    def zero_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> State:
+        sizes = dimension_sizes(self.cfg, batch=batch, pos=1)
+        return {
+            name: torch.zeros([sizes[d] for d in dims], device=device, dtype=dtype)
+            for name, (dims, _) in self.state_specs().items()
+        }
+
+    def prepare_state(self, state: Mapping[str, Tensor] | None, x: Tensor) -> State:
+        """Fill in a zero state where none is given, check shapes, and fire the initial-state hooks."""
+        zeros = self.zero_state(x.shape[0], x.device, x.dtype)
+        if state is None:
+            state = zeros
+        missing = set(self.state_names) - set(state)
+        if missing:
+            raise ValueError(f"initial state lacks {sorted(missing)}; expected {self.state_names}")
+        prepared: State = {}
+        for name in self.state_names:
+            value = state[name]
+            if value.shape != zeros[name].shape:
+                raise ValueError(
+                    f"initial state {name!r} has shape {tuple(value.shape)}, "
+                    f"expected {tuple(zeros[name].shape)}"
+                )
+            prepared[name] = getattr(self, f"hook_initial_{name}")(value.to(x.dtype))
+        return prepared
+
+    def forward(
+        self, x: Tensor, state: Mapping[str, Tensor] | None = None, path: str = "fused"
+    ) -> tuple[Tensor, State]:
+        """x: [batch, pos, d_model] -> (out [batch, pos, d_model], final state)."""
+        initial = self.prepare_state(state, x)
+        if path == "reference":
+            self.last_kernel = "reference loop"
+            return self.forward_reference(x, initial)
+        if path == "fused":
+            return self.forward_fused(x, initial)
+        raise ValueError(f"unknown path {path!r}; use 'reference' or 'fused'")
+
+    def forward_reference(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        raise NotImplementedError
+
+    def forward_fused(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        raise NotImplementedError
+
+
+def dimension_sizes(cfg: RecurrentConfig, batch: int, pos: int) -> dict[str, int]:
+    """Concrete size of every named dimension used in hook specs."""
+    return {
+        "batch": batch,
+        "pos": pos,
+        "d_model": cfg.d_model,
+        "d_hidden": cfg.d_hidden,
+        "d_inner": cfg.d_hidden,
+        "d_state": cfg.d_state,
+        "d_conv-1": cfg.d_conv - 1,
+        "d_mlp": cfg.d_mlp,
+        "d_vocab": cfg.d_vocab,
+        "d_input": cfg.d_input,
+        "d_output": cfg.d_output,
+    }

@@ -1,0 +1,216 @@
+"""The classic nonlinear recurrences: Elman RNN, LSTM and GRU, one readable step each.
+
+The reference path runs `_step` position by position. The fused path runs PyTorch's own kernel
+(torch.nn.RNN / LSTM / GRU, cuDNN or oneDNN) and recovers every gate and the cell state afterwards
+in parallel from the hidden states it returns (`workbench.kernels.rnn_gates`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from workbench.kernels import elman_pre_from_hidden, gru_gates_from_hidden, lstm_gates_from_hidden
+from workbench.models.config import RecurrentConfig
+from workbench.models.mixers.base import HookSpec, Mixer
+from workbench.models.recurrence import Emit, State, run_recurrence
+
+BPH = ("batch", "pos", "d_hidden")
+BH = ("batch", "d_hidden")
+
+
+@contextlib.contextmanager
+def recording_precision(device: torch.device) -> Iterator[None]:
+    """Turn TF32 off on CUDA while recording, so recovered gates match the recurrence (DESIGN)."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+class _LibraryRecurrence(Mixer):
+    """Shared frame: a single-layer torch.nn recurrent module holds the weights, a Linear maps out."""
+
+    recurrent: tuple[str, ...] = ()
+    library_class: type[nn.RNNBase] = nn.RNN
+
+    def __init__(self, cfg: RecurrentConfig):
+        super().__init__(cfg)
+        self.cell = self.library_class(cfg.d_model, cfg.d_hidden, batch_first=True)
+        self.W_out = nn.Linear(cfg.d_hidden, cfg.d_model)
+
+    @property
+    def weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        cell = self.cell
+        return cell.weight_ih_l0, cell.weight_hh_l0, cell.bias_ih_l0, cell.bias_hh_l0
+
+    def input_projection(self, x: Tensor) -> Tensor:
+        """W_ih x_t + b_ih for every position at once: [batch, pos, gates * d_hidden]."""
+        weight_ih, _, bias_ih, _ = self.weights
+        return x @ weight_ih.T + bias_ih
+
+    def state_at(self, values: Mapping[str, Tensor], t: int) -> State:
+        return {name: values[name][:, t] for name in self.state_names}
+
+    def finish(self, values: dict[str, Tensor], final: State) -> tuple[Tensor, State]:
+        out = self.hook_out(self.W_out(values["h"]))  # [batch, pos, d_model]
+        return out, final
+
+    def run(self, x: Tensor, state: State, fused) -> tuple[Tensor, State]:
+        values, final = run_recurrence(
+            self._step,
+            {"x_proj": self.input_projection(x)},
+            state,
+            self.hook_points(self.recurrent),
+            self.state_at,
+            self.state_names,
+            needed=("h",),
+            fused=fused,
+        )
+        return self.finish(values, final)
+
+    def forward_reference(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        return self.run(x, state, fused=None)
+
+    def _step(self, inputs: Mapping[str, Tensor], state: State, emit: Emit) -> State:
+        raise NotImplementedError
+
+
+class ElmanMixer(_LibraryRecurrence):
+    """Elman 1990: h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)."""
+
+    quantities = ("pre", "h", "out")
+    recurrent = ("pre", "h")
+    state_names = ("h",)
+    library_class = nn.RNN
+
+    def hook_specs(self) -> dict[str, HookSpec]:
+        return {
+            "pre": (BPH, "pre-activation W_ih x_t + W_hh h_{t-1} + b"),
+            "h": (BPH, "hidden state h_t = tanh(pre)"),
+            "out": (("batch", "pos", "d_model"), "mixer output W_out h_t + b_out"),
+        }
+
+    def state_specs(self) -> dict[str, HookSpec]:
+        return {"h": (BH, "initial hidden state h_{-1}")}
+
+    def _step(self, inputs: Mapping[str, Tensor], state: State, emit: Emit) -> State:
+        _, weight_hh, _, bias_hh = self.weights
+        pre = emit("pre", inputs["x_proj"] + state["h"] @ weight_hh.T + bias_hh)  # [batch, H]
+        h = emit("h", torch.tanh(pre))
+        return {"h": h}
+
+    def forward_fused(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        self.last_kernel = f"torch.nn.RNN ({x.device.type}) + parallel pre-activation recovery"
+
+        def fused(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
+            h, h_last = self.cell(x, state["h"][None].contiguous())
+            values = {"h": h}
+            if "pre" in wanted:
+                values["pre"] = elman_pre_from_hidden(x, h, state["h"], *self.weights)
+            return values, {"h": h_last[0]}
+
+        with recording_precision(x.device):
+            return self.run(x, state, fused)
+
+
+class LSTMMixer(_LibraryRecurrence):
+    """Hochreiter & Schmidhuber 1997 LSTM with forget gate (Gers et al. 2000), PyTorch gate order."""
+
+    quantities = ("i", "f", "g", "o", "c", "h", "out")
+    recurrent = ("i", "f", "g", "o", "c", "h")
+    state_names = ("h", "c")
+    library_class = nn.LSTM
+
+    def hook_specs(self) -> dict[str, HookSpec]:
+        return {
+            "i": (BPH, "input gate i_t = σ(W_i [x_t, h_{t-1}] + b_i)"),
+            "f": (BPH, "forget gate f_t = σ(W_f [x_t, h_{t-1}] + b_f)"),
+            "g": (BPH, "candidate cell g_t = tanh(W_g [x_t, h_{t-1}] + b_g)"),
+            "o": (BPH, "output gate o_t = σ(W_o [x_t, h_{t-1}] + b_o)"),
+            "c": (BPH, "cell state c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t"),
+            "h": (BPH, "hidden state h_t = o_t ⊙ tanh(c_t)"),
+            "out": (("batch", "pos", "d_model"), "mixer output W_out h_t + b_out"),
+        }
+
+    def state_specs(self) -> dict[str, HookSpec]:
+        return {"h": (BH, "initial hidden state h_{-1}"), "c": (BH, "initial cell state c_{-1}")}
+
+    def _step(self, inputs: Mapping[str, Tensor], state: State, emit: Emit) -> State:
+        _, weight_hh, _, bias_hh = self.weights
+        pre = inputs["x_proj"] + state["h"] @ weight_hh.T + bias_hh  # [batch, 4 H]
+        i_pre, f_pre, g_pre, o_pre = pre.chunk(4, dim=-1)
+        i = emit("i", torch.sigmoid(i_pre))
+        f = emit("f", torch.sigmoid(f_pre))
+        g = emit("g", torch.tanh(g_pre))
+        o = emit("o", torch.sigmoid(o_pre))
+        c = emit("c", f * state["c"] + i * g)
+        h = emit("h", o * torch.tanh(c))
+        return {"h": h, "c": c}
+
+    def forward_fused(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        self.last_kernel = f"torch.nn.LSTM ({x.device.type}) + parallel gate recovery"
+
+        def fused(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
+            h0, c0 = state["h"][None].contiguous(), state["c"][None].contiguous()
+            h, (h_last, c_last) = self.cell(x, (h0, c0))
+            values = {"h": h}
+            if wanted - {"h"}:
+                gates = lstm_gates_from_hidden(x, h, state["h"], state["c"], *self.weights)
+                values.update(gates)
+            return values, {"h": h_last[0], "c": c_last[0]}
+
+        with recording_precision(x.device):
+            return self.run(x, state, fused)
+
+
+class GRUMixer(_LibraryRecurrence):
+    """Cho et al. 2014 GRU in PyTorch's convention: h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1}."""
+
+    quantities = ("r", "z", "n", "h", "out")
+    recurrent = ("r", "z", "n", "h")
+    state_names = ("h",)
+    library_class = nn.GRU
+
+    def hook_specs(self) -> dict[str, HookSpec]:
+        return {
+            "r": (BPH, "reset gate r_t = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)"),
+            "z": (BPH, "update gate z_t = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)"),
+            "n": (BPH, "candidate n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))"),
+            "h": (BPH, "hidden state h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t-1}"),
+            "out": (("batch", "pos", "d_model"), "mixer output W_out h_t + b_out"),
+        }
+
+    def state_specs(self) -> dict[str, HookSpec]:
+        return {"h": (BH, "initial hidden state h_{-1}")}
+
+    def _step(self, inputs: Mapping[str, Tensor], state: State, emit: Emit) -> State:
+        _, weight_hh, _, bias_hh = self.weights
+        x_r, x_z, x_n = inputs["x_proj"].chunk(3, dim=-1)  # [batch, H] each
+        h_r, h_z, h_n = (state["h"] @ weight_hh.T + bias_hh).chunk(3, dim=-1)
+        r = emit("r", torch.sigmoid(x_r + h_r))
+        z = emit("z", torch.sigmoid(x_z + h_z))
+        n = emit("n", torch.tanh(x_n + r * h_n))
+        h = emit("h", (1 - z) * n + z * state["h"])
+        return {"h": h}
+
+    def forward_fused(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        self.last_kernel = f"torch.nn.GRU ({x.device.type}) + parallel gate recovery"
+
+        def fused(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
+            h, h_last = self.cell(x, state["h"][None].contiguous())
+            values = {"h": h}
+            if wanted - {"h"}:
+                values.update(gru_gates_from_hidden(x, h, state["h"], *self.weights))
+            return values, {"h": h_last[0]}
+
+        with recording_precision(x.device):
+            return self.run(x, state, fused)

@@ -1,0 +1,127 @@
+"""minGRU and minLSTM (Feng et al. 2024, *Were RNNs All We Needed?*): gates from the input alone.
+
+Gates and candidates depend only on x_t, so they are computed (and hooked) for all positions at
+once; only h is recurrent. The fused path solves h_t = a_t ⊙ h_{t-1} + b_t with the log-space
+parallel scan of Heinsen 2023 when every term is positive (the paper's log-space form), else with
+the chunked linear scan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from workbench.kernels import g, linear_scan, log_space_scan
+from workbench.models.config import RecurrentConfig
+from workbench.models.mixers.base import HookSpec, Mixer
+from workbench.models.recurrence import Emit, State, run_recurrence
+
+BPH = ("batch", "pos", "d_hidden")
+BH = ("batch", "d_hidden")
+
+
+class _MinimalRecurrence(Mixer):
+    """Shared frame: h_t = a_t ⊙ h_{t-1} + b_t with a, b computed from the input in parallel."""
+
+    state_names = ("h",)
+
+    def __init__(self, cfg: RecurrentConfig):
+        super().__init__(cfg)
+        self.W_out = nn.Linear(cfg.d_hidden, cfg.d_model)
+
+    def state_specs(self) -> dict[str, HookSpec]:
+        return {"h": (BH, "initial hidden state h_{-1}")}
+
+    def coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(a, b), each [batch, pos, d_hidden], firing the hooks of the parallel quantities."""
+        raise NotImplementedError
+
+    def _step(self, inputs: Mapping[str, Tensor], state: State, emit: Emit) -> State:
+        h = emit("h", inputs["a"] * state["h"] + inputs["b"])  # [batch, H]
+        return {"h": h}
+
+    @staticmethod
+    def _state_at(values: Mapping[str, Tensor], t: int) -> State:
+        return {"h": values["h"][:, t]}
+
+    def _run(self, x: Tensor, state: State, fused: bool) -> tuple[Tensor, State]:
+        a, b = self.coefficients(x)
+
+        def scan(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
+            h0 = state["h"]
+            positive = bool((a > 0).all() and (b > 0).all() and (h0 >= 0).all())
+            if positive:
+                self.last_kernel = "log-space parallel scan (Heinsen 2023)"
+                log_h0 = None if not bool(h0.any()) else torch.log(h0)
+                h = log_space_scan(torch.log(a), torch.log(b), log_h0)
+            else:
+                self.last_kernel = "chunked linear scan"
+                h = linear_scan(a, b, h0)
+            return {"h": h}, {"h": h[:, -1]}
+
+        values, final = run_recurrence(
+            self._step, {"a": a, "b": b}, state, {"h": self.hook_h}, self._state_at, ("h",),
+            needed=("h",), fused=scan if fused else None,
+        )
+        return self.hook_out(self.W_out(values["h"])), final
+
+    def forward_reference(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        return self._run(x, state, fused=False)
+
+    def forward_fused(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        return self._run(x, state, fused=True)
+
+
+class MinGRUMixer(_MinimalRecurrence):
+    """minGRU: z_t = σ(W_z x_t), h̃_t = g(W_h x_t), h_t = (1 − z_t) ⊙ h_{t−1} + z_t ⊙ h̃_t."""
+
+    quantities = ("z", "h_tilde", "h", "out")
+
+    def __init__(self, cfg: RecurrentConfig):
+        super().__init__(cfg)
+        self.W_z = nn.Linear(cfg.d_model, cfg.d_hidden)
+        self.W_h = nn.Linear(cfg.d_model, cfg.d_hidden)
+
+    def hook_specs(self) -> dict[str, HookSpec]:
+        return {
+            "z": (BPH, "update gate z_t = σ(W_z x_t + b_z)"),
+            "h_tilde": (BPH, "candidate h̃_t = g(W_h x_t + b_h), g(v) = v + ½ (v ≥ 0) else σ(v)"),
+            "h": (BPH, "hidden state h_t = (1 − z_t) ⊙ h_{t−1} + z_t ⊙ h̃_t"),
+            "out": (("batch", "pos", "d_model"), "mixer output W_out h_t + b_out"),
+        }
+
+    def coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        z = self.hook_z(torch.sigmoid(self.W_z(x)))  # [batch, pos, H]
+        h_tilde = self.hook_h_tilde(g(self.W_h(x)))  # [batch, pos, H]
+        return 1 - z, z * h_tilde
+
+
+class MinLSTMMixer(_MinimalRecurrence):
+    """minLSTM: h_t = f'_t ⊙ h_{t−1} + i'_t ⊙ h̃_t with f', i' = f, i normalised to sum to one."""
+
+    quantities = ("f", "i", "h_tilde", "h", "out")
+
+    def __init__(self, cfg: RecurrentConfig):
+        super().__init__(cfg)
+        self.W_f = nn.Linear(cfg.d_model, cfg.d_hidden)
+        self.W_i = nn.Linear(cfg.d_model, cfg.d_hidden)
+        self.W_h = nn.Linear(cfg.d_model, cfg.d_hidden)
+
+    def hook_specs(self) -> dict[str, HookSpec]:
+        return {
+            "f": (BPH, "normalised forget gate f'_t = f_t / (f_t + i_t), f_t = σ(W_f x_t + b_f)"),
+            "i": (BPH, "normalised input gate i'_t = i_t / (f_t + i_t), i_t = σ(W_i x_t + b_i)"),
+            "h_tilde": (BPH, "candidate h̃_t = g(W_h x_t + b_h)"),
+            "h": (BPH, "hidden state h_t = f'_t ⊙ h_{t−1} + i'_t ⊙ h̃_t"),
+            "out": (("batch", "pos", "d_model"), "mixer output W_out h_t + b_out"),
+        }
+
+    def coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        forget, inject = torch.sigmoid(self.W_f(x)), torch.sigmoid(self.W_i(x))  # [batch, pos, H]
+        total = forget + inject
+        f = self.hook_f(forget / total)
+        i = self.hook_i(inject / total)
+        h_tilde = self.hook_h_tilde(g(self.W_h(x)))
+        return f, i * h_tilde

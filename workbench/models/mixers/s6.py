@@ -1,0 +1,128 @@
+"""The Mamba block around the S6 selective scan (Gu & Dao 2023, Algorithm 2 and Figure 3).
+
+in-projection to (x, z); causal depthwise conv on x, SiLU -> u; input-dependent Δ, B, C from u;
+selective scan s_t = exp(Δ_t A) ⊙ s_{t−1} + Δ_t B_t u_t, y_t = C_t s_t + D u_t; output
+out_proj(y ⊙ SiLU(z)). Everything but the scan is parallel over positions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from workbench.kernels import selective_scan
+from workbench.models.config import RecurrentConfig
+from workbench.models.mixers.base import HookSpec, Mixer
+from workbench.models.recurrence import Emit, State, run_recurrence
+
+BPD = ("batch", "pos", "d_inner")
+BPN = ("batch", "pos", "d_state")
+
+
+class S6Mixer(Mixer):
+    """Mamba block with an S6 selective scan; `d_hidden` plays the role of Mamba's d_inner."""
+
+    quantities = ("x", "conv", "delta", "B", "C", "state", "y", "gate", "out")
+    state_names = ("conv", "state")
+
+    def __init__(self, cfg: RecurrentConfig):
+        super().__init__(cfg)
+        d_inner, n = cfg.d_hidden, cfg.d_state
+        self.in_proj = nn.Linear(cfg.d_model, 2 * d_inner, bias=False)
+        self.conv1d = nn.Conv1d(d_inner, d_inner, cfg.d_conv, groups=d_inner, bias=True)
+        self.x_proj = nn.Linear(d_inner, cfg.dt_rank + 2 * n, bias=False)
+        self.dt_proj = nn.Linear(cfg.dt_rank, d_inner, bias=True)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, n + 1).float()).repeat(d_inner, 1))
+        self.D = nn.Parameter(torch.ones(d_inner))
+        self.out_proj = nn.Linear(d_inner, cfg.d_model, bias=False)
+        self._init_dt_bias()
+
+    def _init_dt_bias(self, dt_min: float = 1e-3, dt_max: float = 1e-1) -> None:
+        """Δ starts log-uniform in [dt_min, dt_max], as in Mamba, via softplus⁻¹ of the bias."""
+        with torch.no_grad():
+            u = torch.rand(self.cfg.d_hidden)
+            dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+    def hook_specs(self) -> dict[str, HookSpec]:
+        return {
+            "x": (BPD, "in-projected input x_t (before the conv)"),
+            "conv": (BPD, "u_t = SiLU(causal depthwise conv(x)_t), the scan's input"),
+            "delta": (BPD, "step size Δ_t = softplus(W_Δ u_t + b_Δ)"),
+            "B": (BPN, "input matrix B_t = W_B u_t"),
+            "C": (BPN, "output matrix C_t = W_C u_t"),
+            "state": (("batch", "pos", "d_inner", "d_state"),
+                      "SSM state s_t = exp(Δ_t A) ⊙ s_{t−1} + Δ_t B_t u_t"),
+            "y": (BPD, "scan output y_t = C_t · s_t + D ⊙ u_t"),
+            "gate": (BPD, "gate SiLU(z_t)"),
+            "out": (("batch", "pos", "d_model"), "block output out_proj(y_t ⊙ gate_t)"),
+        }
+
+    def state_specs(self) -> dict[str, HookSpec]:
+        return {
+            "conv": (("batch", "d_inner", "d_conv-1"), "the last d_conv − 1 conv inputs x"),
+            "state": (("batch", "d_inner", "d_state"), "initial SSM state s_{-1}"),
+        }
+
+    @property
+    def A(self) -> Tensor:
+        return -torch.exp(self.A_log)  # [d_inner, d_state]
+
+    def _step(self, inputs: Mapping[str, Tensor], state: State, emit: Emit) -> State:
+        delta, u = inputs["delta"], inputs["conv"]  # [batch, d_inner]
+        B, C = inputs["B"], inputs["C"]  # [batch, d_state]
+        decay = torch.exp(delta[..., None] * self.A)  # [batch, d_inner, d_state]
+        s = emit("state", decay * state["state"] + (delta * u)[..., None] * B[:, None, :])
+        emit("y", (s * C[:, None, :]).sum(-1) + self.D * u)
+        return {"state": s}
+
+    @staticmethod
+    def _state_at(values: Mapping[str, Tensor], t: int) -> State:
+        return {"state": values["state"][:, t]}
+
+    def _parallel_inputs(self, x_in: Tensor, conv_state: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """Everything before the scan: (scan inputs, z, new conv state)."""
+        d_inner, n, rank = self.cfg.d_hidden, self.cfg.d_state, self.cfg.dt_rank
+        x, z = self.in_proj(x_in).split(d_inner, dim=-1)  # [batch, pos, d_inner] each
+        x = self.hook_x(x)
+        padded = torch.cat([conv_state, x.transpose(1, 2)], dim=-1)  # [batch, d_inner, k-1+pos]
+        u = self.hook_conv(F.silu(self.conv1d(padded).transpose(1, 2)))  # [batch, pos, d_inner]
+        new_conv_state = padded[..., padded.shape[-1] - (self.cfg.d_conv - 1):]
+        dt, B, C = self.x_proj(u).split([rank, n, n], dim=-1)
+        delta = self.hook_delta(F.softplus(self.dt_proj(dt)))  # [batch, pos, d_inner]
+        inputs = {"conv": u, "delta": delta, "B": self.hook_B(B), "C": self.hook_C(C)}
+        return inputs, z, new_conv_state
+
+    def _run(self, x_in: Tensor, state: State, fused: bool) -> tuple[Tensor, State]:
+        inputs, z, new_conv_state = self._parallel_inputs(x_in, state["conv"])
+
+        def scan(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
+            self.last_kernel = "chunked selective scan"
+            y, states = selective_scan(
+                inputs["conv"], inputs["delta"], self.A, inputs["B"], inputs["C"], self.D,
+                state["state"], return_states="state" in wanted,
+            )
+            values = {"y": y}
+            if "state" in wanted:
+                values["state"] = states
+                return values, {"state": states[:, -1]}
+            return values, {"state": states}
+
+        values, final = run_recurrence(
+            self._step, inputs, {"state": state["state"]},
+            self.hook_points(("state", "y")), self._state_at, ("state",),
+            needed=("y",), fused=scan if fused else None,
+        )
+        gate = self.hook_gate(F.silu(z))
+        out = self.hook_out(self.out_proj(values["y"] * gate))  # [batch, pos, d_model]
+        return out, {"conv": new_conv_state, "state": final["state"]}
+
+    def forward_reference(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        return self._run(x, state, fused=False)
+
+    def forward_fused(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        return self._run(x, state, fused=True)

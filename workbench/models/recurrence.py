@@ -1,0 +1,163 @@
+"""Run a recurrence under hooks: a fast first pass, hooks on whole tensors, causal replay after an edit.
+
+Every recurrent quantity (a gate, a state) is hooked once per forward call with its full
+`[batch, pos, ...]` tensor, on both paths. Reading is free: caching hooks see the tensor the fast
+first pass produced. Editing is causal: when a hook changes a quantity, the recurrence is replayed
+step by step from the first changed position, and at every later step each hook is called again on
+the full-length tensor (positions after the current one hold the first-pass values) and its value at
+the current position is used. The result is the fixed point a per-step loop would give, so a hook
+that edits position t changes every later position and no earlier one, identically on both paths.
+Hook functions on recurrent quantities must therefore be causal (their output at t depends only on
+positions <= t) and free of side effects other than recording.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+from transformer_lens.hook_points import HookPoint
+
+State = dict[str, Tensor]
+Emit = Callable[[str, Tensor], Tensor]
+# (inputs at one position [batch, ...], state before it, emit) -> state after it
+StepFn = Callable[[Mapping[str, Tensor], State, Emit], State]
+# (quantities wanted) -> (values [batch, pos, ...] per quantity, final state)
+FusedFn = Callable[[set[str]], tuple[dict[str, Tensor], State]]
+# (values, t) -> state after position t, read off the recorded quantities
+StateAtFn = Callable[[Mapping[str, Tensor], int], State]
+
+READ_ONLY_HOOK_NAME = "workbench.ActivationRecorder(read-only)"
+
+
+class ActivationRecorder:
+    """A read-only hook that stores a detached copy of each activation it sees in `store`."""
+
+    def __init__(self, store: dict[str, Tensor], device: torch.device | str | None = None):
+        self.store = store
+        self.device = device
+
+    def __call__(self, tensor: Tensor, hook: HookPoint) -> None:
+        saved = tensor.detach()
+        self.store[hook.name] = saved.to(self.device) if self.device is not None else saved
+
+    def __repr__(self) -> str:
+        return READ_ONLY_HOOK_NAME
+
+
+def hook_is_active(hook_point: HookPoint) -> bool:
+    """True when any forward hook is attached to `hook_point`."""
+    return len(hook_point._forward_hooks) > 0
+
+
+def hook_may_edit(hook_point: HookPoint) -> bool:
+    """True unless every attached forward hook is a known read-only recorder."""
+    for fn in hook_point._forward_hooks.values():
+        name = getattr(fn, "__name__", "")
+        if name == READ_ONLY_HOOK_NAME or "save_hook" in name:
+            continue
+        return True
+    return False
+
+
+def first_changed_position(before: Tensor, after: Tensor) -> int:
+    """Index of the first position (axis 1) where `after` differs from `before`; pos if none."""
+    if after.shape != before.shape:
+        raise ValueError(
+            f"a hook returned shape {tuple(after.shape)} for a tensor of shape "
+            f"{tuple(before.shape)}; hooks must keep the shape"
+        )
+    changed = (before != after) & ~(torch.isnan(before) & torch.isnan(after))
+    per_position = changed.reshape(changed.shape[0], changed.shape[1], -1).any(-1).any(0)  # [pos]
+    hits = per_position.nonzero()
+    return int(hits[0]) if len(hits) else before.shape[1]
+
+
+def run_reference_loop(
+    step: StepFn, inputs: Mapping[str, Tensor], state: State, wanted: set[str], length: int
+) -> tuple[dict[str, Tensor], State]:
+    """Plain step-by-step recurrence recording the `wanted` quantities, [batch, pos, ...] each."""
+    records: dict[str, list[Tensor]] = {}
+
+    def record(name: str, value: Tensor) -> Tensor:
+        if name in wanted:
+            records.setdefault(name, []).append(value)
+        return value
+
+    for t in range(length):
+        state = step({k: v[:, t] for k, v in inputs.items()}, state, record)
+    return {k: torch.stack(v, dim=1) for k, v in records.items()}, state
+
+
+def run_recurrence(
+    step: StepFn,
+    inputs: Mapping[str, Tensor],
+    initial_state: State,
+    hook_points: Mapping[str, HookPoint],
+    state_at: StateAtFn,
+    state_quantities: Sequence[str],
+    needed: Sequence[str] = (),
+    fused: FusedFn | None = None,
+) -> tuple[dict[str, Tensor], State]:
+    """Compute every quantity of a recurrence over all positions, firing hooks causally.
+
+    `hook_points` maps each recurrent quantity, in step order, to its hook point. `needed` names
+    the quantities the caller uses afterwards. `fused`, when given, computes the first pass with a
+    fast kernel; otherwise the readable loop `step` does. Returns values and the final state.
+    """
+    length = next(iter(inputs.values())).shape[1]
+    active = {q for q, hp in hook_points.items() if hook_is_active(hp)}
+    editing = {q for q in active if hook_may_edit(hook_points[q])}
+    wanted = set(needed) | active | (set(state_quantities) if editing else set())
+
+    if fused is not None:
+        values, final_state = fused(wanted)
+    else:
+        values, final_state = run_reference_loop(step, inputs, initial_state, wanted, length)
+
+    first_edit = length
+    for name, hook_point in hook_points.items():
+        if name not in active:
+            continue
+        before = values[name].clone() if name in editing else values[name]
+        values[name] = hook_point(values[name])
+        if name in editing:
+            first_edit = min(first_edit, first_changed_position(before, values[name]))
+    if first_edit == length:
+        return values, final_state
+    return _replay_from(step, inputs, initial_state, hook_points, state_at, values, first_edit,
+                        active, editing)
+
+
+def _replay_from(
+    step: StepFn,
+    inputs: Mapping[str, Tensor],
+    initial_state: State,
+    hook_points: Mapping[str, HookPoint],
+    state_at: StateAtFn,
+    values: dict[str, Tensor],
+    start: int,
+    active: set[str],
+    editing: set[str],
+) -> tuple[dict[str, Tensor], State]:
+    """Re-run positions start.. step by step, each hook seeing the full-length tensor at each step."""
+    buffers = {k: v.clone() for k, v in values.items()}  # [batch, pos, ...] each
+    state = initial_state if start == 0 else state_at(values, start - 1)
+    length = next(iter(inputs.values())).shape[1]
+    position = start
+
+    def emit(name: str, value: Tensor) -> Tensor:
+        if name not in buffers:
+            return value
+        buffer = buffers[name]
+        buffer[:, position] = value
+        if name in active:
+            seen = buffer.clone() if name in editing else buffer
+            value = hook_points[name](seen)[:, position]
+            buffer[:, position] = value
+        return value
+
+    for position in range(start, length):
+        state = step({k: v[:, position] for k, v in inputs.items()}, state, emit)
+    return buffers, state

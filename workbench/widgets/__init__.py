@@ -1,0 +1,1 @@
+"""ipywidgets front ends; they import analysis modules, never the other way round."""
