@@ -1,0 +1,144 @@
+"""The workbench's exceptions: each subclasses a builtin, so `except ValueError` still catches them.
+
+Every message says what went wrong with the user's own values (the character, the tensor, the
+bytes) and, where there is one, what to do instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "CheckpointError",
+    "CorpusNotFoundError",
+    "EmptyInputError",
+    "MemoryBudgetError",
+    "SequenceTooLongError",
+    "UnknownCharacterError",
+    "UnknownHookError",
+    "format_bytes",
+]
+
+
+def format_bytes(n: float) -> str:
+    """Human-readable size with a binary unit, e.g. `1.50 GiB`."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _context(text: str, position: int, width: int = 20) -> str:
+    """The text around `position`, as a repr, with the offending character bracketed."""
+    start = max(0, position - width)
+    before, char, after = (
+        text[start:position],
+        text[position],
+        text[position + 1 : position + 1 + width],
+    )
+    return f"{before!r} [{char!r}] {after!r}"
+
+
+class UnknownCharacterError(ValueError):
+    """A character outside the tokenizer's vocabulary, when no unknown token was asked for."""
+
+    def __init__(
+        self, char: str, position: int, text: str | None = None, vocab_size: int | None = None
+    ):
+        self.char = char
+        self.position = position
+        where = f" (context: {_context(text, position)})" if text is not None else ""
+        size = f" of {vocab_size} characters" if vocab_size is not None else ""
+        message = (
+            f"character {char!r} (U+{ord(char):04X}) at position {position} is not in the "
+            f"vocabulary{size}{where}; pass unknown='map' to map unknown characters to the "
+            "vocabulary's unknown token"
+        )
+        super().__init__(message)
+
+
+class EmptyInputError(ValueError):
+    """Empty text or an empty batch where at least one token is needed."""
+
+
+class SequenceTooLongError(ValueError):
+    """An input longer than the `max_length` the caller set as a guard."""
+
+    def __init__(self, length: int, max_length: int):
+        self.length = length
+        self.max_length = max_length
+        super().__init__(
+            f"input has {length} characters, more than max_length={max_length}; "
+            "shorten it or raise max_length"
+        )
+
+
+class CorpusNotFoundError(FileNotFoundError):
+    """A corpus whose source is not on this machine; the message says how to get it."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded: a missing file, or tensors that disagree with config."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        tensor: str | None = None,
+        expected: Sequence[int] | None = None,
+        actual: Sequence[int] | None = None,
+    ):
+        self.tensor = tensor
+        self.expected = tuple(expected) if expected is not None else None
+        self.actual = tuple(actual) if actual is not None else None
+        if tensor is not None and expected is not None and actual is not None:
+            message = (
+                f"{message}: tensor {tensor!r} has shape {list(self.actual)} in the checkpoint, "
+                f"but the config expects {list(self.expected)}"
+            )
+        super().__init__(message)
+
+
+class UnknownHookError(KeyError):
+    """A hook name the model does not have; suggests the closest known names."""
+
+    def __init__(self, name: str, known: Iterable[str] = (), message: str | None = None):
+        self.name = name
+        self.known = tuple(known)
+        if message is None:
+            message = f"unknown hook {name!r}"
+            close = difflib.get_close_matches(name, self.known, n=3, cutoff=0.6)
+            if close:
+                message += f"; did you mean {', '.join(repr(c) for c in close)}?"
+            elif self.known:
+                shown = ", ".join(self.known[:10]) + (", ..." if len(self.known) > 10 else "")
+                message += f"; known hooks include {shown} (see model.hook_table())"
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        # KeyError's own __str__ shows the repr of its argument, quotes and escapes included.
+        return self.message
+
+
+class MemoryBudgetError(MemoryError):
+    """A recording that would hold more bytes than the memory budget allows; says how many."""
+
+    def __init__(
+        self, needed_bytes: int, budget_bytes: int, what: str = "recording", hint: str = ""
+    ):
+        self.needed_bytes = int(needed_bytes)
+        self.budget_bytes = int(budget_bytes)
+        message = (
+            f"{what} needs {format_bytes(needed_bytes)} ({self.needed_bytes:,} bytes) but the "
+            f"memory budget is {format_bytes(budget_bytes)} ({self.budget_bytes:,} bytes)"
+        )
+        message += (
+            f"; {hint}"
+            if hint
+            else ("; record fewer hooks (names_filter), a shorter window, or raise the budget")
+        )
+        super().__init__(message)
