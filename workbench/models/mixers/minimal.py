@@ -51,10 +51,11 @@ class _MinimalRecurrence(Mixer):
 
         def scan(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
             h0 = state["h"]
-            positive = bool((a > 0).all() and (b > 0).all() and (h0 >= 0).all())
+            zero_start = not h0.requires_grad and not bool(h0.any())
+            positive = bool((a > 0).all() and (b > 0).all()) and (zero_start or bool((h0 > 0).all()))
             if positive:
                 self.last_kernel = "log-space parallel scan (Heinsen 2023)"
-                log_h0 = None if not bool(h0.any()) else torch.log(h0)
+                log_h0 = None if zero_start else torch.log(h0)
                 h = log_space_scan(torch.log(a), torch.log(b), log_h0)
             else:
                 self.last_kernel = "chunked linear scan"

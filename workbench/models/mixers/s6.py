@@ -87,12 +87,16 @@ class S6Mixer(Mixer):
     def _parallel_inputs(self, x_in: Tensor, conv_state: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """Everything before the scan: (scan inputs, z, new conv state)."""
         d_inner, n, rank = self.cfg.d_hidden, self.cfg.d_state, self.cfg.dt_rank
-        x, z = self.in_proj(x_in).split(d_inner, dim=-1)  # [batch, pos, d_inner] each
-        x = self.hook_x(x)
+        # Separate matmuls over weight slices, not a split of one output: hooked tensors must not
+        # be views, so that hooks may edit them in place.
+        w_x, w_z = self.in_proj.weight.split(d_inner, dim=0)
+        x = self.hook_x(F.linear(x_in, w_x))  # [batch, pos, d_inner]
+        z = F.linear(x_in, w_z)  # [batch, pos, d_inner]
         padded = torch.cat([conv_state, x.transpose(1, 2)], dim=-1)  # [batch, d_inner, k-1+pos]
         u = self.hook_conv(F.silu(self.conv1d(padded).transpose(1, 2)))  # [batch, pos, d_inner]
         new_conv_state = padded[..., padded.shape[-1] - (self.cfg.d_conv - 1):]
-        dt, B, C = self.x_proj(u).split([rank, n, n], dim=-1)
+        w_dt, w_B, w_C = self.x_proj.weight.split([rank, n, n], dim=0)
+        dt, B, C = F.linear(u, w_dt), F.linear(u, w_B), F.linear(u, w_C)  # [batch, pos, ·]
         delta = self.hook_delta(F.softplus(self.dt_proj(dt)))  # [batch, pos, d_inner]
         inputs = {"conv": u, "delta": delta, "B": self.hook_B(B), "C": self.hook_C(C)}
         return inputs, z, new_conv_state
