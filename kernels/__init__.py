@@ -1,8 +1,9 @@
 """Fast paths for recurrent models (installed as `workbench.kernels`).
 
 Each fast kernel sits beside the step-by-step reference it is tested against:
-`linear_scan` / `linear_scan_reference`, `log_space_scan` / `log_space_scan_reference`,
-`selective_scan` / `selective_scan_reference`, and gate recovery after a fused library RNN
+`linear_scan` / `linear_scan_reference`; `log_space_scan` and Heinsen's closed form
+`log_space_scan_heinsen` / `log_space_scan_reference`; `selective_scan` /
+`selective_scan_reference`; and gate recovery after a fused library RNN
 (`lstm_gates_from_hidden`, `gru_gates_from_hidden`, `elman_pre_from_hidden`).
 All are pure PyTorch: any device, float32 and float64, differentiable.
 """
@@ -14,7 +15,7 @@ import importlib.util
 import torch
 
 from .linear_scan import linear_scan, linear_scan_reference
-from .log_scan import g, log_g, log_space_scan, log_space_scan_reference
+from .log_scan import g, log_g, log_space_scan, log_space_scan_heinsen, log_space_scan_reference
 from .rnn_gates import elman_pre_from_hidden, gru_gates_from_hidden, lstm_gates_from_hidden
 from .selective_scan import selective_scan, selective_scan_reference
 
@@ -27,6 +28,7 @@ __all__ = [
     "linear_scan_reference",
     "log_g",
     "log_space_scan",
+    "log_space_scan_heinsen",
     "log_space_scan_reference",
     "lstm_gates_from_hidden",
     "selective_scan",

@@ -6,7 +6,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from workbench.kernels import g, linear_scan_reference, log_g, log_space_scan, log_space_scan_reference
+from workbench.kernels import (
+    g,
+    linear_scan_reference,
+    log_g,
+    log_space_scan,
+    log_space_scan_heinsen,
+    log_space_scan_reference,
+)
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 DTYPES = [torch.float32, torch.float64]
@@ -40,6 +47,25 @@ def test_log_space_scan_matches_reference(seed, batch, pos, state, dtype, chunk_
     actual = log_space_scan(log_a, log_b, log_h0, chunk_size=chunk_size)
     assert actual.shape == (batch, pos, *state) and actual.dtype == dtype
     torch.testing.assert_close(actual, expected, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    pos=st.one_of(st.just(1), st.integers(1, 300)),
+    dtype=st.sampled_from(DTYPES),
+    chunk_size=st.sampled_from([1, 4, 16]),
+    with_h0=st.booleans(),
+)
+def test_heinsen_closed_form_matches_reference_within_its_bound(seed, pos, dtype, chunk_size, with_h0):
+    log_a, log_b, log_h0 = _mingru_inputs(seed, 2, pos, (3,), dtype)
+    log_h0 = log_h0 if with_h0 else None
+    expected = log_space_scan_reference(log_a, log_b, log_h0)
+    actual = log_space_scan_heinsen(log_a, log_b, log_h0, chunk_size=chunk_size)
+    # documented bound: relative error ~ eps * chunk_size * max|log a|
+    eps = torch.finfo(dtype).eps
+    rtol = max(TOL[dtype], 4 * eps * chunk_size * log_a.abs().max().item())
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -1,0 +1,123 @@
+"""Gates recovered from a fused torch.nn.LSTM / GRU / RNN equal a step-by-step recomputation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from workbench.kernels import elman_pre_from_hidden, gru_gates_from_hidden, lstm_gates_from_hidden
+
+TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+DTYPES = [torch.float32, torch.float64]
+CASES = [(dtype, pos, bias) for dtype in DTYPES for pos in (1, 300) for bias in (True, False)]
+
+
+def _fused(cls, dtype, pos, bias, seed=0, batch=3, d_in=5, hidden=16, **kwargs):
+    torch.manual_seed(seed)
+    rnn = cls(d_in, hidden, batch_first=True, bias=bias, **kwargs).to(dtype)
+    x = torch.randn(batch, pos, d_in, dtype=dtype)
+    h0 = torch.randn(batch, hidden, dtype=dtype)
+    c0 = torch.randn(batch, hidden, dtype=dtype)
+    return rnn, x, h0, c0
+
+
+def _weights(rnn):
+    return (
+        rnn.weight_ih_l0,
+        rnn.weight_hh_l0,
+        getattr(rnn, "bias_ih_l0", None),
+        getattr(rnn, "bias_hh_l0", None),
+    )
+
+
+def _linear(x, w, b):
+    return x @ w.T + (0 if b is None else b)
+
+
+def _lstm_steps(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    """torch.nn.LSTM's equations, one position at a time (the recomputation to match)."""
+    h, c, out = h0, c0, {k: [] for k in "ifgohc"}
+    for t in range(x.shape[1]):
+        gates = _linear(x[:, t], w_ih, b_ih) + _linear(h, w_hh, b_hh)
+        i, f, g, o = gates.chunk(4, dim=-1)
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+        for k, v in zip("ifgohc", (i, f, g, o, h, c), strict=True):
+            out[k].append(v)
+    return {k: torch.stack(v, dim=1) for k, v in out.items()}
+
+
+def _gru_steps(x, h0, w_ih, w_hh, b_ih, b_hh):
+    h, out = h0, {k: [] for k in "rznh"}
+    for t in range(x.shape[1]):
+        i_r, i_z, i_n = _linear(x[:, t], w_ih, b_ih).chunk(3, dim=-1)
+        h_r, h_z, h_n = _linear(h, w_hh, b_hh).chunk(3, dim=-1)
+        r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        h = (1 - z) * n + z * h
+        for k, v in zip("rznh", (r, z, n, h), strict=True):
+            out[k].append(v)
+    return {k: torch.stack(v, dim=1) for k, v in out.items()}
+
+
+def _elman_steps(x, h0, w_ih, w_hh, b_ih, b_hh):
+    h, pres, hs = h0, [], []
+    for t in range(x.shape[1]):
+        pre = _linear(x[:, t], w_ih, b_ih) + _linear(h, w_hh, b_hh)
+        h = torch.tanh(pre)
+        pres.append(pre)
+        hs.append(h)
+    return torch.stack(pres, dim=1), torch.stack(hs, dim=1)
+
+
+@pytest.mark.parametrize(("dtype", "pos", "bias"), CASES)
+def test_lstm_gates_from_hidden_match_step_by_step(dtype, pos, bias):
+    lstm, x, h0, c0 = _fused(torch.nn.LSTM, dtype, pos, bias)
+    with torch.no_grad():
+        h, (h_n, c_n) = lstm(x, (h0[None], c0[None]))
+        gates = lstm_gates_from_hidden(x, h, h0, c0, *_weights(lstm))
+        steps = _lstm_steps(x, h0, c0, *_weights(lstm))
+    tol = TOL[dtype]
+    torch.testing.assert_close(steps["h"], h, rtol=tol, atol=tol)  # the oracle is the fused LSTM
+    for k in "ifgoc":
+        assert gates[k].shape == h.shape
+        torch.testing.assert_close(gates[k], steps[k], rtol=tol, atol=tol)
+    torch.testing.assert_close(gates["c"][:, -1], c_n[0], rtol=tol, atol=tol)
+    torch.testing.assert_close(gates["o"] * torch.tanh(gates["c"]), h, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize(("dtype", "pos", "bias"), CASES)
+def test_gru_gates_from_hidden_match_step_by_step(dtype, pos, bias):
+    gru, x, h0, _ = _fused(torch.nn.GRU, dtype, pos, bias, seed=1)
+    with torch.no_grad():
+        h, _ = gru(x, h0[None])
+        gates = gru_gates_from_hidden(x, h, h0, *_weights(gru))
+        steps = _gru_steps(x, h0, *_weights(gru))
+    tol = TOL[dtype]
+    torch.testing.assert_close(steps["h"], h, rtol=tol, atol=tol)
+    for k in "rzn":
+        torch.testing.assert_close(gates[k], steps[k], rtol=tol, atol=tol)
+    h_prev = torch.cat([h0[:, None], h[:, :-1]], dim=1)
+    rebuilt = (1 - gates["z"]) * gates["n"] + gates["z"] * h_prev
+    torch.testing.assert_close(rebuilt, h, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize(("dtype", "pos", "bias"), CASES)
+def test_elman_pre_from_hidden_matches_step_by_step(dtype, pos, bias):
+    rnn, x, h0, _ = _fused(torch.nn.RNN, dtype, pos, bias, seed=2)
+    with torch.no_grad():
+        h, _ = rnn(x, h0[None])
+        pre = elman_pre_from_hidden(x, h, h0, *_weights(rnn))
+        pre_steps, h_steps = _elman_steps(x, h0, *_weights(rnn))
+    tol = TOL[dtype]
+    torch.testing.assert_close(h_steps, h, rtol=tol, atol=tol)
+    torch.testing.assert_close(pre, pre_steps, rtol=tol, atol=tol)
+    torch.testing.assert_close(torch.tanh(pre), h, rtol=tol, atol=tol)
+
+
+def test_lstm_gates_are_differentiable_in_the_weights():
+    lstm, x, h0, c0 = _fused(torch.nn.LSTM, torch.float64, 20, True)
+    h, _ = lstm(x, (h0[None], c0[None]))
+    gates = lstm_gates_from_hidden(x, h, h0, c0, *_weights(lstm))
+    gates["c"].sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in lstm.parameters())
