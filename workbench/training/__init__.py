@@ -1,0 +1,20 @@
+"""Training and checkpoints: the loop that makes the embedded models, and the files they live in."""
+
+from workbench.training.checkpoint import (
+    Checkpoint,
+    TrainingState,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from workbench.training.train import evaluate_bpc, train
+
+__all__ = [
+    "Checkpoint",
+    "TrainingState",
+    "evaluate_bpc",
+    "load_checkpoint",
+    "read_checkpoint",
+    "save_checkpoint",
+    "train",
+]
