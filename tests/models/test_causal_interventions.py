@@ -108,3 +108,16 @@ def test_initial_state_is_hooked_and_differentiable(family):
 
     model.run_with_hooks(tokens, fwd_hooks=[(name, look)])
     assert seen["shape"][0] == 1
+
+
+def test_state_edit_is_causal_without_gradients(family):
+    model = small_lm(family)
+    tokens = torch.randint(0, model.cfg.d_vocab, (2, 14), generator=torch.Generator().manual_seed(9))
+    name = f"blocks.0.mixer.hook_{STATE_QUANTITY[family]}"
+    with torch.no_grad():
+        clean = model(tokens, path="reference")
+        outs = [model.run_with_hooks(tokens, fwd_hooks=[(name, add_at(5, 0.5))], path=p)
+                for p in ("reference", "fused")]
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-10, rtol=1e-10)
+    change = (outs[0] - clean).abs().amax(dim=(0, 2))
+    assert torch.all(change[:5] == 0) and torch.all(change[5:] > 0)

@@ -76,3 +76,15 @@ def test_blocks_with_mlp_and_rmsnorm_agree_between_paths(family):
     assert "blocks.0.hook_mlp_out" in model.hook_dict
     tokens = torch.randint(0, model.cfg.d_vocab, (2, 9), generator=torch.Generator().manual_seed(4))
     assert_paths_agree(model, tokens, torch.float64)
+
+
+def test_paths_agree_without_gradients_where_cpu_recording_loops_run(family):
+    """Under no_grad the LSTM/GRU fused path writes gates in its own loop; same numbers."""
+    model = small_lm(family, dtype=torch.float32, d_model=24, d_hidden=24)
+    tokens = torch.randint(0, model.cfg.d_vocab, (3, 200), generator=torch.Generator().manual_seed(8))
+    state = [{k: torch.randn_like(v) for k, v in layer.items()} for layer in model.initial_state(3)]
+    with torch.no_grad():
+        assert_paths_agree(model, tokens, torch.float32, initial_state=state)
+        _, cache = model.run_with_cache(tokens, path="fused")
+    if family in ("lstm", "gru"):
+        assert "loop" in cache.metadata["kernels"][0]

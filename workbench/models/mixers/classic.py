@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from workbench.kernels import elman_pre_from_hidden, gru_gates_from_hidden, lstm_gates_from_hidden
+from workbench.kernels.rnn_recording import gru_forward_recording, lstm_forward_recording
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers.base import HookSpec, Mixer
 from workbench.models.recurrence import Emit, State, run_recurrence
@@ -34,6 +35,15 @@ def recording_precision(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def use_recording_loop(x: Tensor, module: nn.Module) -> bool:
+    """CPU and no gradient wanted: the gate-writing loop beats the library kernel plus recovery."""
+    if x.device.type != "cpu":
+        return False
+    return not torch.is_grad_enabled() or not (
+        x.requires_grad or any(p.requires_grad for p in module.parameters())
+    )
 
 
 class _LibraryRecurrence(Mixer):
@@ -157,13 +167,18 @@ class LSTMMixer(_LibraryRecurrence):
         return {"h": h, "c": c}
 
     def forward_fused(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        self.last_kernel = f"torch.nn.LSTM ({x.device.type}) + parallel gate recovery"
+        self.last_kernel = f"torch.nn.LSTM ({x.device.type})"
 
         def fused(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
+            if wanted - {"h"} and use_recording_loop(x, self):
+                self.last_kernel = "gate-writing LSTM loop (CPU, no grad)"
+                values = lstm_forward_recording(x, state["h"], state["c"], *self.weights)
+                return values, {"h": values["h"][:, -1], "c": values["c"][:, -1]}
             h0, c0 = state["h"][None].contiguous(), state["c"][None].contiguous()
             h, (h_last, c_last) = self.cell(x, (h0, c0))
             values = {"h": h}
             if wanted - {"h"}:
+                self.last_kernel += " + parallel gate recovery"
                 gates = lstm_gates_from_hidden(x, h, state["h"], state["c"], *self.weights)
                 values.update(gates)
             return values, {"h": h_last[0], "c": c_last[0]}
@@ -203,12 +218,17 @@ class GRUMixer(_LibraryRecurrence):
         return {"h": h}
 
     def forward_fused(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        self.last_kernel = f"torch.nn.GRU ({x.device.type}) + parallel gate recovery"
+        self.last_kernel = f"torch.nn.GRU ({x.device.type})"
 
         def fused(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
+            if wanted - {"h"} and use_recording_loop(x, self):
+                self.last_kernel = "gate-writing GRU loop (CPU, no grad)"
+                values = gru_forward_recording(x, state["h"], *self.weights)
+                return values, {"h": values["h"][:, -1]}
             h, h_last = self.cell(x, state["h"][None].contiguous())
             values = {"h": h}
             if wanted - {"h"}:
+                self.last_kernel += " + parallel gate recovery"
                 values.update(gru_gates_from_hidden(x, h, state["h"], *self.weights))
             return values, {"h": h_last[0]}
 
