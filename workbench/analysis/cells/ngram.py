@@ -226,7 +226,7 @@ def error_analysis(
     p_orders = {k: m.correct_probs(text) for k, m in ngrams.items()}  # each [pos - 1]
     oracle = np.max(np.stack([p_orders[k] for k in range(1, n + 1)]), axis=0) >= ERROR_THRESHOLD
     train_words = _words(train_text)
-    rank2 = np.argsort(-model_probs[:-1], axis=1)[:, :2]  # [pos - 1, 2]
+    rank2 = np.argsort(-model_probs[:-1], axis=1, kind="stable")[:, :2]  # [pos - 1, 2]
     category = np.full(len(text) - 1, "", dtype=object)
     seen: set[str] = set()
     for t in range(len(text) - 1):
