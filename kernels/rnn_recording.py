@@ -16,8 +16,13 @@ from torch import Tensor
 
 
 def lstm_forward_recording(
-    x: Tensor, h0: Tensor, c0: Tensor,
-    weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor, bias_hh: Tensor,
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor,
+    bias_hh: Tensor,
 ) -> dict[str, Tensor]:
     """LSTM (PyTorch gate order i, f, g, o) over x [batch, pos, d_in] from h0, c0 [batch, H].
 
@@ -48,8 +53,12 @@ def lstm_forward_recording(
 
 
 def gru_forward_recording(
-    x: Tensor, h0: Tensor,
-    weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor, bias_hh: Tensor,
+    x: Tensor,
+    h0: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor,
+    bias_hh: Tensor,
 ) -> dict[str, Tensor]:
     """GRU in PyTorch's convention over x [batch, pos, d_in] from h0 [batch, H].
 
