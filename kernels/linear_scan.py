@@ -14,10 +14,18 @@ so it stays exact when those products underflow to zero (tiny `a`), where closed
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-__all__ = ["linear_scan", "linear_scan_reference"]
+__all__ = ["default_chunk_size", "linear_scan", "linear_scan_reference"]
+
+
+def default_chunk_size(pos: int) -> int:
+    """A power of two near sqrt(pos / 2), which minimises the 2 * chunk + pos / chunk sequential
+    steps of a two-pass chunked scan (16 for pos = 1024, 32 for 4096)."""
+    return 1 << max(1, int(math.log2(math.sqrt(max(pos, 2) / 2))))
 
 
 def _broadcast_inputs(a: Tensor, b: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -59,7 +67,7 @@ def linear_scan_reference(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Ten
     return torch.stack(hs, dim=1)  # [batch, pos, *state]
 
 
-def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None, chunk_size: int = 64) -> Tensor:
+def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None, chunk_size: int | None = None) -> Tensor:
     """Chunked parallel scan of h_t = a_t * h_{t-1} + b_t, t = 0..pos-1, from h_{-1} = h0.
 
     Same numbers as `linear_scan_reference` (float32 ~1e-6 relative, float64 ~1e-15) in
@@ -75,14 +83,15 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None, chunk_size: int 
     the output, with grad it stacks the steps).
 
     a: [batch, pos, *state] or broadcastable to b (e.g. [batch, pos, d, 1] with b [batch, pos, d, n]),
-    b: [batch, pos, *state], h0: [batch, *state] or None (zeros).
-    Returns every state h: [batch, pos, *state].
+    b: [batch, pos, *state], h0: [batch, *state] or None (zeros); chunk_size: None picks
+    `default_chunk_size(pos)`. Returns every state h: [batch, pos, *state].
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     a, b, h0 = _broadcast_inputs(a, b, h0)
     batch, pos = b.shape[:2]
     state = b.shape[2:]
+    chunk_size = default_chunk_size(pos) if chunk_size is None else chunk_size
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     n_chunks = pos // chunk_size
     if n_chunks < 2:
         return linear_scan_reference(a, b, h0)

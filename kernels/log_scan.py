@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .linear_scan import default_chunk_size
+
 __all__ = ["g", "log_g", "log_space_scan", "log_space_scan_heinsen", "log_space_scan_reference"]
 
 
@@ -98,7 +100,7 @@ def _carry(log_a_chunk: Tensor, log_last: Tensor, log_h0: Tensor) -> Tensor:
 
 
 def log_space_scan(
-    log_a: Tensor, log_b: Tensor, log_h0: Tensor | None = None, chunk_size: int = 64
+    log_a: Tensor, log_b: Tensor, log_h0: Tensor | None = None, chunk_size: int | None = None
 ) -> Tensor:
     """Chunked log-space scan of h_t = a_t h_{t-1} + b_t (a, b, h0 > 0), reset per chunk.
 
@@ -112,13 +114,15 @@ def log_space_scan(
     < 1e-14 float64.
 
     log_a, log_b: [batch, pos, *state] (broadcastable to each other); log_h0: [batch, *state] or
-    None (h0 = 0). Returns h (not log h): [batch, pos, *state].
+    None (h0 = 0); chunk_size: None picks `default_chunk_size(pos)`.
+    Returns h (not log h): [batch, pos, *state].
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     log_a, log_b, log_h0 = _log_inputs(log_a, log_b, log_h0)
     batch, pos = log_b.shape[:2]
     state = log_b.shape[2:]
+    chunk_size = default_chunk_size(pos) if chunk_size is None else chunk_size
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if pos // chunk_size < 2:
         return log_space_scan_reference(log_a, log_b, log_h0)
     if log_h0 is None:

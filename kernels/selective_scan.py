@@ -153,13 +153,12 @@ def _selective_scan_autograd(
 ) -> tuple[Tensor, Tensor]:
     """`selective_scan` under autograd: no in-place writes; each chunk scanned by `linear_scan`."""
     pos = u.shape[1]
-    inner = max(2, int(round((chunk_size / 2) ** 0.5)))
     ys, states = [], []
     for start in range(0, pos, chunk_size):
         sl = slice(start, start + chunk_size)
         dA = torch.exp(delta[:, sl, :, None] * A)  # [batch, chunk, d, n]
         dBu = (delta[:, sl] * u[:, sl])[..., None] * B[:, sl, None, :]  # [batch, chunk, d, n]
-        s_chunk = linear_scan(dA, dBu, s, chunk_size=inner)  # [batch, chunk, d, n]
+        s_chunk = linear_scan(dA, dBu, s)  # [batch, chunk, d, n]
         y = torch.linalg.vecdot(s_chunk, C[:, sl, None, :])  # y_t = s_t C_t, [batch, chunk, d]
         ys.append(y + D * u[:, sl])
         s = s_chunk[:, -1]  # [batch, d, n]

@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from workbench.kernels import linear_scan, linear_scan_reference
+from workbench.kernels.linear_scan import default_chunk_size
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 DTYPES = [torch.float32, torch.float64]
@@ -28,7 +29,7 @@ def _inputs(seed, batch, pos, state, dtype, a_state=None, a_low=-1.0, a_high=1.0
     pos=st.one_of(st.just(1), st.integers(1, 300)),
     state=st.sampled_from([(), (1,), (5,), (2, 3)]),
     dtype=st.sampled_from(DTYPES),
-    chunk_size=st.sampled_from([1, 2, 7, 16, 64]),
+    chunk_size=st.sampled_from([None, 1, 2, 7, 16, 64]),
     with_h0=st.booleans(),
 )
 def test_linear_scan_matches_reference(seed, batch, pos, state, dtype, chunk_size, with_h0):
@@ -88,3 +89,7 @@ def test_linear_scan_gradients_match_reference():
 def test_linear_scan_passes_gradcheck():
     a, b, h0 = (x.requires_grad_() for x in _inputs(5, 1, 11, (2,), torch.float64))
     assert torch.autograd.gradcheck(lambda a, b, h0: linear_scan(a, b, h0, chunk_size=4), (a, b, h0))
+
+
+def test_default_chunk_size_is_a_power_of_two_near_sqrt_half_pos():
+    assert [default_chunk_size(p) for p in (1, 2, 256, 1024, 4096)] == [2, 2, 8, 16, 32]

@@ -37,7 +37,7 @@ def _mingru_inputs(seed, batch, pos, state, dtype):
     pos=st.one_of(st.just(1), st.integers(1, 300)),
     state=st.sampled_from([(), (1,), (5,), (2, 3)]),
     dtype=st.sampled_from(DTYPES),
-    chunk_size=st.sampled_from([1, 3, 16, 32, 64]),
+    chunk_size=st.sampled_from([None, 1, 3, 16, 32, 64]),
     with_h0=st.booleans(),
 )
 def test_log_space_scan_matches_reference(seed, batch, pos, state, dtype, chunk_size, with_h0):
