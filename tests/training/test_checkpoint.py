@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -25,8 +26,16 @@ from workbench.training.checkpoint import (
     save_checkpoint,
     unflatten_tensors,
 )
+from workbench.training.train import torch_threads
 
 TEXT = "def f(x):\n    return x + 1\n"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and other processes on the cores cannot stall it."""
+    with torch_threads(1):
+        yield
 
 
 def _model(family: str = "lstm", seed: int = 0, **overrides) -> tuple[HookedRecurrentLM, CharTokenizer]:
@@ -177,7 +186,8 @@ def test_killed_process_mid_write_leaves_previous_checkpoint_whole(tmp_path: Pat
         checkpoint.save_checkpoint({str(target)!r}, Model(tokenizer), tokenizer)
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert result.returncode == 9, result.stderr
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "ckpt"]
     assert leftovers and all(name.startswith(".ckpt.tmp-") for name in leftovers)

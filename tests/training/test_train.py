@@ -26,6 +26,7 @@ TINY = dict(
     eval_chars=2_000,
     test_chars=2_000,
     progress=False,
+    threads=1,  # tiny models: one thread is fastest, and immune to other processes on the cores
 )
 
 

@@ -334,8 +334,7 @@ def save_checkpoint(
     cfg = model.cfg
     if getattr(cfg, "d_vocab", len(tokenizer)) != len(tokenizer):
         raise CheckpointError(
-            f"the model's d_vocab={cfg.d_vocab} differs from the tokenizer's {len(tokenizer)} "
-            "characters"
+            f"the model's d_vocab={cfg.d_vocab} differs from the tokenizer's {len(tokenizer)} characters"
         )
     tensors, aliases = _storage_tensors(model, dtype)
     if training_state is not None and dtype != "float32" and training_state.master_weights is None:
@@ -385,9 +384,7 @@ class Checkpoint:
         """Parameters stored in the checkpoint (tied weights counted once)."""
         return sum(math.prod(shape) for shape in self.tensor_shapes().values())
 
-    def load_model(
-        self, device: str | torch.device = "cpu", path: str = "fused"
-    ) -> HookedRecurrentLM:
+    def load_model(self, device: str | torch.device = "cpu", path: str = "fused") -> HookedRecurrentLM:
         """Build the model from the config, check every tensor against it, load the weights."""
         return _load_model(self, device=device, path=path)
 
@@ -448,9 +445,7 @@ def _check_names_and_shapes(
         raise CheckpointError(f"{where}: tensors {missing[:5]} are missing from {WEIGHTS_FILENAME}")
     unexpected = sorted(set(found) - set(expected))
     if unexpected:
-        raise CheckpointError(
-            f"{where}: {WEIGHTS_FILENAME} has unexpected tensors {unexpected[:5]}"
-        )
+        raise CheckpointError(f"{where}: {WEIGHTS_FILENAME} has unexpected tensors {unexpected[:5]}")
     for name, tensor in expected.items():
         shape = found[aliases.get(name, name)]
         if tuple(tensor.shape) != shape:

@@ -11,12 +11,13 @@ Losses are reported in bits per character (bpc): cross-entropy in nats divided b
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import shlex
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,14 +57,10 @@ class TrainOption:
 
 TRAIN_OPTIONS: tuple[TrainOption, ...] = (
     TrainOption("corpus", "--corpus", str, DEFAULT_CORPUS, "corpus name: python-stdlib or linux"),
-    TrainOption(
-        "family", "--family", str, "lstm", "mixer family: elman lstm gru mingru minlstm s6"
-    ),
+    TrainOption("family", "--family", str, "lstm", "mixer family: elman lstm gru mingru minlstm s6"),
     TrainOption("n_layers", "--layers", int, 2, "number of recurrent blocks"),
     TrainOption("d_model", "--d-model", int, 128, "residual width"),
-    TrainOption(
-        "d_hidden", "--hidden", int, None, "recurrent width of each mixer (default d_model)"
-    ),
+    TrainOption("d_hidden", "--hidden", int, None, "recurrent width of each mixer (default d_model)"),
     TrainOption("d_mlp", "--d-mlp", int, 0, "MLP width in each block (0: no MLP)"),
     TrainOption("steps", "--steps", int, 2000, "optimizer steps in total"),
     TrainOption("batch_size", "--batch-size", int, 32, "parallel text streams per step"),
@@ -78,12 +75,13 @@ TRAIN_OPTIONS: tuple[TrainOption, ...] = (
     TrainOption("min_count", "--min-count", int, DEFAULT_MIN_COUNT, "vocabulary: min occurrences"),
     TrainOption("path", "--path", str, "fused", "forward path to train on: fused or reference"),
     TrainOption("out", "--out", str, None, "checkpoint directory", affects_weights=False),
-    TrainOption("eval_every", "--eval-every", int, None, "validate every N steps", False),
+    TrainOption("eval_every", "--eval-every", int, None, "validate every N (steps/10)", False),
     TrainOption("eval_chars", "--eval-chars", int, 100_000, "validation characters", False),
     TrainOption("test_chars", "--test-chars", int, None, "test characters (default all)", False),
-    TrainOption("checkpoint_every", "--checkpoint-every", int, None, "save every N steps", False),
+    TrainOption("checkpoint_every", "--checkpoint-every", int, None, "save every N (steps/5)", False),
     TrainOption("weights_dtype", "--weights-dtype", str, "float32", "float32 or float16", False),
     TrainOption("device", "--device", str, "cpu", "cpu or cuda", affects_weights=False),
+    TrainOption("threads", "--threads", int, None, "CPU threads (default: torch's)", False),
 )
 _OPTIONS_BY_NAME = {option.name: option for option in TRAIN_OPTIONS}
 
@@ -95,10 +93,7 @@ def reproduce_command(args: Mapping[str, Any]) -> str:
         value = args.get(option.name, option.default)
         if value is None or (not option.affects_weights and value == option.default):
             continue
-        if (
-            option.name in ("corpus", "family", "n_layers", "steps", "seed")
-            or value != option.default
-        ):
+        if option.name in ("corpus", "family", "n_layers", "steps", "seed") or value != option.default:
             words += [option.flag, str(value)]
     return shlex.join(words)
 
@@ -125,9 +120,7 @@ def _move_state(state: Any, device: torch.device | str) -> Any:
     return state
 
 
-def learning_rate(
-    step: int, lr: float, steps: int, warmup_steps: int, min_lr_ratio: float
-) -> float:
+def learning_rate(step: int, lr: float, steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
     """Linear warmup to `lr`, then cosine decay to `lr * min_lr_ratio` at `steps`."""
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
@@ -189,6 +182,24 @@ def evaluate_bpc(
     return total_nats / count / LN2
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with `threads` CPU threads (None: leave torch's setting), restoring it afterwards.
+
+    On a small shared machine one thread is often much faster for small models: OpenMP threads
+    spin-wait for each other when another process holds the other cores.
+    """
+    previous = torch.get_num_threads()
+    if threads is not None:
+        if threads <= 0:
+            raise ValueError(f"threads must be positive, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _rng_state(device: torch.device) -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -207,9 +218,7 @@ def _check_resumable(saved: Mapping[str, Any], args: Mapping[str, Any], out: Pat
     different = {
         name: (saved.get(name, option.default), args[name])
         for name, option in _OPTIONS_BY_NAME.items()
-        if option.affects_weights
-        and name != "steps"
-        and saved.get(name, option.default) != args[name]
+        if option.affects_weights and name != "steps" and saved.get(name, option.default) != args[name]
     }
     if different:
         listed = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in different.items())
@@ -245,6 +254,7 @@ def train(
     checkpoint_every: int | None = None,
     stop_at: int | None = None,
     device: str = "cpu",
+    threads: int | None = None,
     max_bytes: int | None = None,
     min_count: int = DEFAULT_MIN_COUNT,
     path: str = "fused",
@@ -263,10 +273,12 @@ def train(
     """
     from workbench.models import HookedRecurrentLM, RecurrentConfig
 
+    # Settings that do not change the weights enter the reproduce command as the user gave them.
+    requested = {"eval_every": eval_every, "checkpoint_every": checkpoint_every}
     d_hidden = d_model if d_hidden is None else d_hidden
     warmup_steps = max(1, steps // 20) if warmup_steps is None else warmup_steps
     eval_every = max(1, steps // 10) if eval_every is None else eval_every
-    checkpoint_every = eval_every if checkpoint_every is None else checkpoint_every
+    checkpoint_every = max(1, steps // 5) if checkpoint_every is None else checkpoint_every
     if out is None:
         out = Path("runs") / f"{corpus}-{family}-{n_layers}x{d_hidden}-seed{seed}"
     out = Path(out)
@@ -277,7 +289,7 @@ def train(
         "weight_decay": weight_decay, "grad_clip": grad_clip, "seed": seed, "max_bytes": max_bytes,
         "min_count": min_count, "path": path, "out": str(out), "eval_every": eval_every,
         "eval_chars": eval_chars, "test_chars": test_chars, "checkpoint_every": checkpoint_every,
-        "weights_dtype": weights_dtype, "device": device,
+        "weights_dtype": weights_dtype, "device": device, "threads": threads,
     }  # fmt: skip
     for name in ("steps", "batch_size", "seq_len", "eval_every", "checkpoint_every"):
         if args[name] <= 0:
@@ -324,102 +336,103 @@ def train(
         _set_rng_state(state_saved.rng, torch_device)
         carried = _move_state(state_saved.carried_state, torch_device)
 
-    ids = tokenizer.encode(data_corpus.train, unknown="map")  # [n_train]
-    data = _streams(ids.to(torch.int32), batch_size)  # [batch, stream_len], int32 to save memory
-    windows = (data.shape[1] - 1) // seq_len
-    if windows < 1:
-        raise ValueError(
-            f"the training split ({ids.shape[0]:,} characters) is too short for batch_size="
-            f"{batch_size} streams of seq_len={seq_len}; lower them or raise max_bytes"
-        )
-    val_history: list[list[float]] = history.setdefault("validation_bpc", [])
-    train_history: list[list[float]] = history.setdefault("train_bpc", [])
-    # bpc of the steps since the last report; carried through a resume so reports line up
-    recent: list[float] = list(state_saved.extra.get("recent_train_bpc", [])) if state_saved else []
-    started = time.time()
-
-    def evaluate(split: str, max_chars: int | None) -> float:
-        return evaluate_bpc(
-            model, tokenizer, data_corpus.split(split), max_chars=max_chars, path=path,
-            seq_len=max(seq_len, 256),
-        )  # fmt: skip
-
-    def checkpoint(step: int, final: bool) -> None:
-        metrics: dict[str, Any] = {
-            "train_bpc": train_history[-1][1] if train_history else None,
-            "validation_bpc": val_history[-1][1] if val_history else None,
-            "tokens_seen": step * batch_size * seq_len,
-        }
-        if final:
-            metrics["test_bpc"] = evaluate("test", test_chars)
-            metrics["test_chars"] = min(len(data_corpus.test), test_chars or len(data_corpus.test))
-        metrics["history"] = history
-        provenance = {
-            "corpus": corpus,
-            "corpus_source": data_corpus.source,
-            "corpus_fingerprint": data_corpus.fingerprint,
-            "corpus_chars": data_corpus.char_counts,
-            "max_bytes": max_bytes,
-            "steps": step,
-            "seed": seed,
-            "command": reproduce_command(args),
-            "train_args": args,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "platform": sys.platform,
-            "train_seconds": round(time.time() - started, 1),
-        }
-        training_state = None
-        if keep_training_state or not final:
-            training_state = TrainingState(
-                step=step,
-                optimizer=optimizer.state_dict(),
-                rng=_rng_state(torch_device),
-                carried_state=carried,
-                extra={"history": history, "recent_train_bpc": recent},
+    with torch_threads(threads):
+        ids = tokenizer.encode(data_corpus.train, unknown="map")  # [n_train]
+        data = _streams(ids.to(torch.int32), batch_size)  # [batch, stream_len], int32 to save memory
+        windows = (data.shape[1] - 1) // seq_len
+        if windows < 1:
+            raise ValueError(
+                f"the training split ({ids.shape[0]:,} characters) is too short for batch_size="
+                f"{batch_size} streams of seq_len={seq_len}; lower them or raise max_bytes"
             )
-        save_checkpoint(
-            out, model, tokenizer, provenance=provenance, metrics=metrics, dtype=weights_dtype,
-            training_state=training_state,
-        )  # fmt: skip
+        val_history: list[list[float]] = history.setdefault("validation_bpc", [])
+        train_history: list[list[float]] = history.setdefault("train_bpc", [])
+        # bpc of the steps since the last report; carried through a resume so reports line up
+        recent: list[float] = list(state_saved.extra.get("recent_train_bpc", [])) if state_saved else []
+        started = time.time()
 
-    last_step = steps if stop_at is None else min(steps, stop_at)
-    bar = tqdm(total=steps, initial=start_step, disable=not progress, unit="step", desc="train")
-    step = start_step
-    for step in range(start_step, last_step):
-        window = step % windows
-        if window == 0:
-            carried = None  # the streams wrapped around to their start: a fresh state
-        lo = window * seq_len
-        inputs = data[:, lo : lo + seq_len].to(torch_device, torch.long)  # [batch, seq_len]
-        targets = data[:, lo + 1 : lo + seq_len + 1].to(torch_device, torch.long)  # [batch, seq]
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, lr, steps, warmup_steps, min_lr_ratio)
-        logits, carried = model(inputs, initial_state=carried, return_state=True, path=path)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # logits [b*seq, vocab]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        carried = detach_state(carried)
-        bpc = loss.item() / LN2
-        if not math.isfinite(bpc):
-            raise FloatingPointError(f"loss became {bpc} at step {step + 1}; lower the lr")
-        recent.append(bpc)
-        done = step + 1
-        if done % eval_every == 0 or done == steps:
-            train_history.append([done, sum(recent) / len(recent)])
-            recent.clear()
-            val_history.append([done, evaluate("validation", eval_chars)])
-            bar.set_postfix(bpc=f"{bpc:.3f}", val_bpc=f"{val_history[-1][1]:.3f}")
-        else:
-            bar.set_postfix(bpc=f"{bpc:.3f}", refresh=False)
-        bar.update(1)
-        if done % checkpoint_every == 0 and done < last_step:
-            checkpoint(done, final=False)
-    bar.close()
-    final_step = max(start_step, last_step)
-    if final_step > start_step or not is_checkpoint(out) or final_step == steps:
-        checkpoint(final_step, final=final_step == steps)
-    return out
+        def evaluate(split: str, max_chars: int | None) -> float:
+            return evaluate_bpc(
+                model, tokenizer, data_corpus.split(split), max_chars=max_chars, path=path,
+                seq_len=max(seq_len, 256),
+            )  # fmt: skip
+
+        def checkpoint(step: int, final: bool) -> None:
+            metrics: dict[str, Any] = {
+                "train_bpc": train_history[-1][1] if train_history else None,
+                "validation_bpc": val_history[-1][1] if val_history else None,
+                "tokens_seen": step * batch_size * seq_len,
+            }
+            if final:
+                metrics["test_bpc"] = evaluate("test", test_chars)
+                metrics["test_chars"] = min(len(data_corpus.test), test_chars or len(data_corpus.test))
+            metrics["history"] = history
+            provenance = {
+                "corpus": corpus,
+                "corpus_source": data_corpus.source,
+                "corpus_fingerprint": data_corpus.fingerprint,
+                "corpus_chars": data_corpus.char_counts,
+                "max_bytes": max_bytes,
+                "steps": step,
+                "seed": seed,
+                "command": reproduce_command({**args, **requested}),
+                "train_args": args,
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "platform": sys.platform,
+                "train_seconds": round(time.time() - started, 1),
+            }
+            training_state = None
+            if keep_training_state or not final:
+                training_state = TrainingState(
+                    step=step,
+                    optimizer=optimizer.state_dict(),
+                    rng=_rng_state(torch_device),
+                    carried_state=carried,
+                    extra={"history": history, "recent_train_bpc": recent},
+                )
+            save_checkpoint(
+                out, model, tokenizer, provenance=provenance, metrics=metrics, dtype=weights_dtype,
+                training_state=training_state,
+            )  # fmt: skip
+
+        last_step = steps if stop_at is None else min(steps, stop_at)
+        bar = tqdm(total=steps, initial=start_step, disable=not progress, unit="step", desc="train")
+        step = start_step
+        for step in range(start_step, last_step):
+            window = step % windows
+            if window == 0:
+                carried = None  # the streams wrapped around to their start: a fresh state
+            lo = window * seq_len
+            inputs = data[:, lo : lo + seq_len].to(torch_device, torch.long)  # [batch, seq_len]
+            targets = data[:, lo + 1 : lo + seq_len + 1].to(torch_device, torch.long)  # [batch, seq]
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, lr, steps, warmup_steps, min_lr_ratio)
+            logits, carried = model(inputs, initial_state=carried, return_state=True, path=path)
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # logits [b*seq, vocab]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            carried = detach_state(carried)
+            bpc = loss.item() / LN2
+            if not math.isfinite(bpc):
+                raise FloatingPointError(f"loss became {bpc} at step {step + 1}; lower the lr")
+            recent.append(bpc)
+            done = step + 1
+            if done % eval_every == 0 or done == steps:
+                train_history.append([done, sum(recent) / len(recent)])
+                recent.clear()
+                val_history.append([done, evaluate("validation", eval_chars)])
+                bar.set_postfix(bpc=f"{bpc:.3f}", val_bpc=f"{val_history[-1][1]:.3f}")
+            else:
+                bar.set_postfix(bpc=f"{bpc:.3f}", refresh=False)
+            bar.update(1)
+            if done % checkpoint_every == 0 and done < last_step:
+                checkpoint(done, final=False)
+        bar.close()
+        final_step = max(start_step, last_step)
+        if final_step > start_step or not is_checkpoint(out) or final_step == steps:
+            checkpoint(final_step, final=final_step == steps)
+        return out

@@ -1,0 +1,177 @@
+"""The `workbench` command: train, list and evaluate models from a shell.
+
+Each subcommand is one `add_<name>_command(subparsers)` function that adds its parser and sets
+`run`, the function that executes it; `SUBCOMMANDS` lists them. To add a subcommand (`tour`,
+`report`, ...), write such a function and append it to `SUBCOMMANDS`. Heavy imports happen
+inside the `run` functions, so `workbench --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from workbench.errors import CheckpointError, CorpusNotFoundError
+
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]
+
+Subparsers = Any  # argparse._SubParsersAction, which argparse does not export
+AddCommand = Callable[[Subparsers], None]
+
+
+# --------------------------------------------------------------------------------------- train
+def add_train_command(subparsers: Subparsers) -> None:
+    """`workbench train`: train a character-level model and write its checkpoint."""
+    from workbench.training.train import TRAIN_OPTIONS
+
+    parser = subparsers.add_parser(
+        "train",
+        help="train a character-level recurrent LM",
+        description="Train a character-level recurrent language model (truncated BPTT) and write "
+        "a checkpoint directory (safetensors + config.json + vocab.json).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for option in TRAIN_OPTIONS:
+        parser.add_argument(
+            option.flag, dest=option.name, type=option.type, default=option.default, help=option.help
+        )
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace a checkpoint in --out")
+    parser.add_argument("--stop-at", type=int, default=None, help="stop after this step (resumable)")
+    parser.add_argument("--corpus-root", default=None, help="another corpus source directory/tarball")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from workbench.training.checkpoint import read_checkpoint
+    from workbench.training.train import TRAIN_OPTIONS, train
+
+    kwargs = {option.name: getattr(args, option.name) for option in TRAIN_OPTIONS}
+    out = train(
+        **kwargs,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        stop_at=args.stop_at,
+        corpus_root=args.corpus_root,
+        progress=not args.no_progress,
+    )
+    checkpoint = read_checkpoint(out)
+    metrics = {k: v for k, v in checkpoint.metrics.items() if k != "history"}
+    print(f"checkpoint: {out}")
+    print(f"steps: {checkpoint.provenance.get('steps')}  metrics: {json.dumps(metrics)}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------- list
+def add_list_command(subparsers: Subparsers) -> None:
+    """`workbench list`: the embedded models, with their test bpc and reproduce command."""
+    parser = subparsers.add_parser("list", help="list the embedded models")
+    parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    parser.set_defaults(run=run_list)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from workbench.registry import list_models
+
+    rows = list_models()
+    print(json.dumps(list(rows), indent=2) if args.json else str(rows))
+    return 0
+
+
+# --------------------------------------------------------------------------------------- eval
+def add_eval_command(subparsers: Subparsers) -> None:
+    """`workbench eval`: bits per character of a model on a corpus split."""
+    parser = subparsers.add_parser(
+        "eval",
+        help="bits per character of a model on a corpus split",
+        description="Evaluate a checkpoint (directory or embedded name) in bits per character, on "
+        "the corpus and byte cap it was trained with unless told otherwise.",
+    )
+    parser.add_argument("model", help="embedded model name or checkpoint directory")
+    parser.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    parser.add_argument("--corpus", default=None, help="corpus (default: the training corpus)")
+    parser.add_argument("--max-bytes", type=int, default=None, help="corpus byte cap (default: as trained)")
+    parser.add_argument("--max-chars", type=int, default=None, help="evaluate the first N characters")
+    parser.add_argument("--batch-size", type=int, default=16, help="parallel streams")
+    parser.add_argument("--seq-len", type=int, default=256, help="characters per window")
+    parser.add_argument("--path", default="fused", choices=("fused", "reference"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser.set_defaults(run=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from workbench.data.corpora import load_corpus
+    from workbench.registry import load
+    from workbench.training.train import evaluate_bpc, torch_threads
+
+    model = load(args.model, path=args.path, device=args.device)
+    provenance = model.checkpoint.provenance
+    corpus_name = args.corpus or provenance.get("corpus") or "python-stdlib"
+    max_bytes = args.max_bytes if args.max_bytes is not None else provenance.get("max_bytes")
+    if args.corpus and args.corpus != provenance.get("corpus") and args.max_bytes is None:
+        max_bytes = None
+    corpus = load_corpus(corpus_name, max_bytes=max_bytes)
+    text = corpus.split(args.split)
+    with torch_threads(args.threads):
+        bpc = evaluate_bpc(
+            model, model.tokenizer, text, batch_size=args.batch_size, seq_len=args.seq_len,
+            max_chars=args.max_chars,
+        )  # fmt: skip
+    n_chars = min(len(text), args.max_chars or len(text))
+    cap = f", max_bytes={max_bytes:,}" if max_bytes else ""
+    print(f"{args.split} bpc: {bpc:.4f} on {n_chars:,} characters of {corpus_name}{cap}")
+    recorded = provenance.get("corpus_fingerprint")
+    if corpus_name == provenance.get("corpus") and recorded and recorded != corpus.fingerprint:
+        print(
+            f"note: this machine's {corpus_name} corpus differs from the one the model was trained "
+            f"on ({provenance.get('corpus_source')}), e.g. another Python version",
+            file=sys.stderr,
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------------------- main
+SUBCOMMANDS: list[AddCommand] = [add_train_command, add_list_command, add_eval_command]
+
+# Errors that are the user's to fix: printed as one line, not a traceback (--traceback shows it).
+_USER_ERRORS = (CheckpointError, CorpusNotFoundError, FileExistsError, KeyError, ValueError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="workbench",
+        description="recurrent-workbench: train, list and evaluate recurrent language models.",
+    )
+    parser.add_argument("--traceback", action="store_true", help="show full tracebacks on error")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for add_command in SUBCOMMANDS:
+        add_command(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `workbench` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except _USER_ERRORS as error:
+        if args.traceback:
+            raise
+        print(f"workbench: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("workbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
