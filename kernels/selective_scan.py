@@ -20,7 +20,16 @@ from torch import Tensor
 
 from .linear_scan import linear_scan
 
-__all__ = ["selective_scan", "selective_scan_reference"]
+__all__ = ["s6_chunk_size", "selective_scan", "selective_scan_reference"]
+
+CHUNK_ELEMENTS = 1 << 20  # elements in one chunk buffer: 4 MiB in float32, about a core's cache
+
+
+def s6_chunk_size(batch: int, d: int, n: int) -> int:
+    """Positions per chunk so one [batch, chunk, d, n] buffer holds about CHUNK_ELEMENTS: a power
+    of two in [1, 64]. Measured on a 2-core CPU: 4 for batch 16, d 1024, n 16; 16 for batch 4."""
+    per_position = max(1, batch * d * n)
+    return 1 << min(6, max(0, (CHUNK_ELEMENTS // per_position).bit_length() - 1))
 
 
 def _promote(*tensors: Tensor | None) -> torch.dtype:
@@ -76,27 +85,28 @@ def selective_scan(
     D: Tensor,
     state0: Tensor | None = None,
     return_states: bool = False,
-    chunk_size: int = 32,
+    chunk_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Chunked S6 scan (Gu & Dao 2023): the same numbers as `selective_scan_reference`.
 
     Positions are processed chunk_size at a time: the chunk's decays exp(delta A) and inputs
     (delta u) B are built in one op each, the recurrence runs from the state entering the chunk,
-    and the states are contracted with C by one batched matmul. With return_states=False only one
-    chunk of states exists at a time (memory 2 * batch * chunk_size * d * n); with
+    and the states are contracted with C by one vecdot. With return_states=False only one chunk of
+    states exists at a time (memory 2 * batch * chunk_size * d * n, ~8 MiB by default); with
     return_states=True all [batch, pos, d, n] states are returned. Without autograd the recurrence
     runs in place in the chunk's buffer; with autograd each chunk is scanned by `linear_scan`.
 
     u, delta: [batch, pos, d]; A: [d, n]; B, C: [batch, pos, n]; D: [d]; state0: [batch, d, n]
-    or None (zeros). Returns (y [batch, pos, d], states [batch, pos, d, n] or last state
-    [batch, d, n]).
+    or None (zeros); chunk_size: None picks `s6_chunk_size(batch, d, n)`.
+    Returns (y [batch, pos, d], states [batch, pos, d, n] or last state [batch, d, n]).
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     dtype = _promote(u, delta, A, B, C, D, state0)
     u, delta, A, B, C, D = (x.to(dtype) for x in (u, delta, A, B, C, D))
     batch, pos, d = u.shape
     n = A.shape[-1]
+    chunk_size = s6_chunk_size(batch, d, n) if chunk_size is None else chunk_size
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     s = u.new_zeros(batch, d, n) if state0 is None else state0.to(dtype)  # [batch, d, n]
     inputs = (u, delta, A, B, C, D, s)
     if torch.is_grad_enabled() and any(x.requires_grad for x in inputs):

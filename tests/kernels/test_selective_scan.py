@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from workbench.kernels import linear_scan_reference, selective_scan, selective_scan_reference
+from workbench.kernels.selective_scan import s6_chunk_size
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 DTYPES = [torch.float32, torch.float64]
@@ -33,7 +34,7 @@ def _s6_inputs(seed, batch, pos, d, n, dtype):
     d=st.integers(1, 6),
     n=st.integers(1, 5),
     dtype=st.sampled_from(DTYPES),
-    chunk_size=st.sampled_from([1, 5, 32, 128]),
+    chunk_size=st.sampled_from([None, 1, 5, 32, 128]),
     with_state0=st.booleans(),
     return_states=st.booleans(),
 )
@@ -82,3 +83,10 @@ def test_selective_scan_gradients_match_reference():
         grads.append([x.grad for x in leaves])
     for fast, ref in zip(*grads, strict=True):
         torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_default_chunk_keeps_one_chunk_buffer_near_four_mebibytes():
+    assert s6_chunk_size(16, 1024, 16) == 4  # 16 * 4 * 1024 * 16 = 2**20 elements
+    assert s6_chunk_size(4, 1024, 16) == 16
+    assert s6_chunk_size(1, 8, 4) == 64  # capped
+    assert s6_chunk_size(64, 8192, 16) == 1
