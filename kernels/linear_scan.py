@@ -19,7 +19,18 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["default_chunk_size", "linear_scan", "linear_scan_reference"]
+__all__ = ["SEQUENTIAL_WIDTH", "default_chunk_size", "linear_scan", "linear_scan_reference"]
+
+# From this many elements per position (batch * prod(state)) a CPU step is wide enough that Python
+# overhead no longer dominates: the chunked scan's extra pass over the data then costs more than
+# the loop it saves, so without autograd the CPU path steps through positions writing in place.
+SEQUENTIAL_WIDTH = 1 << 13
+
+
+def runs_in_place_sequentially(b: Tensor, track_grad: bool) -> bool:
+    """True where stepping through positions in place beats the chunked scan (wide, CPU, no grad)."""
+    width = b.numel() // max(1, b.shape[1])
+    return not track_grad and b.device.type == "cpu" and width >= SEQUENTIAL_WIDTH
 
 
 def default_chunk_size(pos: int) -> int:
@@ -80,7 +91,9 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None, chunk_size: int 
 
     No division and no closed-form product is ever formed, so underflowing products of a are
     harmless. Works on any device and dtype; differentiable (without grad it writes straight into
-    the output, with grad it stacks the steps).
+    the output, with grad it stacks the steps). On CPU without grad, steps wider than
+    SEQUENTIAL_WIDTH elements are instead taken one position at a time in place (measured faster
+    there: the work, not the Python loop, dominates).
 
     a: [batch, pos, *state] or broadcastable to b (e.g. [batch, pos, d, 1] with b [batch, pos, d, n]),
     b: [batch, pos, *state], h0: [batch, *state] or None (zeros); chunk_size: None picks
@@ -92,11 +105,17 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None, chunk_size: int 
     chunk_size = default_chunk_size(pos) if chunk_size is None else chunk_size
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    n_chunks = pos // chunk_size
-    if n_chunks < 2:
-        return linear_scan_reference(a, b, h0)
-    main = n_chunks * chunk_size  # positions in whole chunks; the rest is scanned step by step
     track_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (a, b, h0))
+    n_chunks = pos // chunk_size
+    if n_chunks < 2 or runs_in_place_sequentially(b, track_grad):
+        if track_grad:
+            return linear_scan_reference(a, b, h0)
+        out = torch.empty(batch, pos, *state, dtype=b.dtype, device=b.device)
+        h = h0
+        for t in range(pos):
+            h = torch.addcmul(b[:, t], a[:, t], h, out=out[:, t])
+        return out
+    main = n_chunks * chunk_size  # positions in whole chunks; the rest is scanned step by step
 
     a_main = a[:, :main].reshape(batch, n_chunks, chunk_size, *a.shape[2:])  # [batch, chunk, t, *sa]
     b_main = b[:, :main].reshape(batch, n_chunks, chunk_size, *state)  # [batch, chunk, t, *state]

@@ -93,3 +93,14 @@ def test_linear_scan_passes_gradcheck():
 
 def test_default_chunk_size_is_a_power_of_two_near_sqrt_half_pos():
     assert [default_chunk_size(p) for p in (1, 2, 256, 1024, 4096)] == [2, 2, 8, 16, 32]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_scan_wide_steps_in_place_match_reference(dtype):
+    # batch * state >= SEQUENTIAL_WIDTH takes the in-place sequential CPU path without grad
+    a, b, h0 = _inputs(6, 2, 70, (64, 64), dtype)
+    expected = linear_scan_reference(a, b, h0)
+    torch.testing.assert_close(linear_scan(a, b, h0), expected, rtol=TOL[dtype], atol=TOL[dtype])
+    torch.testing.assert_close(
+        linear_scan(a, b), linear_scan_reference(a, b), rtol=TOL[dtype], atol=TOL[dtype]
+    )

@@ -123,3 +123,13 @@ def test_g_is_positive_continuous_and_log_g_is_its_log(dtype):
     torch.testing.assert_close(log_g(far), far.detach())
     log_g(far).sum().backward()
     assert torch.isfinite(far.grad).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_log_space_scan_wide_steps_in_place_match_reference(dtype):
+    # batch * state >= SEQUENTIAL_WIDTH takes the in-place sequential CPU path without grad
+    log_a, log_b, log_h0 = _mingru_inputs(4, 2, 70, (64, 64), dtype)
+    for h0 in (log_h0, None):
+        expected = log_space_scan_reference(log_a, log_b, h0)
+        actual = log_space_scan(log_a, log_b, h0)
+        torch.testing.assert_close(actual, expected, rtol=TOL[dtype], atol=TOL[dtype])
