@@ -19,7 +19,6 @@ from workbench.analysis.cells.recording import GATES, CellRecording, record
 
 __all__ = ["cell_heatmap", "colour_scale", "top_units_heatmap"]
 
-_SIGNED = {"c", "h", "g", "n", "h_tilde", "pre", "state", "y", "x", "conv", "out", "gate", "B", "C"}
 
 
 def colour_scale(quantity: str, family: str = "") -> dict[str, Any]:
