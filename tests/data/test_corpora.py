@@ -69,7 +69,8 @@ def test_real_stdlib_slice_has_all_splits_and_a_small_vocabulary() -> None:
     assert all(corpus.char_counts[name] > 0 for name in SPLITS)
     tokenizer = corpus.build_tokenizer(min_count=1)
     assert tokenizer.unknown_id == 0 and 50 < len(tokenizer) < 300
-    tokenizer.encode(corpus.test)  # map mode: unseen characters become the unknown token
+    assert tokenizer.unknown == "error"  # a typo in a prompt is reported, not silently mapped
+    tokenizer.encode(corpus.test, unknown="map")  # evaluation maps unseen characters
 
 
 def test_linux_corpus_reads_c_and_h_files_from_a_tarball(tmp_path: Path, monkeypatch) -> None:

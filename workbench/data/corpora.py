@@ -120,10 +120,12 @@ class Corpus:
         self, min_count: int = DEFAULT_MIN_COUNT, unknown_token: str = DEFAULT_UNKNOWN_TOKEN
     ) -> CharTokenizer:
         """Vocabulary: characters seen at least `min_count` times in the training split, plus an
-        explicit unknown token (id 0) that every rarer or unseen character maps to."""
-        return CharTokenizer.from_text(
-            self.train, min_count=min_count, unknown_token=unknown_token, unknown="map"
-        )
+        explicit unknown token (id 0) for every rarer or unseen character.
+
+        The tokenizer raises on unknown characters unless asked to map them (`unknown="map"`),
+        so a typo in a notebook prompt is reported, while training and evaluation map them.
+        """
+        return CharTokenizer.from_text(self.train, min_count=min_count, unknown_token=unknown_token)
 
     def __repr__(self) -> str:
         counts = ", ".join(
@@ -222,9 +224,7 @@ def _split_files(
         paths[name].append(relative)
         texts[name].append(text if text.endswith("\n") or not text else text + "\n")
     for name in SPLITS:
-        order = sorted(
-            range(len(paths[name])), key=lambda i, n=name: _unit_hash("order:" + paths[n][i])
-        )
+        order = sorted(range(len(paths[name])), key=lambda i, n=name: _unit_hash("order:" + paths[n][i]))
         paths[name] = [paths[name][i] for i in order]
         texts[name] = [texts[name][i] for i in order]
     return paths, texts
@@ -317,8 +317,7 @@ def _cached_linux_splits(
     if index_path.exists():
         index = json.loads(index_path.read_text(encoding="utf-8"))
         texts = {
-            split: json.loads((directory / f"{split}.json").read_text(encoding="utf-8"))
-            for split in SPLITS
+            split: json.loads((directory / f"{split}.json").read_text(encoding="utf-8")) for split in SPLITS
         }
         return index["files"], texts, index["skipped"]
     skipped: list[str] = []
