@@ -53,9 +53,12 @@ def _is_checkpoint_dir(path: Path) -> bool:
 
 
 def _names(directory: Path) -> list[str]:
+    """Names of the checkpoint directories in `directory` (not `__pycache__`, not hidden ones)."""
     if not directory.is_dir():
         return []
-    return sorted(p.name for p in directory.iterdir() if not p.name.startswith(".") and p.is_dir())
+    return sorted(
+        p.name for p in directory.iterdir() if not p.name.startswith((".", "_")) and _is_checkpoint_dir(p)
+    )
 
 
 def _looks_like_path(name: str) -> bool:
@@ -157,8 +160,6 @@ def list_models(directory: Path | None = None) -> ModelTable:
     rows = ModelTable()
     for name in _names(directory):
         checkpoint = directory / name
-        if not _is_checkpoint_dir(checkpoint):
-            continue
         try:
             rows.append(_row(name, checkpoint))
         except (OSError, ValueError, KeyError) as error:
