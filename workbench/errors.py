@@ -45,9 +45,7 @@ def _context(text: str, position: int, width: int = 20) -> str:
 class UnknownCharacterError(ValueError):
     """A character outside the tokenizer's vocabulary, when no unknown token was asked for."""
 
-    def __init__(
-        self, char: str, position: int, text: str | None = None, vocab_size: int | None = None
-    ):
+    def __init__(self, char: str, position: int, text: str | None = None, vocab_size: int | None = None):
         self.char = char
         self.position = position
         where = f" (context: {_context(text, position)})" if text is not None else ""
@@ -127,9 +125,7 @@ class UnknownHookError(KeyError):
 class MemoryBudgetError(MemoryError):
     """A recording that would hold more bytes than the memory budget allows; says how many."""
 
-    def __init__(
-        self, needed_bytes: int, budget_bytes: int, what: str = "recording", hint: str = ""
-    ):
+    def __init__(self, needed_bytes: int, budget_bytes: int, what: str = "recording", hint: str = ""):
         self.needed_bytes = int(needed_bytes)
         self.budget_bytes = int(budget_bytes)
         message = (

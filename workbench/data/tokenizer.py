@@ -73,9 +73,7 @@ class CharTokenizer:
         if duplicates:
             raise ValueError(f"vocabulary has duplicate characters {duplicates[:5]!r}")
         if unknown_token is not None and unknown_token not in seen:
-            raise ValueError(
-                f"unknown_token {unknown_token!r} must be one of the vocabulary's characters"
-            )
+            raise ValueError(f"unknown_token {unknown_token!r} must be one of the vocabulary's characters")
         self._check_policy(unknown, unknown_token)
         if max_length is not None and max_length <= 0:
             raise ValueError(f"max_length must be positive, got {max_length}")
@@ -110,9 +108,7 @@ class CharTokenizer:
         if min_count < 1:
             raise ValueError(f"min_count must be at least 1, got {min_count}")
         points, counts = np.unique(_codepoints(text), return_counts=True)
-        chars = [
-            chr(p) for p, n in zip(points.tolist(), counts.tolist(), strict=True) if n >= min_count
-        ]
+        chars = [chr(p) for p, n in zip(points.tolist(), counts.tolist(), strict=True) if n >= min_count]
         if unknown_token is not None:
             chars = [unknown_token] + [c for c in chars if c != unknown_token]
         if not chars:
@@ -153,9 +149,7 @@ class CharTokenizer:
     ) -> Tensor:
         """text -> ids, LongTensor [pos]; `unknown`, `max_length` override the tokenizer's own."""
         if not isinstance(text, str):
-            raise TypeError(
-                f"encode takes a str, got {type(text).__name__}; use encode_batch for lists"
-            )
+            raise TypeError(f"encode takes a str, got {type(text).__name__}; use encode_batch for lists")
         if not text:
             raise EmptyInputError("cannot encode empty text: a model needs at least one token")
         limit = self.max_length if max_length is None else max_length
@@ -235,13 +229,9 @@ class CharTokenizer:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CharTokenizer:
         if data.get("format") != _FORMAT:
-            raise ValueError(
-                f"not a workbench character vocabulary (format={data.get('format')!r})"
-            )
+            raise ValueError(f"not a workbench character vocabulary (format={data.get('format')!r})")
         if data.get("version", 0) > _VERSION:
-            raise ValueError(
-                f"vocabulary version {data['version']} is newer than this workbench reads"
-            )
+            raise ValueError(f"vocabulary version {data['version']} is newer than this workbench reads")
         return cls(
             data["chars"],
             unknown_token=data.get("unknown_token"),
@@ -274,6 +264,4 @@ class CharTokenizer:
         if policy not in ("error", "map"):
             raise ValueError(f"unknown={policy!r}; use 'error' or 'map'")
         if policy == "map" and unknown_token is None:
-            raise ValueError(
-                "unknown='map' needs a vocabulary with an unknown_token; this one has none"
-            )
+            raise ValueError("unknown='map' needs a vocabulary with an unknown_token; this one has none")
