@@ -17,6 +17,7 @@ __all__ = [
     "SequenceTooLongError",
     "UnknownCharacterError",
     "UnknownHookError",
+    "UnknownModelError",
     "format_bytes",
 ]
 
@@ -138,3 +139,19 @@ class MemoryBudgetError(MemoryError):
             else ("; record fewer hooks (names_filter), a shorter window, or raise the budget")
         )
         super().__init__(message)
+
+
+class UnknownModelError(KeyError):
+    """A model name that is neither an embedded model nor a checkpoint directory."""
+
+    def __init__(self, name: str, known: Iterable[str]):
+        known = sorted(known)
+        listing = ", ".join(repr(k) for k in known) if known else "none are installed"
+        self.message = (
+            f"unknown model {name!r}: not an embedded model (known: {listing}) and not a "
+            "checkpoint directory; see workbench.list_models() or `workbench list`"
+        )
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message

@@ -15,11 +15,10 @@ import html
 import json
 import math
 import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.errors import CheckpointError
+from workbench.errors import CheckpointError, UnknownModelError
 
 if TYPE_CHECKING:
     import torch
@@ -30,22 +29,6 @@ __all__ = ["CHECKPOINTS_DIR", "ModelTable", "UnknownModelError", "list_models", 
 
 CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"
 _COLUMNS = ("name", "family", "n_layers", "d_hidden", "corpus", "parameters", "test_bpc", "command")
-
-
-class UnknownModelError(KeyError):
-    """A model name that is neither an embedded model nor a checkpoint directory."""
-
-    def __init__(self, name: str, known: Iterable[str]):
-        known = sorted(known)
-        listing = ", ".join(repr(k) for k in known) if known else "none are installed"
-        self.message = (
-            f"unknown model {name!r}: not an embedded model (known: {listing}) and not a "
-            "checkpoint directory; see workbench.list_models() or `workbench list`"
-        )
-        super().__init__(self.message)
-
-    def __str__(self) -> str:
-        return self.message
 
 
 def _is_checkpoint_dir(path: Path) -> bool:
