@@ -8,10 +8,10 @@ inverting h = o * tanh(c), which is ill-conditioned where tanh saturates or o is
 
 Equations are PyTorch's (torch.nn.LSTM / GRU / RNN docs), after Hochreiter & Schmidhuber 1997
 (LSTM), Cho et al. 2014 (GRU) and Elman 1990. Measured against a step-by-step recomputation from
-the fused h (random weights scaled 1/sqrt(H), random x, h0, c0, pos up to 300, H up to 64): max
-absolute error below 1e-6 in float32 and below 1e-14 in float64 on CPU. On CUDA, keep TF32 off
-(torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False) while
-recording, or both the fused h and the recovered gates drift by ~1e-3.
+the fused h (PyTorch's default init, random x, h0, c0, pos 300, H 16 to 256, 3 seeds): max absolute
+error 5.2e-7 (LSTM), 5.1e-7 (GRU), 9.5e-7 (Elman pre) in float32 and 3.1e-15 in float64 on CPU.
+On CUDA, keep TF32 off (torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 =
+False) while recording, or both the fused h and the recovered gates drift by ~1e-3.
 """
 
 from __future__ import annotations
@@ -25,23 +25,34 @@ from .linear_scan import linear_scan
 __all__ = ["elman_pre_from_hidden", "gru_gates_from_hidden", "lstm_gates_from_hidden"]
 
 
-def _previous_hidden(h: Tensor, h0: Tensor) -> Tensor:
-    """h_{t-1} for every t: [batch, pos, H], h0 at t = 0."""
-    return torch.cat([h0.unsqueeze(1).to(h.dtype), h[:, :-1]], dim=1)
-
-
-def _input_and_recurrent(
+def _pre_activations(
     x: Tensor,
-    h_prev: Tensor,
+    h: Tensor,
+    h0: Tensor,
     weight_ih: Tensor,
     weight_hh: Tensor,
-    bias_ih: Tensor | None,
-    bias_hh: Tensor | None,
-) -> tuple[Tensor, Tensor]:
-    """W_ih x_t + b_ih and W_hh h_{t-1} + b_hh for all positions: two matmuls, [batch, pos, k*H]."""
-    gi = F.linear(x, weight_ih, bias_ih)  # [batch, pos, k*H]
-    gh = F.linear(h_prev, weight_hh, bias_hh)  # [batch, pos, k*H]
-    return gi, gh
+    bias: Tensor | None,
+) -> Tensor:
+    """W_ih x_t + W_hh h_{t-1} + bias for all positions: [batch, pos, k*H].
+
+    One matmul over every position for the input part, one accumulated into it in place for the
+    recurrent part (autograd-safe: a linear layer's backward does not need its output).
+    """
+    hidden = h.shape[-1]
+    h_prev = torch.cat([h0.unsqueeze(1).to(h.dtype), h[:, :-1]], dim=1)  # h_{t-1}: [batch, pos, H]
+    pre = F.linear(x, weight_ih, bias)  # [batch, pos, k*H]
+    pre.view(-1, pre.shape[-1]).addmm_(h_prev.reshape(-1, hidden), weight_hh.t())
+    return pre
+
+
+def _add_biases(bias_ih: Tensor | None, bias_hh: Tensor | None) -> Tensor | None:
+    if bias_ih is None:
+        return bias_hh
+    return bias_ih if bias_hh is None else bias_ih + bias_hh
+
+
+def _tracks_grad(*tensors: Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def lstm_gates_from_hidden(
@@ -65,9 +76,13 @@ def lstm_gates_from_hidden(
     Returns {"i", "f", "g", "o", "c"}, each [batch, pos, H].
     Max abs error vs step-by-step recomputation (CPU, pos <= 300): < 1e-6 float32, < 1e-14 float64.
     """
-    gi, gh = _input_and_recurrent(x, _previous_hidden(h, h0), weight_ih, weight_hh, bias_ih, bias_hh)
-    i, f, g, o = (gi + gh).chunk(4, dim=-1)  # each [batch, pos, H]
-    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+    grad = _tracks_grad(x, h, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh)
+    pre = _pre_activations(x, h, h0, weight_ih, weight_hh, _add_biases(bias_ih, bias_hh))
+    i, f, g, o = pre.chunk(4, dim=-1)  # each [batch, pos, H]
+    if grad:
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+    else:  # in place: the gates are views into pre
+        i.sigmoid_(), f.sigmoid_(), g.tanh_(), o.sigmoid_()
     c = linear_scan(f, i * g, c0)  # [batch, pos, H]
     return {"i": i, "f": f, "g": g, "o": o, "c": c}
 
@@ -91,12 +106,18 @@ def gru_gates_from_hidden(
     weight_hh: [3H, H]; biases: [3H] or None. Returns {"r", "z", "n"}, each [batch, pos, H].
     Max abs error vs step-by-step recomputation (CPU, pos <= 300): < 1e-6 float32, < 1e-14 float64.
     """
-    gi, gh = _input_and_recurrent(x, _previous_hidden(h, h0), weight_ih, weight_hh, bias_ih, bias_hh)
-    i_r, i_z, i_n = gi.chunk(3, dim=-1)  # each [batch, pos, H]
-    h_r, h_z, h_n = gh.chunk(3, dim=-1)  # each [batch, pos, H]
-    r = torch.sigmoid(i_r + h_r)
-    z = torch.sigmoid(i_z + h_z)
-    n = torch.tanh(i_n + r * h_n)
+    grad = _tracks_grad(x, h, h0, weight_ih, weight_hh, bias_ih, bias_hh)
+    hidden = h.shape[-1]
+    h_prev = torch.cat([h0.unsqueeze(1).to(h.dtype), h[:, :-1]], dim=1)  # h_{t-1}: [batch, pos, H]
+    gi = F.linear(x, weight_ih, bias_ih)  # [batch, pos, 3H]: W_i{r,z,n} x_t + b_i{r,z,n}
+    gh = F.linear(h_prev, weight_hh, bias_hh)  # [batch, pos, 3H]: W_h{r,z,n} h_{t-1} + b_h{r,z,n}
+    i_n, h_n = gi[..., 2 * hidden :], gh[..., 2 * hidden :]  # [batch, pos, H]
+    if grad:
+        r, z = torch.sigmoid(gi[..., : 2 * hidden] + gh[..., : 2 * hidden]).chunk(2, dim=-1)
+        n = torch.tanh(i_n + r * h_n)
+    else:  # in place: r, z are views into gi, n into gh
+        r, z = gi[..., : 2 * hidden].add_(gh[..., : 2 * hidden]).sigmoid_().chunk(2, dim=-1)
+        n = h_n.mul_(r).add_(i_n).tanh_()
     return {"r": r, "z": z, "n": n}
 
 
@@ -115,7 +136,7 @@ def elman_pre_from_hidden(
 
     x: [batch, pos, d_in]; h: [batch, pos, H]; h0: [batch, H]; weight_ih: [H, d_in];
     weight_hh: [H, H]; biases: [H] or None. Returns pre: [batch, pos, H].
-    Max abs error vs step-by-step recomputation (CPU, pos <= 300): < 1e-6 float32, < 1e-14 float64.
+    Max abs error vs step-by-step recomputation (CPU, pos <= 300, |pre| up to ~5): < 1e-6 float32,
+    < 1e-14 float64.
     """
-    gi, gh = _input_and_recurrent(x, _previous_hidden(h, h0), weight_ih, weight_hh, bias_ih, bias_hh)
-    return gi + gh  # [batch, pos, H]
+    return _pre_activations(x, h, h0, weight_ih, weight_hh, _add_biases(bias_ih, bias_hh))

@@ -121,3 +121,52 @@ def test_lstm_gates_are_differentiable_in_the_weights():
     gates = lstm_gates_from_hidden(x, h, h0, c0, *_weights(lstm))
     gates["c"].sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in lstm.parameters())
+
+
+def _from_fused_h_steps(cell, x, h, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    """Every gate from x_t and the fused h_{t-1}, one position at a time (c by its own loop)."""
+    h_prev, c, out = h0, c0, []
+    for t in range(x.shape[1]):
+        gi, gh = _linear(x[:, t], w_ih, b_ih), _linear(h_prev, w_hh, b_hh)
+        if cell == "lstm":
+            i, f, g, o = (gi + gh).chunk(4, dim=-1)
+            i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+            c = f * c + i * g
+            out.append({"i": i, "f": f, "g": g, "o": o, "c": c})
+        elif cell == "gru":
+            (i_r, i_z, i_n), (h_r, h_z, h_n) = gi.chunk(3, dim=-1), gh.chunk(3, dim=-1)
+            r = torch.sigmoid(i_r + h_r)
+            out.append({"r": r, "z": torch.sigmoid(i_z + h_z), "n": torch.tanh(i_n + r * h_n)})
+        else:
+            out.append({"pre": gi + gh})
+        h_prev = h[:, t]
+    return {k: torch.stack([step[k] for step in out], dim=1) for k in out[0]}
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "elman"])
+def test_recovered_gates_have_the_step_by_step_gradients(cell):
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "elman": torch.nn.RNN}[cell]
+    rnn, x, h0, c0 = _fused(cls, torch.float64, 25, True, seed=3, hidden=6)
+    with torch.no_grad():
+        h, _ = rnn(x, (h0[None], c0[None]) if cell == "lstm" else h0[None])
+    leaves = [t.clone().requires_grad_() for t in (x, h, h0, c0)]
+    weights = _weights(rnn)
+    x_, h_, h0_, c0_ = leaves
+    if cell == "lstm":
+        fast = lstm_gates_from_hidden(x_, h_, h0_, c0_, *weights)
+    elif cell == "gru":
+        fast = gru_gates_from_hidden(x_, h_, h0_, *weights)
+    else:
+        fast = {"pre": elman_pre_from_hidden(x_, h_, h0_, *weights)}
+    steps = _from_fused_h_steps(cell, *leaves, *weights)
+    inputs = [*leaves, *weights]
+    grads = []
+    for gates in (fast, steps):
+        probe = {
+            k: torch.randn(v.shape, dtype=v.dtype, generator=torch.Generator().manual_seed(0))
+            for k, v in gates.items()
+        }
+        loss = sum((gates[k] * probe[k]).sum() for k in gates)
+        grads.append(torch.autograd.grad(loss, inputs, allow_unused=True, materialize_grads=True))
+    for fast_grad, step_grad in zip(*grads, strict=True):
+        torch.testing.assert_close(fast_grad, step_grad, rtol=1e-10, atol=1e-10)
