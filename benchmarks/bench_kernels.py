@@ -8,6 +8,9 @@ magnitude of the reference output). Run:
     python benchmarks/bench_kernels.py                # the shapes of the design
     python benchmarks/bench_kernels.py --quick        # small shapes, a few seconds
     python benchmarks/bench_kernels.py --threads 1    # pin intra-op threads (shared machines)
+
+On a machine whose other jobs keep its cores busy (load average above the core count), every
+multi-threaded op waits for a descheduled thread, which swamps both columns: use --threads 1.
 """
 
 from __future__ import annotations
@@ -218,6 +221,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each side")
     parser.add_argument("--s6-batch", type=int, default=16, help="selective_scan batch, states=False")
     parser.add_argument("--s6-states-batch", type=int, default=16, help="selective_scan batch, states=True")
+    parser.add_argument("--s6-repeats", type=int, default=1, help="timed runs of selective_scan")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -234,8 +238,8 @@ def main() -> None:
     else:
         rows = bench_linear_scan(16, 1024, 512, r) + bench_linear_scan(1, 1024, 64, r)
         rows += bench_log_space_scan(16, 1024, 512, r) + bench_log_space_scan(1, 1024, 64, r)
-        rows += bench_selective_scan(args.s6_batch, 1024, 1024, 16, max(1, r // 2), False)
-        rows += bench_selective_scan(args.s6_states_batch, 1024, 1024, 16, max(1, r // 2), True)
+        rows += bench_selective_scan(args.s6_batch, 1024, 1024, 16, args.s6_repeats, False)
+        rows += bench_selective_scan(args.s6_states_batch, 1024, 1024, 16, args.s6_repeats, True)
         rows += bench_gates(16, 1024, 128, 256, r) + bench_gates(1, 1024, 64, 64, r)
     print_table(rows)
 
