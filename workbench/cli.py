@@ -136,7 +136,41 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------- main
-SUBCOMMANDS: list[AddCommand] = [add_train_command, add_list_command, add_eval_command]
+
+# ---------------------------------------------------------------------------------------- tour
+def add_tour_command(subparsers: Subparsers) -> None:
+    """`workbench tour`: run the tour notebook on the embedded default model."""
+    parser = subparsers.add_parser(
+        "tour",
+        help="run the tour notebook headless (or open it in JupyterLab with --lab)",
+        description="Execute notebooks/00_tour.ipynb top to bottom on the embedded default model "
+        "and write the executed notebook and an HTML page of it; --lab opens it in JupyterLab.",
+    )
+    parser.add_argument("--out", default="tour-output", help="folder for the executed notebook")
+    parser.add_argument("--lab", action="store_true", help="open the tour in JupyterLab instead")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
+    parser.set_defaults(run=run_tour)
+
+
+def run_tour(args: argparse.Namespace) -> int:
+    from workbench.notebook_runner import notebooks_dir, run_notebook
+
+    tour = notebooks_dir() / "00_tour.ipynb"
+    if args.lab:
+        import subprocess
+
+        return subprocess.call([sys.executable, "-m", "jupyter", "lab", str(tour)])
+    print(f"running {tour} headless ...", flush=True)
+    result = run_notebook(tour, args.out, timeout=args.timeout)
+    print(f"tour ran in {result.seconds:.0f} s: {result.executed}")
+    if result.html is not None:
+        print(f"open {result.html} in a browser to read it, or run `workbench tour --lab`")
+    return 0
+
+
+SUBCOMMANDS: list[AddCommand] = [
+    add_train_command, add_list_command, add_eval_command, add_tour_command,
+]
 
 # Errors that are the user's to fix: printed as one line, not a traceback (--traceback shows it).
 _USER_ERRORS = (CheckpointError, CorpusNotFoundError, FileExistsError, KeyError, ValueError)

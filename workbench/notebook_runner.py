@@ -1,0 +1,63 @@
+"""Run a workbench notebook headless (nbclient) and keep the executed copy and an HTML page of it.
+
+Used by `workbench tour` and by the test suite, so the README's first command and CI execute the
+notebooks the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def notebooks_dir() -> Path:
+    """The repository's `notebooks/` folder (next to the package in a clone or editable install)."""
+    here = Path(__file__).resolve().parent.parent / "notebooks"
+    if here.is_dir():
+        return here
+    cwd = Path.cwd() / "notebooks"
+    if cwd.is_dir():
+        return cwd
+    raise FileNotFoundError(
+        "cannot find the notebooks/ folder: run this from a clone of recurrent-workbench"
+    )
+
+
+@dataclass
+class NotebookRun:
+    """Where the executed notebook and its HTML went, and how long it took."""
+
+    executed: Path
+    html: Path | None
+    seconds: float
+
+
+def run_notebook(
+    notebook: str | Path, out_dir: str | Path, timeout: int = 900, kernel_name: str = "python3"
+) -> NotebookRun:
+    """Execute `notebook` top to bottom in a fresh kernel; raise on the first failing cell."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    source = Path(notebook)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.read(source, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
+                            resources={"metadata": {"path": str(source.parent)}})
+    start = time.perf_counter()
+    client.execute()
+    seconds = time.perf_counter() - start
+    executed = out / source.name
+    nbformat.write(nb, executed)
+    html = None
+    try:
+        from nbconvert import HTMLExporter
+
+        body, _ = HTMLExporter().from_notebook_node(nb)
+        html = executed.with_suffix(".html")
+        html.write_text(body, encoding="utf-8")
+    except ImportError:
+        pass
+    return NotebookRun(executed=executed, html=html, seconds=seconds)
