@@ -1,0 +1,209 @@
+"""The logit lens (nostalgebraist 2020; Belrose et al. 2023 eq. 1): decode every residual stream
+through the model's own final norm and unembedding, as if the network stopped at that layer.
+
+Read-outs are named like layers: `"embed"` is the token embedding (`hook_embed`) and an integer `l`
+is `blocks.{l}.hook_resid_post`, the residual stream leaving block `l`. The last block's read-out
+through the logit lens *is* the model's output, exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from workbench.errors import EmptyInputError, UnknownHookError
+
+__all__ = [
+    "EMBED",
+    "Lens",
+    "LogitLens",
+    "Unembedding",
+    "collect_residuals",
+    "layer_label",
+    "model_name",
+    "readout_hook",
+    "readout_layers",
+    "resolve_readout",
+    "tokenize",
+]
+
+EMBED = "embed"
+Layer = int | str  # "embed" or a block index
+
+
+def readout_layers(model: Any) -> list[Layer]:
+    """The read-outs of a model in depth order: `["embed", 0, 1, ..., n_layers - 1]`."""
+    return [EMBED, *range(len(model.blocks))]
+
+
+def readout_hook(layer: Layer) -> str:
+    """The hook a read-out decodes: `hook_embed` or `blocks.{l}.hook_resid_post`."""
+    return "hook_embed" if layer == EMBED else f"blocks.{layer}.hook_resid_post"
+
+
+def layer_label(layer: Layer) -> str:
+    """Axis label of a read-out: `embed`, `0`, `1`, ..."""
+    return str(layer)
+
+
+def resolve_readout(model: Any, layer: Layer) -> int:
+    """Index of a read-out in `readout_layers(model)`; negative blocks count from the end.
+
+    An unknown layer raises `UnknownHookError` saying which layers exist.
+    """
+    n = len(model.blocks)
+    if layer == EMBED:
+        return 0
+    if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool) and -n <= layer < n:
+        return int(layer) % n + 1
+    raise UnknownHookError(
+        f"blocks.{layer}.hook_resid_post",
+        message=f"unknown layer {layer!r}: the model has {n} layer(s), 0..{n - 1}, and {EMBED!r} "
+        "(the token embedding)",
+    )
+
+
+def model_name(model: Any) -> str:
+    """The name a lens records for its model: the checkpoint directory's name, else a description."""
+    checkpoint = getattr(model, "checkpoint", None)
+    if checkpoint is not None and getattr(checkpoint, "path", None) is not None:
+        return checkpoint.path.name
+    named = getattr(model.cfg, "metadata", {}).get("name")
+    if named:
+        return str(named)
+    cfg = model.cfg
+    return f"unnamed-{cfg.family}-{cfg.n_layers}x{cfg.d_hidden}"
+
+
+def tokenize(model: Any, text: str, tokenizer: Any = None) -> Tensor:
+    """text -> ids [pos] with `tokenizer` or the model's; empty text and unknown characters raise."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if not text:
+        raise EmptyInputError("the text is empty: type at least one character")
+    tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    if tok is None:
+        raise ValueError(
+            "this model has no tokenizer: pass tokenizer=... or load it with workbench.load(...)"
+        )
+    return tok.encode(text)  # UnknownCharacterError names the character and its position
+
+
+class Unembedding:
+    """The model's decoder from the residual stream: logits = W_U · norm_final(h) + b_U.
+
+    Uses the model's own `ln_final` and `unembed` modules, so the last read-out equals the model's
+    logits bit for bit. `fingerprint()` hashes their weights: a lens trained on one unembedding
+    refuses another.
+    """
+
+    def __init__(self, model: Any):
+        for part in ("ln_final", "unembed"):
+            if not hasattr(model, part):
+                raise TypeError(
+                    f"a lens needs a language model with a final norm and an unembedding; "
+                    f"{type(model).__name__} has no {part!r}"
+                )
+        self.model = model
+
+    def __call__(self, resid: Tensor) -> Tensor:
+        """resid [..., d_model] -> logits [..., d_vocab]."""
+        return self.model.unembed(self.model.ln_final(resid))
+
+    def fingerprint(self) -> str:
+        """sha256 (first 16 hex digits) of the final norm's and the unembedding's float32 weights."""
+        digest = hashlib.sha256()
+        tensors = {**_named(self.model.ln_final, "ln_final"), **_named(self.model.unembed, "unembed")}
+        for name in sorted(tensors):
+            array = tensors[name].detach().to("cpu", torch.float32).contiguous().numpy()
+            digest.update(name.encode())
+            digest.update(str(array.shape).encode())
+            digest.update(array.tobytes())
+        digest.update(str(getattr(self.model.ln_final, "kind", "")).encode())
+        return digest.hexdigest()[:16]
+
+
+def _named(module: torch.nn.Module, prefix: str) -> dict[str, Tensor]:
+    return {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
+
+
+@runtime_checkable
+class Lens(Protocol):
+    """What every lens offers: a name, a model, its read-outs, and read-out -> logits."""
+
+    name: str
+    model: Any
+
+    @property
+    def layers(self) -> list[Layer]: ...
+
+    def __call__(self, resid: Tensor, layer: Layer) -> Tensor: ...
+
+
+class LogitLens:
+    """Decode any read-out with the model's final norm and unembedding (Belrose et al. 2023 eq. 1).
+
+    >>> from workbench.models import HookedRecurrentLM, RecurrentConfig
+    >>> model = HookedRecurrentLM(RecurrentConfig(family="gru", n_layers=2, d_model=8,
+    ...                                           d_hidden=8, d_vocab=5))
+    >>> lens = LogitLens(model)
+    >>> lens.layers
+    ['embed', 0, 1]
+    """
+
+    name = "logit lens"
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.unembedding = Unembedding(model)
+
+    @property
+    def layers(self) -> list[Layer]:
+        return readout_layers(self.model)
+
+    def __call__(self, resid: Tensor, layer: Layer) -> Tensor:
+        """resid [..., d_model] read out at `layer` -> logits [..., d_vocab]."""
+        resolve_readout(self.model, layer)
+        return self.unembedding(resid)
+
+    def __repr__(self) -> str:
+        return f"LogitLens({model_name(self.model)!r}, {len(self.layers)} read-outs)"
+
+
+@torch.no_grad()
+def collect_residuals(
+    model: Any,
+    tokens: Tensor,
+    initial_state: Any = None,
+    *,
+    memory_budget_bytes: int | None = None,
+) -> tuple[Tensor, Tensor, Any]:
+    """Run tokens [batch, pos] once; return every read-out stacked [n_readouts, batch, pos, d_model],
+    the model's logits [batch, pos, d_vocab] and the final recurrent state (to carry to the next window).
+    """
+    names = [readout_hook(layer) for layer in readout_layers(model)]
+    (logits, state), cache = model.run_with_cache(
+        tokens,
+        names_filter=names,
+        initial_state=initial_state,
+        return_state=True,
+        memory_budget_bytes=memory_budget_bytes,
+    )
+    resid = torch.stack([cache[n] for n in names])  # [n_readouts, batch, pos, d_model]
+    return resid, logits, state
+
+
+def check_layers(model: Any, layers: Layer | Sequence[Layer] | None) -> list[Layer]:
+    """Read-outs to use (None: all); each unknown one raises `UnknownHookError`."""
+    if layers is None:
+        return readout_layers(model)
+    chosen = [layers] if isinstance(layers, (int, str)) else list(layers)
+    if not chosen:
+        raise ValueError("no layers given")
+    everything = readout_layers(model)
+    return [everything[resolve_readout(model, layer)] for layer in chosen]
