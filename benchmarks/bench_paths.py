@@ -4,7 +4,9 @@ For LSTM, GRU, minGRU and S6 at batch 16, 1024 positions, width 512 on this mach
   record/plain : fused path recording every gate and state / the plain forward with no hooks
                  (torch.nn.LSTM / GRU for the classic cells; our own unhooked fused forward for
                  minGRU and S6, which no library ships on CPU);
-  ref/fused    : the readable reference loop / the fused path, both recording everything.
+  ref/fused    : the readable reference loop / the fused path, both recording everything;
+  core ref/fused: the same for the recurrence alone (the scan), without the input projections
+                 that both paths share (minGRU, S6).
 Run: python benchmarks/bench_paths.py [--batch 16 --length 1024 --width 512 --repeats 3]
 """
 
@@ -19,7 +21,7 @@ from torch import nn
 
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers import MIXERS
-from workbench.models.recurrence import ActivationRecorder
+from workbench.models.recurrence import ActivationRecorder, run_reference_loop
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:
@@ -67,6 +69,35 @@ def plain_forward(family: str, mixer: nn.Module, x: torch.Tensor) -> tuple[str, 
     return "our fused forward, no hooks", run_unhooked
 
 
+def core_ratio(family: str, mixer: nn.Module, x: torch.Tensor, repeats: int) -> str:
+    """Reference loop / fused kernel for the recurrence alone, recording every state."""
+    with torch.no_grad():
+        if family == "mingru":
+            a, b = mixer.coefficients(x)
+            inputs, state, wanted = {"a": a, "b": b}, {"h": torch.zeros_like(a[:, 0])}, {"h"}
+
+            def fused() -> object:
+                from workbench.kernels import log_space_scan
+
+                return log_space_scan(torch.log(a), torch.log(b))
+        elif family == "s6":
+            inputs, _, _ = mixer._parallel_inputs(x, torch.zeros(x.shape[0], mixer.cfg.d_hidden, 3))
+            state = {"state": torch.zeros(x.shape[0], mixer.cfg.d_hidden, mixer.cfg.d_state)}
+            wanted = {"state", "y"}
+
+            def fused() -> object:
+                from workbench.kernels import selective_scan
+
+                return selective_scan(inputs["conv"], inputs["delta"], mixer.A, inputs["B"],
+                                      inputs["C"], mixer.D, state["state"], return_states=True)
+        else:
+            return "-"
+        length = x.shape[1]
+        t_loop = best_time(lambda: run_reference_loop(mixer._step, inputs, state, wanted, length), 1)
+        t_fused = best_time(fused, repeats)
+    return f"{t_loop / t_fused:.1f}x"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=16)
@@ -78,7 +109,7 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"batch {args.batch}, {args.length} positions, width {args.width}, "
           f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}")
-    print(f"{'family':<8} {'baseline':<28} {'record/plain':>12} {'ref/fused':>10}")
+    print(f"{'family':<8} {'baseline':<28} {'record/plain':>12} {'ref/fused':>10} {'core ref/fused':>15}")
     for family in args.families.split(","):
         d_hidden = 2 * args.width if family == "s6" else args.width  # Mamba's expand = 2
         cfg = RecurrentConfig(family=family, n_layers=1, d_model=args.width, d_hidden=d_hidden,
@@ -91,7 +122,9 @@ def main() -> None:
         t_plain = best_time(baseline, args.repeats)
         t_fused = best_time(recording(mixer, x, "fused"), args.repeats)
         t_reference = best_time(recording(mixer, x, "reference"), 1)
-        print(f"{family:<8} {baseline_name:<28} {t_fused / t_plain:>11.2f}x {t_reference / t_fused:>9.1f}x")
+        core = core_ratio(family, mixer, x, args.repeats)
+        print(f"{family:<8} {baseline_name:<28} {t_fused / t_plain:>11.2f}x {t_reference / t_fused:>9.1f}x "
+              f"{core:>15}", flush=True)
 
 
 if __name__ == "__main__":
