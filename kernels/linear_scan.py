@@ -75,7 +75,7 @@ def linear_scan_reference(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Ten
     for t in range(b.shape[1]):
         h = a[:, t] * h + b[:, t]  # [batch, *state]
         hs.append(h)
-    return torch.stack(hs, dim=1)  # [batch, pos, *state]
+    return torch.stack(hs, dim=1) if hs else b.new_empty(b.shape)  # [batch, pos, *state]
 
 
 def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None, chunk_size: int | None = None) -> Tensor:

@@ -72,7 +72,7 @@ def log_space_scan_reference(log_a: Tensor, log_b: Tensor, log_h0: Tensor | None
         else:
             log_h = torch.logaddexp(log_a[:, t] + log_h, log_b[:, t])
         hs.append(log_h)
-    return torch.stack(hs, dim=1).exp()  # [batch, pos, *state]
+    return torch.stack(hs, dim=1).exp() if hs else log_b.new_empty(log_b.shape)  # [batch, pos, *state]
 
 
 def _log_chunks(log_a: Tensor, log_b: Tensor, chunk_size: int) -> tuple[Tensor, Tensor, int]:

@@ -70,6 +70,8 @@ def selective_scan_reference(
         ys.append((s * C[:, t, None, :]).sum(-1) + D * u[:, t])  # [batch, d]
         if return_states:
             states.append(s)
+    if pos == 0:
+        return u.new_empty(u.shape), u.new_empty(batch, 0, d, n) if return_states else s
     y = torch.stack(ys, dim=1)  # [batch, pos, d]
     if return_states:
         return y, torch.stack(states, dim=1)  # [batch, pos, d, n]
@@ -109,6 +111,8 @@ def selective_scan(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     s = u.new_zeros(batch, d, n) if state0 is None else state0.to(dtype)  # [batch, d, n]
     inputs = (u, delta, A, B, C, D, s)
+    if pos == 0:
+        return selective_scan_reference(*inputs, return_states)
     if torch.is_grad_enabled() and any(x.requires_grad for x in inputs):
         return _selective_scan_autograd(*inputs, return_states, chunk_size)
     return _selective_scan_in_place(*inputs, return_states, chunk_size)

@@ -104,3 +104,19 @@ def test_linear_scan_wide_steps_in_place_match_reference(dtype):
     torch.testing.assert_close(
         linear_scan(a, b), linear_scan_reference(a, b), rtol=TOL[dtype], atol=TOL[dtype]
     )
+
+
+def test_scans_accept_an_empty_sequence():
+    from workbench.kernels import log_space_scan, selective_scan
+
+    b = torch.randn(2, 0, 3)
+    h0 = torch.randn(2, 3)
+    assert linear_scan(b, b, h0).shape == (2, 0, 3)
+    assert linear_scan(b.requires_grad_(), b, h0).shape == (2, 0, 3)
+    assert log_space_scan(b, b, h0).shape == (2, 0, 3)
+    u, A, B = torch.randn(2, 0, 4), -torch.rand(4, 5), torch.randn(2, 0, 5)
+    state0 = torch.randn(2, 4, 5)
+    y, s = selective_scan(u, u, A, B, B, torch.randn(4), state0)
+    assert y.shape == (2, 0, 4) and torch.equal(s, state0)
+    y, states = selective_scan(u.requires_grad_(), u, A, B, B, torch.randn(4), state0, return_states=True)
+    assert states.shape == (2, 0, 4, 5)
