@@ -52,7 +52,7 @@ def _broadcast_inputs(a: Tensor, b: Tensor, h0: Tensor | None) -> tuple[Tensor, 
         dtype = torch.get_default_dtype()
     b = b.to(dtype).expand(shape)
     if a.dim() == len(shape):
-        # keep a's own (possibly singleton) state dims: cheaper cumprod, broadcasting does the rest
+        # keep a's own (possibly singleton) state dims: a cheaper chunk product; broadcasting does the rest
         a = a.to(dtype).expand(shape[0], shape[1], *a.shape[2:])
     else:
         a = a.to(dtype).expand(shape)
