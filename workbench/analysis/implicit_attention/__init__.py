@@ -1,0 +1,44 @@
+"""Implicit attention of gated-linear recurrent layers (Zimerman, Ali & Wolf 2024; Ali, Zimerman &
+Wolf 2024): each layer written as y = Ã v + bias with a causal L×L map per channel, exact, fast and
+within a memory budget; attribution from the maps (rollout, gradient-weighted maps) and its
+evaluation by perturbation.
+
+Modules: `kernel` (segment-sum kernels and the naive loop), `form` (the unified form), one module
+per family (`s6`, `minimal`, `classic`), `api`, `attribution`, `evaluation`, `figures`.
+"""
+
+from workbench.analysis.implicit_attention.api import (
+    AGGREGATIONS,
+    FAMILIES,
+    ImplicitAttention,
+    attention_bytes,
+    family_of,
+    implicit_attention,
+    implicit_attention_layers,
+    implicit_attention_row,
+    layer_forms,
+)
+from workbench.analysis.implicit_attention.form import LinearForm
+from workbench.analysis.implicit_attention.kernel import (
+    decay_attention,
+    decay_attention_naive,
+    decay_attention_row,
+    segsum,
+)
+
+__all__ = [
+    "AGGREGATIONS",
+    "FAMILIES",
+    "ImplicitAttention",
+    "LinearForm",
+    "attention_bytes",
+    "decay_attention",
+    "decay_attention_naive",
+    "decay_attention_row",
+    "family_of",
+    "implicit_attention",
+    "implicit_attention_layers",
+    "implicit_attention_row",
+    "layer_forms",
+    "segsum",
+]

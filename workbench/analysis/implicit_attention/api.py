@@ -1,0 +1,323 @@
+"""`implicit_attention(model, tokens, layer=...)`: one API over every gated-linear family.
+
+Zimerman, Ali & Wolf 2024 (*A Unified Implicit Attention Formulation for Gated-Linear Recurrent
+Sequence Models*) and Ali, Zimerman & Wolf 2024 (*The Hidden Attention of Mamba Models*) write each
+layer as y = Ã v, a causal L×L matrix per channel. Here Ã v + bias reproduces the recorded output
+exactly (`ImplicitAttention.max_error`), the memory a request needs is computed before anything
+runs, and channels are aggregated on the fly (the papers' mean; |·| mean; the value-weighted norm
+of Kobayashi et al. 2020) so an L×L×channels map is never held unless asked for.
+
+A family is a class with `families`, `modes`, `hook_names(layer, mode)`, `form(model, cache, layer,
+mode) -> LinearForm` and `output_grad(...)`; `FAMILIES` maps the config's family to it. Mamba2,
+RWKV and RG-LRU join by adding a module and an entry.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from workbench.analysis.implicit_attention.classic import GRU, LSTM
+from workbench.analysis.implicit_attention.form import LinearForm
+from workbench.analysis.implicit_attention.kernel import DEFAULT_CHUNK, decay_attention_work_bytes
+from workbench.analysis.implicit_attention.minimal import MinGRU, MinLSTM
+from workbench.analysis.implicit_attention.s6 import S6
+from workbench.errors import EmptyInputError, MemoryBudgetError, UnknownHookError
+
+__all__ = [
+    "AGGREGATIONS",
+    "FAMILIES",
+    "ImplicitAttention",
+    "attention_bytes",
+    "family_of",
+    "implicit_attention",
+    "implicit_attention_layers",
+    "implicit_attention_row",
+    "layer_forms",
+    "to_tokens",
+]
+
+FAMILIES: dict[str, Any] = {
+    "s6": S6, "mingru": MinGRU, "minlstm": MinLSTM, "lstm": LSTM, "gru": GRU,
+}
+AGGREGATIONS = ("none", "mean", "abs_mean", "norm")
+WORK_TARGET_BYTES = 256 << 20  # per channel chunk: large enough to vectorise, small enough for cache
+
+
+@dataclass
+class ImplicitAttention:
+    """Implicit-attention maps of one layer, with the value, bias and output they reproduce.
+
+    `maps` is [batch, channel, query, key] when `aggregate == "none"` (like TransformerLens's
+    `hook_pattern` [batch, head, query, key]), else [batch, query, key]. `value` [batch, channel,
+    key], `bias` and `output` [batch, channel, query]: per channel, maps @ value + bias = output.
+    """
+
+    maps: Tensor
+    value: Tensor
+    bias: Tensor
+    output: Tensor
+    family: str
+    layer: int
+    mode: str
+    aggregate: str
+    channels: Tensor  # [channel] indices into the layer's channels
+    queries: Tensor  # [query] positions
+    value_name: str
+    output_name: str
+
+    def reproduce(self) -> Tensor:
+        """Ã v + bias, [batch, channel, query] (only for per-channel maps)."""
+        if self.aggregate != "none":
+            raise ValueError(f"maps aggregated with {self.aggregate!r} cannot reproduce the output; "
+                             "compute with aggregate='none' (and channels=... to bound memory)")
+        return (self.maps @ self.value[..., None])[..., 0] + self.bias
+
+    def max_error(self) -> float:
+        """max |Ã v + bias − recorded output| over batch, channels and queries."""
+        return float((self.reproduce() - self.output).abs().max())
+
+    def relative_error(self) -> float:
+        """max error divided by max |output|."""
+        return self.max_error() / max(float(self.output.abs().max()), 1e-30)
+
+
+def family_of(model: Any) -> Any:
+    """The implicit-attention family class for the model's mixers; unsupported families raise."""
+    family = model.cfg.family
+    if family not in FAMILIES:
+        raise NotImplementedError(
+            f"no implicit-attention form for a {family!r} mixer: its state enters its update "
+            f"nonlinearly with no gates to hold fixed; supported families: {', '.join(FAMILIES)}"
+        )
+    return FAMILIES[family]
+
+
+def to_tokens(model: Any, tokens: Tensor | str | Sequence[str]) -> Tensor:
+    """Text or ids -> ids [batch, pos] on the model's device; empty input raises."""
+    if isinstance(tokens, (str, list, tuple)):
+        if isinstance(tokens, str) and not tokens:
+            raise EmptyInputError("the text is empty: give at least one character")
+        return model.to_tokens(tokens)
+    tokens = torch.as_tensor(tokens)
+    tokens = tokens[None] if tokens.ndim == 1 else tokens
+    if tokens.ndim != 2 or tokens.shape[0] == 0 or tokens.shape[1] == 0:
+        raise EmptyInputError(f"tokens of shape {tuple(tokens.shape)}: give [batch, pos] ids, pos ≥ 1")
+    return tokens.to(next(model.parameters()).device)
+
+
+def _check_layer(model: Any, layer: int) -> int:
+    n = len(model.blocks)
+    if not isinstance(layer, int) or not -n <= layer < n:
+        raise UnknownHookError(f"blocks.{layer}",
+                               message=f"unknown layer {layer!r}: the model has {n} layer(s), 0..{n - 1}")
+    return layer % n
+
+
+def _check_mode(family: Any, mode: str) -> None:
+    if mode not in family.modes:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(family.modes)}")
+
+
+def _check_aggregate(aggregate: str) -> None:
+    if aggregate not in AGGREGATIONS:
+        close = difflib.get_close_matches(str(aggregate), AGGREGATIONS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown aggregate {aggregate!r}; choose one of {', '.join(AGGREGATIONS)}{hint}")
+
+
+@torch.no_grad()
+def record(model: Any, tokens: Tensor, layers: Sequence[int], mode: str,
+           memory_budget_bytes: int | None = None, initial_state: Any = None) -> dict[str, Tensor]:
+    """Run once, caching only the hooks the forms of `layers` need (never the S6 state)."""
+    family = family_of(model)
+    names = [n for layer in layers for n in family.hook_names(layer, mode)]
+    _, cache = model.run_with_cache(tokens, names_filter=names, memory_budget_bytes=memory_budget_bytes,
+                                    initial_state=initial_state)
+    return cache
+
+
+def layer_forms(model: Any, tokens: Tensor | str, layers: Sequence[int] | None = None,
+                mode: str = "exact", cache: dict | None = None) -> dict[int, LinearForm]:
+    """The `LinearForm` of each layer, from one forward pass."""
+    family = family_of(model)
+    _check_mode(family, mode)
+    tokens = to_tokens(model, tokens)
+    layers = list(range(len(model.blocks))) if layers is None else [_check_layer(model, la) for la in layers]
+    cache = cache if cache is not None else record(model, tokens, layers, mode)
+    return {layer: family.form(model, cache, layer, mode) for layer in layers}
+
+
+def attention_bytes(batch: int, channels: int, queries: int, pos: int, n: int, element: int,
+                    aggregate: str, channel_chunk: int, chunk: int = DEFAULT_CHUNK) -> tuple[int, int]:
+    """(bytes the result holds, peak bytes of the work for one chunk of `channel_chunk` channels)."""
+    maps = element * batch * (channels if aggregate == "none" else 1) * queries * pos
+    vectors = element * batch * channels * (pos + 2 * queries)
+    lead = batch * channel_chunk
+    if queries == pos:
+        core = decay_attention_work_bytes(lead, pos, n, element, chunk)
+    else:
+        core = element * lead * queries * pos * (3 * n + 1)
+    compose = element * lead * queries * (pos + 8) * 4  # Ã, padded, conv passes, aggregation
+    return maps + vectors, core + compose
+
+
+def _plan(form: LinearForm, queries: int, aggregate: str, budget: int, chunk: int) -> int:
+    """Channels per chunk that fit the budget; refuse with the bytes when even one does not."""
+    b, d, L = form.shape
+    element = form.value.element_size()
+    held, work_one = attention_bytes(b, d, queries, L, form.n, element, aggregate, 1, chunk)
+    if held + work_one > budget:
+        what = (f"implicit attention over {d} channels x {queries} queries x {L} positions "
+                f"(batch {b}, aggregate={aggregate!r})")
+        raise MemoryBudgetError(
+            held + work_one, budget, what=what,
+            hint="aggregate over channels (aggregate='mean' or 'norm'), pick channels=[...], "
+                 "ask for rows (queries=[t]), shorten the text, or raise memory_budget_bytes",
+        )
+    room = min(budget - held, max(WORK_TARGET_BYTES, work_one))
+    step = max(1, min(d, room // max(work_one, 1)))
+    while step > 1 and attention_bytes(b, d, queries, L, form.n, element, aggregate, step, chunk)[1] > room:
+        step -= 1
+    return int(step)
+
+
+def _resolve_channels(channels: int | Sequence[int] | Tensor | None, d: int, name: str) -> Tensor:
+    if channels is None:
+        return torch.arange(d)
+    index = torch.as_tensor([channels] if isinstance(channels, int) else channels, dtype=torch.long)
+    if index.numel() == 0:
+        raise ValueError("no channels given")
+    if int(index.min()) < -d or int(index.max()) >= d:
+        raise IndexError(f"channel out of range: the layer has {d} {name} channels, 0..{d - 1}")
+    return index % d
+
+
+def _resolve_queries(queries: int | Sequence[int] | Tensor | None, L: int) -> Tensor | None:
+    if queries is None:
+        return None
+    index = torch.as_tensor([queries] if isinstance(queries, int) else queries, dtype=torch.long)
+    if index.numel() == 0:
+        raise ValueError("no query positions given")
+    if int(index.min()) < -L or int(index.max()) >= L:
+        raise IndexError(f"query position out of range for {L} positions")
+    return index % L
+
+
+def attend(form: LinearForm, *, channels: Tensor | None = None, queries: Tensor | None = None,
+           aggregate: str = "none", chunk: int = DEFAULT_CHUNK,
+           memory_budget_bytes: int | None = None) -> tuple[Tensor, Tensor]:
+    """(maps, bias) of a form, channel chunk by channel chunk, aggregated on the fly."""
+    from workbench.models.cache import memory_budget
+
+    _check_aggregate(aggregate)
+    b, d, L = form.shape
+    channels = torch.arange(d) if channels is None else channels
+    sub = form.channels(channels.to(form.value.device)) if len(channels) != d else form
+    q_index = torch.arange(L, device=form.value.device) if queries is None else queries.to(form.value.device)
+    budget = memory_budget_bytes if memory_budget_bytes is not None else memory_budget(form.value.device)
+    step = _plan(sub, len(q_index), aggregate, budget, chunk)
+    nd = sub.shape[1]
+    pieces: list[Tensor] = []
+    biases: list[Tensor] = []
+    total: Tensor | None = None
+    for start in range(0, nd, step):
+        part = sub.channels(torch.arange(start, min(nd, start + step), device=form.value.device))
+        alpha = part.core(None if queries is None else q_index, chunk)  # [b, dc, q, L]
+        maps, bias = part.compose(alpha, q_index)
+        biases.append(bias)
+        if aggregate == "none":
+            pieces.append(maps)
+            continue
+        if aggregate == "mean":
+            contribution = maps.sum(1)
+        elif aggregate == "abs_mean":
+            contribution = maps.abs().sum(1)
+        else:  # "norm": ‖Ã[:, t, j] v_j‖ over channels, the value-weighted size (Kobayashi et al. 2020)
+            contribution = (maps * part.value[:, :, None, :]).pow(2).sum(1)
+        total = contribution if total is None else total + contribution
+    if aggregate == "none":
+        maps = torch.cat(pieces, dim=1)
+    elif aggregate == "norm":
+        maps = total.sqrt()
+    else:
+        maps = total / nd
+    return maps, torch.cat(biases, dim=1)
+
+
+def implicit_attention(
+    model: Any,
+    tokens: Tensor | str,
+    layer: int = 0,
+    *,
+    mode: str = "exact",
+    channels: int | Sequence[int] | Tensor | None = None,
+    aggregate: str = "none",
+    queries: int | Sequence[int] | Tensor | None = None,
+    chunk: int = DEFAULT_CHUNK,
+    memory_budget_bytes: int | None = None,
+    cache: dict | None = None,
+    initial_state: Any = None,
+) -> ImplicitAttention:
+    """The implicit-attention maps of `layer` over `tokens` (Zimerman et al. 2024, eq. 12).
+
+    mode: "exact" (everything the layer does, reproduces it) or "paper" (S6 core alone, as Ali et
+    al. 2024 compute it; the same as "exact" for families with nothing to drop). channels: a subset
+    (default all). aggregate: "none" (per channel), "mean" (the papers), "abs_mean", "norm"
+    (value-weighted). queries: only these rows, O(channels · n · L) each. The memory the result
+    and the work need is checked against the budget first (`MemoryBudgetError` names the bytes).
+    initial_state: the model's per-layer initial state; its contribution goes to `bias`.
+
+    >>> import torch
+    >>> from workbench.models import HookedRecurrentLM, RecurrentConfig
+    >>> model = HookedRecurrentLM(RecurrentConfig(family="s6", n_layers=1, d_model=8, d_hidden=8,
+    ...                                           d_vocab=5, d_state=4))
+    >>> att = implicit_attention(model, torch.tensor([[1, 2, 3, 4]]), layer=0)
+    >>> tuple(att.maps.shape), att.max_error() < 1e-5
+    ((1, 8, 4, 4), True)
+    """
+    family = family_of(model)
+    _check_mode(family, mode)
+    _check_aggregate(aggregate)
+    layer = _check_layer(model, layer)
+    tokens = to_tokens(model, tokens)
+    if cache is None:
+        cache = record(model, tokens, [layer], mode, memory_budget_bytes, initial_state)
+    form = family.form(model, cache, layer, mode)
+    b, d, L = form.shape
+    channel_index = _resolve_channels(channels, d, family.channel_name)
+    query_index = _resolve_queries(queries, L)
+    maps, bias = attend(form, channels=channel_index, queries=query_index, aggregate=aggregate,
+                        chunk=chunk, memory_budget_bytes=memory_budget_bytes)
+    q = torch.arange(L) if query_index is None else query_index
+    dev = form.value.device
+    sub = form.channels(channel_index.to(dev)) if len(channel_index) != d else form
+    return ImplicitAttention(
+        maps=maps, value=sub.value, bias=bias, output=sub.output[..., q.to(dev)],
+        family=model.cfg.family, layer=layer, mode=mode, aggregate=aggregate,
+        channels=channel_index, queries=q, value_name=form.value_name, output_name=form.output_name,
+    )
+
+
+def implicit_attention_row(model: Any, tokens: Tensor | str, query: int, layer: int = 0,
+                           **kwargs: Any) -> ImplicitAttention:
+    """Row `query` of the maps only, in O(channels · n · L): maps [batch, channel, 1, key]."""
+    return implicit_attention(model, tokens, layer, queries=[query], **kwargs)
+
+
+def implicit_attention_layers(model: Any, tokens: Tensor | str, layers: Sequence[int] | None = None,
+                              **kwargs: Any) -> list[ImplicitAttention]:
+    """`implicit_attention` for several layers (default all) from one forward pass."""
+    family = family_of(model)
+    mode = kwargs.get("mode", "exact")
+    _check_mode(family, mode)
+    tokens = to_tokens(model, tokens)
+    layers = list(range(len(model.blocks))) if layers is None else [_check_layer(model, la) for la in layers]
+    cache = record(model, tokens, layers, mode, kwargs.get("memory_budget_bytes"),
+                   kwargs.pop("initial_state", None))
+    return [implicit_attention(model, tokens, layer, cache=cache, **kwargs) for layer in layers]

@@ -1,0 +1,124 @@
+"""The unified implicit-attention form every family reduces to (Zimerman, Ali & Wolf 2024, eq. 12).
+
+Per channel d, a gated-linear layer's output is
+
+    y = diag(row) · (α + diag(skip)) · diag(col) · (Conv v + offset) + diag(row) · init,
+
+with α the decay matrix of `kernel.decay_attention`, `skip` a diagonal term (Mamba's D), `col` and
+`row` data-dependent diagonal gates (SiLU's σ(c_j), the output gate), `Conv` a causal depthwise
+convolution of the value v (Mamba's conv1d), `offset` its input-independent part (conv bias and
+initial conv state) and `init` the initial state's contribution. So y = Ã v + bias with
+
+    Ã    = diag(row) (α + diag(skip)) diag(col) Conv,
+    bias = diag(row) [(α + diag(skip)) (col ⊙ offset) + init].
+
+A family module fills a `LinearForm` from a cache; this module composes maps, rows and bias
+terms for any family, so Mamba2 (per-head scalar decay, C·B scores, norm as a row gate), RWKV
+(receptance as C, key as B, bonus u as a time-varying skip) and RG-LRU (scalar decay, conv, gate)
+slot in by filling the same fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from workbench.analysis.implicit_attention.kernel import (
+    DEFAULT_CHUNK,
+    decay_attention,
+    decay_attention_row,
+    initial_state_term,
+)
+
+__all__ = ["LinearForm"]
+
+
+@dataclass
+class LinearForm:
+    """One layer's recorded operands in the unified form (shapes: b batch, d channels, L pos)."""
+
+    log_decay: Tensor  # [b, d, L, n], ≤ 0: log of the per-step decay of each state entry
+    C: Tensor  # broadcastable to [b, d, L, n]: read-out of the state
+    B: Tensor  # broadcastable to [b, d, L, n]: write of the value into the state
+    value: Tensor  # [b, d, L]: the v that Ã multiplies
+    output: Tensor  # [b, d, L]: the recorded output Ã v + bias reproduces
+    value_name: str  # where v comes from, e.g. "blocks.0.mixer.hook_x"
+    output_name: str  # what the output is, e.g. "hook_y * hook_gate"
+    skip: Tensor | None = None  # [b, d, L]: diagonal term (Mamba's D; RWKV's bonus)
+    col_scale: Tensor | None = None  # [b, d, L]: gate on the key side (σ(c_j) of SiLU)
+    row_scale: Tensor | None = None  # [b, d, L]: gate on the query side (SiLU(z_t))
+    conv_weight: Tensor | None = None  # [d, k]: causal depthwise conv applied to v
+    conv_offset: Tensor | None = None  # [b, d, L]: conv bias + initial conv state contribution
+    initial_state: Tensor | None = None  # [b, d, n]: s_{−1}
+    projection: Tensor | None = None  # [d_model, d]: the map from these channels to the residual
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        b, d, L = self.value.shape
+        return b, d, L
+
+    @property
+    def n(self) -> int:
+        return self.log_decay.shape[-1]
+
+    def channels(self, index: Tensor) -> LinearForm:
+        """The form restricted to channels `index` [k] (broadcast axes stay as they are)."""
+
+        def pick(t: Tensor | None, axis: int = 1) -> Tensor | None:
+            if t is None or t.shape[axis] == 1:
+                return t
+            return t.index_select(axis, index)
+
+        return replace(
+            self, log_decay=pick(self.log_decay), C=pick(self.C), B=pick(self.B),
+            value=pick(self.value), output=pick(self.output), skip=pick(self.skip),
+            col_scale=pick(self.col_scale), row_scale=pick(self.row_scale),
+            conv_weight=pick(self.conv_weight, 0), conv_offset=pick(self.conv_offset),
+            initial_state=pick(self.initial_state),
+            projection=None if self.projection is None else self.projection.index_select(1, index),
+        )
+
+    # ----------------------------------------------------------------------------- maps
+    def core(self, queries: Tensor | None = None, chunk: int = DEFAULT_CHUNK) -> Tensor:
+        """α restricted to rows `queries` (all when None): [b, d, q, L]."""
+        if queries is None:
+            return decay_attention(self.log_decay, self.C, self.B, chunk)
+        rows = [decay_attention_row(self.log_decay, self.C, self.B, int(t)) for t in queries]
+        return torch.stack(rows, dim=-2)
+
+    def _pre_conv(self, alpha: Tensor, queries: Tensor) -> Tensor:
+        """(α + diag(skip)) diag(col), rows `queries`: [b, d, q, L] (α is modified in place)."""
+        if self.skip is not None:
+            rows = torch.arange(queries.shape[0], device=alpha.device)
+            alpha[..., rows, queries] += self.skip[..., queries]
+        if self.col_scale is not None:
+            alpha = alpha * self.col_scale[..., None, :]
+        return alpha
+
+    def compose(self, alpha: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
+        """(Ã, bias) for rows `queries` from α [b, d, q, L]: the module's equation, vectorised."""
+        P = self._pre_conv(alpha, queries)  # [b, d, q, L]
+        bias = torch.zeros(P.shape[:-1], dtype=P.dtype, device=P.device)  # [b, d, q]
+        if self.conv_weight is not None:
+            if self.conv_offset is not None:
+                bias = bias + (P @ self.conv_offset[..., :, None])[..., 0]
+            P = causal_conv_right(P, self.conv_weight)
+        if self.initial_state is not None:
+            bias = bias + initial_state_term(self.log_decay, self.C, self.initial_state)[..., queries]
+        if self.row_scale is not None:
+            scale = self.row_scale[..., queries]  # [b, d, q]
+            P, bias = P * scale[..., None], bias * scale
+        return P, bias
+
+
+def causal_conv_right(P: Tensor, weight: Tensor) -> Tensor:
+    """P · Conv for a causal depthwise conv: out[.., t, m] = Σ_s P[.., t, m+s] w[k−1−s]; P [b,d,q,L]."""
+    k, L = weight.shape[-1], P.shape[-1]
+    padded = F.pad(P, (0, k - 1))  # [b, d, q, L+k−1]
+    out = torch.zeros_like(P)
+    for s in range(k):  # k is the conv width (4): a few passes, each vectorised over everything
+        out = out + padded[..., s : s + L] * weight[None, :, None, k - 1 - s, None]
+    return out

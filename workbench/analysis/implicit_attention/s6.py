@@ -1,0 +1,80 @@
+"""S6 / Mamba block as implicit attention (Ali et al. 2024, eq. 9–12; Zimerman et al. 2024, eq. 12).
+
+Per channel d, with Δ, B, C from the cache and A = −exp(A_log):
+
+- "exact": v = x (the in-projected input, before the conv), and the map folds in the causal conv
+  (weights w, bias and initial conv state as the bias term), SiLU written as u = σ(c) ⊙ c with σ(c)
+  a gate on the key side, the D skip on the diagonal and the output gate SiLU(z) on the query side:
+  Ã v + bias = y ⊙ SiLU(z), the input of out_proj, to float precision.
+- "paper": the S6 core alone, as Ali et al. 2024 and both papers' code compute it: v = u (the scan
+  input after conv and SiLU), α_{t,j} = C_t · (∏_{k=j+1..t} exp(Δ_k A)) Δ_j B_j, reproducing
+  y − D ⊙ u (no D skip, no conv bias, no gate).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from workbench.analysis.implicit_attention.form import LinearForm
+
+__all__ = ["S6"]
+
+HOOKS = ("x", "conv", "delta", "B", "C", "y", "gate", "initial_conv", "initial_state")
+
+
+class S6:
+    """S6 mixer (`workbench.models.mixers.s6.S6Mixer`) -> `LinearForm`."""
+
+    families = ("s6",)
+    modes = ("exact", "paper")
+    channel_name = "d_inner"
+
+    @staticmethod
+    def hook_names(layer: int, mode: str) -> list[str]:
+        return [f"blocks.{layer}.mixer.hook_{q}" for q in HOOKS]
+
+    @staticmethod
+    def form(model: Any, cache: dict, layer: int, mode: str) -> LinearForm:
+        """The layer's operands from the cache (parameters detached: the map is data, not a graph)."""
+        mixer = model.blocks[layer].mixer
+        p = f"blocks.{layer}.mixer.hook_"
+        x, u, delta = (cache[p + q].transpose(1, 2) for q in ("x", "conv", "delta"))  # [b, d, L]
+        B, C = cache[p + "B"][:, None], cache[p + "C"][:, None]  # [b, 1, L, n]
+        A = mixer.A.detach().to(delta.dtype)  # [d, n]
+        log_decay = delta[..., None] * A[None, :, None, :]  # [b, d, L, n]: Δ_t A
+        B_bar = B * delta[..., None]  # [b, d, L, n]: Δ_j B_j
+        y = cache[p + "y"].transpose(1, 2)  # [b, d, L]
+        D = mixer.D.detach().to(y.dtype)[None, :, None]  # [1, d, 1]
+        state0 = cache[p + "initial_state"]  # [b, d, n]
+        if mode == "paper":
+            return LinearForm(log_decay, C, B_bar, value=u, output=y - D * u,
+                              value_name=p + "conv", output_name=f"{p}y − D·u (S6 core)",
+                              initial_state=state0)
+        weight = mixer.conv1d.weight.detach().to(x.dtype)[:, 0, :]  # [d, k]
+        bias = mixer.conv1d.bias.detach().to(x.dtype)  # [d]
+        conv_state = cache[p + "initial_conv"]  # [b, d, k−1]
+        padded = torch.cat([conv_state, x], dim=-1)  # [b, d, k−1+L]
+        c = F.conv1d(padded, weight[:, None, :], bias, groups=weight.shape[0])  # [b, d, L] pre-SiLU
+        start = torch.cat([conv_state, torch.zeros_like(x)], dim=-1)  # only the initial conv state
+        offset = F.conv1d(start, weight[:, None, :], bias, groups=weight.shape[0])  # [b, d, L]
+        gate = cache[p + "gate"].transpose(1, 2)  # [b, d, L]
+        return LinearForm(
+            log_decay, C, B_bar, value=x, output=y * gate,
+            value_name=p + "x", output_name=f"{p}y ⊙ {p}gate (input of out_proj)",
+            skip=D.expand_as(y), col_scale=torch.sigmoid(c), row_scale=gate,
+            conv_weight=weight, conv_offset=offset, initial_state=state0,
+            projection=mixer.out_proj.weight.detach().to(x.dtype),
+        )
+
+    @staticmethod
+    def output_grad(model: Any, layer: int, mode: str, grad_out: torch.Tensor,
+                    cache: dict) -> torch.Tensor:
+        """∂target/∂(output of the form), [b, d, L], from the gradient at hook_out [b, L, d_model]."""
+        mixer = model.blocks[layer].mixer
+        g = grad_out @ mixer.out_proj.weight.detach().to(grad_out.dtype)  # [b, L, d]: ∂/∂(y ⊙ gate)
+        if mode == "paper":
+            g = g * cache[f"blocks.{layer}.mixer.hook_gate"]  # ∂/∂y
+        return g.transpose(1, 2)
