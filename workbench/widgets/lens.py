@@ -1,0 +1,287 @@
+"""`LensExplorer`: an ipywidgets front end to `workbench.analysis.lens` (Belrose et al. 2023).
+
+Pick a model, a lens (the logit lens, or any tuned lens trained for that model) and a text; see the
+prediction trajectory (layer x position, colour = entropy, KL or cross-entropy) and the top-k next
+characters at the selected layer and position. The selection follows the layer and position
+sliders, and a click on a cell where plotly's FigureWidget is available (it needs `anywidget`).
+Every error (empty text, unknown characters, a text over the limits) shows inside the widget.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ipywidgets as widgets
+
+from workbench.analysis.lens import (
+    STATISTICS,
+    LogitLens,
+    PredictionTrajectory,
+    TunedLens,
+    prediction_trajectory,
+)
+from workbench.analysis.lens.figures import top_k_figure, top_k_layers_figure, trajectory_figure
+from workbench.errors import SequenceTooLongError
+
+__all__ = ["LensExplorer"]
+
+DEFAULT_TEXT = "def mean(xs):\n    return sum(xs) / len(xs)\n"
+LOGIT = "logit lens"
+
+
+class LensExplorer:
+    """Trajectory and top-k views for one model (or a dict of named models) and its lenses.
+
+    `lenses` are tuned lenses (a sequence, or a dict name -> lens); each is offered for the models it
+    was trained for, beside the logit lens. `explorer.widget` is the box to display. `select(layer,
+    position)` moves the selection (as the sliders and a click do). `max_chars` and
+    `memory_budget_bytes` guard the recording.
+    """
+
+    def __init__(
+        self,
+        models: Any,
+        lenses: Sequence[TunedLens] | Mapping[str, TunedLens] | None = None,
+        text: str = DEFAULT_TEXT,
+        *,
+        statistic: str = "entropy",
+        k: int = 10,
+        max_chars: int = 400,
+        memory_budget_bytes: int | None = None,
+    ):
+        self.models: dict[str, Any] = dict(models) if isinstance(models, Mapping) else {"model": models}
+        if not self.models:
+            raise ValueError("give at least one model")
+        if lenses is None:
+            lenses = {}
+        self.lenses: dict[str, TunedLens] = (
+            dict(lenses)
+            if isinstance(lenses, Mapping)
+            else {_lens_name(lens, i): lens for i, lens in enumerate(lenses)}
+        )
+        if statistic not in STATISTICS:
+            raise KeyError(f"unknown statistic {statistic!r}; choose one of {', '.join(STATISTICS)}")
+        self.k, self.max_chars, self.memory_budget_bytes = k, max_chars, memory_budget_bytes
+        self.trajectory: PredictionTrajectory | None = None
+        self.trajectory_figure: Any = None
+        self.top_k_figure: Any = None
+        self.layers_figure: Any = None
+        self._updating = False
+        names = list(self.models)
+        self.model_select = widgets.Dropdown(options=names, value=names[0], description="model")
+        self.lens_select = widgets.Dropdown(description="lens")
+        self.statistic_select = widgets.ToggleButtons(
+            options=list(STATISTICS), value=statistic, tooltips=list(STATISTICS.values())
+        )
+        self.text_input = widgets.Textarea(
+            value=text, continuous_update=False, layout={"width": "100%", "height": "90px"}
+        )
+        self.layer_slider = widgets.SelectionSlider(
+            options=["embed"], description="layer", continuous_update=False
+        )
+        self.position_slider = widgets.IntSlider(
+            min=0, max=0, description="position", continuous_update=False, layout={"width": "60%"}
+        )
+        self.error = widgets.HTML(value="")
+        self.top_k_table = widgets.HTML(value="")
+        self.trajectory_output = widgets.Output()
+        self.top_k_output = widgets.Output()
+        self._sync_lenses()
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox([self.model_select, self.lens_select]),
+                self.statistic_select,
+                self.text_input,
+                self.error,
+                self.trajectory_output,
+                widgets.HBox([self.layer_slider, self.position_slider]),
+                widgets.HBox([self.top_k_output, self.top_k_table]),
+            ]
+        )
+        self.model_select.observe(self._on_model, names="value")
+        for control in (self.lens_select, self.statistic_select, self.text_input):
+            control.observe(lambda _change: self.update(), names="value")
+        for control in (self.layer_slider, self.position_slider):
+            control.observe(lambda _change: self._update_selection(), names="value")
+        self.update()
+
+    # ----------------------------------------------------------------------------- state
+    @property
+    def model(self) -> Any:
+        return self.models[self.model_select.value]
+
+    @property
+    def lens(self) -> Any:
+        name = self.lens_select.value
+        return LogitLens(self.model) if name == LOGIT else self.lenses[name]
+
+    @property
+    def selection(self) -> tuple[Any, int]:
+        """The selected (layer, position)."""
+        return _parse_layer(self.layer_slider.value), int(self.position_slider.value)
+
+    def lenses_for(self, model: Any) -> list[str]:
+        """Names of the lenses offered for `model`: the logit lens and the tuned lenses trained for it."""
+        names = [LOGIT]
+        for name, lens in self.lenses.items():
+            try:
+                lens.check_model(model)
+            except ValueError:
+                continue
+            names.append(name)
+        return names
+
+    def _sync_lenses(self) -> None:
+        model = self.model
+        self._updating = True
+        try:
+            options = self.lenses_for(model)
+            previous = self.lens_select.value
+            self.lens_select.options = options
+            self.lens_select.value = previous if previous in options else options[-1]
+            layers = ["embed", *(str(i) for i in range(len(model.blocks)))]
+            self.layer_slider.options = layers
+            self.layer_slider.value = layers[-2] if len(layers) > 1 else layers[0]
+        finally:
+            self._updating = False
+
+    def _on_model(self, _change: Any) -> None:
+        self._sync_lenses()
+        self.update()
+
+    def select(self, layer: Any, position: int) -> None:
+        """Select a cell: the sliders move and the top-k views follow."""
+        self._updating = True
+        try:
+            self.layer_slider.value = str(layer)
+            self.position_slider.value = int(position)
+        finally:
+            self._updating = False
+        self._update_selection()
+
+    # ----------------------------------------------------------------------------- update
+    def update(self) -> None:
+        """Recompute the trajectory for the current controls; an error goes to `self.error`."""
+        if self._updating:
+            return
+        try:
+            self._compute()
+        except Exception as exc:  # shown in the widget: the kernel keeps running
+            self._show_error(exc)
+            self.trajectory = self.trajectory_figure = self.top_k_figure = self.layers_figure = None
+            self.top_k_table.value = ""
+            self.trajectory_output.clear_output()
+            self.top_k_output.clear_output()
+        else:
+            self.error.value = ""
+
+    def _show_error(self, exc: Exception) -> None:
+        self.error.value = (
+            '<div style="color:#b00020;font-family:sans-serif;padding:4px;'
+            f'border-left:3px solid #b00020"><b>{html.escape(type(exc).__name__)}</b>: '
+            f"{html.escape(str(exc))}</div>"
+        )
+
+    def _compute(self) -> None:
+        text = self.text_input.value
+        if len(text) > self.max_chars:
+            error = SequenceTooLongError(len(text), self.max_chars)
+            error.args = (
+                f"the text has {len(text)} characters, more than this explorer's "
+                f"max_chars={self.max_chars}; shorten it or pass max_chars=...",
+            )
+            raise error
+        self.trajectory = prediction_trajectory(self.lens, text, memory_budget_bytes=self.memory_budget_bytes)
+        self._updating = True
+        try:
+            self.position_slider.max = self.trajectory.n_positions - 1
+            self.position_slider.value = min(self.position_slider.value, self.position_slider.max)
+        finally:
+            self._updating = False
+        self._draw_trajectory()
+        self._draw_selection()
+
+    def _update_selection(self) -> None:
+        if self._updating or self.trajectory is None:
+            return
+        try:
+            self._draw_selection()
+            self._draw_trajectory()
+        except Exception as exc:
+            self._show_error(exc)
+        else:
+            self.error.value = ""
+
+    def _draw_trajectory(self) -> None:
+        trajectory = self.trajectory
+        assert trajectory is not None
+        figure = trajectory_figure(trajectory, str(self.statistic_select.value), selected=self.selection)
+        figure = _as_figure_widget(figure, self._on_click)
+        self.trajectory_figure = figure
+        self.trajectory_output.clear_output(wait=True)
+        if _in_kernel():  # outside a kernel, display() would print the figure's repr
+            from IPython.display import display
+
+            with self.trajectory_output:
+                display(figure)
+
+    def _draw_selection(self) -> None:
+        trajectory = self.trajectory
+        assert trajectory is not None
+        layer, position = self.selection
+        table = trajectory.top_k(layer, position, self.k)
+        context = html.escape("".join(trajectory.str_tokens[max(0, position - 15) : position + 1]))
+        self.top_k_table.value = (
+            f"<b>layer {html.escape(str(layer))}, position {position}</b> (after …<code>{context}</code>)"
+            + table[["rank", "token", "prob"]].to_html(index=False, float_format="%.3f", escape=True)
+        )
+        self.top_k_figure = top_k_figure(trajectory, layer, position, self.k)
+        self.layers_figure = top_k_layers_figure(trajectory, position)
+        self.top_k_output.clear_output(wait=True)
+        if _in_kernel():
+            from IPython.display import display
+
+            with self.top_k_output:
+                display(self.top_k_figure)
+                display(self.layers_figure)
+
+    def _on_click(self, trace: Any, points: Any, _state: Any) -> None:
+        """FigureWidget click on a heatmap cell: select it."""
+        if points.xs and points.ys:
+            self.select(points.ys[0], int(points.xs[0]))
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def _lens_name(lens: Any, i: int) -> str:
+    return f"tuned lens ({lens.model_name})" if i == 0 else f"tuned lens {i + 1} ({lens.model_name})"
+
+
+def _parse_layer(label: str) -> Any:
+    return label if label == "embed" else int(label)
+
+
+def _as_figure_widget(figure: Any, on_click: Any) -> Any:
+    """A FigureWidget with click handling where plotly can make one (it needs anywidget), else the figure."""
+    try:
+        import plotly.graph_objects as go
+
+        widget = go.FigureWidget(figure)
+    except (ImportError, ValueError):
+        return figure
+    widget.data[0].on_click(on_click)
+    return widget
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
