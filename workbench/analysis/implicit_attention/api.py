@@ -33,6 +33,7 @@ __all__ = [
     "AGGREGATIONS",
     "FAMILIES",
     "ImplicitAttention",
+    "attend",
     "attention_bytes",
     "family_of",
     "implicit_attention",
@@ -45,7 +46,7 @@ __all__ = [
 FAMILIES: dict[str, Any] = {
     "s6": S6, "mingru": MinGRU, "minlstm": MinLSTM, "lstm": LSTM, "gru": GRU,
 }
-AGGREGATIONS = ("none", "mean", "abs_mean", "norm")
+AGGREGATIONS = ("none", "mean", "abs_mean", "norm", "gradient")
 WORK_TARGET_BYTES = 256 << 20  # per channel chunk: large enough to vectorise, small enough for cache
 
 
@@ -211,11 +212,18 @@ def _resolve_queries(queries: int | Sequence[int] | Tensor | None, L: int) -> Te
 
 def attend(form: LinearForm, *, channels: Tensor | None = None, queries: Tensor | None = None,
            aggregate: str = "none", chunk: int = DEFAULT_CHUNK,
-           memory_budget_bytes: int | None = None) -> tuple[Tensor, Tensor]:
-    """(maps, bias) of a form, channel chunk by channel chunk, aggregated on the fly."""
+           memory_budget_bytes: int | None = None,
+           query_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(maps, bias) of a form, channel chunk by channel chunk, aggregated on the fly.
+
+    aggregate="gradient" needs `query_weight` g [b, d, L] (∂target/∂output) and gives
+    mean_c (g_t Ã_tj v_j)^+, the gradient-weighted map of Ali et al. 2024 (eq. 16).
+    """
     from workbench.models.cache import memory_budget
 
     _check_aggregate(aggregate)
+    if (aggregate == "gradient") != (query_weight is not None):
+        raise ValueError("aggregate='gradient' goes with query_weight=∂target/∂output, and only it")
     b, d, L = form.shape
     channels = torch.arange(d) if channels is None else channels
     sub = form.channels(channels.to(form.value.device)) if len(channels) != d else form
@@ -227,7 +235,8 @@ def attend(form: LinearForm, *, channels: Tensor | None = None, queries: Tensor 
     biases: list[Tensor] = []
     total: Tensor | None = None
     for start in range(0, nd, step):
-        part = sub.channels(torch.arange(start, min(nd, start + step), device=form.value.device))
+        index = torch.arange(start, min(nd, start + step), device=form.value.device)
+        part = sub.channels(index)
         alpha = part.core(None if queries is None else q_index, chunk)  # [b, dc, q, L]
         maps, bias = part.compose(alpha, q_index)
         biases.append(bias)
@@ -238,11 +247,16 @@ def attend(form: LinearForm, *, channels: Tensor | None = None, queries: Tensor 
             contribution = maps.sum(1)
         elif aggregate == "abs_mean":
             contribution = maps.abs().sum(1)
+        elif aggregate == "gradient":
+            g = query_weight.index_select(1, channels.to(form.value.device)[index])[..., q_index]
+            contribution = (g[..., None] * maps * part.value[:, :, None, :]).clamp_min(0).sum(1)
         else:  # "norm": ‖Ã[:, t, j] v_j‖ over channels, the value-weighted size (Kobayashi et al. 2020)
             contribution = (maps * part.value[:, :, None, :]).pow(2).sum(1)
         total = contribution if total is None else total + contribution
     if aggregate == "none":
         maps = torch.cat(pieces, dim=1)
+    elif aggregate == "gradient":
+        maps = total / nd
     elif aggregate == "norm":
         maps = total.sqrt()
     else:

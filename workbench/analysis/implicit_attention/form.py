@@ -114,6 +114,39 @@ class LinearForm:
         return P, bias
 
 
+    # ------------------------------------------------------------------------ recurrence
+    def recur(self, value: Tensor) -> Tensor:
+        """The layer step by step with every gate held at its recorded value: y [b, d, L] from v.
+
+        Independent of the maps (a loop, not a matrix), so autograd through it gives ∂y/∂v with the
+        gates detached, which must equal Ã (Zimerman et al. 2024, section 3).
+        """
+        u = value  # [b, d, L]
+        if self.conv_weight is not None:
+            k = self.conv_weight.shape[-1]
+            u = F.conv1d(F.pad(u, (k - 1, 0)), self.conv_weight[:, None, :], groups=u.shape[1])
+            if self.conv_offset is not None:
+                u = u + self.conv_offset
+        if self.col_scale is not None:
+            u = self.col_scale * u
+        b, d, L = value.shape
+        s = (self.initial_state if self.initial_state is not None
+             else value.new_zeros(b, d, self.n))  # [b, d, n]
+        ys = []
+
+        def at(x: Tensor, t: int) -> Tensor:  # position t of a [b, d, L, n] operand, or its broadcast
+            return x[:, :, t if x.shape[2] > 1 else 0]
+
+        for t in range(L):
+            s = at(self.log_decay, t).exp() * s + at(self.B, t) * u[..., t, None]
+            y = (at(self.C, t) * s).sum(-1)  # [b, d]
+            if self.skip is not None:
+                y = y + self.skip[..., t] * u[..., t]
+            ys.append(y)
+        y = torch.stack(ys, dim=-1)  # [b, d, L]
+        return self.row_scale * y if self.row_scale is not None else y
+
+
 def causal_conv_right(P: Tensor, weight: Tensor) -> Tensor:
     """P · Conv for a causal depthwise conv: out[.., t, m] = Σ_s P[.., t, m+s] w[k−1−s]; P [b,d,q,L]."""
     k, L = weight.shape[-1], P.shape[-1]
