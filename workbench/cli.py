@@ -168,8 +168,39 @@ def run_tour(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------- report
+def add_report_command(subparsers: Subparsers) -> None:
+    """`workbench report`: one self-contained offline HTML page of a model on a text."""
+    from workbench.report import DEFAULT_MAX_CHARS
+
+    parser = subparsers.add_parser(
+        "report",
+        help="write a static HTML report of a model on a text",
+        description="Write one self-contained HTML page (plotly inline, no network) with the cell "
+        "heatmaps, lens trajectory, implicit-attention map and steering sweep of a model on a text.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, help="embedded model name or checkpoint directory")
+    parser.add_argument("--text", required=True, help="UTF-8 text file to analyse")
+    parser.add_argument("--out", default="report.html", help="HTML file to write")
+    parser.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS,
+                        help="analyse the first N characters of the text")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from workbench.report import write_report
+
+    path = write_report(args.model, args.text, args.out, max_chars=args.max_chars,
+                        progress=not args.no_progress)
+    print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB, opens offline in any browser)")
+    return 0
+
+
 SUBCOMMANDS: list[AddCommand] = [
     add_train_command, add_list_command, add_eval_command, add_tour_command,
+    add_report_command,
 ]
 
 # Errors that are the user's to fix: printed as one line, not a traceback (--traceback shows it).
