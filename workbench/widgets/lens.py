@@ -172,8 +172,8 @@ class LensExplorer:
             self._show_error(exc)
             self.trajectory = self.trajectory_figure = self.top_k_figure = self.layers_figure = None
             self.top_k_table.value = ""
-            self.trajectory_output.clear_output()
-            self.top_k_output.clear_output()
+            _clear(self.trajectory_output)
+            _clear(self.top_k_output)
         else:
             self.error.value = ""
 
@@ -220,7 +220,7 @@ class LensExplorer:
         figure = trajectory_figure(trajectory, str(self.statistic_select.value), selected=self.selection)
         figure = _as_figure_widget(figure, self._on_click)
         self.trajectory_figure = figure
-        self.trajectory_output.clear_output(wait=True)
+        _clear(self.trajectory_output)
         if _in_kernel():  # outside a kernel, display() would print the figure's repr
             from IPython.display import display
 
@@ -239,7 +239,7 @@ class LensExplorer:
         )
         self.top_k_figure = top_k_figure(trajectory, layer, position, self.k)
         self.layers_figure = top_k_layers_figure(trajectory, position)
-        self.top_k_output.clear_output(wait=True)
+        _clear(self.top_k_output)
         if _in_kernel():
             from IPython.display import display
 
@@ -276,6 +276,12 @@ def _as_figure_widget(figure: Any, on_click: Any) -> Any:
         return figure
     widget.data[0].on_click(on_click)
     return widget
+
+
+def _clear(output: widgets.Output) -> None:
+    """Clear an Output widget (outside a kernel, clear_output would print escape codes instead)."""
+    if _in_kernel():
+        output.clear_output(wait=True)
 
 
 def _in_kernel() -> bool:
