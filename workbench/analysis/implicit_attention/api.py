@@ -155,7 +155,7 @@ def layer_forms(model: Any, tokens: Tensor | str, layers: Sequence[int] | None =
 
 
 def attention_bytes(batch: int, channels: int, queries: int, pos: int, n: int, element: int,
-                    aggregate: str, channel_chunk: int, chunk: int = DEFAULT_CHUNK) -> tuple[int, int]:
+                    aggregate: str, channel_chunk: int, chunk: int | None = DEFAULT_CHUNK) -> tuple[int, int]:
     """(bytes the result holds, peak bytes of the work for one chunk of `channel_chunk` channels)."""
     maps = element * batch * (channels if aggregate == "none" else 1) * queries * pos
     vectors = element * batch * channels * (pos + 2 * queries)
@@ -211,7 +211,7 @@ def _resolve_queries(queries: int | Sequence[int] | Tensor | None, L: int) -> Te
 
 
 def attend(form: LinearForm, *, channels: Tensor | None = None, queries: Tensor | None = None,
-           aggregate: str = "none", chunk: int = DEFAULT_CHUNK,
+           aggregate: str = "none", chunk: int | None = DEFAULT_CHUNK,
            memory_budget_bytes: int | None = None,
            query_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(maps, bias) of a form, channel chunk by channel chunk, aggregated on the fly.
@@ -273,7 +273,7 @@ def implicit_attention(
     channels: int | Sequence[int] | Tensor | None = None,
     aggregate: str = "none",
     queries: int | Sequence[int] | Tensor | None = None,
-    chunk: int = DEFAULT_CHUNK,
+    chunk: int | None = DEFAULT_CHUNK,
     memory_budget_bytes: int | None = None,
     cache: dict | None = None,
     initial_state: Any = None,

@@ -82,7 +82,7 @@ class LinearForm:
         )
 
     # ----------------------------------------------------------------------------- maps
-    def core(self, queries: Tensor | None = None, chunk: int = DEFAULT_CHUNK) -> Tensor:
+    def core(self, queries: Tensor | None = None, chunk: int | None = DEFAULT_CHUNK) -> Tensor:
         """α restricted to rows `queries` (all when None): [b, d, q, L]."""
         if queries is None:
             return decay_attention(self.log_decay, self.C, self.B, chunk)

@@ -1,0 +1,238 @@
+"""Checks and evaluation of implicit-attention maps: exactness, speed, and perturbation tests.
+
+- `exactness_report`: per layer and mode, |Ã v + bias − output| from the cache, the Jacobian of the
+  gates-held-fixed recurrence against Ã, the upper triangle, and the prefix property.
+- `benchmark_naive`: the segment-sum kernel against the papers' triple loop (time ratio).
+- `perturbation_test`: delete (or mask) the most / least attributed tokens first and measure the
+  change of the next-token loss (Ali et al. 2024, section 5.3; Chefer et al. 2021 positive /
+  negative perturbation), area under each curve per method.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from workbench.analysis.implicit_attention.api import (
+    family_of,
+    implicit_attention,
+    record,
+    to_tokens,
+)
+from workbench.analysis.implicit_attention.attribution import METHODS, attribute
+from workbench.analysis.implicit_attention.form import LinearForm
+from workbench.analysis.implicit_attention.kernel import decay_attention, decay_attention_naive
+
+__all__ = [
+    "PerturbationResult",
+    "benchmark_naive",
+    "exactness_report",
+    "jacobian",
+    "perturbation_test",
+]
+
+
+def jacobian(form: LinearForm) -> Tensor:
+    """∂y/∂v of the gates-held-fixed recurrence by autograd, per channel: [b, d, L, L]."""
+    value = form.value.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        y = form.recur(value)  # [b, d, L]
+        rows = [torch.autograd.grad(y[..., t].sum(), value, retain_graph=True)[0]
+                for t in range(y.shape[-1])]
+    return torch.stack(rows, dim=-2)
+
+
+def exactness_report(model: Any, tokens: Tensor | str, layers: Sequence[int] | None = None,
+                     modes: Sequence[str] | None = None, jacobian_positions: int = 24,
+                     prefix: int | None = None) -> Any:
+    """One row per (layer, mode): reconstruction, Jacobian, upper-triangle and prefix errors."""
+    import pandas as pd
+
+    family = family_of(model)
+    tokens = to_tokens(model, tokens)
+    L = tokens.shape[1]
+    layers = list(range(len(model.blocks))) if layers is None else list(layers)
+    modes = list(family.modes if modes is None else modes)
+    prefix = prefix or max(1, L // 2)
+    rows = []
+    for mode in modes:
+        cache = record(model, tokens, layers, mode)
+        short = tokens[:, :jacobian_positions]
+        short_cache = record(model, short, layers, mode)
+        head = record(model, tokens[:, :prefix], layers, mode)
+        for layer in layers:
+            att = implicit_attention(model, tokens, layer, mode=mode, cache=cache)
+            small = family.form(model, short_cache, layer, mode)
+            jac = jacobian(small)
+            att_short = implicit_attention(model, short, layer, mode=mode, cache=short_cache)
+            att_head = implicit_attention(model, tokens[:, :prefix], layer, mode=mode, cache=head)
+            rows.append({
+                "layer": layer, "mode": mode, "dtype": str(att.maps.dtype).replace("torch.", ""),
+                "positions": L, "channels": att.maps.shape[1],
+                "max_error": att.max_error(), "relative_error": att.relative_error(),
+                "jacobian_error": float((jac - att_short.maps).abs().max()),
+                "upper_triangle_max": float(att.maps.triu(1).abs().max()),
+                "prefix_error": float((att_head.maps - att.maps[..., :prefix, :prefix]).abs().max()),
+                "output": att.output_name,
+            })
+    return pd.DataFrame(rows)
+
+
+def benchmark_naive(lengths: Sequence[int] = (128, 256, 512), channels: int = 16, n: int = 16,
+                    naive_max_length: int = 256, repeats: int = 3, seed: int = 0,
+                    dtype: torch.dtype = torch.float32) -> Any:
+    """Seconds of `decay_attention` vs the naive triple loop on random S6-like operands; the ratio.
+
+    The naive loop is timed up to `naive_max_length` and, beyond, extrapolated as L³ from the
+    longest measured length (column `naive_extrapolated`).
+    """
+    import pandas as pd
+
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    measured: tuple[int, float] | None = None
+    for L in lengths:
+        log_decay = -torch.rand(1, channels, L, n, generator=generator, dtype=dtype) * 0.1
+        C = torch.randn(1, 1, L, n, generator=generator, dtype=dtype)
+        B = torch.randn(1, channels, L, n, generator=generator, dtype=dtype)
+        fast = min(_time(decay_attention, log_decay, C, B) for _ in range(repeats))
+        if L <= naive_max_length:
+            naive = _time(decay_attention_naive, log_decay, C, B)
+            measured, extrapolated = (L, naive), False
+        elif measured is not None:
+            naive = measured[1] * (L / measured[0]) ** 3
+            extrapolated = True
+        else:
+            naive, extrapolated = float("nan"), True
+        rows.append({"length": L, "channels": channels, "d_state": n, "fast_s": fast, "naive_s": naive,
+                     "naive_extrapolated": extrapolated, "ratio": naive / fast})
+    return pd.DataFrame(rows)
+
+
+def _time(fn: Any, *args: Any) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+@dataclass
+class PerturbationResult:
+    """Mean loss change per method, order and number of removed tokens; AUC per method."""
+
+    curves: Any  # DataFrame: method, order ("most" / "least" first), removed, delta_loss, sem
+    table: Any  # DataFrame: method, most_auc (higher is better), least_auc (lower), gap
+    n_examples: int
+    context: int
+    perturbation: str
+    base_loss: float  # mean next-token loss of the unperturbed windows (nats)
+
+
+def _perturbed(history: Tensor, window: Tensor, removed: Tensor, how: str, filler: int) -> Tensor:
+    """One window with `removed` positions deleted (earlier text slides in) or masked."""
+    if how == "mask":
+        out = window.clone()
+        out[removed] = filler
+        return out
+    keep = torch.ones(window.shape[0], dtype=torch.bool)
+    keep[removed] = False
+    k = int((~keep).sum())
+    earlier = history[history.shape[0] - k:] if k else history[:0]
+    return torch.cat([earlier, window[keep]])
+
+
+def _losses(model: Any, inputs: Tensor, targets: Tensor, batch_size: int) -> Tensor:
+    """Next-token loss (nats) at the last position of each row of inputs [N, L]: [N]."""
+    out = []
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for start in range(0, inputs.shape[0], batch_size):
+            x = inputs[start:start + batch_size].to(device)
+            logits = model(x)[:, -1].float()  # [b, d_vocab]
+            y = targets[start:start + batch_size].to(device)
+            out.append(torch.nn.functional.cross_entropy(logits, y, reduction="none").cpu())
+    return torch.cat(out)
+
+
+def perturbation_test(
+    model: Any,
+    tokens: Tensor,
+    *,
+    methods: Sequence[str] | None = None,
+    n_examples: int = 32,
+    context: int = 64,
+    steps: Sequence[int] = (0, 1, 2, 4, 8, 16),
+    perturbation: str = "delete",
+    filler: int = 0,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> PerturbationResult:
+    """Remove the k most (and least) attributed tokens of a window and measure the loss change.
+
+    tokens: one long text [T]. Each example is a window of `context` tokens ending at a random
+    position p, the target the token at p + 1, the attribution computed for the query at the
+    window's last position. "delete" removes the chosen tokens and lets earlier text slide in (the
+    window keeps its length); "mask" replaces them with `filler`. AUC: the mean loss change over
+    `steps`, trapezoid rule on an even grid; more for "most" first is better, less for "least".
+    """
+    import pandas as pd
+
+    if perturbation not in ("delete", "mask"):
+        raise ValueError(f"perturbation must be 'delete' or 'mask', got {perturbation!r}")
+    family = family_of(model)
+    if methods is None:
+        methods = [m for m in METHODS if "paper" not in family.modes or not m.endswith("_paper")
+                   or model.cfg.family == "s6"]
+        if model.cfg.family != "s6":
+            methods = [m for m in methods if not m.endswith("_paper")]
+    tokens = torch.as_tensor(tokens).reshape(-1).cpu()
+    steps = sorted(set(int(k) for k in steps) | {0})
+    if max(steps) > context:
+        raise ValueError(f"cannot remove {max(steps)} tokens from a window of {context}")
+    low, high = context + max(steps) - 1, tokens.shape[0] - 2
+    if high < low:
+        raise ValueError(f"the text has {tokens.shape[0]} tokens; it needs at least "
+                         f"{low + 2} for windows of {context} with {max(steps)} removed")
+    generator = torch.Generator().manual_seed(seed)
+    ends = torch.randint(low, high + 1, (n_examples,), generator=generator)  # p
+    windows = torch.stack([tokens[p - context + 1: p + 1] for p in ends.tolist()])  # [N, context]
+    histories = torch.stack([tokens[p - context - max(steps) + 1: p - context + 1]
+                             for p in ends.tolist()]) if max(steps) else windows[:, :0]
+    targets = tokens[ends + 1]  # [N]
+    device = next(model.parameters()).device
+    base = _losses(model, windows, targets, batch_size)
+    rows = []
+    for method in methods:
+        scores = torch.cat([
+            attribute(model, windows[s:s + batch_size].to(device), method, query=-1,
+                      target=targets[s:s + batch_size].to(device), seed=seed + s)
+            for s in range(0, n_examples, batch_size)
+        ])  # [N, context]
+        for order in ("most", "least"):
+            ranking = torch.argsort(scores, dim=1, descending=order == "most", stable=True)
+            inputs = [
+                _perturbed(histories[e], windows[e], ranking[e, :k], perturbation, filler)
+                for k in steps for e in range(n_examples)
+            ]
+            losses = _losses(model, torch.stack(inputs), targets.repeat(len(steps)), batch_size)
+            delta = (losses.reshape(len(steps), n_examples) - base[None]).numpy()
+            for k, d in zip(steps, delta, strict=True):
+                rows.append({"method": method, "order": order, "removed": k,
+                             "delta_loss": float(d.mean()),
+                             "sem": float(d.std(ddof=1) / np.sqrt(n_examples)) if n_examples > 1 else 0.0})
+    curves = pd.DataFrame(rows)
+    table = []
+    for method in methods:
+        auc = {}
+        for order in ("most", "least"):
+            y = curves[(curves.method == method) & (curves.order == order)].delta_loss.to_numpy()
+            auc[order] = float(((y[1:] + y[:-1]) / 2).mean()) if len(y) > 1 else float(y[0])
+        table.append({"method": method, "most_auc": auc["most"], "least_auc": auc["least"],
+                      "gap": auc["most"] - auc["least"], "description": METHODS[method]})
+    table_df = pd.DataFrame(table).sort_values("gap", ascending=False, ignore_index=True)
+    return PerturbationResult(curves, table_df, n_examples, context, perturbation, float(base.mean()))
