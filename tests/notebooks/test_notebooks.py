@@ -1,0 +1,70 @@
+"""Every notebook in notebooks/ runs top to bottom headless, without an error, within the time its
+header states (DESIGN.md: "each runs top to bottom on the embedded default in minutes on a 2-core
+CPU, each is executed by the test suite").
+
+Each notebook runs in a fresh kernel through `workbench.notebook_runner.run_notebook`, the same
+function `workbench tour` uses. The stated time is read from the notebook's first cell ("About 1–2
+minutes", "Time: about 30 s"): the largest figure named there is the limit.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("nbclient")
+nbformat = pytest.importorskip("nbformat")
+
+from workbench.notebook_runner import notebooks_dir, run_notebook  # noqa: E402
+
+NOTEBOOKS = sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
+_DURATION = re.compile(
+    r"(\d+(?:\.\d+)?)(?:\s*(?:–|-|to)\s*(\d+(?:\.\d+)?))?\s*(s|sec|seconds|min|minutes)\b", re.I
+)
+
+
+def stated_seconds(notebook: Path) -> float:
+    """The longest duration the notebook's first cell states (its "how long" promise), in seconds."""
+    header = nbformat.read(notebook, as_version=4).cells[0].source
+    found = [
+        float(high or low) * (60.0 if unit.lower().startswith("min") else 1.0)
+        for low, high, unit in _DURATION.findall(header)
+    ]
+    if not found:
+        raise AssertionError(f"{notebook.name}: its first cell states no running time ('about 2 minutes')")
+    return max(found)
+
+
+def test_every_notebook_states_what_it_shows_and_how_long_it_takes():
+    assert NOTEBOOKS, "no notebooks found"
+    for notebook in NOTEBOOKS:
+        header = nbformat.read(notebook, as_version=4).cells[0]
+        assert header.cell_type == "markdown" and header.source.startswith("# "), notebook.name
+        assert 0 < stated_seconds(notebook) <= 600, notebook.name
+
+
+def test_stated_seconds_reads_ranges_and_units(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+        "# x\n\n**Time:** about 30 s for the demo, 1–2 minutes with an embedded model.")])
+    path = tmp_path / "00_x.ipynb"
+    nbformat.write(nb, path)
+    assert stated_seconds(path) == 120.0
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])
+def test_notebook_runs_without_error_within_its_stated_time(notebook: Path, tmp_path: Path):
+    limit = stated_seconds(notebook)
+    result = run_notebook(notebook, tmp_path, timeout=int(limit) + 60)
+    executed = nbformat.read(result.executed, as_version=4)
+    outputs = [o for cell in executed.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    errors = [o for o in outputs if o.output_type == "error"]
+    assert not errors, f"{notebook.name}: {errors[0].ename}: {errors[0].evalue}"
+    tracebacks = [o.text for o in outputs if o.output_type == "stream" and "Traceback" in o.text]
+    assert not tracebacks, f"{notebook.name} printed a traceback:\n{tracebacks[0][:2000]}"
+    assert all(cell.get("execution_count") for cell in executed.cells if cell.cell_type == "code")
+    took = f"{notebook.name} took {result.seconds:.0f} s; its header states {limit:.0f} s"
+    assert result.seconds <= limit, took
