@@ -1,0 +1,170 @@
+"""`ImplicitAttentionExplorer`: an ipywidgets front end to `workbench.analysis.implicit_attention`.
+
+Choose model, layer, mode (exact / paper), channel aggregation (or one channel), a query position,
+and edit the text: the L×L map (Zimerman et al. 2024; Ali et al. 2024) and the query's row drawn
+over the text update. Every error (empty text, unknown characters, a text over the length limit or
+the memory budget, a family without a form) is shown inside the widget; the kernel keeps running.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from typing import Any
+
+import ipywidgets as widgets
+
+from workbench.analysis.cells.recording import tokenize
+from workbench.analysis.implicit_attention import family_of, implicit_attention
+from workbench.analysis.implicit_attention.figures import map_figure, row_heatmap
+from workbench.errors import SequenceTooLongError
+
+__all__ = ["ImplicitAttentionExplorer"]
+
+DEFAULT_TEXT = "def area(w, h):\n    return max(0, w) * (h + 1)\n"
+AGGREGATES = ("mean", "abs_mean", "norm", "channel")
+
+
+class ImplicitAttentionExplorer:
+    """Map heatmap and query row for one model (or a dict of named models).
+
+    `explorer.widget` is the box to display (the explorer also displays itself); setting any
+    control's value recomputes. `max_chars` and `memory_budget_bytes` guard the computation.
+    """
+
+    def __init__(self, models: Any, text: str = DEFAULT_TEXT, *, tokenizer: Any = None,
+                 max_chars: int = 400, memory_budget_bytes: int | None = None):
+        self.models: dict[str, Any] = dict(models) if isinstance(models, Mapping) else {"model": models}
+        if not self.models:
+            raise ValueError("give at least one model")
+        self.tokenizer, self.max_chars = tokenizer, max_chars
+        self.memory_budget_bytes = memory_budget_bytes
+        self.attention: Any = None
+        self.map_figure: Any = None
+        names = list(self.models)
+        style = {"description_width": "initial"}
+        self.model_select = widgets.Dropdown(options=names, value=names[0], description="model")
+        self.layer_select = widgets.IntSlider(value=0, min=0, max=0, description="layer",
+                                              continuous_update=False)
+        self.mode_select = widgets.ToggleButtons(options=["exact"], value="exact", style=style)
+        self.aggregate_select = widgets.Dropdown(options=AGGREGATES, value="mean",
+                                                 description="channels", style=style)
+        self.channel_select = widgets.IntSlider(value=0, min=0, max=0, description="channel",
+                                                continuous_update=False)
+        self.query_select = widgets.IntSlider(value=0, min=0, max=0, description="query",
+                                              continuous_update=False)
+        self.text_input = widgets.Textarea(value=text, continuous_update=False,
+                                           layout={"width": "100%", "height": "90px"})
+        self.error = widgets.HTML(value="")
+        self.heatmap = widgets.Output()
+        self.row = widgets.HTML(value="")
+        self._updating = False
+        self._sync_model_controls()
+        self.widget = widgets.VBox([
+            widgets.HBox([self.model_select, self.layer_select, self.mode_select]),
+            widgets.HBox([self.aggregate_select, self.channel_select, self.query_select]),
+            self.text_input, self.error, self.row, self.heatmap,
+        ])
+        self.model_select.observe(self._on_model, names="value")
+        for control in (self.layer_select, self.mode_select, self.aggregate_select,
+                        self.channel_select, self.query_select, self.text_input):
+            control.observe(lambda _change: self.update(), names="value")
+        self.update()
+
+    @property
+    def model(self) -> Any:
+        return self.models[self.model_select.value]
+
+    def _sync_model_controls(self) -> None:
+        model = self.model
+        self._updating = True
+        try:
+            self.layer_select.max = len(model.blocks) - 1
+            self.layer_select.value = min(self.layer_select.value, self.layer_select.max)
+            try:
+                modes = list(family_of(model).modes)
+            except NotImplementedError:
+                modes = ["exact"]
+            self.mode_select.options = modes
+            self.mode_select.value = "exact"
+            self.channel_select.max = model.cfg.d_hidden - 1
+            self.channel_select.value = min(self.channel_select.value, self.channel_select.max)
+        finally:
+            self._updating = False
+
+    def _on_model(self, _change: Any) -> None:
+        self._sync_model_controls()
+        self.update()
+
+    def update(self) -> None:
+        """Recompute for the current controls; an error goes to `self.error`."""
+        if self._updating:
+            return
+        try:
+            self._compute()
+        except Exception as exc:  # shown in the widget: the kernel keeps running
+            self.error.value = (
+                '<div style="color:#b00020;font-family:sans-serif;padding:4px;'
+                f'border-left:3px solid #b00020"><b>{html.escape(type(exc).__name__)}</b>: '
+                f"{html.escape(str(exc))}</div>"
+            )
+            self.row.value = ""
+            self.heatmap.clear_output()
+            self.map_figure = None
+        else:
+            self.error.value = ""
+
+    def _compute(self) -> None:
+        text = self.text_input.value
+        if len(text) > self.max_chars:
+            error = SequenceTooLongError(len(text), self.max_chars)
+            error.args = (f"the text has {len(text)} characters, more than this explorer's "
+                          f"max_chars={self.max_chars}; shorten it or pass max_chars=...",)
+            raise error
+        model = self.model
+        tokens = tokenize(model, text, self.tokenizer)[None]  # [1, pos]
+        self._updating = True
+        try:
+            self.query_select.max = len(text) - 1
+            if self.query_select.value > self.query_select.max or self.query_select.value == 0:
+                self.query_select.value = self.query_select.max
+        finally:
+            self._updating = False
+        aggregate = self.aggregate_select.value
+        channel = int(self.channel_select.value) if aggregate == "channel" else None
+        self.attention = implicit_attention(
+            model, tokens, int(self.layer_select.value), mode=self.mode_select.value,
+            channels=None if channel is None else [channel],
+            aggregate="none" if channel is not None else aggregate,
+            memory_budget_bytes=self.memory_budget_bytes,
+        )
+        query = int(self.query_select.value)
+        maps = self.attention.maps[0]
+        row = maps[0, query] if channel is not None else maps[query]  # [key]
+        label = f"channel {channel}" if channel is not None else aggregate
+        self.row.value = row_heatmap(
+            text, row, query,
+            title=f"layer {self.attention.layer} {self.attention.mode} ({label}): what query {query} "
+                  f"({text[query]!r}) reads",
+        ).html
+        self.map_figure = map_figure(self.attention, list(text), channel=0 if channel is not None else None)
+        self.heatmap.clear_output()
+        if _in_kernel():  # outside a kernel, display() would print the figure's repr
+            from IPython.display import display
+
+            with self.heatmap:
+                display(self.map_figure)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
