@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workbench.kernels import selective_scan
+from workbench.kernels.selective_scan_grad import selective_scan_trainable
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers.base import HookSpec, Mixer
 from workbench.models.recurrence import Emit, State, run_recurrence
@@ -105,6 +106,13 @@ class S6Mixer(Mixer):
         inputs, z, new_conv_state = self._parallel_inputs(x_in, state["conv"])
 
         def scan(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
+            if "state" not in wanted and torch.is_grad_enabled() and self.A_log.requires_grad:
+                self.last_kernel = "selective scan with adjoint-scan backward"
+                y, last = selective_scan_trainable(
+                    inputs["conv"], inputs["delta"], self.A, inputs["B"], inputs["C"], self.D,
+                    state["state"],
+                )
+                return {"y": y}, {"state": last}
             self.last_kernel = "chunked selective scan"
             y, states = selective_scan(
                 inputs["conv"], inputs["delta"], self.A, inputs["B"], inputs["C"], self.D,
