@@ -1,0 +1,304 @@
+"""Measuring steering: behaviour probability against the multiplier, its cost to fluency on neutral
+text, residual vs state steering at equal norm, and how long a one-time state edit persists.
+
+Rimsky et al. 2024 (section 4) plot the behaviour's probability against the multiplier; Paulo,
+Marshall & Belrose 2024 (section 4) compare residual and state steering. Persistence, the decay of a
+single state injection over the following tokens, is this workbench's addition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from workbench.analysis.steering.application import Positions, Steer, steering
+from workbench.analysis.steering.vectors import SteeringVector, _encode
+from workbench.errors import EmptyInputError
+
+__all__ = [
+    "SteeringComparison",
+    "SteeringSweep",
+    "compare_steering",
+    "fluency_cost",
+    "generation_rate",
+    "multiplier_sweep",
+    "persistence",
+    "target_probability",
+]
+
+LN2 = float(np.log(2.0))
+# (logits [1, pos, d_vocab], tokens [1, pos]) -> the behaviour's score on one prompt
+ScoreFn = Callable[[Tensor, Tensor], float]
+Vectors = SteeringVector | Sequence[SteeringVector]
+
+
+def _steers(vectors: Vectors, multiplier: float, positions: Positions, relative: bool,
+            layers: Sequence[int] | None) -> list[Steer]:
+    items = [vectors] if isinstance(vectors, SteeringVector) else list(vectors)
+    if not items:
+        raise ValueError("no steering vectors given")
+    return [Steer(v, multiplier, positions, layers, relative) for v in items]
+
+
+def _target_ids(model: Any, targets: str) -> Tensor:
+    """Token ids of the characters in `targets`; unknown characters raise, naming them."""
+    if not isinstance(targets, str) or not targets:
+        raise EmptyInputError("targets must be a non-empty string of characters")
+    return torch.unique(model.tokenizer.encode(targets))
+
+
+@torch.no_grad()
+def _steered_logits(model: Any, tokens: Tensor, steers: Sequence[Steer], path: str | None,
+                    allow_other_model: bool) -> Tensor:
+    """logits [batch, pos, d_vocab] of one batch of equal-length sequences under `steers`."""
+    with steering(model, steers, allow_other_model):
+        return model(tokens, path=path).float()
+
+
+@torch.no_grad()
+def target_probability(
+    model: Any, prompts: Sequence[str], targets: str | None = None, steers: Sequence[Steer] = (),
+    *, score: ScoreFn | None = None, path: str | None = None, allow_other_model: bool = False,
+) -> np.ndarray:
+    """[prompts]: the probability the model gives any character of `targets` right after each
+    prompt (or `score(logits, tokens)` per prompt), with `steers` applied."""
+    if (targets is None) == (score is None):
+        raise ValueError("give exactly one of targets= (characters) or score= (a function)")
+    encoded = _encode(model, prompts, "prompt")
+    ids = _target_ids(model, targets) if targets is not None else None
+    out = np.zeros(len(encoded))
+    by_length: dict[int, list[int]] = {}
+    for i, e in enumerate(encoded):
+        by_length.setdefault(len(e), []).append(i)
+    for members in by_length.values():
+        tokens = torch.stack([encoded[i] for i in members]).to(model._device())  # [b, pos]
+        logits = _steered_logits(model, tokens, steers, path, allow_other_model)
+        for row, i in enumerate(members):
+            if ids is not None:
+                probs = logits[row, -1].softmax(-1)  # [d_vocab]
+                out[i] = float(probs[ids.to(probs.device)].sum())
+            else:
+                out[i] = float(score(logits[row : row + 1], tokens[row : row + 1]))
+    return out
+
+
+@torch.no_grad()
+def generation_rate(
+    model: Any, prompts: Sequence[str], targets: str, steers: Sequence[Steer] = (), *,
+    max_new_tokens: int = 40, greedy: bool = False, seed: int = 0, path: str | None = None,
+    allow_other_model: bool = False,
+) -> np.ndarray:
+    """[prompts]: the fraction of generated characters that are in `targets` (seeded sampling)."""
+    from workbench.analysis.steering.application import generate_steered
+
+    _encode(model, prompts, "prompt")
+    ids = _target_ids(model, targets)
+    rates = []
+    for i, prompt in enumerate(prompts):
+        out = generate_steered(model, model.tokenizer.encode(prompt)[None], steers, max_new_tokens,
+                               greedy=greedy, seed=seed + i, path=path,
+                               allow_other_model=allow_other_model)
+        new = out[0, -max_new_tokens:] if max_new_tokens else out[0, :0]
+        rates.append(float(torch.isin(new.cpu(), ids).float().mean()) if max_new_tokens else 0.0)
+    return np.array(rates)
+
+
+@torch.no_grad()
+def fluency_cost(
+    model: Any, text: str, steers: Sequence[Steer] = (), *, path: str | None = None,
+    allow_other_model: bool = False,
+) -> dict[str, float]:
+    """Cross-entropy on `text` in bits per character with and without `steers`, and the mean
+    KL(clean ‖ steered) of the next-character distributions in nats: what steering costs."""
+    if not isinstance(text, str) or len(text) < 2:
+        raise EmptyInputError("the neutral text needs at least two characters")
+    tokens = model.tokenizer.encode(text, unknown="map")[None].to(model._device())  # [1, pos]
+    clean = model(tokens, path=path).float().log_softmax(-1)  # [1, pos, d_vocab]
+    steered = _steered_logits(model, tokens, steers, path, allow_other_model).log_softmax(-1)
+    target = tokens[:, 1:]
+
+    def bpc(logp: Tensor) -> float:
+        return float(F.nll_loss(logp[:, :-1].flatten(0, 1), target.flatten())) / LN2
+
+    kl = (clean.exp() * (clean - steered)).sum(-1).mean()
+    return {"bpc": bpc(steered), "clean_bpc": bpc(clean), "delta_bpc": bpc(steered) - bpc(clean),
+            "kl": float(kl)}
+
+
+@dataclass
+class SteeringSweep:
+    """One multiplier sweep: `table` has a row per multiplier with the behaviour's mean and
+    standard error over prompts and the fluency cost (bpc, delta_bpc, kl) on neutral text."""
+
+    table: pd.DataFrame
+    label: str = ""
+    per_prompt: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)  # [mult, prompts]
+
+    @property
+    def baseline(self) -> float:
+        """The behaviour at multiplier 0 (interpolated if 0 was not swept)."""
+        t = self.table.sort_values("multiplier")
+        return float(np.interp(0.0, t.multiplier, t.behaviour))
+
+    def spearman(self) -> float:
+        """Rank correlation of behaviour with multiplier: +1 when it rises monotonically."""
+        t = self.table
+        return float(pd.Series(t.multiplier.to_numpy()).corr(pd.Series(t.behaviour.to_numpy()),
+                                                               method="spearman"))
+
+    def is_monotonic(self, low: float | None = None, high: float | None = None) -> bool:
+        """Whether the behaviour never falls as the multiplier rises over [low, high]."""
+        t = self.table.sort_values("multiplier")
+        if low is not None:
+            t = t[t.multiplier >= low]
+        if high is not None:
+            t = t[t.multiplier <= high]
+        return bool(np.all(np.diff(t.behaviour.to_numpy()) >= 0))
+
+
+@torch.no_grad()
+def multiplier_sweep(
+    model: Any,
+    vectors: Vectors,
+    multipliers: Sequence[float],
+    prompts: Sequence[str],
+    targets: str | None = None,
+    *,
+    score: ScoreFn | None = None,
+    neutral_text: str | None = None,
+    positions: Positions = "all",
+    relative: bool = False,
+    layers: Sequence[int] | None = None,
+    generate_tokens: int = 0,
+    label: str = "",
+    path: str | None = None,
+    allow_other_model: bool = False,
+) -> SteeringSweep:
+    """Sweep the multiplier (Rimsky et al. 2024, Fig. 3): per multiplier, the behaviour on held-out
+    `prompts` (probability of `targets` next, or `score`), the fluency cost on `neutral_text`, and
+    with `generate_tokens` > 0 the fraction of target characters in seeded samples."""
+    multipliers = [float(m) for m in multipliers]
+    if not multipliers:
+        raise ValueError("no multipliers given")
+    rows, per_prompt = [], []
+    for m in multipliers:
+        steers = _steers(vectors, m, positions, relative, layers)
+        values = target_probability(model, prompts, targets, steers, score=score, path=path,
+                                    allow_other_model=allow_other_model)
+        per_prompt.append(values)
+        row: dict[str, float] = {
+            "multiplier": m, "behaviour": float(values.mean()),
+            "behaviour_sem": float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0,
+        }
+        if neutral_text is not None:
+            row.update(fluency_cost(model, neutral_text, steers, path=path,
+                                    allow_other_model=allow_other_model))
+        if generate_tokens and targets is not None:
+            row["generated_rate"] = float(generation_rate(
+                model, prompts, targets, steers, max_new_tokens=generate_tokens, path=path,
+                allow_other_model=allow_other_model).mean())
+        rows.append(row)
+    if not label:
+        items = [vectors] if isinstance(vectors, SteeringVector) else list(vectors)
+        label = " + ".join(v.label or v.hook for v in items)
+    return SteeringSweep(pd.DataFrame(rows), label, np.array(per_prompt))
+
+
+@dataclass
+class SteeringComparison:
+    """Several sweeps over the same multipliers (e.g. residual, state, both) at equal norm."""
+
+    sweeps: dict[str, SteeringSweep]
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """All sweeps in one long table, with a `method` column."""
+        return pd.concat([s.table.assign(method=name) for name, s in self.sweeps.items()],
+                         ignore_index=True)
+
+    def effect(self, multiplier: float) -> pd.Series:
+        """Per method, the behaviour's change from multiplier 0 at `multiplier` (interpolated)."""
+        return pd.Series({
+            name: float(np.interp(multiplier, s.table.sort_values("multiplier").multiplier,
+                                  s.table.sort_values("multiplier").behaviour)) - s.baseline
+            for name, s in self.sweeps.items()
+        }, name=f"effect at {multiplier:g}")
+
+
+def compare_steering(
+    model: Any, methods: Mapping[str, Vectors], multipliers: Sequence[float], prompts: Sequence[str],
+    targets: str | None = None, *, relative: bool = True, **sweep_kwargs: Any,
+) -> SteeringComparison:
+    """Sweep each method (a vector, or vectors applied together) over the same multipliers; with
+    `relative=True` each vector is rescaled to its hook's typical norm, so hooks compare at equal
+    norm (Paulo et al. 2024 compare residual and state steering this way)."""
+    if not methods:
+        raise ValueError("no methods to compare")
+    return SteeringComparison({
+        name: multiplier_sweep(model, vectors, multipliers, prompts, targets, relative=relative,
+                               label=name, **sweep_kwargs)
+        for name, vectors in methods.items()
+    })
+
+
+def _flat_state(state: list[dict[str, Tensor]]) -> Tensor:
+    """Every layer's carried state as one vector [batch, total]."""
+    return torch.cat([t.flatten(1).float() for layer in state for _, t in sorted(layer.items())], 1)
+
+
+@torch.no_grad()
+def persistence(
+    model: Any, vector: SteeringVector, texts: str | Sequence[str], multiplier: float = 1.0, *,
+    at: int | None = None, relative: bool = True, horizon: int | None = None, path: str | None = None,
+    allow_other_model: bool = False,
+) -> pd.DataFrame:
+    """Inject `multiplier × vector` once at position `at` of each text and follow it: per offset
+    k >= 0, KL(clean ‖ steered) of the next-character distribution at at + k, the largest logit
+    change, and the norm of the change in the carried state (all layers) relative to offset 0."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    encoded = [model.tokenizer.encode(t, unknown="map") for t in _encode_checked(model, texts)]
+    rows = []
+    for tokens in encoded:
+        length = len(tokens)
+        start = length // 4 if at is None else (at if at >= 0 else length + at)
+        if not 0 <= start < length:
+            raise IndexError(f"at={at} is outside a text of {length} characters")
+        stop = length if horizon is None else min(length, start + horizon + 1)
+        steer = Steer(vector, multiplier, start, relative=relative)
+        clean_logp, clean_states = _stepwise(model, tokens[:stop], (), path, allow_other_model)
+        steer_logp, steer_states = _stepwise(model, tokens[:stop], [steer], path, allow_other_model)
+        diff = (steer_states - clean_states).norm(dim=-1)  # [pos]
+        kl = (clean_logp.exp() * (clean_logp - steer_logp)).sum(-1)  # [pos]
+        dlogit = (steer_logp - clean_logp).abs().amax(-1)  # [pos]
+        for k, t in enumerate(range(start, stop)):
+            rows.append({"offset": k, "kl": float(kl[t]), "max_logprob_change": float(dlogit[t]),
+                         "state_change": float(diff[t]),
+                         "state_ratio": float(diff[t] / diff[start]) if diff[start] > 0 else np.nan})
+    table = pd.DataFrame(rows)
+    return table.groupby("offset", as_index=False).mean()
+
+
+def _encode_checked(model: Any, texts: Sequence[str]) -> list[str]:
+    _encode(model, texts, "persistence")
+    return list(texts)
+
+
+def _stepwise(model: Any, tokens: Tensor, steers: Sequence[Steer], path: str | None,
+              allow_other_model: bool) -> tuple[Tensor, Tensor]:
+    """Run one sequence a token at a time under `steers`: (log-probs [pos, d_vocab], carried state
+    after each position [pos, total]); stepping reads the true state the recurrence carries."""
+    logps, states, state = [], [], None
+    with steering(model, steers, allow_other_model):
+        for t in range(len(tokens)):
+            logits, state = model(tokens[t : t + 1][None].to(model._device()), initial_state=state,
+                                  return_state=True, path=path)
+            logps.append(logits[0, -1].float().log_softmax(-1))
+            states.append(_flat_state(state)[0])
+    return torch.stack(logps), torch.stack(states)
