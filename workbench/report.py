@@ -36,7 +36,7 @@ CELLS_WINDOW = 600  # characters drawn in each cell heatmap (units are ranked ov
 LENS_WINDOW = 96  # positions drawn in the lens trajectory
 ATTENTION_WINDOW = 160  # positions in the implicit-attention map (an L x L grid)
 STEERING_WINDOW = 32  # characters in each steering prompt (equal lengths run as one batch)
-MULTIPLIERS = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
+MULTIPLIERS = (-2.0, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 2.0)  # x the hook's typical norm
 
 
 @dataclass
@@ -159,8 +159,10 @@ def implicit_attention_section(model: Any, text: str, first: list[bool]) -> Repo
     ))
     figure.update_layout(
         title=f"implicit attention of layer {layer} ({attention.family}, mean over channels)",
-        xaxis={"title": "key position", "showticklabels": False},
-        yaxis={"title": "query position", "autorange": "reversed", "showticklabels": False},
+        xaxis={"title": "key position", "showticklabels": False, "showgrid": False},
+        yaxis={"title": "query position", "autorange": "reversed", "showticklabels": False,
+               "showgrid": False},
+        plot_bgcolor="white",
         height=620, width=680,
     )
     return ReportSection(
