@@ -21,6 +21,7 @@ _LAZY = {
     "load": "workbench.registry",
     "list_models": "workbench.registry",
     "train": "workbench.training.train",
+    "from_transformers": "workbench.adapters",
 }
 
 __all__ = sorted(_LAZY)

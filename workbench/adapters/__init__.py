@@ -1,0 +1,23 @@
+"""Hugging Face `transformers` recurrent LMs under the workbench hook contract (DESIGN: adapters).
+
+`from_transformers(model_or_path)` wraps MambaForCausalLM, FalconMambaForCausalLM, ... sharing
+their parameters; see docs/adapters.md.
+"""
+
+from __future__ import annotations
+
+from workbench.adapters.loading import (
+    ADAPTERS,
+    CheckpointNotFoundError,
+    TransformersTokenizer,
+    UnsupportedModelError,
+    from_transformers,
+)
+
+__all__ = [
+    "ADAPTERS",
+    "CheckpointNotFoundError",
+    "TransformersTokenizer",
+    "UnsupportedModelError",
+    "from_transformers",
+]

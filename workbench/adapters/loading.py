@@ -1,0 +1,158 @@
+"""`from_transformers`: open a `transformers` recurrent LM (object, local directory or cached hub id).
+
+Never reaches the network: loading runs with HF_HUB_OFFLINE=1 and `local_files_only=True`; a
+checkpoint that is not on this machine gives an error saying how to download it and point at it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+# transformers class name -> (adapter module, adapter class)
+ADAPTERS: dict[str, tuple[str, str]] = {
+    "MambaForCausalLM": ("workbench.adapters.mamba", "HookedMamba"),
+    "FalconMambaForCausalLM": ("workbench.adapters.mamba", "HookedMamba"),
+}
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
+
+
+class UnsupportedModelError(TypeError):
+    """A `transformers` class the workbench has no adapter for."""
+
+    def __init__(self, name: str):
+        super().__init__(f"no workbench adapter for {name}; supported classes: {', '.join(sorted(ADAPTERS))}")
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """Checkpoint files that are not on this machine; the message says how to get them."""
+
+
+def _download_hint(repo_id: str) -> str:
+    local = repo_id.split("/")[-1]
+    return (f"download the files first, e.g. `huggingface-cli download {repo_id} --local-dir ./{local}`, "
+            f"then open the directory with workbench.from_transformers('./{local}')")
+
+
+@contextlib.contextmanager
+def offline() -> Iterator[None]:
+    """HF_HUB_OFFLINE=1 (and TRANSFORMERS_OFFLINE=1) for the duration of a load."""
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    os.environ.update({k: "1" for k in saved})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class TransformersTokenizer:
+    """A `transformers` tokenizer with the workbench's `to_tokens` / `to_str_tokens` surface."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+
+    def to_tokens(self, text: str | Sequence[str]) -> Tensor:
+        """Text (or equal-length texts) -> ids [batch, pos]."""
+        texts = [text] if isinstance(text, str) else list(text)
+        rows = [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        if not rows or not all(rows):
+            raise ValueError("empty text gives no tokens")
+        if len({len(r) for r in rows}) != 1:
+            raise ValueError("texts in one batch must have the same length in tokens; tokenize them "
+                             "with model.tokenizer.tokenizer(..., padding=True) and pass attention_mask")
+        return torch.tensor(rows, dtype=torch.long)
+
+    def to_str_tokens(self, tokens: Tensor) -> list[str]:
+        """One display string per token of the first row."""
+        if tokens.ndim == 2:
+            tokens = tokens[0]
+        return [self.tokenizer.decode([int(t)]) for t in tokens]
+
+
+def _adapter_for(name: str) -> type:
+    if name not in ADAPTERS:
+        raise UnsupportedModelError(name)
+    module, cls = ADAPTERS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def _resolve_directory(name_or_path: str | os.PathLike[str]) -> Path:
+    """A local checkpoint directory, or the cached snapshot of a hub id; never downloads."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    text = str(name_or_path)
+    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:
+        raise CheckpointNotFoundError(f"{text} is not a checkpoint directory; point at the directory "
+                                      "that holds config.json and the weights")
+    from huggingface_hub import snapshot_download
+
+    try:
+        with offline():
+            return Path(snapshot_download(text, local_files_only=True))
+    except Exception as exc:  # LocalEntryNotFoundError, HFValidationError, offline errors
+        raise CheckpointNotFoundError(f"{text!r} is neither a local directory nor in the local Hugging "
+                                      f"Face cache, and the workbench never downloads; "
+                                      f"{_download_hint(text)}") from exc
+
+
+def load_directory(directory: Path, dtype: torch.dtype | None = None) -> tuple[nn.Module, Any]:
+    """(model, tokenizer or None) from a local checkpoint directory, offline."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if not (directory / "config.json").is_file():
+        raise CheckpointNotFoundError(f"{directory} has no config.json; download the checkpoint files "
+                                      "first (e.g. `huggingface-cli download <id> --local-dir <dir>`)")
+    if not any(next(directory.glob(p), None) for p in WEIGHT_FILES):
+        raise CheckpointNotFoundError(f"{directory} has config.json but no weights (*.safetensors or "
+                                      "pytorch_model.bin); download the checkpoint files first")
+    with offline():
+        config = AutoConfig.from_pretrained(directory, local_files_only=True)
+        names = list(getattr(config, "architectures", None) or [])
+        if not any(n in ADAPTERS for n in names):
+            raise UnsupportedModelError(names[0] if names else type(config).__name__)
+        model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=dtype)
+        try:
+            tokenizer: Any = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        except (OSError, ValueError, TypeError):
+            tokenizer = None
+    return model, tokenizer
+
+
+def from_transformers(model_or_path: nn.Module | str | os.PathLike[str], path: str = "fused",
+                      dtype: torch.dtype | None = None) -> Any:
+    """A hooked workbench model over a `transformers` recurrent LM, sharing its parameters.
+
+    `model_or_path`: a model object (MambaForCausalLM, ...), a local checkpoint directory, or a hub
+    id already in the local cache. `path`: "fused" or "reference", the default for forward calls.
+
+    >>> from transformers import MambaConfig, MambaForCausalLM
+    >>> hf = MambaForCausalLM(MambaConfig(vocab_size=11, hidden_size=8, state_size=2, num_hidden_layers=1))
+    >>> model = from_transformers(hf)
+    >>> _, cache = model.run_with_cache(torch.tensor([[1, 2, 3]]))
+    >>> tuple(cache["blocks.0.mixer.hook_state"].shape)
+    (1, 3, 16, 2)
+    """
+    tokenizer = None
+    if isinstance(model_or_path, nn.Module):
+        hf_model = model_or_path
+    elif isinstance(model_or_path, (str, os.PathLike)):
+        hf_model, tokenizer = load_directory(_resolve_directory(model_or_path), dtype)
+    else:
+        raise TypeError(f"expected a transformers model or a path, got {type(model_or_path).__name__}")
+    adapter = _adapter_for(type(hf_model).__name__)
+    model = adapter(hf_model.eval(), path=path)
+    if tokenizer is not None:
+        model.tokenizer = TransformersTokenizer(tokenizer)
+    return model

@@ -1,0 +1,138 @@
+"""Mamba and FalconMamba from `transformers` (Gu & Dao 2023, Algorithm 2; Zuo et al. 2024, FalconMamba).
+
+The block recomputed with hooks: in-projection to (x, z); causal depthwise conv on x, activation
+-> u; Δ, B, C from u (FalconMamba first RMS-normalises the Δ input, B and C without weights);
+selective scan s_t = exp(Δ_t A) ⊙ s_{t−1} + Δ_t B_t u_t, y_t = C_t s_t + D u_t; out_proj(y ⊙ SiLU(z)).
+Padding is zeroed before the in-projection and after the conv, as `transformers` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from workbench.adapters.base import (
+    AdapterBlock,
+    AdapterMixer,
+    HookedNorm,
+    HookedTransformersLM,
+    HookSpec,
+    mask_positions,
+)
+from workbench.kernels import selective_scan
+from workbench.models.recurrence import Emit, State, run_recurrence
+
+BPD = ("batch", "pos", "d_inner")
+BPN = ("batch", "pos", "d_state")
+
+
+class HookedMambaMixer(AdapterMixer):
+    """`transformers` MambaMixer / FalconMambaMixer recomputed with every S6 quantity hooked."""
+
+    quantities = ("x", "conv", "delta", "B", "C", "state", "y", "gate", "out")
+    state_names = ("conv", "state")
+
+    def __init__(self, hf_mixer: nn.Module, sizes: Mapping[str, int], falcon: bool = False):
+        super().__init__(sizes)
+        self.hf = hf_mixer  # shares in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj
+        self.falcon = falcon
+
+    def hook_specs(self) -> dict[str, HookSpec]:
+        return {
+            "x": (BPD, "in-projected input x_t (before the conv)"),
+            "conv": (BPD, "u_t = act(causal depthwise conv(x)_t), the scan's input"),
+            "delta": (BPD, "step size Δ_t = softplus(W_Δ u_t + b_Δ)"),
+            "B": (BPN, "input matrix B_t = W_B u_t"),
+            "C": (BPN, "output matrix C_t = W_C u_t"),
+            "state": (("batch", "pos", "d_inner", "d_state"),
+                      "SSM state s_t = exp(Δ_t A) ⊙ s_{t−1} + Δ_t B_t u_t"),
+            "y": (BPD, "scan output y_t = C_t · s_t + D ⊙ u_t"),
+            "gate": (BPD, "gate SiLU(z_t)"),
+            "out": (("batch", "pos", "d_model"), "block output out_proj(y_t ⊙ gate_t)"),
+        }
+
+    def state_specs(self) -> dict[str, HookSpec]:
+        return {
+            "conv": (("batch", "d_inner", "d_conv-1"), "the last d_conv − 1 conv inputs x"),
+            "state": (("batch", "d_inner", "d_state"), "initial SSM state s_{-1}"),
+        }
+
+    @property
+    def A(self) -> Tensor:
+        return -torch.exp(self.hf.A_log)  # [d_inner, d_state]
+
+    def _step(self, inputs: Mapping[str, Tensor], state: State, emit: Emit) -> State:
+        delta, u = inputs["delta"], inputs["conv"]  # [batch, d_inner]
+        B, C = inputs["B"], inputs["C"]  # [batch, d_state]
+        decay = torch.exp(delta[..., None] * self.A)  # [batch, d_inner, d_state]
+        s = emit("state", decay * state["state"] + (delta * u)[..., None] * B[:, None, :])
+        emit("y", (s * C[:, None, :]).sum(-1) + self.hf.D * u)
+        return {"state": s}
+
+    @staticmethod
+    def _state_at(values: Mapping[str, Tensor], t: int) -> State:
+        return {"state": values["state"][:, t]}
+
+    def run(self, x_in: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
+        hf = self.hf
+        d_inner, n, rank = self.sizes["d_inner"], self.sizes["d_state"], self.sizes["dt_rank"]
+        x_in = mask_positions(x_in, mask)
+        # Matmuls over weight slices (not views of one output), so hooks may edit in place.
+        w_x, w_z = hf.in_proj.weight.split(d_inner, dim=0)
+        b_x, b_z = (None, None) if hf.in_proj.bias is None else hf.in_proj.bias.split(d_inner)
+        x = self.hook_x(F.linear(x_in, w_x, b_x))  # [batch, pos, d_inner]
+        z = F.linear(x_in, w_z, b_z)  # [batch, pos, d_inner]
+        padded = torch.cat([state["conv"], x.transpose(1, 2)], dim=-1)  # [batch, d_inner, k-1+pos]
+        conv = F.conv1d(padded, hf.conv1d.weight, hf.conv1d.bias, groups=d_inner)  # [batch, d_inner, pos]
+        u = self.hook_conv(mask_positions(hf.act(conv).transpose(1, 2), mask))  # [batch, pos, d_inner]
+        new_conv = padded[..., padded.shape[-1] - (self.sizes["d_conv"] - 1):]
+        w_dt, w_B, w_C = hf.x_proj.weight.split([rank, n, n], dim=0)
+        dt, B, C = F.linear(u, w_dt), F.linear(u, w_B), F.linear(u, w_C)  # [batch, pos, ·]
+        if self.falcon:  # weightless RMS norms on the Δ input, B and C
+            dt, B, C = hf.dt_layernorm(dt), hf.b_layernorm(B), hf.c_layernorm(C)
+        delta = self.hook_delta(F.softplus(F.linear(dt, hf.dt_proj.weight, hf.dt_proj.bias)))
+        inputs = {"conv": u, "delta": delta, "B": self.hook_B(B), "C": self.hook_C(C)}
+
+        def scan(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
+            self.last_kernel = "chunked selective scan (workbench.kernels)"
+            y, states = selective_scan(u, delta, self.A, inputs["B"], inputs["C"], hf.D, state["state"],
+                                       return_states="state" in wanted)
+            if "state" in wanted:
+                return {"y": y, "state": states}, {"state": states[:, -1]}
+            return {"y": y}, {"state": states}
+
+        values, final = run_recurrence(
+            self._step, inputs, {"state": state["state"]}, self.hook_points(("state", "y")),
+            self._state_at, ("state",), needed=("y",), fused=scan if fused else None,
+        )
+        gate = self.hook_gate(F.silu(z))  # [batch, pos, d_inner]
+        out = self.hook_out(hf.out_proj(values["y"] * gate))  # [batch, pos, d_model]
+        return out, {"conv": new_conv, "state": final["state"]}
+
+
+class HookedMamba(HookedTransformersLM):
+    """MambaForCausalLM / FalconMambaForCausalLM under the hook contract (Gu & Dao 2023)."""
+
+    family = "mamba"
+
+    def __init__(self, hf_model: nn.Module, path: str = "fused"):
+        super().__init__(hf_model, path)
+        cfg, backbone = hf_model.config, hf_model.backbone
+        falcon = type(hf_model).__name__.startswith("FalconMamba")
+        self.family = "falcon_mamba" if falcon else "mamba"
+        self.sizes = {
+            "d_model": cfg.hidden_size, "d_inner": cfg.intermediate_size, "d_state": cfg.state_size,
+            "d_conv": cfg.conv_kernel, "d_conv-1": cfg.conv_kernel - 1, "dt_rank": int(cfg.time_step_rank),
+            "d_vocab": cfg.vocab_size,
+        }
+        self.embed = backbone.embeddings
+        self.blocks = nn.ModuleList([
+            AdapterBlock(layer.norm, HookedMambaMixer(layer.mixer, self.sizes, falcon))
+            for layer in backbone.layers
+        ])
+        self.ln_final = HookedNorm(backbone.norm_f)
+        self.unembed = hf_model.lm_head
+        self.setup()
