@@ -1,0 +1,154 @@
+"""The paper's plain RNN, h_t = f(W h_{t-1} + U x_t + b), y_t = V h_t + c (Michaud et al. 2024, Eq. 1), hooked.
+
+Why not `workbench.models.HookedRecurrentSeq2Seq`: its block is residual (resid = W_in x + mixer(x),
+y = W_out resid), so the output sees the current input directly and the state is not the whole
+memory. MIPS reads the finite state machine off the hidden state alone and reparametrises W, U, V
+exactly (Krylov/Jordan bases, integer snapping), which needs the plain recurrence with an explicit
+W. So this module is the paper's RNN, written as a TransformerLens `HookedRootModule` with
+`hook_x`, `hook_pre`, `hook_h` (and `hook_r`, `hook_z`, `hook_n` for the GRU) and `hook_y`, all
+`[batch, pos, ...]`, so `run_with_cache` / `run_with_hooks` work as everywhere else in the workbench.
+The hooks fire once on the stacked states after the loop: an edit to `hook_h` changes the readout
+at the edited positions, not later states (the paper's models are run, not patched).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from transformer_lens import HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+from workbench.analysis.mips.tasks import Task
+
+__all__ = ["FAMILIES", "MipsRNN", "RNNSpec", "encode_inputs"]
+
+FAMILIES = ("linear", "tanh", "gru")
+
+
+@dataclass(frozen=True)
+class RNNSpec:
+    """One architecture in the smallest-first search (Michaud et al. 2024, Sec. 3.1)."""
+
+    family: str = "linear"  # linear | tanh | gru: the recurrence f
+    d_hidden: int = 2
+    readout: str = "linear"  # linear: y = V h + c; mlp: y = MLP(h) (the state stays linear)
+    encoding: str = "scalar"  # scalar: x itself; onehot: one indicator per symbol and channel
+    loss: str = "mse"  # mse on rounded outputs (the paper) | ce over the output symbols
+    seed: int = 0
+    bias: bool = True  # a linear net without b has integer Krylov coordinates (see lattice.py)
+
+    def label(self) -> str:
+        """Short name, e.g. `linear-2/mlp/onehot s0`."""
+        bias = "" if self.bias else "/nobias"
+        return f"{self.family}-{self.d_hidden}/{self.readout}/{self.encoding}/{self.loss}{bias} s{self.seed}"
+
+    def as_dict(self) -> dict:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+
+def encode_inputs(task: Task, x: np.ndarray, encoding: str) -> torch.Tensor:
+    """Integer inputs `[batch, pos, n_inputs]` -> float features `[batch, pos, d_input]` (unscaled)."""
+    x = np.asarray(x)
+    if encoding == "scalar":
+        return torch.as_tensor(x, dtype=torch.float64)
+    if encoding == "onehot":
+        alpha = np.asarray(task.alphabet)
+        idx = np.searchsorted(alpha, x)  # [b, p, c]
+        eye = np.eye(len(alpha))
+        return torch.as_tensor(eye[idx].reshape(*x.shape[:2], -1), dtype=torch.float64)
+    raise ValueError(f"unknown input encoding {encoding!r}; use 'scalar' or 'onehot'")
+
+
+class MipsRNN(HookedRootModule):
+    """Plain (Elman / linear) or GRU recurrence with a linear or MLP readout, hooked; float64 throughout."""
+
+    def __init__(
+        self,
+        d_input: int,
+        d_output: int,
+        spec: RNNSpec,
+        x_scale: np.ndarray | None = None,
+        y_scale: float = 1.0,
+        d_mlp: int = 32,
+    ):
+        super().__init__()
+        if spec.family not in FAMILIES:
+            raise ValueError(f"unknown RNN family {spec.family!r}; choose from {FAMILIES}")
+        torch.manual_seed(spec.seed)
+        self.spec, self.d_input, self.d_output, d = spec, d_input, d_output, spec.d_hidden
+        self.register_buffer(
+            "x_scale", torch.as_tensor(np.ones(d_input) if x_scale is None else x_scale, dtype=torch.float64)
+        )  # [d_in]
+        self.register_buffer("y_scale", torch.tensor(float(y_scale), dtype=torch.float64))
+        n_gates = 3 if spec.family == "gru" else 1
+        self.W = nn.Parameter(torch.randn(n_gates * d, d, dtype=torch.float64) / d**0.5)  # [g*d, d]
+        self.U = nn.Parameter(torch.randn(n_gates * d, d_input, dtype=torch.float64) / d_input**0.5)
+        self.b = nn.Parameter(torch.zeros(n_gates * d, dtype=torch.float64), requires_grad=spec.bias)
+        if spec.family == "linear":
+            with torch.no_grad():
+                self.W.mul_(0.5)
+        if spec.readout == "linear":
+            self.readout = nn.Linear(d, d_output, dtype=torch.float64)
+        else:
+            self.readout = nn.Sequential(
+                nn.Linear(d, d_mlp, dtype=torch.float64),
+                nn.ReLU(),
+                nn.Linear(d_mlp, d_mlp, dtype=torch.float64),
+                nn.ReLU(),
+                nn.Linear(d_mlp, d_output, dtype=torch.float64),
+            )
+        self.hook_x, self.hook_pre, self.hook_h, self.hook_y = (
+            HookPoint(),
+            HookPoint(),
+            HookPoint(),
+            HookPoint(),
+        )
+        if spec.family == "gru":
+            self.hook_r, self.hook_z, self.hook_n = HookPoint(), HookPoint(), HookPoint()
+        self.setup()
+
+    def step(self, h: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One step of the recurrence from state `h` [batch, d] and scaled input `x` [batch, d_in]."""
+        d = self.spec.d_hidden
+        if self.spec.family == "gru":  # Cho et al. 2014
+            gx = x @ self.U.T + self.b  # [batch, 3d]
+            gh = h @ self.W.T  # [batch, 3d]
+            r = torch.sigmoid(gx[:, :d] + gh[:, :d])
+            z = torch.sigmoid(gx[:, d : 2 * d] + gh[:, d : 2 * d])
+            n = torch.tanh(gx[:, 2 * d :] + r * gh[:, 2 * d :])
+            return {
+                "r": r,
+                "z": z,
+                "n": n,
+                "pre": gx[:, 2 * d :] + r * gh[:, 2 * d :],
+                "h": (1 - z) * n + z * h,
+            }
+        pre = h @ self.W.T + x @ self.U.T + self.b  # [batch, d]
+        return {"pre": pre, "h": pre if self.spec.family == "linear" else torch.tanh(pre)}
+
+    def forward(self, x: torch.Tensor, initial_state: torch.Tensor | None = None) -> torch.Tensor:
+        """Features `[batch, pos, d_input]` -> outputs `[batch, pos, d_output]` (target units, or logits)."""
+        x = self.hook_x(x.to(torch.float64) / self.x_scale)  # [b, p, d_in]
+        b, p, _ = x.shape
+        h = x.new_zeros(b, self.spec.d_hidden) if initial_state is None else initial_state
+        out = []
+        for t in range(p):
+            out.append(self.step(h, x[:, t]))
+            h = out[-1]["h"]
+        stacked = {k: torch.stack([o[k] for o in out], dim=1) for k in out[0]}  # each [b, p, d]
+        for name in ("r", "z", "n"):
+            if name in stacked:
+                getattr(self, f"hook_{name}")(stacked[name])
+        self.hook_pre(stacked["pre"])
+        hs = self.hook_h(stacked["h"])  # [b, p, d]
+        return self.hook_y(self.readout(hs) * self.y_scale)  # [b, p, d_out]
+
+    def hidden_states(self, x: torch.Tensor) -> torch.Tensor:
+        """Hidden states `[batch, pos, d_hidden]` for features `x` (no grad)."""
+        with torch.no_grad():
+            _, cache = self.run_with_cache(x, names_filter="hook_h")
+        return cache["hook_h"]

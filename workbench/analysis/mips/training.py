@@ -1,0 +1,191 @@
+"""Train the paper's RNNs to exact accuracy and search architectures smallest first (Michaud et al. 2024, Sec. 3.1).
+
+"Exact" means: on every held-out sequence, every rounded output (or arg-max symbol, for the
+cross-entropy variant) equals the target. The search is linear recurrences first (linear readout,
+then an MLP readout on a linear state), then GRUs, each from the smallest hidden size up, several
+seeds, within a time budget.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from workbench.analysis.mips.rnn import MipsRNN, RNNSpec, encode_inputs
+from workbench.analysis.mips.tasks import Task, get_task
+
+__all__ = ["TrainedRNN", "candidate_specs", "predict", "train_rnn"]
+
+
+@dataclass
+class TrainedRNN:
+    """A trained network with what is needed to read it: task, spec, output classes, accuracy."""
+
+    task: Task
+    spec: RNNSpec
+    model: MipsRNN
+    classes: np.ndarray | None  # output symbols for the cross-entropy variant, else None
+    accuracy: float  # fraction of held-out sequences entirely right
+    steps: int
+    seconds: float
+    history: list[float] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        """Every held-out sequence entirely right."""
+        return self.accuracy == 1.0
+
+    def features(self, x: np.ndarray) -> torch.Tensor:
+        """Integer inputs `[batch, pos, n_inputs]` -> this network's features `[batch, pos, d_input]`."""
+        return encode_inputs(self.task, x, self.spec.encoding)
+
+
+def predict(trained: TrainedRNN, x: np.ndarray) -> np.ndarray:
+    """Integer predictions `[batch, pos, n_outputs]` for integer inputs `[batch, pos, n_inputs]`."""
+    with torch.no_grad():
+        out = trained.model(trained.features(x))  # [b, p, d_out]
+    return _decode(out, trained.classes, trained.task.n_outputs)
+
+
+def _decode(out: torch.Tensor, classes: np.ndarray | None, n_outputs: int) -> np.ndarray:
+    if classes is None:
+        return torch.round(out).to(torch.int64).numpy()
+    logits = out.reshape(*out.shape[:2], n_outputs, len(classes))  # [b, p, c_out, n_cls]
+    return classes[logits.argmax(-1).numpy()]
+
+
+def candidate_specs(
+    task: Task | str, seeds: tuple[int, ...] = (0, 1), max_linear: int = 8
+) -> Iterator[RNNSpec]:
+    """Architectures smallest first: linear, then linear state with MLP readout, then GRU (Sec. 3.1)."""
+    task = get_task(task)
+    encodings = ["scalar"] + (["onehot"] if 3 <= len(task.alphabet) <= 10 else [])
+    gru_enc = "onehot" if len(task.alphabet) <= 10 else "scalar"
+
+    def linear(sizes: range, seed: int) -> Iterator[RNNSpec]:
+        for d in sizes:
+            for bias in (False, True):
+                for enc in encodings:
+                    yield RNNSpec("linear", d, "linear", enc, "mse", seed, bias)
+
+    def mlp(sizes: range, seed: int) -> Iterator[RNNSpec]:
+        for d in sizes:
+            for enc in encodings:
+                yield RNNSpec("linear", d, "mlp", enc, "mse", seed, False)
+
+    for seed in seeds:  # small of each kind first, then larger, so a GRU task reaches a GRU early
+        yield from linear(range(1, 4), seed)
+        yield from mlp(range(1, 3), seed)
+        yield RNNSpec("gru", 4, "linear", gru_enc, "ce", seed)
+        yield RNNSpec("gru", 8, "linear", gru_enc, "ce", seed)
+        yield from linear(range(4, max_linear + 1), seed)
+        yield from mlp(range(3, 5), seed)
+        yield RNNSpec("gru", 16, "linear", gru_enc, "ce", seed)
+        yield RNNSpec("gru", 32, "linear", gru_enc, "ce", seed)
+
+
+def train_rnn(
+    task: Task | str,
+    spec: RNNSpec,
+    *,
+    n_train: int = 4096,
+    n_test: int = 2048,
+    max_steps: int = 4000,
+    batch: int = 256,
+    lr: float | None = None,
+    time_limit: float = 30.0,
+    data_seed: int = 0,
+    progress: bool = False,
+) -> TrainedRNN:
+    """Train one network on `task` until it is exact on held-out data, or steps/time run out (MSE or CE loss)."""
+    task = get_task(task)
+    x_tr, y_tr = task.generate(n_train, seed=1000 + data_seed)  # [n, T, c]
+    x_te, y_te = task.generate(n_test, seed=2000 + data_seed)
+    f_tr, f_te = encode_inputs(task, x_tr, spec.encoding), encode_inputs(task, x_te, spec.encoding)
+    x_scale = np.maximum(f_tr.abs().amax(dim=(0, 1)).numpy(), 1.0)  # [d_in]
+    classes = np.unique(y_tr) if spec.loss == "ce" else None
+    if classes is not None:
+        d_out = task.n_outputs * len(classes)
+        target = torch.as_tensor(np.searchsorted(classes, y_tr))  # [n, T, c_out]
+        y_scale = 1.0
+    else:
+        d_out = task.n_outputs
+        target = torch.as_tensor(y_tr, dtype=torch.float64)
+        y_scale = float(max(np.abs(y_tr).max(), 1))
+    model = MipsRNN(f_tr.shape[-1], d_out, spec, x_scale=x_scale, y_scale=y_scale)
+    lr = lr or (1e-2 if spec.family == "linear" else 5e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max_steps, eta_min=lr / 50)
+    gen = torch.Generator().manual_seed(spec.seed)
+    start, history, step = time.perf_counter(), [], 0
+
+    def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+        out = model(f_tr[idx])
+        if classes is None:
+            return ((out - target[idx]) / y_scale).pow(2).mean()
+        logits = out.reshape(*out.shape[:2], task.n_outputs, len(classes))
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, len(classes)), target[idx].reshape(-1))
+
+    def accuracy() -> float:
+        with torch.no_grad():
+            pred = _decode(model(f_te), classes, task.n_outputs)
+        return float((pred == y_te).all(axis=(1, 2)).mean())
+
+    acc = 0.0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_steps, desc=f"{task.name} {spec.label()}", leave=False)
+    for step in range(1, max_steps + 1):
+        idx = torch.randint(0, n_train, (batch,), generator=gen)
+        loss = loss_fn(idx)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if bar is not None:
+            bar.update(1)
+        if step % 100 == 0:
+            history.append(float(loss.detach()))
+            acc = accuracy()
+            if acc == 1.0 and (classes is not None or step >= 300):
+                break
+            if time.perf_counter() - start > time_limit:
+                break
+            if spec.family == "linear" and step >= 100 and history[-1] > 0.3 * history[0]:
+                break
+            if spec.family == "linear" and step >= 200 and history[-1] > 0.02 * history[0]:
+                break  # a linear net that cannot fit does not learn later
+            if spec.family == "linear" and step >= 500 and history[-1] > 1e-4 and spec.readout == "linear":
+                break
+    if bar is not None:
+        bar.close()
+    if spec.family == "linear" and acc < 1.0 and history and history[-1] < 1e-3:
+        acc = _polish_lbfgs(model, loss_fn, n_train, accuracy)  # reach the precision rounding needs
+    return TrainedRNN(task, spec, model, classes, acc, step, time.perf_counter() - start, history)
+
+
+def _polish_lbfgs(model: MipsRNN, loss_fn, n_train: int, accuracy) -> float:
+    """Full-batch L-BFGS on a linear net whose loss is already small (the paper's MSE, to 1e-6 precision)."""
+    idx = torch.arange(min(n_train, 1024))
+    opt = torch.optim.LBFGS(model.parameters(), lr=1, max_iter=60, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = loss_fn(idx)
+        loss.backward()
+        return loss
+
+    acc = accuracy()
+    for _ in range(4):
+        if acc == 1.0:
+            break
+        opt.step(closure)
+        acc = accuracy()
+    return acc

@@ -1,0 +1,116 @@
+"""`MipsExplorer`: an ipywidgets front end to `workbench.analysis.mips` (Michaud et al. 2024).
+
+Pick a task and a time budget, run the pipeline (train -> simplify -> states -> program -> verify),
+and see the hidden-state cloud coloured by discovered state, the FSM as a graph and the program.
+Every error (unknown task, a failed search) is shown inside the widget; the kernel keeps running.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import ipywidgets as widgets
+
+from workbench.analysis.mips import benchmark
+from workbench.analysis.mips.figures import fsm_figure, state_cloud_figure
+from workbench.analysis.mips.fsm import FSM
+from workbench.analysis.mips.tasks import get_task, list_tasks
+
+__all__ = ["MipsExplorer"]
+
+
+class MipsExplorer:
+    """Task picker, run button, and the result: state cloud, FSM graph, program, verification."""
+
+    def __init__(self, task: str = "Parity_All", time_budget: float = 60.0, *, run: bool = False):
+        self.result: benchmark.SolveResult | None = None
+        self.cloud_figure: Any = None
+        self.fsm_figure: Any = None
+        self.task_select = widgets.Combobox(
+            options=list_tasks(), value=task, description="task", ensure_option=False
+        )
+        self.budget = widgets.FloatSlider(value=time_budget, min=5, max=300, step=5, description="budget s")
+        self.run_button = widgets.Button(description="train + extract", button_style="primary")
+        self.error = widgets.HTML(value="")
+        self.summary = widgets.HTML(value="")
+        self.program = widgets.HTML(value="")
+        self.cloud = widgets.Output()
+        self.graph = widgets.Output()
+        tabs = widgets.Tab(children=[self.program, self.cloud, self.graph])
+        for i, title in enumerate(("program", "state cloud", "FSM")):
+            tabs.set_title(i, title)
+        self.widget = widgets.VBox(
+            [widgets.HBox([self.task_select, self.budget, self.run_button]), self.error, self.summary, tabs]
+        )
+        self.run_button.on_click(lambda _b: self.update())
+        if run:
+            self.update()
+
+    def update(self) -> None:
+        """Run the pipeline for the chosen task; any error goes to `self.error`."""
+        try:
+            self._compute()
+        except Exception as exc:  # shown in the widget: the kernel keeps running
+            self.error.value = (
+                '<div style="color:#b00020;font-family:sans-serif;padding:4px;'
+                f'border-left:3px solid #b00020"><b>{html.escape(type(exc).__name__)}</b>: '
+                f"{html.escape(str(exc))}</div>"
+            )
+            self.summary.value = self.program.value = ""
+        else:
+            self.error.value = ""
+
+    def _compute(self) -> None:
+        task = get_task(str(self.task_select.value))
+        result = benchmark.solve_task(task, time_budget=float(self.budget.value))
+        self.result = result
+        if result.program is None:
+            raise RuntimeError(f"{task.name}: no program found ({result.note or 'no exact network'})")
+        verdict = result.verification.summary() if result.verification else ""
+        self.summary.value = (
+            f"<b>{html.escape(task.name)}</b>: RNN {html.escape(result.rnn)}, "
+            f"{result.n_states} state(s), {html.escape(result.method)}<br>{html.escape(verdict)}"
+        )
+        self.program.value = f"<pre>{html.escape(result.program.source)}</pre>"
+        trained, ext = result.trained, result.extraction
+        x, _ = task.generate(200, seed=7)
+        hidden = trained.model.hidden_states(trained.features(x)).numpy().reshape(-1, trained.spec.d_hidden)
+        if isinstance(ext, FSM) and ext.labels is not None:
+            labels = ext.labels[:200].ravel() if ext.labels.shape[0] >= 200 else None
+        else:
+            labels = None
+        if labels is None or len(labels) != len(hidden):
+            from workbench.analysis.mips.lattice import integer_lattice
+
+            labels = (
+                integer_lattice(trained, n_seqs=200, seed=7).z[..., 0].ravel()
+                if trained.spec.family == "linear"
+                else [0] * len(hidden)
+            )
+        self.cloud_figure = state_cloud_figure(hidden, labels, f"{task.name}: hidden states")
+        self.fsm_figure = fsm_figure(ext, f"{task.name}: minimised FSM") if isinstance(ext, FSM) else None
+        self._show(self.cloud, self.cloud_figure, "")
+        self._show(self.graph, self.fsm_figure, "integer states (lattice): no finite machine to draw")
+
+    def _show(self, out: widgets.Output, fig: Any, empty: str) -> None:
+        out.clear_output()
+        if _in_kernel():
+            from IPython.display import display
+
+            with out:
+                display(fig) if fig is not None else print(empty)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
