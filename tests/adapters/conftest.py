@@ -21,6 +21,7 @@ class Family:
     # (model, tokens) -> the library's own final state per layer, keyed as our state dicts
     library_states: Callable[[torch.nn.Module, torch.Tensor], list[dict[str, torch.Tensor]]]
     supports_padding: bool = True
+    state_lag: int = 0  # 1 where the state after t is first read at t + 1 (RWKV: wkv_t uses state_{t-1})
 
 
 def _require(*names: str) -> list:
@@ -40,6 +41,23 @@ def _falcon_mamba() -> torch.nn.Module:
     return model(config(vocab_size=50, hidden_size=16, state_size=4, num_hidden_layers=2, expand=2))
 
 
+def _rwkv() -> torch.nn.Module:
+    config, model = _require("RwkvConfig", "RwkvForCausalLM")
+    # rescale_every=1: the library's inference-time halving of the residual acts after every block
+    return model(config(vocab_size=50, hidden_size=16, num_hidden_layers=2, attention_hidden_size=16,
+                        intermediate_size=32, context_length=64, rescale_every=1))
+
+
+def _rwkv_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """The library's five [batch, d, layer] state tensors, split per layer."""
+    ffn_shift, shift, num, den, mx = hf(ids, use_cache=True).state
+    return [
+        {"ffn_shift": ffn_shift[..., l], "shift": shift[..., l], "num": num[..., l], "den": den[..., l],
+         "max": mx[..., l]}
+        for l in range(hf.config.num_hidden_layers)
+    ]
+
+
 def _mamba_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
     """Conv window (the library keeps d_conv inputs, we keep d_conv - 1) and SSM state per layer."""
     cache = hf(ids, use_cache=True).cache
@@ -53,6 +71,8 @@ FAMILIES = {
     "mamba": Family("mamba", "MambaForCausalLM", _mamba, "state", _mamba_cache_states),
     "falcon_mamba": Family("falcon_mamba", "FalconMambaForCausalLM", _falcon_mamba, "state",
                            _mamba_cache_states),
+    "rwkv": Family("rwkv", "RwkvForCausalLM", _rwkv, "num", _rwkv_cache_states,
+                   supports_padding=False, state_lag=1),
 }
 
 

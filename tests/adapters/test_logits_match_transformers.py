@@ -80,3 +80,13 @@ def test_stepping_one_token_at_a_time_with_the_state_equals_the_full_pass(family
             logits, state = model(ids[:, t:t + 1], initial_state=state, return_state=True)
             stepped.append(logits)
     torch.testing.assert_close(torch.cat(stepped, 1), full, atol=1e-10, rtol=1e-10)
+
+
+def test_paths_agree_across_many_chunks(family):
+    """Long enough that every fused scan carries its state across chunk boundaries."""
+    hf = tiny(family, torch.float64)
+    model = from_transformers(hf)
+    ids = tokens(1, 150, seed=11)
+    with torch.no_grad():
+        logits = {p: model(ids, path=p) for p in ("reference", "fused")}
+    torch.testing.assert_close(logits["fused"], logits["reference"], atol=1e-10, rtol=1e-10)

@@ -39,17 +39,18 @@ def test_final_state_equals_the_library_cache(family, path):
 @pytest.mark.parametrize(("layer", "position"), [(0, 0), (0, 4), (1, 7), (1, 10)])
 def test_state_edit_changes_later_positions_only_and_paths_agree(family, layer, position):
     model = from_transformers(tiny(family, torch.float64))
-    ids = tokens(2, 11, seed=8)
+    ids = tokens(2, 12, seed=8)
     name = f"blocks.{layer}.mixer.hook_{FAMILIES[family].state_hook}"
+    first = position + FAMILIES[family].state_lag  # first position whose logits read the edited state
     with torch.no_grad():
         clean = model(ids, path="reference")
         edited = {p: model.run_with_hooks(ids, fwd_hooks=[(name, add_at(position, 0.7))], path=p)
                   for p in ("reference", "fused")}
     torch.testing.assert_close(edited["fused"], edited["reference"], atol=1e-10, rtol=1e-10)
     change = (edited["reference"] - clean).abs().amax(dim=(0, 2))  # [pos]
-    assert torch.all(change[:position] == 0), "an edit changed an earlier position"
-    assert change[position] > 1e-8, "the edit did not change its own position"
-    assert torch.all(change[position + 1:] > 0), "the edit was not carried to later positions"
+    assert torch.all(change[:first] == 0), "an edit changed an earlier position"
+    assert change[first] > 1e-8, "the edit did not change the position that reads it"
+    assert torch.all(change[first + 1:] > 0), "the edit was not carried to later positions"
 
 
 def test_zeroing_a_prefix_of_states_in_every_layer_gives_equal_logits_on_both_paths(family):

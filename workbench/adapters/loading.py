@@ -20,6 +20,7 @@ from torch import Tensor, nn
 ADAPTERS: dict[str, tuple[str, str]] = {
     "MambaForCausalLM": ("workbench.adapters.mamba", "HookedMamba"),
     "FalconMambaForCausalLM": ("workbench.adapters.mamba", "HookedMamba"),
+    "RwkvForCausalLM": ("workbench.adapters.rwkv", "HookedRwkv"),
 }
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
 
