@@ -1,4 +1,4 @@
-"""RWKV-4 from `transformers` (Peng et al. 2023, *RWKV: Reinventing RNNs for the Transformer Era*, eqs. 11-19).
+"""RWKV-4 from `transformers` (Peng et al. 2023, *RWKV: Reinventing RNNs for the Transformer Era*).
 
 Time mixing: token shift, r_t = σ(W_r x'_t), k_t = W_k x'_t, v_t = W_v x'_t; the WKV recurrence in
 the numerically stable form `transformers` uses, with the state (num, den, max) meaning
@@ -158,7 +158,7 @@ class HookedRwkvTimeMix(AdapterMixer):
 
 
 class HookedRwkvChannelMix(nn.Module):
-    """`transformers` RwkvFeedForward with its hidden key and receptance hooked (Peng et al. 2023, eqs. 17-19)."""
+    """`transformers` RwkvFeedForward, hidden key and receptance hooked (Peng et al. 2023, channel mixing)."""
 
     def __init__(self, hf_feed_forward: nn.Module):
         super().__init__()
@@ -175,7 +175,8 @@ class HookedRwkvChannelMix(nn.Module):
 
 
 class HookedRwkvBlock(AdapterBlock):
-    """resid_mid = resid_pre + TimeMix(ln1(resid_pre)); resid_post = resid_mid + ChannelMix(ln2(resid_mid))."""
+    """resid_mid = resid_pre + TimeMix(ln1(resid_pre));
+    resid_post = resid_mid + ChannelMix(ln2(resid_mid))."""
 
     def __init__(self, hf_block: nn.Module, sizes: Mapping[str, int], halve: bool):
         super().__init__(hf_block.ln1, HookedRwkvTimeMix(hf_block.attention, sizes))
