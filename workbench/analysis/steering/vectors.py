@@ -355,6 +355,9 @@ def contrastive_vector(
         raise ValueError(f"shrinkage must lie in [0, 1], got {shrinkage}")
     if isinstance(positive, str) or isinstance(negative, str):
         raise TypeError("positive and negative must be lists of texts, not single strings")
+    for what, texts in (("positive", positive), ("negative", negative)):
+        if not texts:
+            raise EmptyInputError(f"no {what} texts given: give at least one")
     if paired and len(positive) != len(negative):
         raise ValueError(
             f"paired=True needs as many positive as negative texts, got {len(positive)} positive "
