@@ -41,6 +41,12 @@ def _falcon_mamba() -> torch.nn.Module:
     return model(config(vocab_size=50, hidden_size=16, state_size=4, num_hidden_layers=2, expand=2))
 
 
+def _mamba2() -> torch.nn.Module:
+    config, model = _require("Mamba2Config", "Mamba2ForCausalLM")
+    return model(config(vocab_size=50, hidden_size=16, state_size=4, num_hidden_layers=2, expand=2,
+                        num_heads=4, head_dim=8, n_groups=2, chunk_size=8, conv_kernel=4))
+
+
 def _rwkv() -> torch.nn.Module:
     config, model = _require("RwkvConfig", "RwkvForCausalLM")
     # rescale_every=1: the library's inference-time halving of the residual acts after every block
@@ -71,6 +77,7 @@ FAMILIES = {
     "mamba": Family("mamba", "MambaForCausalLM", _mamba, "state", _mamba_cache_states),
     "falcon_mamba": Family("falcon_mamba", "FalconMambaForCausalLM", _falcon_mamba, "state",
                            _mamba_cache_states),
+    "mamba2": Family("mamba2", "Mamba2ForCausalLM", _mamba2, "state", _mamba_cache_states),
     "rwkv": Family("rwkv", "RwkvForCausalLM", _rwkv, "num", _rwkv_cache_states,
                    supports_padding=False, state_lag=1),
 }

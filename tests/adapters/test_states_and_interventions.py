@@ -85,3 +85,18 @@ def test_initial_state_is_hooked_and_differentiable(family):
     names = [n for n in model.hook_dict if n.startswith("blocks.0.mixer.hook_initial_")]
     model.run_with_hooks(ids, fwd_hooks=[(n, lambda x, hook: seen.append(hook.name)) for n in names])
     assert sorted(seen) == sorted(names)
+
+
+def test_editing_any_mixer_quantity_is_causal_and_equal_on_both_paths(family):
+    model = from_transformers(tiny(family, torch.float64))
+    ids = tokens(1, 10, seed=12)
+    with torch.no_grad():
+        clean = model(ids, path="reference")
+        for quantity in model.blocks[1].mixer.quantities:
+            name = f"blocks.1.mixer.hook_{quantity}"
+            outs = [model.run_with_hooks(ids, fwd_hooks=[(name, add_at(6, 0.3))], path=p)
+                    for p in ("reference", "fused")]
+            torch.testing.assert_close(outs[1], outs[0], atol=1e-10, rtol=1e-10, msg=name)
+            change = (outs[0] - clean).abs().amax(dim=(0, 2))
+            assert torch.all(change[:6] == 0), name
+            assert change[6:].max() > 0, f"editing {name} changed nothing"

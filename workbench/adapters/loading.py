@@ -21,6 +21,7 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     "MambaForCausalLM": ("workbench.adapters.mamba", "HookedMamba"),
     "FalconMambaForCausalLM": ("workbench.adapters.mamba", "HookedMamba"),
     "RwkvForCausalLM": ("workbench.adapters.rwkv", "HookedRwkv"),
+    "Mamba2ForCausalLM": ("workbench.adapters.mamba2", "HookedMamba2"),
 }
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
 

@@ -1,0 +1,183 @@
+"""Mamba-2 from `transformers` (Dao & Gu 2024, *Transformers are SSMs*, SSD with a scalar decay per head).
+
+Recomputed with hooks, per head h of size P, groups of heads sharing B and C:
+in-projection to (z, xBC, dt); causal depthwise conv over xBC, activation; Δ_h = softplus(dt_h + b_h);
+state_t[h] = exp(Δ_t[h] A_h) state_{t−1}[h] + Δ_t[h] x_t[h] ⊗ B_t[g(h)]   ([P, N] per head);
+y_t[h] = state_t[h] C_t[g(h)] + D_h x_t[h]; out = out_proj(GroupRMSNorm(y ⊙ SiLU(z))).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from workbench.adapters.base import (
+    RESID,
+    AdapterBlock,
+    AdapterMixer,
+    HookedNorm,
+    HookedTransformersLM,
+    HookSpec,
+    mask_positions,
+)
+from workbench.kernels import selective_scan
+from workbench.models.recurrence import Emit, State, run_recurrence
+
+BPH = ("batch", "pos", "n_heads")
+BPHP = ("batch", "pos", "n_heads", "d_head")
+BPGN = ("batch", "pos", "n_groups", "d_state")
+
+
+class HookedMamba2Mixer(AdapterMixer):
+    """`transformers` Mamba2Mixer recomputed with every quantity hooked per head."""
+
+    quantities = ("xBC", "x", "B", "C", "delta", "state", "y", "gate", "normed", "out")
+    state_names = ("conv", "state")
+
+    def __init__(self, hf_mixer: nn.Module, sizes: Mapping[str, int]):
+        super().__init__(sizes)
+        self.hf = hf_mixer  # shares in_proj, conv1d, dt_bias, A_log, D, norm, out_proj
+
+    def hook_specs(self) -> dict[str, HookSpec]:
+        return {
+            "xBC": (("batch", "pos", "d_conv_channels"), "in-projected (x, B, C) before the conv"),
+            "x": (BPHP, "x_t per head: act(conv(xBC))'s x part, the scan's input"),
+            "B": (BPGN, "input matrix B_t per group"),
+            "C": (BPGN, "output matrix C_t per group"),
+            "delta": (BPH, "step size Δ_t = softplus(dt_t + b_Δ) per head"),
+            "state": (("batch", "pos", "n_heads", "d_head", "d_state"),
+                      "SSM state s_t = exp(Δ_t A) s_{t−1} + Δ_t x_t ⊗ B_t, per head"),
+            "y": (BPHP, "scan output y_t = s_t C_t + D x_t, per head"),
+            "gate": (("batch", "pos", "d_inner"), "gate SiLU(z_t)"),
+            "normed": (("batch", "pos", "d_inner"), "grouped RMSNorm(y_t ⊙ gate_t)"),
+            "out": (RESID, "block output out_proj(normed_t)"),
+        }
+
+    def state_specs(self) -> dict[str, HookSpec]:
+        return {
+            "conv": (("batch", "d_conv_channels", "d_conv-1"), "the last d_conv − 1 conv inputs xBC"),
+            "state": (("batch", "n_heads", "d_head", "d_state"), "initial SSM state s_{-1}"),
+        }
+
+    @property
+    def A(self) -> Tensor:
+        return -torch.exp(self.hf.A_log)  # [n_heads]
+
+    def _per_head(self, BC: Tensor) -> Tensor:
+        """[..., n_groups, d_state] -> [..., n_heads, d_state]: each group serves n_heads / n_groups heads."""
+        return BC.repeat_interleave(self.sizes["n_heads"] // self.sizes["n_groups"], dim=-2)
+
+    def _step(self, inputs: Mapping[str, Tensor], state: State, emit: Emit) -> State:
+        x, delta = inputs["x"], inputs["delta"]  # [batch, H, P], [batch, H]
+        B, C = self._per_head(inputs["B"]), self._per_head(inputs["C"])  # [batch, H, N]
+        decay = torch.exp(delta * self.A)[..., None, None]  # [batch, H, 1, 1]
+        s = emit("state", decay * state["state"] + (delta[..., None] * x)[..., None] * B[:, :, None, :])
+        emit("y", (s * C[:, :, None, :]).sum(-1) + self.hf.D[:, None] * x)
+        return {"state": s}
+
+    @staticmethod
+    def _state_at(values: Mapping[str, Tensor], t: int) -> State:
+        return {"state": values["state"][:, t]}
+
+    def _scan(self, inputs: Mapping[str, Tensor], s0: Tensor,
+              wanted: set[str]) -> tuple[dict[str, Tensor], State]:
+        """Each group of heads as one S6 scan whose channels are its heads' P units (Δ, A shared per head)."""
+        self.last_kernel = "chunked selective scan per group (workbench.kernels)"
+        H, P, G = self.sizes["n_heads"], self.sizes["d_head"], self.sizes["n_groups"]
+        x, delta = inputs["x"], inputs["delta"]
+        batch, pos = x.shape[:2]
+        per = H // G
+        ys, states, finals = [], [], []
+        for g in range(G):
+            heads = slice(g * per, (g + 1) * per)
+            u = x[:, :, heads].reshape(batch, pos, per * P)  # [batch, pos, per·P]
+            dt = delta[:, :, heads].repeat_interleave(P, dim=-1)  # [batch, pos, per·P]
+            A = self.A[heads].repeat_interleave(P)[:, None].expand(per * P, self.sizes["d_state"])
+            D = self.hf.D[heads].repeat_interleave(P)
+            h0 = s0[:, heads].reshape(batch, per * P, -1)
+            y, s = selective_scan(u, dt, A, inputs["B"][:, :, g], inputs["C"][:, :, g], D, h0,
+                                  return_states="state" in wanted)
+            ys.append(y.reshape(batch, pos, per, P))
+            if "state" in wanted:
+                states.append(s.reshape(batch, pos, per, P, -1))
+            else:
+                finals.append(s.reshape(batch, per, P, -1))
+        values = {"y": torch.cat(ys, dim=2)}
+        if "state" in wanted:
+            values["state"] = torch.cat(states, dim=2)  # [batch, pos, H, P, N]
+            return values, {"state": values["state"][:, -1]}
+        return values, {"state": torch.cat(finals, dim=1)}
+
+    def run(self, x_in: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
+        hf, sz = self.hf, self.sizes
+        d_inner, H, P, G, N = sz["d_inner"], sz["n_heads"], sz["d_head"], sz["n_groups"], sz["d_state"]
+        batch, pos = x_in.shape[:2]
+        x_in = mask_positions(x_in, mask)
+        # Matmuls and convs over weight slices (no views of one output), so hooks may edit in place.
+        split = [d_inner, sz["d_conv_channels"], H]
+        weights = hf.in_proj.weight.split(split, dim=0)
+        biases = (None,) * 3 if hf.in_proj.bias is None else hf.in_proj.bias.split(split)
+        z, xBC, dt = (F.linear(x_in, w, b) for w, b in zip(weights, biases, strict=True))
+        xBC = self.hook_xBC(xBC)  # [batch, pos, conv channels]
+        padded = torch.cat([state["conv"], xBC.transpose(1, 2)], dim=-1)  # [batch, channels, k-1+pos]
+        new_conv = padded[..., padded.shape[-1] - (sz["d_conv"] - 1):]
+        parts = []
+        for lo, hi in ((0, d_inner), (d_inner, d_inner + G * N), (d_inner + G * N, d_inner + 2 * G * N)):
+            bias = None if hf.conv1d.bias is None else hf.conv1d.bias[lo:hi]
+            conv = F.conv1d(padded[:, lo:hi], hf.conv1d.weight[lo:hi], bias, groups=hi - lo)
+            parts.append(mask_positions(hf.act(conv).transpose(1, 2), mask))  # [batch, pos, hi − lo]
+        x = self.hook_x(parts[0].reshape(batch, pos, H, P))
+        B = self.hook_B(parts[1].reshape(batch, pos, G, N))
+        C = self.hook_C(parts[2].reshape(batch, pos, G, N))
+        low, high = hf.time_step_limit
+        delta = self.hook_delta(torch.clamp(F.softplus(dt + hf.dt_bias), low, high))  # [batch, pos, H]
+        inputs = {"x": x, "delta": delta, "B": B, "C": C}
+        values, final = run_recurrence(
+            self._step, inputs, {"state": state["state"]}, self.hook_points(("state", "y")),
+            self._state_at, ("state",), needed=("y",),
+            fused=(lambda wanted: self._scan(inputs, state["state"], wanted)) if fused else None,
+        )
+        gate = self.hook_gate(F.silu(z))  # [batch, pos, d_inner]
+        y = values["y"].reshape(batch, pos, d_inner)
+        normed = self.hook_normed(self._gated_norm(y, gate))  # [batch, pos, d_inner]
+        return self.hook_out(hf.out_proj(normed.to(x_in.dtype))), {"conv": new_conv, "state": final["state"]}
+
+
+    def _gated_norm(self, y: Tensor, gate: Tensor) -> Tensor:
+        """RMSNorm of y ⊙ gate over each group of d_inner / n_groups units, times the norm's weight.
+
+        Computed in at least float32, as the library's MambaRMSNormGated does.
+        """
+        norm, groups = self.hf.norm, self.sizes["n_groups"]
+        work = torch.promote_types(y.dtype, torch.float32)
+        v = (y.to(work) * gate.to(work)).unflatten(-1, (groups, -1))  # [batch, pos, G, d_inner / G]
+        v = v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+        return norm.weight * v.flatten(-2).to(y.dtype)
+
+
+class HookedMamba2(HookedTransformersLM):
+    """Mamba2ForCausalLM under the hook contract (Dao & Gu 2024)."""
+
+    family = "mamba2"
+
+    def __init__(self, hf_model: nn.Module, path: str = "fused"):
+        super().__init__(hf_model, path)
+        cfg, backbone = hf_model.config, hf_model.backbone
+        mixer = backbone.layers[0].mixer
+        d_inner = mixer.intermediate_size
+        self.sizes = {
+            "d_model": cfg.hidden_size, "d_inner": d_inner, "n_heads": mixer.num_heads,
+            "d_head": mixer.head_dim, "n_groups": mixer.n_groups, "d_state": mixer.ssm_state_size,
+            "d_conv": cfg.conv_kernel, "d_conv-1": cfg.conv_kernel - 1, "d_conv_channels": mixer.conv_dim,
+            "d_vocab": cfg.vocab_size,
+        }
+        self.embed = backbone.embeddings
+        self.blocks = nn.ModuleList([
+            AdapterBlock(layer.norm, HookedMamba2Mixer(layer.mixer, self.sizes)) for layer in backbone.layers
+        ])
+        self.ln_final = HookedNorm(backbone.norm_f)
+        self.unembed = hf_model.lm_head
+        self.setup()
