@@ -86,3 +86,21 @@ def test_unsupported_architecture_in_a_directory_is_refused_before_loading_weigh
         tmp_path)
     with pytest.raises(UnsupportedModelError, match="GPT2LMHeadModel"):
         from_transformers(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["RecurrentGemmaForCausalLM", "xLSTMForCausalLM"])
+def test_families_without_an_adapter_yet_are_refused_clearly(name):
+    from workbench.adapters.loading import _adapter_for
+
+    with pytest.raises(UnsupportedModelError, match="supported classes"):
+        _adapter_for(name)
+
+
+def test_every_adapted_class_exists_in_the_installed_transformers():
+    import transformers
+
+    from workbench.adapters import ADAPTERS
+
+    missing = [name for name in ADAPTERS if not hasattr(transformers, name)]
+    if missing:
+        pytest.skip(f"transformers {transformers.__version__} lacks {missing}")
