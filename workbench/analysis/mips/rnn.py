@@ -7,12 +7,13 @@ exactly (Krylov/Jordan bases, integer snapping), which needs the plain recurrenc
 W. So this module is the paper's RNN, written as a TransformerLens `HookedRootModule` with
 `hook_x`, `hook_pre`, `hook_h` (and `hook_r`, `hook_z`, `hook_n` for the GRU) and `hook_y`, all
 `[batch, pos, ...]`, so `run_with_cache` / `run_with_hooks` work as everywhere else in the workbench.
-The hooks fire once on the stacked states after the loop: an edit to `hook_h` changes the readout
-at the edited positions, not later states (the paper's models are run, not patched).
+The recurrence runs through `workbench.models.recurrence.run_recurrence`, so an edit to `hook_h` (or
+a gate) at position t changes every later state and output and no earlier one, as everywhere else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -22,6 +23,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from workbench.analysis.mips.tasks import Task
+from workbench.models.recurrence import Emit, run_recurrence
 
 __all__ = ["FAMILIES", "MipsRNN", "RNNSpec", "encode_inputs"]
 
@@ -111,41 +113,49 @@ class MipsRNN(HookedRootModule):
             self.hook_r, self.hook_z, self.hook_n = HookPoint(), HookPoint(), HookPoint()
         self.setup()
 
-    def step(self, h: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One step of the recurrence from state `h` [batch, d] and scaled input `x` [batch, d_in]."""
-        d = self.spec.d_hidden
+    def recurrent_quantities(self) -> tuple[str, ...]:
+        """Hooked quantities computed inside the recurrence, in step order."""
+        return ("r", "z", "pre", "n", "h") if self.spec.family == "gru" else ("pre", "h")
+
+    def _step(self, inputs: Mapping[str, torch.Tensor], state: dict[str, torch.Tensor], emit: Emit) -> dict:
+        """One step from state h [batch, d] and scaled input x [batch, d_in]; `emit` hooks each quantity."""
+        d, x, h = self.spec.d_hidden, inputs["x"], state["h"]
         if self.spec.family == "gru":  # Cho et al. 2014
             gx = x @ self.U.T + self.b  # [batch, 3d]
             gh = h @ self.W.T  # [batch, 3d]
-            r = torch.sigmoid(gx[:, :d] + gh[:, :d])
-            z = torch.sigmoid(gx[:, d : 2 * d] + gh[:, d : 2 * d])
-            n = torch.tanh(gx[:, 2 * d :] + r * gh[:, 2 * d :])
-            return {
-                "r": r,
-                "z": z,
-                "n": n,
-                "pre": gx[:, 2 * d :] + r * gh[:, 2 * d :],
-                "h": (1 - z) * n + z * h,
-            }
-        pre = h @ self.W.T + x @ self.U.T + self.b  # [batch, d]
-        return {"pre": pre, "h": pre if self.spec.family == "linear" else torch.tanh(pre)}
+            r = emit("r", torch.sigmoid(gx[:, :d] + gh[:, :d]))
+            z = emit("z", torch.sigmoid(gx[:, d : 2 * d] + gh[:, d : 2 * d]))
+            pre = emit("pre", gx[:, 2 * d :] + r * gh[:, 2 * d :])
+            n = emit("n", torch.tanh(pre))
+            return {"h": emit("h", (1 - z) * n + z * h)}
+        pre = emit("pre", h @ self.W.T + x @ self.U.T + self.b)  # [batch, d]
+        return {"h": emit("h", pre if self.spec.family == "linear" else torch.tanh(pre))}
+
+    def step(self, h: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One unhooked step: every quantity at the next position, from h [batch, d] and x [batch, d_in]."""
+        values: dict[str, torch.Tensor] = {}
+
+        def keep(name: str, value: torch.Tensor) -> torch.Tensor:
+            values[name] = value
+            return value
+
+        self._step({"x": x}, {"h": h}, keep)
+        return values
 
     def forward(self, x: torch.Tensor, initial_state: torch.Tensor | None = None) -> torch.Tensor:
-        """Features `[batch, pos, d_input]` -> outputs `[batch, pos, d_output]` (target units, or logits)."""
+        """Features `[batch, pos, d_input]` -> outputs `[batch, pos, d_output]` (target units, or logits).
+
+        The recurrence runs through the workbench's `run_recurrence`, so a hook that edits `hook_h`
+        (or a gate) at position t changes every later state and output, and no earlier one.
+        """
         x = self.hook_x(x.to(torch.float64) / self.x_scale)  # [b, p, d_in]
-        b, p, _ = x.shape
-        h = x.new_zeros(b, self.spec.d_hidden) if initial_state is None else initial_state
-        out = []
-        for t in range(p):
-            out.append(self.step(h, x[:, t]))
-            h = out[-1]["h"]
-        stacked = {k: torch.stack([o[k] for o in out], dim=1) for k in out[0]}  # each [b, p, d]
-        for name in ("r", "z", "n"):
-            if name in stacked:
-                getattr(self, f"hook_{name}")(stacked[name])
-        self.hook_pre(stacked["pre"])
-        hs = self.hook_h(stacked["h"])  # [b, p, d]
-        return self.hook_y(self.readout(hs) * self.y_scale)  # [b, p, d_out]
+        h0 = x.new_zeros(x.shape[0], self.spec.d_hidden) if initial_state is None else initial_state
+        names = self.recurrent_quantities()
+        values, _ = run_recurrence(
+            self._step, {"x": x}, {"h": h0}, {q: getattr(self, f"hook_{q}") for q in names},
+            lambda v, t: {"h": v["h"][:, t]}, ("h",), needed=("h",),
+        )
+        return self.hook_y(self.readout(values["h"]) * self.y_scale)  # [b, p, d_out]
 
     def hidden_states(self, x: torch.Tensor) -> torch.Tensor:
         """Hidden states `[batch, pos, d_hidden]` for features `x` (no grad)."""
