@@ -38,7 +38,7 @@ def test_unknown_layer_says_which_layers_exist(model):
     with pytest.raises(UnknownHookError, match="unknown layer 'mlp'"):
         TunedLens.from_model(model).translate(resid, "mlp")
     trajectory = prediction_trajectory(LogitLens(model), "abc")
-    with pytest.raises(UnknownHookError, match=message):
+    with pytest.raises(UnknownHookError, match="unknown layer 3: this trajectory reads out layers embed, 0"):
         trajectory.top_k(3, 0)
     with pytest.raises(IndexError, match="position 7 out of range: the text has 3 characters"):
         trajectory.top_k(0, 7)

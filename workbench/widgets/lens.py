@@ -196,6 +196,11 @@ class LensExplorer:
         self.trajectory = prediction_trajectory(self.lens, text, memory_budget_bytes=self.memory_budget_bytes)
         self._updating = True
         try:
+            labels = self.trajectory.labels  # a state lens has no `embed` read-out
+            if list(self.layer_slider.options) != labels:
+                value = self.layer_slider.value
+                self.layer_slider.options = labels
+                self.layer_slider.value = value if value in labels else labels[max(0, len(labels) - 2)]
             self.position_slider.max = self.trajectory.n_positions - 1
             self.position_slider.value = min(self.position_slider.value, self.position_slider.max)
         finally:

@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from workbench.analysis.lens.logit_lens import (
+    EMBED,
     Lens,
     LogitLens,
-    collect_residuals,
+    collect_hooks,
     layer_label,
     model_name,
-    readout_layers,
 )
 from workbench.analysis.lens.streaming import corpus_text, encode_corpus, streams
 from workbench.analysis.lens.tuned_lens import kl_divergence
@@ -50,7 +50,9 @@ class LensEvaluation:
         if name not in METRICS:
             raise KeyError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}")
         wide = self.table.pivot(index="layer", columns="lens", values=name)
-        order = list(dict.fromkeys(self.table.layer))
+        order = sorted(
+            dict.fromkeys(self.table.layer), key=lambda label: -1 if label == EMBED else int(label)
+        )
         return wide.loc[order, list(dict.fromkeys(self.table.lens))]
 
     @property
@@ -119,40 +121,36 @@ def evaluate_lenses(
         source = source[:max_chars]
     ids = encode_corpus(model.tokenizer, source)  # [n]
     data = streams(ids, batch_size, 2)  # [streams, length]
-    layers = readout_layers(model)
-    shape = (len(items), len(layers))
-    kl, ce, agree = (
-        torch.zeros(shape, dtype=torch.float64),
-        torch.zeros(shape, dtype=torch.float64),
-        torch.zeros(shape),
-    )
+    hooks = {name: lens.hooks() for name, lens in items.items()}  # lens -> {layer: hook}
+    names = [hook for per_lens in hooks.values() for hook in per_lens.values()]
+    totals = {(name, layer): [0.0, 0.0, 0.0] for name in items for layer in hooks[name]}  # kl, ce, agree
     model_nats, count, state = 0.0, 0, None
     device = next(model.parameters()).device
     for start in range(0, data.shape[1] - 1, seq_len):
         targets = data[:, start + 1 : start + seq_len + 1].to(device)  # [streams, w]
         inputs = data[:, start : start + targets.shape[1]].to(device)  # [streams, w]
-        resid, logits, state = collect_residuals(
-            model, inputs, state, memory_budget_bytes=memory_budget_bytes
+        cache, logits, state = collect_hooks(
+            model, inputs, names, state, memory_budget_bytes=memory_budget_bytes
         )
         final = logits.float().log_softmax(-1)  # [streams, w, d_vocab]
         final_top = final.argmax(-1)  # [streams, w]
         model_nats += F.nll_loss(final.flatten(0, 1), targets.flatten(), reduction="sum").item()
         count += targets.numel()
-        for j, lens in enumerate(items.values()):
-            for i, layer in enumerate(layers):
-                lp = lens(resid[i], layer).float().log_softmax(-1)  # [streams, w, d_vocab]
-                kl[j, i] += kl_divergence(final, lp).sum().item()
-                ce[j, i] += F.nll_loss(lp.flatten(0, 1), targets.flatten(), reduction="sum").item()
-                agree[j, i] += (lp.argmax(-1) == final_top).sum().item()
+        for name, lens in items.items():
+            for layer, hook in hooks[name].items():
+                lp = lens(cache[hook], layer).float().log_softmax(-1)  # [streams, w, d_vocab]
+                total = totals[(name, layer)]
+                total[0] += kl_divergence(final, lp).sum().item()
+                total[1] += F.nll_loss(lp.flatten(0, 1), targets.flatten(), reduction="sum").item()
+                total[2] += (lp.argmax(-1) == final_top).sum().item()
     rows = [
         {
             "lens": name,
             "layer": layer_label(layer),
-            "kl_bits": kl[j, i].item() / count / LN2,
-            "ce_bits": ce[j, i].item() / count / LN2,
-            "top1_agreement": agree[j, i].item() / count,
+            "kl_bits": kl / count / LN2,
+            "ce_bits": ce / count / LN2,
+            "top1_agreement": agree / count,
         }
-        for j, name in enumerate(items)
-        for i, layer in enumerate(layers)
+        for (name, layer), (kl, ce, agree) in totals.items()
     ]
     return LensEvaluation(model_name(model), pd.DataFrame(rows), model_nats / count / LN2, count)

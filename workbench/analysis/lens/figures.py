@@ -15,10 +15,18 @@ import numpy as np
 from workbench.analysis.lens.evaluation import METRICS, LensEvaluation
 from workbench.analysis.lens.trajectory import STATISTICS, PredictionTrajectory
 
-__all__ = ["evaluation_figure", "top_k_figure", "top_k_layers_figure", "training_figure", "trajectory_figure"]
+__all__ = [
+    "depth_comparison_figure",
+    "evaluation_figure",
+    "top_k_figure",
+    "top_k_layers_figure",
+    "training_figure",
+    "trajectory_figure",
+]
 
 _LENS_COLOURS = {"logit lens": "#d62728", "tuned lens": "#1f77b4"}
 _OTHER_COLOURS = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+_MODEL_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 _COLOURSCALES = {"entropy": "Viridis", "kl": "Blues", "ce": "Reds"}
 
 
@@ -233,6 +241,43 @@ def training_figure(lens: Any, title: str | None = None) -> Any:
         xaxis_title="step",
         yaxis={"title": "KL (bits)", "type": "log"},
         height=320,
+        template="plotly_white",
+    )
+    return fig
+
+
+def depth_comparison_figure(
+    evaluations: Any, metric: str = "kl_bits", lens: str = "tuned lens", title: str | None = None
+) -> Any:
+    """How early each model knows the next token (Paulo et al. 2024, Fig. 1 across architectures):
+    one line per model, `metric` of `lens` against relative depth (embedding 0, last block 1).
+    """
+    import plotly.graph_objects as go
+
+    if metric not in METRICS:
+        raise KeyError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    fig = go.Figure()
+    for i, (name, evaluation) in enumerate(dict(evaluations).items()):
+        if lens not in evaluation.lenses:
+            raise KeyError(f"{name!r} was not evaluated with {lens!r}; it has {evaluation.lenses}")
+        values = evaluation.metric(metric)[lens]
+        depth = np.linspace(0.0, 1.0, len(values))
+        fig.add_trace(
+            go.Scatter(
+                x=depth,
+                y=values.to_numpy(),
+                mode="lines+markers",
+                name=name,
+                text=list(values.index),
+                line={"color": _MODEL_COLOURS[i % len(_MODEL_COLOURS)]},
+                hovertemplate=f"{name}, layer %{{text}}: %{{y:.3f}}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title=title or f"{lens}: {METRICS[metric]} by relative depth",
+        xaxis={"title": "relative depth (embedding 0, last block 1)", "range": [-0.03, 1.03]},
+        yaxis_title=METRICS[metric],
+        height=340,
         template="plotly_white",
     )
     return fig

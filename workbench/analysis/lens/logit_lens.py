@@ -23,6 +23,7 @@ __all__ = [
     "Lens",
     "LogitLens",
     "Unembedding",
+    "collect_hooks",
     "collect_residuals",
     "layer_label",
     "model_name",
@@ -134,7 +135,7 @@ def _named(module: torch.nn.Module, prefix: str) -> dict[str, Tensor]:
 
 @runtime_checkable
 class Lens(Protocol):
-    """What every lens offers: a name, a model, its read-outs, and read-out -> logits."""
+    """What every lens offers: a name, a model, its read-outs, the hook each reads, read-out -> logits."""
 
     name: str
     model: Any
@@ -142,7 +143,9 @@ class Lens(Protocol):
     @property
     def layers(self) -> list[Layer]: ...
 
-    def __call__(self, resid: Tensor, layer: Layer) -> Tensor: ...
+    def hooks(self) -> dict[Layer, str]: ...
+
+    def __call__(self, activation: Tensor, layer: Layer) -> Tensor: ...
 
 
 class LogitLens:
@@ -166,6 +169,10 @@ class LogitLens:
     def layers(self) -> list[Layer]:
         return readout_layers(self.model)
 
+    def hooks(self) -> dict[Layer, str]:
+        """Read-out -> the hook it decodes."""
+        return {layer: readout_hook(layer) for layer in self.layers}
+
     def __call__(self, resid: Tensor, layer: Layer) -> Tensor:
         """resid [..., d_model] read out at `layer` -> logits [..., d_vocab]."""
         resolve_readout(self.model, layer)
@@ -187,15 +194,33 @@ def collect_residuals(
     the model's logits [batch, pos, d_vocab] and the final recurrent state (to carry to the next window).
     """
     names = [readout_hook(layer) for layer in readout_layers(model)]
+    cache, logits, state = collect_hooks(
+        model, tokens, names, initial_state, memory_budget_bytes=memory_budget_bytes
+    )
+    resid = torch.stack([cache[n] for n in names])  # [n_readouts, batch, pos, d_model]
+    return resid, logits, state
+
+
+@torch.no_grad()
+def collect_hooks(
+    model: Any,
+    tokens: Tensor,
+    names: Sequence[str],
+    initial_state: Any = None,
+    *,
+    memory_budget_bytes: int | None = None,
+) -> tuple[dict[str, Tensor], Tensor, Any]:
+    """Run tokens [batch, pos] once recording `names`; return hook -> [batch, pos, ...], the logits
+    [batch, pos, d_vocab] and the final recurrent state (to carry to the next window).
+    """
     (logits, state), cache = model.run_with_cache(
         tokens,
-        names_filter=names,
+        names_filter=list(dict.fromkeys(names)),
         initial_state=initial_state,
         return_state=True,
         memory_budget_bytes=memory_budget_bytes,
     )
-    resid = torch.stack([cache[n] for n in names])  # [n_readouts, batch, pos, d_model]
-    return resid, logits, state
+    return dict(cache), logits, state
 
 
 def check_layers(model: Any, layers: Layer | Sequence[Layer] | None) -> list[Layer]:

@@ -40,8 +40,15 @@ def planted_affine_lm(
         raise ValueError("the planted map needs at least two layers")
     tok = tokenizer if tokenizer is not None else printable_tokenizer()
     torch.manual_seed(seed)
-    cfg = RecurrentConfig(family=family, n_layers=n_layers, d_model=d_model, d_hidden=d_model,
-                          d_vocab=len(tok), norm=norm, d_state=4)
+    cfg = RecurrentConfig(
+        family=family,
+        n_layers=n_layers,
+        d_model=d_model,
+        d_hidden=d_model,
+        d_vocab=len(tok),
+        norm=norm,
+        d_state=4,
+    )
     model = HookedRecurrentLM(cfg)
     generator = torch.Generator().manual_seed(seed + 1)
     q, _ = torch.linalg.qr(torch.randn(d_model, d_model, generator=generator))

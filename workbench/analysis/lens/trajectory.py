@@ -12,15 +12,15 @@ import numpy as np
 import torch
 
 from workbench.analysis.lens.logit_lens import (
+    EMBED,
     Layer,
     Lens,
-    collect_residuals,
+    collect_hooks,
     layer_label,
     model_name,
-    resolve_readout,
     tokenize,
 )
-from workbench.errors import MemoryBudgetError
+from workbench.errors import MemoryBudgetError, UnknownHookError
 
 __all__ = ["STATISTICS", "PredictionTrajectory", "prediction_trajectory"]
 
@@ -81,7 +81,16 @@ class PredictionTrajectory:
         raise KeyError(f"unknown statistic {name!r}; choose one of {', '.join(STATISTICS)}")
 
     def _index(self, layer: Layer, position: int) -> tuple[int, int]:
-        r = resolve_readout(_Blocks(len(self.layers) - 1), layer)  # unknown layers raise
+        """(read-out row, position) of a layer label (negative blocks count from the end) and position."""
+        labels = self.labels
+        blocks = [label for label in labels if label != EMBED]
+        if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool) and -len(blocks) <= layer < 0:
+            layer = blocks[layer]
+        if str(layer) not in labels:
+            raise UnknownHookError(
+                f"blocks.{layer}",
+                message=f"unknown layer {layer!r}: this trajectory reads out layers {', '.join(labels)}",
+            )
         if (
             not isinstance(position, (int, np.integer))
             or not -self.n_positions <= position < self.n_positions
@@ -89,7 +98,7 @@ class PredictionTrajectory:
             raise IndexError(
                 f"position {position!r} out of range: the text has {self.n_positions} characters"
             )
-        return r, int(position) % self.n_positions
+        return labels.index(str(layer)), int(position) % self.n_positions
 
     def top_k(self, layer: Layer, position: int, k: int = 10) -> Any:
         """DataFrame of the `k` likeliest next characters at (layer, position): rank, token, id, prob."""
@@ -119,13 +128,6 @@ class PredictionTrajectory:
         """[n_readouts, pos] display string of each cell's likeliest next character."""
         ids = self.log_probs.argmax(-1)  # [n_readouts, pos]
         return np.array([[self.vocab[i] for i in row] for row in ids], dtype=object)
-
-
-class _Blocks:
-    """Stand-in with `len(blocks)` for `resolve_readout`'s layer check."""
-
-    def __init__(self, n: int):
-        self.blocks = range(n)
 
 
 @torch.no_grad()
@@ -158,11 +160,12 @@ def prediction_trajectory(
             hint="use a shorter text or raise memory_budget_bytes",
         )
     device = next(model.parameters()).device
-    resid, logits, _ = collect_residuals(
-        model, tokens[None].to(device), memory_budget_bytes=memory_budget_bytes
-    )  # resid [n_readouts, 1, pos, d_model]
+    hooks = lens.hooks()
+    cache, logits, _ = collect_hooks(
+        model, tokens[None].to(device), list(hooks.values()), memory_budget_bytes=memory_budget_bytes
+    )  # cache: hook -> [1, pos, ...]
     log_probs = torch.stack(
-        [lens(resid[i, 0], layer).float().log_softmax(-1) for i, layer in enumerate(layers)]
+        [lens(cache[hooks[layer]][0], layer).float().log_softmax(-1) for layer in layers]
     )  # [n_readouts, pos, d_vocab]
     return PredictionTrajectory(
         text=text,

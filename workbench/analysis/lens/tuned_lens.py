@@ -37,15 +37,16 @@ from torch import Tensor, nn
 from workbench.analysis.lens.logit_lens import (
     Layer,
     Unembedding,
-    collect_residuals,
+    collect_hooks,
     model_name,
+    readout_hook,
     readout_layers,
     resolve_readout,
 )
 from workbench.analysis.lens.streaming import corpus_text, encode_corpus, streams, windows
 from workbench.errors import CheckpointError
 
-__all__ = ["FORMAT", "LensMismatchError", "Translator", "TunedLens", "kl_divergence"]
+__all__ = ["FORMAT", "LensMismatchError", "Translator", "TunedLens", "fit_translators", "kl_divergence"]
 
 FORMAT = "workbench-tuned-lens"
 VERSION = 1
@@ -132,6 +133,10 @@ class TunedLens(nn.Module):
         index = resolve_readout(self.model, layer)
         return resid if index == self.n_layers else self.translators[index](resid)
 
+    def hooks(self) -> dict[Layer, str]:
+        """Read-out -> the hook it decodes."""
+        return {layer: readout_hook(layer) for layer in self.layers}
+
     def forward(self, resid: Tensor, layer: Layer) -> Tensor:
         """resid [..., d_model] at `layer` -> tuned-lens logits [..., d_vocab] (eq. 3)."""
         return self.unembedding(self.translate(resid, layer))
@@ -177,66 +182,12 @@ class TunedLens(nn.Module):
         to zero (Belrose et al. 2023, appendix: lr 1 after dividing out PyTorch's 1 / (1 - momentum)).
         `threads` sets torch's CPU threads for the run. The model's weights are never changed.
         """
-        from tqdm.auto import tqdm
-
-        from workbench.training.train import torch_threads
-
-        for key, value in {"steps": steps, "batch_size": batch_size, "seq_len": seq_len}.items():
-            if value <= 0:
-                raise ValueError(f"{key} must be positive, got {value}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
-        model = self.model
-        self.check_model(model)
-        source = corpus_text(text, "train")
-        ids = encode_corpus(model.tokenizer, source)  # [n]
-        data = streams(ids, batch_size, seq_len)  # [batch, length]
-        optimiser = torch.optim.SGD(
-            self.translators.parameters(),
-            lr=lr * (1 - momentum),
-            momentum=momentum,
-            nesterov=momentum > 0,
-            weight_decay=weight_decay,
-        )
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1.0 - step / steps)
-        labels = [str(layer) for layer in self.translated_layers]
-        history: list[dict[str, Any]] = []
-        state = None
-        with torch_threads(threads), _frozen(model):
-            bar = tqdm(windows(data, seq_len, steps), total=steps, desc="tuned lens", disable=not progress)
-            for step, (window, reset) in enumerate(bar):
-                if reset:
-                    state = None
-                resid, logits, state = collect_residuals(
-                    model, window.to(_device(model)), state, memory_budget_bytes=memory_budget_bytes
-                )  # resid [n_readouts, batch, seq, d_model], logits [batch, seq, d_vocab]
-                target = logits.float().log_softmax(-1)  # [batch, seq, d_vocab]
-                losses = torch.stack(
-                    [
-                        kl_divergence(target, self(resid[i], layer).float().log_softmax(-1)).mean()
-                        for i, layer in enumerate(self.translated_layers)
-                    ]
-                )  # [n_translated] nats
-                optimiser.zero_grad(set_to_none=True)
-                losses.sum().backward()
-                if grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(self.translators.parameters(), grad_clip)
-                row = {"step": step, "lr": optimiser.param_groups[0]["lr"] / (1 - momentum)}
-                optimiser.step()
-                schedule.step()
-                bits = (losses.detach() / LN2).tolist()
-                row.update(zip(labels, bits, strict=True))
-                history.append(row)
-                bar.set_postfix(mean_kl_bits=f"{sum(bits) / len(bits):.3f}")
-        self.history_ = history
-        self.training_ = {
-            "steps": steps, "batch_size": data.shape[0], "seq_len": seq_len, "lr": lr,
-            "momentum": momentum, "nesterov": momentum > 0, "weight_decay": weight_decay,
-            "grad_clip": grad_clip, "schedule": "linear decay to 0, no warm-up",
-            "optimizer": "SGD", "loss": "KL(final || lens), summed over read-outs",
-            "tokens_seen": steps * data.shape[0] * seq_len, "text_chars": len(source),
-            "corpus": getattr(text, "name", None), "corpus_fingerprint": getattr(text, "fingerprint", None),
-        }  # fmt: skip
+        self.check_model(self.model)
+        self.history_, self.training_ = fit_translators(
+            self, text, self.translated_layers, steps=steps, batch_size=batch_size, seq_len=seq_len,
+            lr=lr, momentum=momentum, weight_decay=weight_decay, grad_clip=grad_clip, threads=threads,
+            progress=progress, memory_budget_bytes=memory_budget_bytes,
+        )  # fmt: skip
         return self
 
     def history_frame(self) -> Any:
@@ -320,6 +271,89 @@ class TunedLens(nn.Module):
     def extra_repr(self) -> str:
         fitted = f"fitted {self.training_['steps']} steps" if self.training_ else "not fitted"
         return f"model={self.model_name!r}, layers={self.layers}, {fitted}"
+
+
+def fit_translators(
+    lens: Any,
+    text: Any,
+    layers: list[Layer],
+    *,
+    steps: int = 250,
+    batch_size: int = 8,
+    seq_len: int = 128,
+    lr: float = 1.0,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-3,
+    grad_clip: float | None = 1.0,
+    threads: int | None = None,
+    progress: bool = True,
+    memory_budget_bytes: int | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Train a lens's parameters (Belrose et al. 2023 recipe) so that `lens(activation, layer)` matches
+    the model's final distribution at each of `layers`; returns (history, training settings).
+
+    `lens` has `.model`, `.hooks()` (layer -> hook name) and parameters; the activations come from
+    the model's hooks over windows of the streamed text, the state carried across windows.
+    """
+    from tqdm.auto import tqdm
+
+    from workbench.training.train import torch_threads
+
+    for key, value in {"steps": steps, "batch_size": batch_size, "seq_len": seq_len}.items():
+        if value <= 0:
+            raise ValueError(f"{key} must be positive, got {value}")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+    model = lens.model
+    source = corpus_text(text, "train")
+    ids = encode_corpus(model.tokenizer, source)  # [n]
+    data = streams(ids, batch_size, seq_len)  # [batch, length]
+    parameters = [p for p in lens.parameters() if p.requires_grad]
+    optimiser = torch.optim.SGD(
+        parameters, lr=lr * (1 - momentum), momentum=momentum, nesterov=momentum > 0,
+        weight_decay=weight_decay,
+    )  # fmt: skip
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1.0 - step / steps)
+    hooks = lens.hooks()
+    names = [hooks[layer] for layer in layers]
+    labels = [str(layer) for layer in layers]
+    history: list[dict[str, Any]] = []
+    state = None
+    with torch_threads(threads), _frozen(model):
+        bar = tqdm(windows(data, seq_len, steps), total=steps, desc=lens.name, disable=not progress)
+        for step, (window, reset) in enumerate(bar):
+            if reset:
+                state = None
+            cache, logits, state = collect_hooks(
+                model, window.to(_device(model)), names, state, memory_budget_bytes=memory_budget_bytes
+            )  # cache: hook -> [batch, seq, ...], logits [batch, seq, d_vocab]
+            target = logits.float().log_softmax(-1)  # [batch, seq, d_vocab]
+            losses = torch.stack(
+                [
+                    kl_divergence(target, lens(cache[name], layer).float().log_softmax(-1)).mean()
+                    for name, layer in zip(names, layers, strict=True)
+                ]
+            )  # [n_layers] nats
+            optimiser.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+            row = {"step": step, "lr": optimiser.param_groups[0]["lr"] / (1 - momentum)}
+            optimiser.step()
+            schedule.step()
+            bits = (losses.detach() / LN2).tolist()
+            row.update(zip(labels, bits, strict=True))
+            history.append(row)
+            bar.set_postfix(mean_kl_bits=f"{sum(bits) / len(bits):.3f}")
+    training = {
+        "steps": steps, "batch_size": data.shape[0], "seq_len": seq_len, "lr": lr,
+        "momentum": momentum, "nesterov": momentum > 0, "weight_decay": weight_decay,
+        "grad_clip": grad_clip, "schedule": "linear decay to 0, no warm-up",
+        "optimizer": "SGD", "loss": "KL(final || lens), summed over read-outs",
+        "tokens_seen": steps * data.shape[0] * seq_len, "text_chars": len(source),
+        "corpus": getattr(text, "name", None), "corpus_fingerprint": getattr(text, "fingerprint", None),
+    }  # fmt: skip
+    return history, training
 
 
 @contextlib.contextmanager
