@@ -113,14 +113,16 @@ def generation_rate(
 @torch.no_grad()
 def fluency_cost(
     model: Any, text: str, steers: Sequence[Steer] = (), *, path: str | None = None,
-    allow_other_model: bool = False,
+    allow_other_model: bool = False, clean: Tensor | None = None,
 ) -> dict[str, float]:
     """Cross-entropy on `text` in bits per character with and without `steers`, and the mean
-    KL(clean ‖ steered) of the next-character distributions in nats: what steering costs."""
+    KL(clean ‖ steered) of the next-character distributions in nats: what steering costs.
+    `clean` may pass the unsteered log-probabilities [1, pos, d_vocab] when already computed."""
     if not isinstance(text, str) or len(text) < 2:
         raise EmptyInputError("the neutral text needs at least two characters")
     tokens = model.tokenizer.encode(text, unknown="map")[None].to(model._device())  # [1, pos]
-    clean = model(tokens, path=path).float().log_softmax(-1)  # [1, pos, d_vocab]
+    if clean is None:
+        clean = model(tokens, path=path).float().log_softmax(-1)  # [1, pos, d_vocab]
     steered = _steered_logits(model, tokens, steers, path, allow_other_model).log_softmax(-1)
     target = tokens[:, 1:]
 
@@ -188,6 +190,10 @@ def multiplier_sweep(
     if not multipliers:
         raise ValueError("no multipliers given")
     rows, per_prompt = [], []
+    clean = None
+    if neutral_text is not None and len(neutral_text) >= 2:
+        ids = model.tokenizer.encode(neutral_text, unknown="map")[None].to(model._device())
+        clean = model(ids, path=path).float().log_softmax(-1)  # [1, pos, d_vocab], once per sweep
     for m in multipliers:
         steers = _steers(vectors, m, positions, relative, layers)
         values = target_probability(model, prompts, targets, steers, score=score, path=path,
@@ -199,7 +205,7 @@ def multiplier_sweep(
         }
         if neutral_text is not None:
             row.update(fluency_cost(model, neutral_text, steers, path=path,
-                                    allow_other_model=allow_other_model))
+                                    allow_other_model=allow_other_model, clean=clean))
         if generate_tokens and targets is not None:
             row["generated_rate"] = float(generation_rate(
                 model, prompts, targets, steers, max_new_tokens=generate_tokens, path=path,
