@@ -19,7 +19,6 @@ from workbench.analysis.lens import (
     STATISTICS,
     LogitLens,
     PredictionTrajectory,
-    TunedLens,
     prediction_trajectory,
 )
 from workbench.analysis.lens.figures import top_k_figure, top_k_layers_figure, trajectory_figure
@@ -34,8 +33,8 @@ LOGIT = "logit lens"
 class LensExplorer:
     """Trajectory and top-k views for one model (or a dict of named models) and its lenses.
 
-    `lenses` are tuned lenses (a sequence, or a dict name -> lens); each is offered for the models it
-    was trained for, beside the logit lens. `explorer.widget` is the box to display. `select(layer,
+    `lenses` are tuned (or state) lenses, a sequence or a dict name -> lens; each is offered for the
+    models it was trained for, beside the logit lens. `explorer.widget` is the box to display. `select(layer,
     position)` moves the selection (as the sliders and a click do). `max_chars` and
     `memory_budget_bytes` guard the recording.
     """
@@ -43,7 +42,7 @@ class LensExplorer:
     def __init__(
         self,
         models: Any,
-        lenses: Sequence[TunedLens] | Mapping[str, TunedLens] | None = None,
+        lenses: Sequence[Any] | Mapping[str, Any] | None = None,
         text: str = DEFAULT_TEXT,
         *,
         statistic: str = "entropy",
@@ -56,7 +55,7 @@ class LensExplorer:
             raise ValueError("give at least one model")
         if lenses is None:
             lenses = {}
-        self.lenses: dict[str, TunedLens] = (
+        self.lenses: dict[str, Any] = (
             dict(lenses)
             if isinstance(lenses, Mapping)
             else {_lens_name(lens, i): lens for i, lens in enumerate(lenses)}
@@ -264,7 +263,7 @@ class LensExplorer:
 
 
 def _lens_name(lens: Any, i: int) -> str:
-    return f"tuned lens ({lens.model_name})" if i == 0 else f"tuned lens {i + 1} ({lens.model_name})"
+    return f"{lens.name} ({lens.model_name})" if i == 0 else f"{lens.name} {i + 1} ({lens.model_name})"
 
 
 def _parse_layer(label: str) -> Any:

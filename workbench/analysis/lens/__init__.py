@@ -4,7 +4,8 @@ Transformer Interpretability Transfer to RNNs?*).
 
 Read-outs are `"embed"` (the token embedding) and each block's output `0 .. n_layers - 1`. The
 logit lens decodes them with the model's own final norm and unembedding; the tuned lens first maps
-each through a learned affine translator. `evaluation` scores lenses per layer on held-out text,
+each through a learned affine translator; the state lens decodes a layer's recurrent state
+through a learned affine map. `evaluation` scores lenses per layer on held-out text,
 `trajectory` reads out one text at every layer and position, `figures` draws them with plotly.
 
 >>> from workbench.analysis.cells import planted_lstm
@@ -26,6 +27,7 @@ from workbench.analysis.lens.logit_lens import (
     readout_layers,
     resolve_readout,
 )
+from workbench.analysis.lens.state_lens import VECTOR_STATES, StateLens
 from workbench.analysis.lens.trajectory import STATISTICS, PredictionTrajectory, prediction_trajectory
 from workbench.analysis.lens.tuned_lens import LensMismatchError, Translator, TunedLens, kl_divergence
 
@@ -33,11 +35,13 @@ __all__ = [
     "EMBED",
     "METRICS",
     "STATISTICS",
+    "VECTOR_STATES",
     "Lens",
     "LensEvaluation",
     "LensMismatchError",
     "LogitLens",
     "PredictionTrajectory",
+    "StateLens",
     "Translator",
     "TunedLens",
     "Unembedding",
