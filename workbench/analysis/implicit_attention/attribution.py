@@ -42,7 +42,8 @@ METHODS: dict[str, str] = {
     "attr_paper": "gradient-weighted paper-mode maps, rolled out (Ali et al. 2024 as published)",
     "rollout": "rollout of the exact maps, value-weighted norm over channels",
     "rollout_paper": "rollout of the paper-mode maps, mean over channels (Ali et al. 2024)",
-    "grad_x_input": "gradient × input on the token embeddings",
+    "grad_x_input": "gradient × input on the token embeddings (signed)",
+    "grad_x_input_abs": "|gradient × input| on the token embeddings",
     "random": "uniform random relevance",
 }
 
@@ -149,8 +150,9 @@ def attribute(model: Any, tokens: Tensor | str, method: str = "attr", query: int
     target = default_targets(model, tokens, query) if target is None else target.to(tokens.device)
     layers = list(range(len(model.blocks)))
     grads, gxi, _ = output_gradients(model, tokens, query, target, layers)
-    if method == "grad_x_input":
+    if method.startswith("grad_x_input"):
         scores = gxi.float().cpu()
+        scores = scores.abs() if method.endswith("_abs") else scores
         scores[:, query + 1:] = float("-inf")
         return scores
     weighted = layer_maps(model, tokens, mode, gradients=grads, memory_budget_bytes=memory_budget_bytes)

@@ -1,0 +1,32 @@
+"""notebooks/04_implicit_attention.ipynb runs top to bottom headless, in the time its header promises."""
+
+import time
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "04_implicit_attention.ipynb"
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_implicit_attention_notebook_runs_top_to_bottom_within_three_minutes():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    start = time.perf_counter()
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client.execute()
+    elapsed = time.perf_counter() - start
+    assert elapsed < 180, f"the notebook took {elapsed:.0f} s"
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "upper triangles exactly zero: True" in text
+    assert "notebook ran in" in text
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) >= 4  # three maps and the perturbation curves
+    html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert 'data-query="1"' in html  # the query rows over the text rendered
