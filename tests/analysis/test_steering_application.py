@@ -163,7 +163,7 @@ def test_steering_context_restores_the_model(planted):
 def test_other_layers_and_bad_specs(planted):
     v = contrastive_vector(planted, POSITIVE, NEGATIVE, "resid_post", layer=0)
     hash_id = TOK.stoi["#"]
-    both = run_steered(planted, "ab", Steer(v, 1.0, layers=[0, 1]))[0, -1, hash_id]
+    both = run_steered(planted, "ab", Steer(v, 1.0, layers=[0, 1]))[0, -1, hash_id].detach()
     assert float(both) == pytest.approx(2 * LOGIT_GAIN, abs=1e-4)  # added once in each layer
     with pytest.raises(ValueError, match="unknown positions 'middle'"):
         run_steered(planted, "ab", Steer(v, 1.0, positions="middle"))

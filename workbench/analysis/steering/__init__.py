@@ -12,7 +12,7 @@ cost to fluency and the persistence of a state injection, `figures` draws the re
 >>> [round(float(x), 3) for x in v.vector[:4]]  # the planted comment direction is dimension 3
 [0.0, 0.0, 0.0, 1.0]
 >>> hash_id = model.tokenizer.stoi["#"]
->>> float(run_steered(model, "x = 1", Steer(v, 2.0))[0, -1, hash_id])  # logit('#') = 5 × 2
+>>> float(run_steered(model, "x = 1", Steer(v, 2.0))[0, -1, hash_id].detach())  # logit('#') = 5 × 2
 10.0
 """
 
