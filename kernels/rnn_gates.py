@@ -113,7 +113,9 @@ def gru_gates_from_hidden(
     gh = F.linear(h_prev, weight_hh, bias_hh)  # [batch, pos, 3H]: W_h{r,z,n} h_{t-1} + b_h{r,z,n}
     i_n, h_n = gi[..., 2 * hidden :], gh[..., 2 * hidden :]  # [batch, pos, H]
     if grad:
-        r, z = torch.sigmoid(gi[..., : 2 * hidden] + gh[..., : 2 * hidden]).chunk(2, dim=-1)
+        # separate tensors, not chunks of one: hooks may edit recovered gates in place
+        r = torch.sigmoid(gi[..., :hidden] + gh[..., :hidden])
+        z = torch.sigmoid(gi[..., hidden : 2 * hidden] + gh[..., hidden : 2 * hidden])
         n = torch.tanh(i_n + r * h_n)
     else:  # in place: r, z are views into gi, n into gh
         r, z = gi[..., : 2 * hidden].add_(gh[..., : 2 * hidden]).sigmoid_().chunk(2, dim=-1)

@@ -121,3 +121,30 @@ def test_state_edit_is_causal_without_gradients(family):
     torch.testing.assert_close(outs[1], outs[0], atol=1e-10, rtol=1e-10)
     change = (outs[0] - clean).abs().amax(dim=(0, 2))
     assert torch.all(change[:5] == 0) and torch.all(change[5:] > 0)
+
+
+def test_cache_beside_an_edit_records_each_edit_once(family):
+    """A recorder after an editing hook holds the values the model used: c_t + v, not c_t + 2v."""
+    model = small_lm(family)
+    tokens = torch.randint(0, model.cfg.d_vocab, (2, 10), generator=torch.Generator().manual_seed(11))
+    name = f"blocks.0.mixer.hook_{STATE_QUANTITY[family]}"
+    for path in ("reference", "fused"):
+        _, clean = model.run_with_cache(tokens, names_filter=name, path=path)
+        with model.hooks(fwd_hooks=[(name, add_at(4, 0.25))]):
+            _, edited = model.run_with_cache(tokens, names_filter=name, path=path)
+        difference = edited[name] - clean[name]
+        assert torch.all(difference[:, :4] == 0)
+        torch.testing.assert_close(difference[:, 4], torch.full_like(difference[:, 4], 0.25))
+        # and the recorded states are the ones a one-step loop with the same edit produces
+        state, stepped = None, []
+        for t in range(tokens.shape[1]):
+            def edit_now(x, hook, t=t):
+                return x + 0.25 if t == 4 else x
+
+            with model.hooks(fwd_hooks=[(name, edit_now)]):
+                _, step_cache = model.run_with_cache(tokens[:, t:t + 1], names_filter=name,
+                                                     initial_state=state, path="reference")
+                _, state = model(tokens[:, t:t + 1], initial_state=state, return_state=True,
+                                 path="reference")
+            stepped.append(step_cache[name])
+        torch.testing.assert_close(edited[name], torch.cat(stepped, 1), atol=1e-10, rtol=1e-10)

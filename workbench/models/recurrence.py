@@ -51,14 +51,25 @@ def hook_is_active(hook_point: HookPoint) -> bool:
     return len(hook_point._forward_hooks) > 0
 
 
+def _is_read_only(fn: Callable) -> bool:
+    name = getattr(fn, "__name__", "")
+    return name == READ_ONLY_HOOK_NAME or "save_hook" in name
+
+
 def hook_may_edit(hook_point: HookPoint) -> bool:
     """True unless every attached forward hook is a known read-only recorder."""
-    for fn in hook_point._forward_hooks.values():
-        name = getattr(fn, "__name__", "")
-        if name == READ_ONLY_HOOK_NAME or "save_hook" in name:
+    return any(not _is_read_only(fn) for fn in hook_point._forward_hooks.values())
+
+
+def call_hooks(hook_point: HookPoint, tensor: Tensor, read_only: bool) -> Tensor:
+    """Call only the editing hooks (read_only=False) or only the recorders of `hook_point`, in order."""
+    for fn in list(hook_point._forward_hooks.values()):
+        if _is_read_only(fn) != read_only:
             continue
-        return True
-    return False
+        result = fn(hook_point, (tensor,), tensor)
+        if result is not None:
+            tensor = result
+    return tensor
 
 
 def first_changed_position(before: Tensor, after: Tensor) -> int:
@@ -141,7 +152,12 @@ def _replay_from(
     active: set[str],
     editing: set[str],
 ) -> tuple[dict[str, Tensor], State]:
-    """Re-run positions start.. step by step, each hook seeing the full-length tensor at each step."""
+    """Re-run positions start.. step by step; editing hooks see the full-length tensor at each step.
+
+    Recorders are not called during the replay: once it ends, each is called a last time with the
+    fixed point (every position as the edited recurrence produced it), so a cache holds exactly
+    the values the model used, each edit applied once.
+    """
     buffers = {k: v.clone() for k, v in values.items()}  # [batch, pos, ...] each
     state = initial_state if start == 0 else state_at(values, start - 1)
     length = next(iter(inputs.values())).shape[1]
@@ -152,12 +168,13 @@ def _replay_from(
             return value
         buffer = buffers[name]
         buffer[:, position] = value
-        if name in active:
-            seen = buffer.clone() if name in editing else buffer
-            value = hook_points[name](seen)[:, position]
+        if name in editing:
+            value = call_hooks(hook_points[name], buffer.clone(), read_only=False)[:, position]
             buffer[:, position] = value
         return value
 
     for position in range(start, length):
         state = step({k: v[:, position] for k, v in inputs.items()}, state, emit)
+    for name in active:
+        call_hooks(hook_points[name], buffers[name], read_only=True)
     return buffers, state
