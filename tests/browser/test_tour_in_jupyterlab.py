@@ -1,7 +1,8 @@
 """The tour in a real browser: JupyterLab on localhost, headless Debian Chromium, every cell run, the
 widgets drawn and live (a slider change redraws a plot), no cell showing an error. Screenshots go
-to test-artifacts/ (tour-top.png, tour-cells-widget.png, tour-lens-widget-before.png,
-tour-lens-widget-after.png, and tour-failure.png when something goes wrong)."""
+to test-artifacts/ (tour-top.png, tour-cells-widget.png, tour-implicit-attention-widget.png,
+tour-steering-widget.png, tour-lens-widget-before.png, tour-lens-widget-after.png, and
+tour-failure.png when something goes wrong)."""
 
 from __future__ import annotations
 
@@ -138,6 +139,15 @@ def test_tour_runs_in_jupyterlab_with_live_widgets_and_no_error(
         widgets = wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".jupyter-widgets.widget-vbox"),
                            60, "widget views in the page")
         assert len(widgets) >= 2
+        # One output per explorer (cells, lens, implicit attention, steering), none showing an error.
+        explorers = driver.execute_script(
+            "return Array.from(document.querySelectorAll('.jp-OutputArea-output'))"
+            ".filter(o => o.querySelector('.jupyter-widgets.widget-vbox'));")
+        assert len(explorers) >= 4, f"expected the four explorers, found {len(explorers)} widget outputs"
+        widget_errors = driver.find_elements(By.CSS_SELECTOR, '.jupyter-widgets [style*="b00020"]')
+        assert not widget_errors, f"a widget shows an error: {widget_errors[0].text}"
+        for name, explorer in zip(("implicit-attention", "steering"), explorers[2:4], strict=True):
+            shot(driver, explorer, artifacts / f"tour-{name}-widget.png")
         heat = wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".jupyter-widgets .wb-c"), 60,
                         "the CellExplorer's heatmap")
         shot(driver, heat[0].find_element(By.XPATH, "./ancestor::div[contains(@class,'widget-vbox')][1]"),
