@@ -31,7 +31,7 @@ def test_checkpoint_loads_and_matches_its_config(name):
     model = workbench.load(name)
     document = json.loads((CHECKPOINTS_DIR / name / "config.json").read_text())
     assert model.cfg.to_dict() == workbench.RecurrentConfig.from_dict(document["config"]).to_dict()
-    assert model.tokenizer is not None and model.cfg.d_vocab == len(model.tokenizer.vocab)
+    assert model.tokenizer is not None and model.cfg.d_vocab == len(model.tokenizer)
     assert document["provenance"]["command"].startswith("workbench train ")
 
 
