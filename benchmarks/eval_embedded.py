@@ -1,0 +1,90 @@
+"""Held-out cross-entropy of every embedded model beside a finite-horizon n-gram on the same text.
+
+Writes benchmarks/embedded_models.md. The n-grams (Witten-Bell interpolated, as in
+workbench.analysis.cells.ngram) are fitted on the model's own training split and scored on the same
+held-out slice of the test split as the model, so the columns compare like with like (Karpathy et
+al. 2015, Sec. 4.2, compare LSTMs with n-grams the same way).
+Run: python benchmarks/eval_embedded.py [--test-chars 50000 --train-chars 3000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import workbench
+from workbench.analysis.cells.ngram import NGramModel
+from workbench.data.corpora import load_corpus
+from workbench.training.train import evaluate_bpc
+
+LN2 = math.log(2.0)
+NGRAM_ORDERS = (3, 5, 7)
+
+
+def ngram_bpc(model_tokenizer, train_text: str, test_text: str, n: int) -> float:
+    """Bits per character of an order-n character model on `test_text` (first character excluded)."""
+    vocab = [model_tokenizer.decode([i]) for i in range(len(model_tokenizer))]
+    ngram = NGramModel(n, vocab).fit(train_text)
+    probs = ngram.correct_probs(test_text)
+    return float(-np.log2(np.clip(probs, 1e-12, 1.0)).mean())
+
+
+def in_vocabulary(tokenizer, text: str) -> str:
+    """`text` with characters outside the vocabulary replaced by its unknown token."""
+    return tokenizer.decode(tokenizer.encode(text, unknown="map"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--test-chars", type=int, default=50_000)
+    parser.add_argument("--train-chars", type=int, default=3_000_000)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "embedded_models.md"))
+    args = parser.parse_args()
+    rows = []
+    for row in workbench.list_models():
+        model = workbench.load(row["name"])
+        tokenizer = model.tokenizer
+        corpus = load_corpus(row["corpus"])
+        test_text = in_vocabulary(tokenizer, corpus.test[: args.test_chars])
+        train_text = in_vocabulary(tokenizer, corpus.train[: args.train_chars])
+        with torch.no_grad():
+            model_bpc = evaluate_bpc(model, tokenizer, test_text)
+        ngrams = {n: ngram_bpc(tokenizer, train_text, test_text, n) for n in NGRAM_ORDERS}
+        rows.append((row, model_bpc, ngrams))
+        print(row["name"], f"{model_bpc:.3f}", {n: round(v, 3) for n, v in ngrams.items()}, flush=True)
+    lines = [
+        "# Embedded models: held-out cross-entropy",
+        "",
+        f"Test split of each model's corpus (files never trained on), first {args.test_chars:,} "
+        "characters; n-grams fitted on the first "
+        f"{args.train_chars:,} characters of the training split. Bits per character (bpc); "
+        "nats = bpc x ln 2. Produced by `python benchmarks/eval_embedded.py`.",
+        "",
+        "| model | family | layers x units | parameters | steps | full test split bpc | slice bpc | "
+        "slice nats | " + " | ".join(f"{n}-gram bpc" for n in NGRAM_ORDERS) + " |",
+        "|---" * (8 + len(NGRAM_ORDERS)) + "|",
+    ]
+    for row, model_bpc, ngrams in rows:
+        lines.append(
+            f"| {row['name']} | {row['family']} | {row['n_layers']} x {row['d_hidden']} | "
+            f"{row['parameters']:,} | {row['command'].split('--steps ')[1].split()[0]} | "
+            f"{row['test_bpc']:.3f} | {model_bpc:.3f} | {model_bpc * LN2:.3f} | "
+            + " | ".join(f"{ngrams[n]:.3f}" for n in NGRAM_ORDERS) + " |"
+        )
+    lines += [
+        "",
+        "For scale, Karpathy et al. 2015 report on the Linux kernel corpus a best LSTM at 0.84 nats "
+        "per character against 0.889 for a 20-gram (3 layers x 512 units, trained for many epochs "
+        "on a GPU). Our models are trained on the Python standard library, not the Linux kernel, "
+        "for minutes on a 2-core CPU; their per-size Linux table is not reproduced here.",
+    ]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
