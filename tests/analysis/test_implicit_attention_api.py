@@ -74,6 +74,12 @@ def test_bad_arguments_raise_with_the_reason(s6, tokens, kwargs, error, match):
         implicit_attention(s6, tokens, **kwargs)
 
 
+def test_paper_mode_exists_only_where_the_papers_drop_something():
+    lstm = HookedRecurrentLM(RecurrentConfig(family="lstm", n_layers=1, d_model=8, d_hidden=8, d_vocab=5))
+    with pytest.raises(ValueError, match="choose one of exact"):
+        implicit_attention(lstm, torch.tensor([[1, 2]]), mode="paper")
+
+
 def test_empty_input_and_unsupported_families_raise(s6):
     with pytest.raises(EmptyInputError):
         implicit_attention(s6, torch.zeros(1, 0, dtype=torch.long))

@@ -82,6 +82,7 @@ def test_perturbation_harness_and_its_figure():
 
 
 def test_exactness_report_and_benchmark_tables():
+    assert len(exactness_report(make("minlstm"), torch.randint(0, 11, (1, 12)), jacobian_positions=4)) == 2
     report = exactness_report(make("s6"), torch.randint(0, 11, (1, 40)), jacobian_positions=10)
     assert len(report) == 4 and (report.max_error < 1e-5).all() and (report.upper_triangle_max == 0).all()
     assert (report.jacobian_error < 1e-5).all() and (report.prefix_error < 1e-5).all()

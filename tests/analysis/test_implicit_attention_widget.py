@@ -43,7 +43,7 @@ def test_controls_change_layer_mode_channel_and_query(explorer):
     explorer.query_select.value = 4
     assert explorer.row.value != before and "query 4" in explorer.row.value
     explorer.model_select.value = "lstm"
-    assert list(explorer.mode_select.options) == ["exact", "paper"] and explorer.layer_select.max == 0
+    assert list(explorer.mode_select.options) == ["exact"] and explorer.layer_select.max == 0
     assert explorer.error.value == ""
 
 

@@ -23,7 +23,7 @@ class LSTM:
     """LSTM mixer (`workbench.models.mixers.classic.LSTMMixer`): the cell state c."""
 
     families = ("lstm",)
-    modes = ("exact", "paper")
+    modes = ("exact",)
     channel_name = "d_hidden"
 
     @staticmethod
@@ -54,7 +54,7 @@ class GRU:
     """GRU mixer (`workbench.models.mixers.classic.GRUMixer`): the hidden state h."""
 
     families = ("gru",)
-    modes = ("exact", "paper")
+    modes = ("exact",)
     channel_name = "d_hidden"
 
     @staticmethod

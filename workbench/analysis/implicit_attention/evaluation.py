@@ -187,10 +187,7 @@ def perturbation_test(
         raise ValueError(f"perturbation must be 'delete' or 'mask', got {perturbation!r}")
     family = family_of(model)
     if methods is None:
-        methods = [m for m in METHODS if "paper" not in family.modes or not m.endswith("_paper")
-                   or model.cfg.family == "s6"]
-        if model.cfg.family != "s6":
-            methods = [m for m in methods if not m.endswith("_paper")]
+        methods = [m for m in METHODS if not m.endswith("_paper") or "paper" in family.modes]
     tokens = torch.as_tensor(tokens).reshape(-1).cpu()
     steps = sorted(set(int(k) for k in steps) | {0})
     if max(steps) > context:

@@ -21,7 +21,7 @@ class _Minimal:
     """Shared frame: decay a_t and input weight from two hooks, value h̃, output h, readout W_out."""
 
     families: tuple[str, ...] = ()
-    modes = ("exact", "paper")  # the same map: nothing is dropped in either paper
+    modes = ("exact",)  # nothing to drop: the papers' map is the exact one
     channel_name = "d_hidden"
     gate_hooks: tuple[str, str] = ("", "")
 
