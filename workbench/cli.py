@@ -148,7 +148,7 @@ def add_tour_command(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--out", default="tour-output", help="folder for the executed notebook")
     parser.add_argument("--lab", action="store_true", help="open the tour in JupyterLab instead")
-    parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
+    parser.add_argument("--timeout", type=int, default=120, help="seconds allowed per cell")
     parser.set_defaults(run=run_tour)
 
 

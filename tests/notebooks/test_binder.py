@@ -87,7 +87,7 @@ def test_binder_environment_from_binder_files_alone_runs_the_tour(tmp_path: Path
     # The tour, executed by nbclient inside the Binder environment with that environment's kernel.
     script = (
         "import sys; from workbench.notebook_runner import run_notebook;"
-        f"r = run_notebook({str(TOUR)!r}, {str(tmp_path / 'out')!r}, timeout=600);"
+        f"r = run_notebook({str(TOUR)!r}, {str(tmp_path / 'out')!r}, timeout=60);"
         "print('SECONDS', r.seconds)"
     )
     run = subprocess.run([python, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
