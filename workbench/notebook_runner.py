@@ -33,22 +33,33 @@ class NotebookRun:
     seconds: float
 
 
-def run_notebook(
-    notebook: str | Path, out_dir: str | Path, timeout: int = 900, kernel_name: str = "python3"
-) -> NotebookRun:
-    """Execute `notebook` top to bottom in a fresh kernel; raise on the first failing cell."""
+def execute_notebook(notebook: str | Path, timeout: int = 300, kernel_name: str = "python3"):
+    """Execute `notebook` top to bottom in a fresh kernel; return (executed node, seconds).
+
+    Shared by `workbench tour` and the notebook tests, so both execute notebooks the same way.
+    """
     import nbformat
     from nbclient import NotebookClient
 
     source = Path(notebook)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(source, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
                             resources={"metadata": {"path": str(source.parent)}})
     start = time.perf_counter()
     client.execute()
-    seconds = time.perf_counter() - start
+    return nb, time.perf_counter() - start
+
+
+def run_notebook(
+    notebook: str | Path, out_dir: str | Path, timeout: int = 900, kernel_name: str = "python3"
+) -> NotebookRun:
+    """Execute `notebook`, then write the executed copy and an HTML page of it to `out_dir`."""
+    import nbformat
+
+    source = Path(notebook)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    nb, seconds = execute_notebook(source, timeout=timeout, kernel_name=kernel_name)
     executed = out / source.name
     nbformat.write(nb, executed)
     html = None
