@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
 from workbench.kernels import (
     available_kernels,
     elman_pre_from_hidden,

@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from workbench.kernels import linear_scan, linear_scan_reference
 from workbench.kernels.linear_scan import default_chunk_size
 

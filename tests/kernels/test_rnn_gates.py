@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from workbench.kernels import elman_pre_from_hidden, gru_gates_from_hidden, lstm_gates_from_hidden
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}

@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from workbench.kernels import linear_scan_reference, selective_scan, selective_scan_reference
 from workbench.kernels.selective_scan import s6_chunk_size
 

@@ -37,7 +37,7 @@ def _signatures(
     trained: TrainedRNN, points: torch.Tensor, probes: np.ndarray, feats: torch.Tensor
 ) -> np.ndarray:
     """Network outputs from each point under each probe string, flattened: [n_points, S * L * c_out + c_out]."""
-    model, n, (s, length) = trained.model, points.shape[0], probes.shape
+    model, n, s = trained.model, points.shape[0], probes.shape[0]
     with torch.no_grad():
         here = _decode(
             model.readout(points)[:, None] * model.y_scale, trained.classes, trained.task.n_outputs

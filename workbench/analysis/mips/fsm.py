@@ -73,7 +73,7 @@ def fsm_from_labels(
     fill=None,
     method: str = "",
 ) -> FSM:
-    """Build a Moore machine from state labels `[batch, pos]`, start label, symbols `[batch, pos]`, outputs `[batch, pos, c]`."""
+    """Build a Moore machine from state labels and symbols `[batch, pos]`, a start label, outputs `[batch, pos, c]`."""
     n = int(max(labels.max(), initial_label)) + 1
     prev = np.concatenate([np.full((labels.shape[0], 1), initial_label), labels[:, :-1]], axis=1)  # [b, p]
     counts: dict[tuple[int, int], dict[int, int]] = {}
