@@ -27,6 +27,7 @@ from workbench.analysis.cells import (
 from workbench.analysis.cells.figures import saturation_figure
 from workbench.analysis.cells.recording import mixer_quantities
 from workbench.errors import SequenceTooLongError
+from workbench.widgets.display import in_kernel as _in_kernel
 
 __all__ = ["CellExplorer"]
 
@@ -183,12 +184,3 @@ class CellExplorer:
         from IPython.display import display
 
         display(self.widget)
-
-
-def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None

@@ -18,6 +18,7 @@ from workbench.analysis.cells.recording import tokenize
 from workbench.analysis.implicit_attention import family_of, implicit_attention
 from workbench.analysis.implicit_attention.figures import map_figure, row_heatmap
 from workbench.errors import SequenceTooLongError
+from workbench.widgets.display import in_kernel as _in_kernel
 
 __all__ = ["ImplicitAttentionExplorer"]
 
@@ -159,12 +160,3 @@ class ImplicitAttentionExplorer:
         from IPython.display import display
 
         display(self.widget)
-
-
-def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None

@@ -23,6 +23,7 @@ from workbench.analysis.lens import (
 )
 from workbench.analysis.lens.figures import top_k_figure, top_k_layers_figure, trajectory_figure
 from workbench.errors import SequenceTooLongError
+from workbench.widgets.display import in_kernel as _in_kernel
 
 __all__ = ["LensExplorer"]
 
@@ -286,12 +287,3 @@ def _clear(output: widgets.Output) -> None:
     """Clear an Output widget (outside a kernel, clear_output would print escape codes instead)."""
     if _in_kernel():
         output.clear_output(wait=True)
-
-
-def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None

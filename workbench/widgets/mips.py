@@ -16,6 +16,7 @@ from workbench.analysis.mips import benchmark
 from workbench.analysis.mips.figures import fsm_figure, state_cloud_figure
 from workbench.analysis.mips.fsm import FSM
 from workbench.analysis.mips.tasks import get_task, list_tasks
+from workbench.widgets.display import in_kernel as _in_kernel
 
 __all__ = ["MipsExplorer"]
 
@@ -105,12 +106,3 @@ class MipsExplorer:
         from IPython.display import display
 
         display(self.widget)
-
-
-def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None

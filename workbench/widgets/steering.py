@@ -26,6 +26,7 @@ from workbench.analysis.steering import (
     multiplier_sweep,
 )
 from workbench.analysis.steering.figures import sweep_figure
+from workbench.widgets.display import in_kernel as _in_kernel
 
 __all__ = ["SteeringExplorer"]
 
@@ -238,12 +239,3 @@ class SteeringExplorer:
         from IPython.display import display
 
         display(self.widget)
-
-
-def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
