@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -159,6 +160,16 @@ class HookedTransformersLM(HookedRecurrentBase):
         self.hook_embed = HookPoint()
         self.hook_logits = HookPoint()
         self.sizes: dict[str, int] = {}
+
+    @property
+    def cfg(self) -> SimpleNamespace:
+        """The shape summary analyses read from every hooked model (family, layers, widths, name)."""
+        d_model = self.sizes["d_model"]
+        return SimpleNamespace(
+            family=self.family, n_layers=len(self.blocks), d_model=d_model,
+            d_hidden=self.sizes.get("d_inner", d_model), d_vocab=self.sizes["d_vocab"],
+            metadata={"name": getattr(self.hf_config, "_name_or_path", "") or None},
+        )
 
     # ----- shapes and hooks ------------------------------------------------------------------
     def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
