@@ -27,6 +27,7 @@ from workbench.analysis.cells import (
 from workbench.analysis.cells.figures import saturation_figure
 from workbench.analysis.cells.recording import mixer_quantities
 from workbench.errors import SequenceTooLongError
+from workbench.widgets.display import error_html
 from workbench.widgets.display import in_kernel as _in_kernel
 
 __all__ = ["CellExplorer"]
@@ -122,11 +123,7 @@ class CellExplorer:
         try:
             self._compute()
         except Exception as exc:  # shown in the widget: the kernel keeps running
-            self.error.value = (
-                '<div style="color:#b00020;font-family:sans-serif;padding:4px;'
-                f'border-left:3px solid #b00020"><b>{html.escape(type(exc).__name__)}</b>: '
-                f"{html.escape(str(exc))}</div>"
-            )
+            self.error.value = error_html(exc)
             self.heatmap.value = self.ranking.value = ""
         else:
             self.error.value = ""

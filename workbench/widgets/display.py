@@ -11,3 +11,14 @@ def in_kernel() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def error_html(exc: BaseException) -> str:
+    """An exception as a red box inside a widget: its class and message, HTML-escaped."""
+    import html
+
+    return (
+        '<div style="color:#b00020;font-family:sans-serif;padding:4px;'
+        f'border-left:3px solid #b00020"><b>{html.escape(type(exc).__name__)}</b>: '
+        f"{html.escape(str(exc))}</div>"
+    )

@@ -8,7 +8,6 @@ the memory budget, a family without a form) is shown inside the widget; the kern
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +17,7 @@ from workbench.analysis.cells.recording import tokenize
 from workbench.analysis.implicit_attention import family_of, implicit_attention
 from workbench.analysis.implicit_attention.figures import map_figure, row_heatmap
 from workbench.errors import SequenceTooLongError
+from workbench.widgets.display import error_html
 from workbench.widgets.display import in_kernel as _in_kernel
 
 __all__ = ["ImplicitAttentionExplorer"]
@@ -104,11 +104,7 @@ class ImplicitAttentionExplorer:
         try:
             self._compute()
         except Exception as exc:  # shown in the widget: the kernel keeps running
-            self.error.value = (
-                '<div style="color:#b00020;font-family:sans-serif;padding:4px;'
-                f'border-left:3px solid #b00020"><b>{html.escape(type(exc).__name__)}</b>: '
-                f"{html.escape(str(exc))}</div>"
-            )
+            self.error.value = error_html(exc)
             self.row.value = ""
             self.heatmap.clear_output()
             self.map_figure = None

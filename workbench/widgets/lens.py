@@ -23,6 +23,7 @@ from workbench.analysis.lens import (
 )
 from workbench.analysis.lens.figures import top_k_figure, top_k_layers_figure, trajectory_figure
 from workbench.errors import SequenceTooLongError
+from workbench.widgets.display import error_html
 from workbench.widgets.display import in_kernel as _in_kernel
 
 __all__ = ["LensExplorer"]
@@ -178,11 +179,7 @@ class LensExplorer:
             self.error.value = ""
 
     def _show_error(self, exc: Exception) -> None:
-        self.error.value = (
-            '<div style="color:#b00020;font-family:sans-serif;padding:4px;'
-            f'border-left:3px solid #b00020"><b>{html.escape(type(exc).__name__)}</b>: '
-            f"{html.escape(str(exc))}</div>"
-        )
+        self.error.value = error_html(exc)
 
     def _compute(self) -> None:
         text = self.text_input.value

@@ -16,6 +16,7 @@ from workbench.analysis.mips import benchmark
 from workbench.analysis.mips.figures import fsm_figure, state_cloud_figure
 from workbench.analysis.mips.fsm import FSM
 from workbench.analysis.mips.tasks import get_task, list_tasks
+from workbench.widgets.display import error_html
 from workbench.widgets.display import in_kernel as _in_kernel
 
 __all__ = ["MipsExplorer"]
@@ -53,11 +54,7 @@ class MipsExplorer:
         try:
             self._compute()
         except Exception as exc:  # shown in the widget: the kernel keeps running
-            self.error.value = (
-                '<div style="color:#b00020;font-family:sans-serif;padding:4px;'
-                f'border-left:3px solid #b00020"><b>{html.escape(type(exc).__name__)}</b>: '
-                f"{html.escape(str(exc))}</div>"
-            )
+            self.error.value = error_html(exc)
             self.summary.value = self.program.value = ""
         else:
             self.error.value = ""

@@ -26,6 +26,7 @@ from workbench.analysis.steering import (
     multiplier_sweep,
 )
 from workbench.analysis.steering.figures import sweep_figure
+from workbench.widgets.display import error_html
 from workbench.widgets.display import in_kernel as _in_kernel
 
 __all__ = ["SteeringExplorer"]
@@ -164,11 +165,7 @@ class SteeringExplorer:
         try:
             self._compute()
         except Exception as exc:  # shown in the widget: the kernel keeps running
-            self.error.value = (
-                '<div style="color:#b00020;font-family:sans-serif;padding:4px;'
-                f'border-left:3px solid #b00020"><b>{html.escape(type(exc).__name__)}</b>: '
-                f"{html.escape(str(exc))}</div>"
-            )
+            self.error.value = error_html(exc)
             self.generations.value = self.info.value = ""
             self.sweep_output.clear_output()
         else:
