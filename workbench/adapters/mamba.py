@@ -23,6 +23,7 @@ from workbench.adapters.base import (
     mask_positions,
 )
 from workbench.kernels import selective_scan
+from workbench.models.mixers.s6 import S6_HOOK_SPECS, S6_STATE_SPECS
 from workbench.models.recurrence import Emit, State, run_recurrence
 
 BPD = ("batch", "pos", "d_inner")
@@ -41,24 +42,12 @@ class HookedMambaMixer(AdapterMixer):
         self.falcon = falcon
 
     def hook_specs(self) -> dict[str, HookSpec]:
-        return {
-            "x": (BPD, "in-projected input x_t (before the conv)"),
-            "conv": (BPD, "u_t = act(causal depthwise conv(x)_t), the scan's input"),
-            "delta": (BPD, "step size Δ_t = softplus(W_Δ u_t + b_Δ)"),
-            "B": (BPN, "input matrix B_t = W_B u_t"),
-            "C": (BPN, "output matrix C_t = W_C u_t"),
-            "state": (("batch", "pos", "d_inner", "d_state"),
-                      "SSM state s_t = exp(Δ_t A) ⊙ s_{t−1} + Δ_t B_t u_t"),
-            "y": (BPD, "scan output y_t = C_t · s_t + D ⊙ u_t"),
-            "gate": (BPD, "gate SiLU(z_t)"),
-            "out": (("batch", "pos", "d_model"), "block output out_proj(y_t ⊙ gate_t)"),
-        }
+        specs = dict(S6_HOOK_SPECS)
+        specs["conv"] = (specs["conv"][0], "u_t = act(causal depthwise conv(x)_t), the scan's input")
+        return specs
 
     def state_specs(self) -> dict[str, HookSpec]:
-        return {
-            "conv": (("batch", "d_inner", "d_conv-1"), "the last d_conv − 1 conv inputs x"),
-            "state": (("batch", "d_inner", "d_state"), "initial SSM state s_{-1}"),
-        }
+        return dict(S6_STATE_SPECS)
 
     @property
     def A(self) -> Tensor:

@@ -24,6 +24,25 @@ BPD = ("batch", "pos", "d_inner")
 BPN = ("batch", "pos", "d_state")
 
 
+# The Mamba block's hooks (shared with the Hugging Face Mamba adapter).
+S6_HOOK_SPECS: dict[str, HookSpec] = {
+    "x": (BPD, "in-projected input x_t (before the conv)"),
+    "conv": (BPD, "u_t = SiLU(causal depthwise conv(x)_t), the scan's input"),
+    "delta": (BPD, "step size Δ_t = softplus(W_Δ u_t + b_Δ)"),
+    "B": (BPN, "input matrix B_t = W_B u_t"),
+    "C": (BPN, "output matrix C_t = W_C u_t"),
+    "state": (("batch", "pos", "d_inner", "d_state"),
+              "SSM state s_t = exp(Δ_t A) ⊙ s_{t−1} + Δ_t B_t u_t"),
+    "y": (BPD, "scan output y_t = C_t · s_t + D ⊙ u_t"),
+    "gate": (BPD, "gate SiLU(z_t)"),
+    "out": (("batch", "pos", "d_model"), "block output out_proj(y_t ⊙ gate_t)"),
+}
+S6_STATE_SPECS: dict[str, HookSpec] = {
+    "conv": (("batch", "d_inner", "d_conv-1"), "the last d_conv − 1 conv inputs x"),
+    "state": (("batch", "d_inner", "d_state"), "initial SSM state s_{-1}"),
+}
+
+
 class S6Mixer(Mixer):
     """Mamba block with an S6 selective scan; `d_hidden` plays the role of Mamba's d_inner."""
 
@@ -50,24 +69,10 @@ class S6Mixer(Mixer):
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
     def hook_specs(self) -> dict[str, HookSpec]:
-        return {
-            "x": (BPD, "in-projected input x_t (before the conv)"),
-            "conv": (BPD, "u_t = SiLU(causal depthwise conv(x)_t), the scan's input"),
-            "delta": (BPD, "step size Δ_t = softplus(W_Δ u_t + b_Δ)"),
-            "B": (BPN, "input matrix B_t = W_B u_t"),
-            "C": (BPN, "output matrix C_t = W_C u_t"),
-            "state": (("batch", "pos", "d_inner", "d_state"),
-                      "SSM state s_t = exp(Δ_t A) ⊙ s_{t−1} + Δ_t B_t u_t"),
-            "y": (BPD, "scan output y_t = C_t · s_t + D ⊙ u_t"),
-            "gate": (BPD, "gate SiLU(z_t)"),
-            "out": (("batch", "pos", "d_model"), "block output out_proj(y_t ⊙ gate_t)"),
-        }
+        return dict(S6_HOOK_SPECS)
 
     def state_specs(self) -> dict[str, HookSpec]:
-        return {
-            "conv": (("batch", "d_inner", "d_conv-1"), "the last d_conv − 1 conv inputs x"),
-            "state": (("batch", "d_inner", "d_state"), "initial SSM state s_{-1}"),
-        }
+        return dict(S6_STATE_SPECS)
 
     @property
     def A(self) -> Tensor:
