@@ -22,6 +22,13 @@ class Family:
     library_states: Callable[[torch.nn.Module, torch.Tensor], list[dict[str, torch.Tensor]]]
     supports_padding: bool = True
     state_lag: int = 0  # 1 where the state after t is first read at t + 1 (RWKV: wkv_t uses state_{t-1})
+    state_layers: tuple[int, ...] | None = None  # layers with `state_hook` (None: all; Griffin mixes in attention)
+    # (model, tokens) -> the library's logits computed in float64 as far as the library allows
+    float64_logits: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] | None = None
+    float64_tolerance: float = 1e-6  # float32 casts inside the library bound the float64 match
+
+    def layers_with_state(self, n_layers: int) -> tuple[int, ...]:
+        return tuple(range(n_layers)) if self.state_layers is None else self.state_layers
 
 
 def _require(*names: str) -> list:
@@ -73,6 +80,40 @@ def _mamba_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str
     ]
 
 
+def _recurrent_gemma() -> torch.nn.Module:
+    config, model = _require("RecurrentGemmaConfig", "RecurrentGemmaForCausalLM")
+    # layers 0, 1: RG-LRU; layer 2: local attention (window 4, two key/value heads for four query heads)
+    hf = model(config(vocab_size=50, hidden_size=16, intermediate_size=48, num_attention_heads=4,
+                      num_key_value_heads=2, num_hidden_layers=3, lru_width=16, attention_window_size=4,
+                      conv1d_width=4, block_types=["recurrent", "recurrent", "attention"], logits_soft_cap=5.0))
+    with torch.no_grad():  # gates spread over (0, 1) rather than all near 1/2, as in a trained model
+        for layer in hf.model.layers[:2]:
+            lru = layer.temporal_block.rg_lru
+            lru.input_gate_weight.normal_(0.0, 1.0)
+            lru.recurrent_gate_weight.normal_(0.0, 1.0)
+    return hf
+
+
+def _recurrent_gemma_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """The library's per-module recurrent states (conv window, h in float32) and its sliding-window KV cache."""
+    cache = transformers.DynamicCache(config=hf.config)
+    hf(ids, use_cache=True, cache=cache)
+    position = torch.full((ids.shape[0],), float(ids.shape[1]), dtype=torch.float64)
+    states = []
+    for layer, decoder in enumerate(hf.model.layers):
+        block = decoder.temporal_block
+        if hasattr(block, "rg_lru"):
+            states.append({"conv": block.conv1d_state, "h": block.rg_lru.recurrent_states, "position": position})
+        else:
+            states.append({"k": cache.layers[layer].keys, "v": cache.layers[layer].values, "position": position})
+    return states
+
+
+def _recurrent_gemma_float64_logits(hf: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """The library's own logits: its RG-LRU accumulates in float32 whatever the model's dtype."""
+    return hf(ids).logits
+
+
 FAMILIES = {
     "mamba": Family("mamba", "MambaForCausalLM", _mamba, "state", _mamba_cache_states),
     "falcon_mamba": Family("falcon_mamba", "FalconMambaForCausalLM", _falcon_mamba, "state",
@@ -80,6 +121,9 @@ FAMILIES = {
     "mamba2": Family("mamba2", "Mamba2ForCausalLM", _mamba2, "state", _mamba_cache_states),
     "rwkv": Family("rwkv", "RwkvForCausalLM", _rwkv, "num", _rwkv_cache_states,
                    supports_padding=False, state_lag=1),
+    "recurrent_gemma": Family("recurrent_gemma", "RecurrentGemmaForCausalLM", _recurrent_gemma, "h",
+                              _recurrent_gemma_cache_states, state_layers=(0, 1),
+                              float64_logits=_recurrent_gemma_float64_logits, float64_tolerance=1e-5),
 }
 
 

@@ -38,8 +38,8 @@ def test_contract_names_exist_at_every_layer(family):
     assert {"hook_embed", "ln_final.hook_normalized", "hook_logits"} <= names
     for layer in range(len(model.blocks)):
         assert {f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.hook_resid_post"} <= names
-        state = f"blocks.{layer}.mixer.hook_{FAMILIES[family].state_hook}"
-        assert state in names
+    for layer in FAMILIES[family].layers_with_state(len(model.blocks)):
+        assert f"blocks.{layer}.mixer.hook_{FAMILIES[family].state_hook}" in names
 
 
 def test_hook_table_shapes_match_the_cache(family):

@@ -284,3 +284,25 @@ def mask_positions(x: Tensor, mask: Tensor | None) -> Tensor:
     if mask is None:
         return x
     return (x * mask.reshape(*mask.shape, *([1] * (x.ndim - 2))).to(x.dtype)).to(x.dtype)
+
+
+class SoftCappedHead(nn.Module):
+    """The library's unembedding followed by its logit soft cap: cap · tanh(W h / cap) (Gemma 2, xLSTM-7b).
+
+    One module, so the logit lens decoding through `model.unembed` gives the model's logits exactly.
+    """
+
+    def __init__(self, head: nn.Module, cap: float | None):
+        super().__init__()
+        self.head = head
+        self.cap = cap
+
+    @property
+    def weight(self) -> Tensor:
+        return self.head.weight  # [d_vocab, d_model], the library's own parameter
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.head(x.to(self.head.weight.dtype))  # [batch, pos, d_vocab]
+        if self.cap is None:
+            return logits
+        return torch.tanh(logits / self.cap) * self.cap

@@ -22,6 +22,7 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     "FalconMambaForCausalLM": ("workbench.adapters.mamba", "HookedMamba"),
     "RwkvForCausalLM": ("workbench.adapters.rwkv", "HookedRwkv"),
     "Mamba2ForCausalLM": ("workbench.adapters.mamba2", "HookedMamba2"),
+    "RecurrentGemmaForCausalLM": ("workbench.adapters.recurrent_gemma", "HookedRecurrentGemma"),
 }
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
 
