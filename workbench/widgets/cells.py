@@ -27,7 +27,7 @@ from workbench.analysis.cells import (
 from workbench.analysis.cells.figures import saturation_figure
 from workbench.analysis.cells.recording import mixer_quantities
 from workbench.errors import SequenceTooLongError
-from workbench.widgets.display import error_html
+from workbench.widgets.display import BusyState, error_html
 from workbench.widgets.display import in_kernel as _in_kernel
 
 __all__ = ["CellExplorer"]
@@ -73,6 +73,8 @@ class CellExplorer:
                                                description="feature")
         self.text_input = widgets.Textarea(value=text, continuous_update=False,
                                            layout={"width": "100%", "height": "120px"})
+        self.busy = BusyState([self.model_select, self.layer_select, self.quantity_select, self.mode_select,
+                               self.unit_select, self.feature_select, self.text_input])
         self.error = widgets.HTML(value="")
         self.heatmap = widgets.HTML(value="")
         self.ranking = widgets.HTML(value="")
@@ -84,7 +86,7 @@ class CellExplorer:
         self.widget = widgets.VBox([
             widgets.HBox([self.model_select, self.layer_select, self.quantity_select]),
             widgets.HBox([self.mode_select, self.unit_select, self.feature_select]),
-            self.text_input, self.error, tabs,
+            self.text_input, self.busy.widget, self.error, tabs,
         ])
         self.model_select.observe(self._on_model, names="value")
         for control in (self.layer_select, self.quantity_select, self.mode_select,
@@ -117,11 +119,12 @@ class CellExplorer:
 
     # ----------------------------------------------------------------------------- update
     def update(self) -> None:
-        """Recompute everything for the current controls; an error goes to `self.error`."""
+        """Recompute everything for the current controls (busy meanwhile); an error goes to `self.error`."""
         if getattr(self, "_updating", False):
             return
         try:
-            self._compute()
+            with self.busy():
+                self._compute()
         except Exception as exc:  # shown in the widget: the kernel keeps running
             self.error.value = error_html(exc)
             self.heatmap.value = self.ranking.value = ""

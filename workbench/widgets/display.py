@@ -1,6 +1,25 @@
-"""Shared display helpers of the widgets: whether a live kernel can show rich output."""
+"""Shared display helpers of the widgets: whether a live kernel can show rich output, the in-widget
+error box, and the busy state a widget shows while it computes."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import ipywidgets as widgets
+
+BUSY_MESSAGE = "computing…"
+BUSY_ICON = "spinner spin"  # Font Awesome's spinner, turning (ipywidgets adds the fa- prefixes)
+
+# A CSS spinner for the status line (no image, no network); the keyframes travel with the HTML.
+_SPINNER = (
+    "<style>@keyframes wb-spin{to{transform:rotate(360deg)}}</style>"
+    '<span class="wb-spinner" style="display:inline-block;width:11px;height:11px;'
+    "border:2px solid #ccc;border-top-color:#1976d2;border-radius:50%;"
+    'animation:wb-spin .8s linear infinite;vertical-align:middle"></span>'
+)
 
 
 def in_kernel() -> bool:
@@ -22,3 +41,88 @@ def error_html(exc: BaseException) -> str:
         f'border-left:3px solid #b00020"><b>{html.escape(type(exc).__name__)}</b>: '
         f"{html.escape(str(exc))}</div>"
     )
+
+
+def busy_html(message: str = BUSY_MESSAGE) -> str:
+    """The status line while a widget computes: a turning spinner and `message`."""
+    import html
+
+    return (
+        '<span class="wb-busy" style="font-family:sans-serif;color:#555">'
+        f"{_SPINNER} {html.escape(message)}</span>"
+    )
+
+
+def done_html(seconds: float, failed: bool = False) -> str:
+    """The status line after a computation: how long it took (the error itself shows in the error box)."""
+    verb = "failed after" if failed else "done in"
+    style = "font-family:sans-serif;color:#888;font-size:small"
+    return f'<span class="wb-done" style="{style}">{verb} {seconds:.1f} s</span>'
+
+
+class BusyState:
+    """What a widget shows while it computes, so a click or a slider move visibly does something.
+
+    Used as `with explorer.busy(): ...`. While the block runs, every control is disabled, every
+    button reads 'computing…' with a turning spinner, and the status line shows a spinner; tqdm
+    progress bars (`tqdm.auto`) drawn inside the block land in `progress`, inside the widget (in a
+    kernel). Afterwards every control gets back its own `disabled`, description and icon, and the
+    status line says how long it took; also when the block raises (the exception propagates, for
+    the widget to show in its error box). Re-entering while busy (a recompute triggered by a
+    recompute) changes nothing.
+    """
+
+    def __init__(self, controls: Iterable[widgets.Widget] = (), message: str = BUSY_MESSAGE):
+        self.controls: list[widgets.Widget] = list(controls)
+        self.message = message
+        self.status = widgets.HTML(value="")
+        self.progress = widgets.Output()
+        self.widget = widgets.VBox([self.status, self.progress])
+        self.active = False
+        self.seconds: float | None = None
+
+    def add(self, *controls: widgets.Widget) -> None:
+        """Controls created after the state (e.g. a button built later) join the ones disabled."""
+        self.controls.extend(controls)
+
+    @contextmanager
+    def __call__(self, message: str | None = None) -> Iterator[BusyState]:
+        if self.active:  # nested: the outer block already shows the busy state
+            yield self
+            return
+        message = message or self.message
+        saved = [_snapshot(control) for control in self.controls]
+        start = time.perf_counter()
+        self.active = True
+        failed = True
+        try:
+            for control in self.controls:
+                control.disabled = True
+                if isinstance(control, widgets.Button):
+                    control.description, control.icon = message, BUSY_ICON
+            self.status.value = busy_html(message)
+            capture = in_kernel()
+            if capture:
+                self.progress.clear_output()
+                # Entered by hand: leaving with the exception would make Output show a traceback and
+                # swallow the error; the widget shows it in its error box instead.
+                self.progress.__enter__()
+            try:
+                yield self
+            finally:
+                if capture:
+                    self.progress.__exit__(None, None, None)
+            failed = False
+        finally:
+            self.active = False
+            self.seconds = time.perf_counter() - start
+            for control, state in zip(self.controls, saved, strict=True):
+                for name, value in state.items():
+                    setattr(control, name, value)
+            self.status.value = done_html(self.seconds, failed)
+
+
+def _snapshot(control: widgets.Widget) -> dict[str, Any]:
+    """The traits the busy state changes on `control`, to put back afterwards."""
+    names = ["disabled"] + (["description", "icon"] if isinstance(control, widgets.Button) else [])
+    return {name: getattr(control, name) for name in names if hasattr(control, name)}

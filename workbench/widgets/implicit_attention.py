@@ -17,7 +17,7 @@ from workbench.analysis.cells.recording import tokenize
 from workbench.analysis.implicit_attention import family_of, implicit_attention
 from workbench.analysis.implicit_attention.figures import map_figure, row_heatmap
 from workbench.errors import SequenceTooLongError
-from workbench.widgets.display import error_html
+from workbench.widgets.display import BusyState, error_html
 from workbench.widgets.display import in_kernel as _in_kernel
 
 __all__ = ["ImplicitAttentionExplorer"]
@@ -56,6 +56,8 @@ class ImplicitAttentionExplorer:
                                               continuous_update=False)
         self.text_input = widgets.Textarea(value=text, continuous_update=False,
                                            layout={"width": "100%", "height": "90px"})
+        self.busy = BusyState([self.model_select, self.layer_select, self.mode_select, self.aggregate_select,
+                               self.channel_select, self.query_select, self.text_input])
         self.error = widgets.HTML(value="")
         self.heatmap = widgets.Output()
         self.row = widgets.HTML(value="")
@@ -64,7 +66,7 @@ class ImplicitAttentionExplorer:
         self.widget = widgets.VBox([
             widgets.HBox([self.model_select, self.layer_select, self.mode_select]),
             widgets.HBox([self.aggregate_select, self.channel_select, self.query_select]),
-            self.text_input, self.error, self.row, self.heatmap,
+            self.text_input, self.busy.widget, self.error, self.row, self.heatmap,
         ])
         self.model_select.observe(self._on_model, names="value")
         for control in (self.layer_select, self.mode_select, self.aggregate_select,
@@ -98,11 +100,12 @@ class ImplicitAttentionExplorer:
         self.update()
 
     def update(self) -> None:
-        """Recompute for the current controls; an error goes to `self.error`."""
+        """Recompute for the current controls (busy meanwhile); an error goes to `self.error`."""
         if self._updating:
             return
         try:
-            self._compute()
+            with self.busy():
+                self._compute()
         except Exception as exc:  # shown in the widget: the kernel keeps running
             self.error.value = error_html(exc)
             self.row.value = ""

@@ -23,7 +23,7 @@ from workbench.analysis.lens import (
 )
 from workbench.analysis.lens.figures import top_k_figure, top_k_layers_figure, trajectory_figure
 from workbench.errors import SequenceTooLongError
-from workbench.widgets.display import error_html
+from workbench.widgets.display import BusyState, error_html
 from workbench.widgets.display import in_kernel as _in_kernel
 
 __all__ = ["LensExplorer"]
@@ -85,6 +85,8 @@ class LensExplorer:
         self.position_slider = widgets.IntSlider(
             min=0, max=0, description="position", continuous_update=False, layout={"width": "60%"}
         )
+        self.busy = BusyState([self.model_select, self.lens_select, self.statistic_select, self.text_input,
+                               self.layer_slider, self.position_slider])
         self.error = widgets.HTML(value="")
         self.top_k_table = widgets.HTML(value="")
         self.trajectory_output = widgets.Output()
@@ -95,6 +97,7 @@ class LensExplorer:
                 widgets.HBox([self.model_select, self.lens_select]),
                 self.statistic_select,
                 self.text_input,
+                self.busy.widget,
                 self.error,
                 self.trajectory_output,
                 widgets.HBox([self.layer_slider, self.position_slider]),
@@ -164,11 +167,12 @@ class LensExplorer:
 
     # ----------------------------------------------------------------------------- update
     def update(self) -> None:
-        """Recompute the trajectory for the current controls; an error goes to `self.error`."""
+        """Recompute the trajectory for the current controls (busy meanwhile); an error goes to `self.error`."""
         if self._updating:
             return
         try:
-            self._compute()
+            with self.busy():
+                self._compute()
         except Exception as exc:  # shown in the widget: the kernel keeps running
             self._show_error(exc)
             self.trajectory = self.trajectory_figure = self.top_k_figure = self.layers_figure = None
@@ -209,8 +213,9 @@ class LensExplorer:
         if self._updating or self.trajectory is None:
             return
         try:
-            self._draw_selection()
-            self._draw_trajectory()
+            with self.busy():
+                self._draw_selection()
+                self._draw_trajectory()
         except Exception as exc:
             self._show_error(exc)
         else:

@@ -2,7 +2,8 @@
 
 Pick a task and a time budget, run the pipeline (train -> simplify -> states -> program -> verify),
 and see the hidden-state cloud coloured by discovered state, the FSM as a graph and the program.
-Every error (unknown task, a failed search) is shown inside the widget; the kernel keeps running.
+While the search runs the widget shows its busy state and the search's progress bars. Every error
+(unknown task, a failed search) is shown inside the widget; the kernel keeps running.
 """
 
 from __future__ import annotations
@@ -16,24 +17,40 @@ from workbench.analysis.mips import benchmark
 from workbench.analysis.mips.figures import fsm_figure, state_cloud_figure
 from workbench.analysis.mips.fsm import FSM
 from workbench.analysis.mips.tasks import get_task, list_tasks
-from workbench.widgets.display import error_html
+from workbench.widgets.display import BusyState, error_html
 from workbench.widgets.display import in_kernel as _in_kernel
 
 __all__ = ["MipsExplorer"]
 
+RUN_LABEL = "train + extract"
+
 
 class MipsExplorer:
-    """Task picker, run button, and the result: state cloud, FSM graph, program, verification."""
+    """Task picker, run button, and the result: state cloud, FSM graph, program, verification.
 
-    def __init__(self, task: str = "Parity_All", time_budget: float = 60.0, *, run: bool = False):
+    `result=` shows a search already run (`benchmark.solve_task`) without running it again; the
+    button runs a new one for the chosen task.
+    """
+
+    def __init__(
+        self,
+        task: str = "Parity_All",
+        time_budget: float = 60.0,
+        *,
+        run: bool = False,
+        result: benchmark.SolveResult | None = None,
+    ):
         self.result: benchmark.SolveResult | None = None
         self.cloud_figure: Any = None
         self.fsm_figure: Any = None
+        if result is not None:
+            task = result.task
         self.task_select = widgets.Combobox(
             options=list_tasks(), value=task, description="task", ensure_option=False
         )
         self.budget = widgets.FloatSlider(value=time_budget, min=5, max=300, step=5, description="budget s")
-        self.run_button = widgets.Button(description="train + extract", button_style="primary")
+        self.run_button = widgets.Button(description=RUN_LABEL, button_style="primary")
+        self.busy = BusyState([self.task_select, self.budget, self.run_button])
         self.error = widgets.HTML(value="")
         self.summary = widgets.HTML(value="")
         self.program = widgets.HTML(value="")
@@ -43,25 +60,42 @@ class MipsExplorer:
         for i, title in enumerate(("program", "state cloud", "FSM")):
             tabs.set_title(i, title)
         self.widget = widgets.VBox(
-            [widgets.HBox([self.task_select, self.budget, self.run_button]), self.error, self.summary, tabs]
+            [widgets.HBox([self.task_select, self.budget, self.run_button]), self.busy.widget, self.error,
+             self.summary, tabs]
         )
         self.run_button.on_click(lambda _b: self.update())
-        if run:
+        if result is not None:
+            self.show(result)
+        elif run:
             self.update()
 
     def update(self) -> None:
-        """Run the pipeline for the chosen task; any error goes to `self.error`."""
+        """Run the pipeline for the chosen task (busy meanwhile); any error goes to `self.error`."""
         try:
-            self._compute()
+            with self.busy("searching…"):
+                task = get_task(str(self.task_select.value))
+                result = benchmark.solve_task(task, time_budget=float(self.budget.value), progress=_in_kernel())
+                self._render(result)
         except Exception as exc:  # shown in the widget: the kernel keeps running
-            self.error.value = error_html(exc)
-            self.summary.value = self.program.value = ""
+            self._show_error(exc)
         else:
             self.error.value = ""
 
-    def _compute(self) -> None:
-        task = get_task(str(self.task_select.value))
-        result = benchmark.solve_task(task, time_budget=float(self.budget.value))
+    def show(self, result: benchmark.SolveResult) -> None:
+        """Show a finished search (its program, state cloud and FSM); a failed one shows its reason."""
+        try:
+            self._render(result)
+        except Exception as exc:
+            self._show_error(exc)
+        else:
+            self.error.value = ""
+
+    def _show_error(self, exc: Exception) -> None:
+        self.error.value = error_html(exc)
+        self.summary.value = self.program.value = ""
+
+    def _render(self, result: benchmark.SolveResult) -> None:
+        task = get_task(result.task)
         self.result = result
         if result.program is None:
             raise RuntimeError(f"{task.name}: no program found ({result.note or 'no exact network'})")
@@ -73,7 +107,7 @@ class MipsExplorer:
         self.program.value = f"<pre>{html.escape(result.program.source)}</pre>"
         trained, ext = result.trained, result.extraction
         x, _ = task.generate(200, seed=7)
-        hidden = trained.model.hidden_states(trained.features(x)).numpy().reshape(-1, trained.spec.d_hidden)
+        hidden = trained.model.hidden_states(trained.features(x)).numpy().reshape(-1, trained.model.state_size)
         if isinstance(ext, FSM) and ext.labels is not None:
             labels = ext.labels[:200].ravel() if ext.labels.shape[0] >= 200 else None
         else:

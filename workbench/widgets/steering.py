@@ -26,7 +26,7 @@ from workbench.analysis.steering import (
     multiplier_sweep,
 )
 from workbench.analysis.steering.figures import sweep_figure
-from workbench.widgets.display import error_html
+from workbench.widgets.display import BusyState, error_html
 from workbench.widgets.display import in_kernel as _in_kernel
 
 __all__ = ["SteeringExplorer"]
@@ -95,6 +95,10 @@ class SteeringExplorer:
                                                description="new tokens", continuous_update=False)
         self.greedy_check = widgets.Checkbox(value=False, description="greedy")
         self.seed_input = widgets.IntText(value=0, description="seed", layout={"width": "140px"})
+        self.busy = BusyState([self.model_select, self.behaviour_select, self.positive_input, self.negative_input,
+                               self.targets_input, self.hook_select, self.layer_select, self.position_select,
+                               self.apply_select, self.multiplier_slider, self.prompt_input, self.tokens_slider,
+                               self.greedy_check, self.seed_input])
         self.error = widgets.HTML(value="")
         self.info = widgets.HTML(value="")
         self.generations = widgets.HTML(value="")
@@ -107,7 +111,7 @@ class SteeringExplorer:
             widgets.HBox([self.positive_input, self.negative_input]),
             widgets.HBox([self.hook_select, self.layer_select, self.position_select, self.apply_select]),
             widgets.HBox([self.multiplier_slider, self.tokens_slider, self.greedy_check, self.seed_input]),
-            self.prompt_input, self.error, self.info, self.generations, self.sweep_output,
+            self.prompt_input, self.busy.widget, self.error, self.info, self.generations, self.sweep_output,
         ])
         self.model_select.observe(self._on_model, names="value")
         self.behaviour_select.observe(self._on_behaviour, names="value")
@@ -159,11 +163,12 @@ class SteeringExplorer:
 
     # ----------------------------------------------------------------------------- update
     def update(self) -> None:
-        """Recompute everything for the current controls; an error goes to `self.error`."""
+        """Recompute everything for the current controls (busy meanwhile); an error goes to `self.error`."""
         if self._updating:
             return
         try:
-            self._compute()
+            with self.busy():
+                self._compute()
         except Exception as exc:  # shown in the widget: the kernel keeps running
             self.error.value = error_html(exc)
             self.generations.value = self.info.value = ""

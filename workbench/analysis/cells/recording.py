@@ -159,12 +159,15 @@ class CellRecording:
 
 @torch.no_grad()
 def _run_chunks(
-    model: Any, tokens: Tensor, names: list[str], chunk: int, budget: int | None
+    model: Any, tokens: Tensor, names: list[str], chunk: int, budget: int | None, progress: bool = False
 ) -> tuple[dict[str, np.ndarray], list[Tensor]]:
     """Run tokens [pos] through the model in chunks, carrying the state; returns hook -> array."""
+    from tqdm.auto import tqdm
+
     pieces: dict[str, list[np.ndarray]] = {n: [] for n in names}
     logits: list[Tensor] = []
     state = None
+    bar = tqdm(total=tokens.shape[0], desc="recording", unit="char", unit_scale=True, disable=not progress)
     for start in range(0, tokens.shape[0], chunk):
         part = tokens[start : start + chunk][None].to(model._device())  # [1, chunk]
         (out, state), cache = model.run_with_cache(
@@ -175,6 +178,8 @@ def _run_chunks(
         for n in names:
             t = cache[n][0].float().cpu()  # [chunk, units, ...]
             pieces[n].append(t.reshape(t.shape[0], -1).numpy())
+        bar.update(part.shape[1])
+    bar.close()
     return {n: np.concatenate(p) for n, p in pieces.items()}, logits
 
 
@@ -200,19 +205,20 @@ def record(
     tokenizer: Any = None,
     chunk: int = DEFAULT_CHUNK,
     memory_budget_bytes: int | None = None,
+    progress: bool = False,
 ) -> CellRecording:
     """Record `quantities` (default: every mixer quantity but `out`) of `layers` over `text`.
 
     Checks the size of the whole recording against the memory budget before running anything,
     then runs chunk by chunk with the recurrent state carried, so long texts give the same numbers
-    as one pass.
+    as one pass (`progress`: a tqdm bar over the characters).
     """
     tokens = tokenize(model, text, tokenizer)  # [pos]
     layer_list = resolve_layers(model, layers)
     qs = resolve_quantities(model, quantities)
     names = [hook_name(layer, q) for layer in layer_list for q in qs]
     _check_budget(model, tokens.shape[0], names, memory_budget_bytes)
-    arrays, _ = _run_chunks(model, tokens, names, chunk, memory_budget_bytes)
+    arrays, _ = _run_chunks(model, tokens, names, chunk, memory_budget_bytes, progress)
     values = {(layer, q): arrays[hook_name(layer, q)] for layer in layer_list for q in qs}
     return CellRecording(text, tokens.numpy(), values, model.cfg.family)
 
