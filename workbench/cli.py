@@ -161,7 +161,7 @@ def run_tour(args: argparse.Namespace) -> int:
 
         return subprocess.call([sys.executable, "-m", "jupyter", "lab", str(tour)])
     print(f"running {tour} headless ...", flush=True)
-    result = run_notebook(tour, args.out, timeout=args.timeout)
+    result = run_notebook(tour, args.out, timeout=args.timeout, progress=True)
     print(f"tour ran in {result.seconds:.0f} s: {result.executed}")
     if result.html is not None:
         print(f"open {result.html} in a browser to read it, or run `workbench tour --lab`")

@@ -33,25 +33,37 @@ class NotebookRun:
     seconds: float
 
 
-def execute_notebook(notebook: str | Path, timeout: int = 300, kernel_name: str = "python3"):
+def execute_notebook(
+    notebook: str | Path, timeout: int = 300, kernel_name: str = "python3", progress: bool = False
+):
     """Execute `notebook` top to bottom in a fresh kernel; return (executed node, seconds).
 
     Shared by `workbench tour` and the notebook tests, so both execute notebooks the same way.
+    `progress`: a tqdm bar over the code cells (in the terminal, where the notebook's own bars are
+    not seen).
     """
     import nbformat
     from nbclient import NotebookClient
+    from tqdm.auto import tqdm
 
     source = Path(notebook)
     nb = nbformat.read(source, as_version=4)
+    code_cells = sum(1 for cell in nb.cells if cell.cell_type == "code" and cell.source.strip())
+    bar = tqdm(total=code_cells, desc=source.stem, unit="cell", disable=not progress)
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
-                            resources={"metadata": {"path": str(source.parent)}})
+                            resources={"metadata": {"path": str(source.parent)}},
+                            on_cell_executed=lambda **_: bar.update(1))
     start = time.perf_counter()
-    client.execute()
+    try:
+        client.execute()
+    finally:
+        bar.close()
     return nb, time.perf_counter() - start
 
 
 def run_notebook(
-    notebook: str | Path, out_dir: str | Path, timeout: int = 900, kernel_name: str = "python3"
+    notebook: str | Path, out_dir: str | Path, timeout: int = 900, kernel_name: str = "python3",
+    progress: bool = False,
 ) -> NotebookRun:
     """Execute `notebook`, then write the executed copy and an HTML page of it to `out_dir`."""
     import nbformat
@@ -59,7 +71,7 @@ def run_notebook(
     source = Path(notebook)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    nb, seconds = execute_notebook(source, timeout=timeout, kernel_name=kernel_name)
+    nb, seconds = execute_notebook(source, timeout=timeout, kernel_name=kernel_name, progress=progress)
     executed = out / source.name
     nbformat.write(nb, executed)
     html = None

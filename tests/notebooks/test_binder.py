@@ -99,3 +99,18 @@ def test_binder_environment_from_binder_files_alone_runs_the_tour(tmp_path: Path
     outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("tour ran in" in o.get("text", "") for o in outputs)
+
+
+def test_readme_binder_badge_opens_the_tour_from_the_binder_folder():
+    """The README's badge is a mybinder.org launch link for a GitHub repository that opens the tour
+    (its owner is a marked placeholder until the repository is public), and binder/ holds what it builds."""
+    import re
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\((https://mybinder\.org/v2/gh/([^/\s]+)/([^/\s]+)/([^?\s]+)\?urlpath=([^)\s]+))\)", readme)
+    assert links, "README.md has no mybinder.org launch badge"
+    _url, owner, repo, ref, urlpath = links[0]
+    assert repo == "recurrent-workbench" and ref
+    assert owner != "OWNER" or "PLACEHOLDER" in readme, "a placeholder owner must be marked as one"
+    assert urlpath.startswith("lab/tree/") and (REPO / urlpath.removeprefix("lab/tree/")) == TOUR
+    assert TOUR.exists() and (BINDER / "requirements.txt").exists() and (BINDER / "postBuild").exists()
