@@ -84,5 +84,5 @@ def test_empty_input_and_unsupported_families_raise(s6):
     with pytest.raises(EmptyInputError):
         implicit_attention(s6, torch.zeros(1, 0, dtype=torch.long))
     elman = HookedRecurrentLM(RecurrentConfig(family="elman", n_layers=1, d_model=8, d_hidden=8, d_vocab=5))
-    with pytest.raises(NotImplementedError, match="supported families: s6, mingru"):
+    with pytest.raises(NotImplementedError, match="supported families: s6, .*mamba2, rwkv, recurrent_gemma, mingru"):
         implicit_attention(elman, torch.tensor([[1, 2]]))

@@ -88,6 +88,10 @@ def test_exactness_report_and_benchmark_tables():
     assert (report.jacobian_error < 1e-5).all() and (report.prefix_error < 1e-5).all()
     bench = benchmark_naive(lengths=(16, 32), channels=2, n=2, naive_max_length=16, repeats=1)
     assert bench.naive_extrapolated.tolist() == [False, True] and (bench.ratio > 0).all()
+    for kernel in ("scalar", "wkv"):
+        bench = benchmark_naive(lengths=(8, 16, 32), channels=2, n=2, naive_max_length=16, repeats=1,
+                                kernel=kernel)
+        assert bench.naive_extrapolated.tolist() == [False, False, True] and (bench.ratio > 0).all()
 
 
 def test_figures_label_characters_and_blank_the_upper_triangle():

@@ -11,7 +11,7 @@ from workbench.analysis.implicit_attention import (
     decay_attention_row,
     segsum,
 )
-from workbench.analysis.implicit_attention.kernel import chunk_size
+from workbench.analysis.implicit_attention.kernel import chunk_size, scalar_decay_attention
 
 
 def operands(L: int, n: int, scale: float = 0.5, seed: int = 0, dtype=torch.float64):
@@ -73,3 +73,34 @@ def test_float32_entries_stay_relatively_exact_after_long_cumulative_decay():
 
 def test_chunk_size_is_a_power_of_two_near_the_square_root():
     assert [chunk_size(L) for L in (1, 48, 256, 1024, 100_000)] == [8, 8, 16, 16, 32]
+
+
+@pytest.mark.parametrize("L, n", [(1, 4), (9, 1), (50, 6)])
+def test_scalar_decay_kernel_and_rows_equal_the_naive_loop(L, n):
+    """Mamba2's per-head scalar decay: (C Bᵀ) ⊙ exp(segsum) is the papers' α with one decay per step."""
+    g = torch.Generator().manual_seed(1)
+    log_decay = -torch.rand(2, 3, L, 1, generator=g, dtype=torch.float64) * 0.5
+    C, B = (torch.randn(2, 3, L, n, generator=g, dtype=torch.float64) for _ in range(2))
+    naive = decay_attention_naive(log_decay, C, B)
+    fast = scalar_decay_attention(log_decay[..., 0], C, B)
+    assert (fast - naive).abs().max() < 1e-12
+    assert torch.equal(fast.triu(1), torch.zeros_like(fast))
+    for t in {0, L // 2, L - 1}:
+        assert (decay_attention_row(log_decay, C, B, t) - naive[..., t, :]).abs().max() < 1e-12
+
+
+def test_wkv_kernel_and_rows_equal_the_naive_loop():
+    """RWKV-4's log-space map: r_t e^{k_j − Σ_{m=j+1..t−1} w_m − log D_t}, bonus u on the diagonal."""
+    from workbench.analysis.implicit_attention.rwkv import wkv_attention, wkv_attention_naive, wkv_attention_row
+
+    g = torch.Generator().manual_seed(2)
+    L = 40
+    k, u = (torch.randn(2, 3, L, generator=g, dtype=torch.float64) for _ in range(2))
+    w, r = (torch.rand(2, 3, L, generator=g, dtype=torch.float64) for _ in range(2))
+    log_den = torch.randn(2, 3, L, generator=g, dtype=torch.float64)
+    naive = wkv_attention_naive(k, w, u, log_den, r)
+    fast = wkv_attention(k, w, u, log_den, r)
+    assert (fast - naive).abs().max() < 1e-12
+    assert torch.equal(fast.triu(1), torch.zeros_like(fast))
+    for t in (0, 1, 20, L - 1):
+        assert (wkv_attention_row(k, w, u, log_den, r, t) - naive[..., t, :]).abs().max() < 1e-12

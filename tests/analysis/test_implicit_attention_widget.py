@@ -62,3 +62,31 @@ def test_unsupported_family_and_memory_budget_show_inside():
     small = ImplicitAttentionExplorer(make("s6"), TEXT * 3, memory_budget_bytes=20_000)
     small.aggregate_select.value = "channel"
     assert "memory budget" in small.error.value
+
+
+def test_transformers_mamba2_and_rwkv_offer_their_modes_and_channels():
+    """Models of the new families (tiny random `transformers` configs with a character tokenizer)."""
+    transformers = pytest.importorskip("transformers")
+    import workbench
+
+    tokenizer = printable_tokenizer()
+    vocab = len(tokenizer.chars)
+    torch.manual_seed(0)
+    mamba2 = workbench.from_transformers(transformers.Mamba2ForCausalLM(transformers.Mamba2Config(
+        vocab_size=vocab, hidden_size=16, state_size=4, num_hidden_layers=2, expand=2, num_heads=4,
+        head_dim=8, n_groups=2, conv_kernel=4)).eval())
+    rwkv = workbench.from_transformers(transformers.RwkvForCausalLM(transformers.RwkvConfig(
+        vocab_size=vocab, hidden_size=16, num_hidden_layers=2, attention_hidden_size=24,
+        intermediate_size=32)).eval())
+    for model in (mamba2, rwkv):
+        model.tokenizer = tokenizer
+    explorer = ImplicitAttentionExplorer({"mamba2": mamba2, "rwkv": rwkv}, TEXT)
+    assert explorer.error.value == "" and list(explorer.mode_select.options) == ["exact", "normed", "paper"]
+    assert explorer.channel_select.max == 31
+    explorer.mode_select.value = "normed"
+    assert "normed mode" in explorer.map_figure.layout.title.text
+    explorer.model_select.value = "rwkv"
+    assert list(explorer.mode_select.options) == ["exact"] and explorer.channel_select.max == 23
+    explorer.aggregate_select.value = "channel"
+    explorer.channel_select.value = 23
+    assert explorer.error.value == "" and "channel 23" in explorer.map_figure.layout.title.text

@@ -14,7 +14,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from workbench.analysis.cells.recording import tokenize
-from workbench.analysis.implicit_attention import family_of, implicit_attention
+from workbench.analysis.implicit_attention import channel_count, family_of, implicit_attention
 from workbench.analysis.implicit_attention.figures import map_figure, row_heatmap
 from workbench.errors import SequenceTooLongError
 from workbench.widgets.display import BusyState, error_html
@@ -85,12 +85,12 @@ class ImplicitAttentionExplorer:
             self.layer_select.max = len(model.blocks) - 1
             self.layer_select.value = min(self.layer_select.value, self.layer_select.max)
             try:
-                modes = list(family_of(model).modes)
+                modes, channels = list(family_of(model).modes), channel_count(model)
             except NotImplementedError:
-                modes = ["exact"]
+                modes, channels = ["exact"], model.cfg.d_hidden
             self.mode_select.options = modes
             self.mode_select.value = "exact"
-            self.channel_select.max = model.cfg.d_hidden - 1
+            self.channel_select.max = channels - 1
             self.channel_select.value = min(self.channel_select.value, self.channel_select.max)
         finally:
             self._updating = False

@@ -4,7 +4,8 @@ within a memory budget; attribution from the maps (rollout, gradient-weighted ma
 evaluation by perturbation.
 
 Modules: `kernel` (segment-sum kernels and the naive loop), `form` (the unified form), one module
-per family (`s6`, `minimal`, `classic`), `api`, `attribution`, `evaluation`, `figures`.
+per family (`s6` for our S6 and the Mamba adapters, `mamba2`, `rwkv`, `minimal`, `classic`), `api`,
+`attribution`, `evaluation`, `figures`.
 """
 
 from workbench.analysis.implicit_attention.api import (
@@ -12,6 +13,7 @@ from workbench.analysis.implicit_attention.api import (
     FAMILIES,
     ImplicitAttention,
     attention_bytes,
+    channel_count,
     family_of,
     implicit_attention,
     implicit_attention_layers,
@@ -23,6 +25,7 @@ from workbench.analysis.implicit_attention.kernel import (
     decay_attention,
     decay_attention_naive,
     decay_attention_row,
+    scalar_decay_attention,
     segsum,
 )
 
@@ -32,6 +35,7 @@ __all__ = [
     "ImplicitAttention",
     "LinearForm",
     "attention_bytes",
+    "channel_count",
     "decay_attention",
     "decay_attention_naive",
     "decay_attention_row",
@@ -40,5 +44,6 @@ __all__ = [
     "implicit_attention_layers",
     "implicit_attention_row",
     "layer_forms",
+    "scalar_decay_attention",
     "segsum",
 ]

@@ -8,8 +8,10 @@ runs, and channels are aggregated on the fly (the papers' mean; |·| mean; the v
 of Kobayashi et al. 2020) so an L×L×channels map is never held unless asked for.
 
 A family is a class with `families`, `modes`, `hook_names(layer, mode)`, `form(model, cache, layer,
-mode) -> LinearForm` and `output_grad(...)`; `FAMILIES` maps the config's family to it. Mamba2,
-RWKV and RG-LRU join by adding a module and an entry.
+mode) -> LinearForm` (or a form with the same methods, as RWKV's `WKVForm`) and `output_grad(...)`;
+`FAMILIES` maps the config's family to it: our S6, minGRU, minLSTM, LSTM and GRU, and through the
+`transformers` adapters Mamba / FalconMamba (the S6 form), Mamba2, RWKV-4 and RecurrentGemma
+(RG-LRU blocks, and its local-attention blocks as their own patterns).
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from torch import Tensor
 from workbench.analysis.implicit_attention.classic import GRU, LSTM
 from workbench.analysis.implicit_attention.form import LinearForm
 from workbench.analysis.implicit_attention.kernel import DEFAULT_CHUNK, decay_attention_work_bytes
+from workbench.analysis.implicit_attention.mamba2 import Mamba2
 from workbench.analysis.implicit_attention.minimal import MinGRU, MinLSTM
+from workbench.analysis.implicit_attention.recurrent_gemma import RecurrentGemma
+from workbench.analysis.implicit_attention.rwkv import RWKV
 from workbench.analysis.implicit_attention.s6 import S6
 from workbench.errors import EmptyInputError, MemoryBudgetError, UnknownHookError
 
@@ -35,6 +40,7 @@ __all__ = [
     "ImplicitAttention",
     "attend",
     "attention_bytes",
+    "channel_count",
     "family_of",
     "implicit_attention",
     "implicit_attention_layers",
@@ -44,7 +50,9 @@ __all__ = [
 ]
 
 FAMILIES: dict[str, Any] = {
-    "s6": S6, "mingru": MinGRU, "minlstm": MinLSTM, "lstm": LSTM, "gru": GRU,
+    family: module
+    for module in (S6, Mamba2, RWKV, RecurrentGemma, MinGRU, MinLSTM, LSTM, GRU)
+    for family in module.families
 }
 AGGREGATIONS = ("none", "mean", "abs_mean", "norm", "gradient")
 WORK_TARGET_BYTES = 256 << 20  # per channel chunk: large enough to vectorise, small enough for cache
@@ -99,6 +107,13 @@ def family_of(model: Any) -> Any:
     return FAMILIES[family]
 
 
+def channel_count(model: Any) -> int:
+    """How many channels the family's maps have (d_hidden, d_inner, RWKV's d_att)."""
+    family = family_of(model)
+    sizes = getattr(model, "sizes", None) or {}
+    return int(sizes.get(family.channel_name, model.cfg.d_hidden))
+
+
 def to_tokens(model: Any, tokens: Tensor | str | Sequence[str]) -> Tensor:
     """Text or ids -> ids [batch, pos] on the model's device; empty input raises."""
     if isinstance(tokens, (str, list, tuple)):
@@ -137,7 +152,7 @@ def record(model: Any, tokens: Tensor, layers: Sequence[int], mode: str,
            memory_budget_bytes: int | None = None, initial_state: Any = None) -> dict[str, Tensor]:
     """Run once, caching only the hooks the forms of `layers` need (never the S6 state)."""
     family = family_of(model)
-    names = [n for layer in layers for n in family.hook_names(layer, mode)]
+    names = [n for layer in layers for n in family.hook_names(layer, mode, model)]
     _, cache = model.run_with_cache(tokens, names_filter=names, memory_budget_bytes=memory_budget_bytes,
                                     initial_state=initial_state)
     return cache
@@ -155,12 +170,19 @@ def layer_forms(model: Any, tokens: Tensor | str, layers: Sequence[int] | None =
 
 
 def attention_bytes(batch: int, channels: int, queries: int, pos: int, n: int, element: int,
-                    aggregate: str, channel_chunk: int, chunk: int | None = DEFAULT_CHUNK) -> tuple[int, int]:
-    """(bytes the result holds, peak bytes of the work for one chunk of `channel_chunk` channels)."""
+                    aggregate: str, channel_chunk: int, chunk: int | None = DEFAULT_CHUNK,
+                    core_bytes: int | None = None) -> tuple[int, int]:
+    """(bytes the result holds, peak bytes of the work for one chunk of `channel_chunk` channels).
+
+    `core_bytes`: the kernel's own estimate for the chunk (`form.work_bytes`); default the chunked
+    decay kernel's (d_state `n` per channel).
+    """
     maps = element * batch * (channels if aggregate == "none" else 1) * queries * pos
     vectors = element * batch * channels * (pos + 2 * queries)
     lead = batch * channel_chunk
-    if queries == pos:
+    if core_bytes is not None:
+        core = core_bytes
+    elif queries == pos:
         core = decay_attention_work_bytes(lead, pos, n, element, chunk)
     else:
         core = element * lead * queries * pos * (3 * n + 1)
@@ -168,11 +190,16 @@ def attention_bytes(batch: int, channels: int, queries: int, pos: int, n: int, e
     return maps + vectors, core + compose
 
 
-def _plan(form: LinearForm, queries: int, aggregate: str, budget: int, chunk: int) -> int:
+def _plan(form: Any, queries: int, aggregate: str, budget: int, chunk: int) -> int:
     """Channels per chunk that fit the budget; refuse with the bytes when even one does not."""
     b, d, L = form.shape
     element = form.value.element_size()
-    held, work_one = attention_bytes(b, d, queries, L, form.n, element, aggregate, 1, chunk)
+
+    def need(step: int) -> tuple[int, int]:
+        return attention_bytes(b, d, queries, L, form.n, element, aggregate, step, chunk,
+                               core_bytes=form.work_bytes(b * step, queries, chunk))
+
+    held, work_one = need(1)
     if held + work_one > budget:
         what = (f"implicit attention over {d} channels x {queries} queries x {L} positions "
                 f"(batch {b}, aggregate={aggregate!r})")
@@ -183,7 +210,7 @@ def _plan(form: LinearForm, queries: int, aggregate: str, budget: int, chunk: in
         )
     room = min(budget - held, max(WORK_TARGET_BYTES, work_one))
     step = max(1, min(d, room // max(work_one, 1)))
-    while step > 1 and attention_bytes(b, d, queries, L, form.n, element, aggregate, step, chunk)[1] > room:
+    while step > 1 and need(step)[1] > room:
         step -= 1
     return int(step)
 
@@ -280,8 +307,9 @@ def implicit_attention(
 ) -> ImplicitAttention:
     """The implicit-attention maps of `layer` over `tokens` (Zimerman et al. 2024, eq. 12).
 
-    mode: "exact" (everything the layer does, reproduces it) or "paper" (S6 core alone, as Ali et
-    al. 2024 compute it; the same as "exact" for families with nothing to drop). channels: a subset
+    mode: "exact" (everything the layer does, reproduces it) or "paper" (S6/SSD core alone, as Ali
+    et al. 2024 compute it; the same as "exact" for families with nothing to drop); Mamba2 adds
+    "normed" (through its gated RMSNorm, the norm's factor held fixed; see `mamba2`). channels: a subset
     (default all). aggregate: "none" (per channel), "mean" (the papers), "abs_mean", "norm"
     (value-weighted). queries: only these rows, O(channels · n · L) each. The memory the result
     and the work need is checked against the budget first (`MemoryBudgetError` names the bytes).

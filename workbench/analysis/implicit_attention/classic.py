@@ -27,7 +27,7 @@ class LSTM:
     channel_name = "d_hidden"
 
     @staticmethod
-    def hook_names(layer: int, mode: str) -> list[str]:
+    def hook_names(layer: int, mode: str, model: Any = None) -> list[str]:
         return [f"blocks.{layer}.mixer.hook_{q}" for q in ("i", "f", "g", "o", "c", "initial_c")]
 
     @staticmethod
@@ -58,7 +58,7 @@ class GRU:
     channel_name = "d_hidden"
 
     @staticmethod
-    def hook_names(layer: int, mode: str) -> list[str]:
+    def hook_names(layer: int, mode: str, model: Any = None) -> list[str]:
         return [f"blocks.{layer}.mixer.hook_{q}" for q in ("z", "n", "h", "initial_h")]
 
     @staticmethod

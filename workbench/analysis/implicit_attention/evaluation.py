@@ -2,7 +2,7 @@
 
 - `exactness_report`: per layer and mode, |Ã v + bias − output| from the cache, the Jacobian of the
   gates-held-fixed recurrence against Ã, the upper triangle, and the prefix property.
-- `benchmark_naive`: the segment-sum kernel against the papers' triple loop (time ratio).
+- `benchmark_naive`: a map kernel (S6, Mamba2 or RWKV) against the papers' triple loop (time ratio).
 - `perturbation_test`: delete (or mask) the most / least attributed tokens first and measure the
   change of the next-token loss (Ali et al. 2024, section 5.3; Chefer et al. 2021 positive /
   negative perturbation), area under each curve per method.
@@ -30,6 +30,7 @@ from workbench.analysis.implicit_attention.form import LinearForm
 from workbench.analysis.implicit_attention.kernel import decay_attention, decay_attention_naive
 
 __all__ = [
+    "KERNELS",
     "PerturbationResult",
     "benchmark_naive",
     "exactness_report",
@@ -84,35 +85,72 @@ def exactness_report(model: Any, tokens: Tensor | str, layers: Sequence[int] | N
     return pd.DataFrame(rows)
 
 
+KERNELS = {
+    "decay": "S6 / Mamba: a decay per state entry, chunked segment sums (`decay_attention`)",
+    "scalar": "Mamba2: one decay per head, the SSD matrix (C Bᵀ) ⊙ exp(segsum) (`scalar_decay_attention`)",
+    "wkv": "RWKV-4: the WKV ratio in log space (`rwkv.wkv_attention`)",
+}
+
+
+def _benchmark_operands(kernel: str, L: int, channels: int, n: int, generator: torch.Generator,
+                        dtype: torch.dtype) -> tuple[Any, Any, tuple[Tensor, ...]]:
+    """(fast function, naive loop, random operands of the family's shapes) for one length."""
+    from workbench.analysis.implicit_attention.kernel import scalar_decay_attention
+    from workbench.analysis.implicit_attention.rwkv import wkv_attention, wkv_attention_naive
+
+    def rand(*shape: int) -> Tensor:
+        return torch.rand(*shape, generator=generator, dtype=dtype)
+
+    def randn(*shape: int) -> Tensor:
+        return torch.randn(*shape, generator=generator, dtype=dtype)
+
+    if kernel == "decay":
+        return decay_attention, decay_attention_naive, (-rand(1, channels, L, n) * 0.1, randn(1, 1, L, n),
+                                                        randn(1, channels, L, n))
+    if kernel == "scalar":
+        log_decay, C, B = -rand(1, channels, L, 1) * 0.1, randn(1, channels, L, n), randn(1, channels, L, n)
+        return (lambda ld, c, b: scalar_decay_attention(ld[..., 0], c, b)), decay_attention_naive, (log_decay, C, B)
+    if kernel == "wkv":
+        k, w, u, r = randn(1, channels, L), rand(1, channels, L), randn(1, channels, L), rand(1, channels, L)
+        log_den = k.cummax(-1).values + 1.0  # any finite denominators: the kernels' work is the same
+        return wkv_attention, wkv_attention_naive, (k, w, u, log_den, r)
+    raise ValueError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+
+
 def benchmark_naive(lengths: Sequence[int] = (128, 256, 512), channels: int = 16, n: int = 16,
                     naive_max_length: int = 256, repeats: int = 3, seed: int = 0,
-                    dtype: torch.dtype = torch.float32) -> Any:
-    """Seconds of `decay_attention` vs the naive triple loop on random S6-like operands; the ratio.
+                    dtype: torch.dtype = torch.float32, kernel: str = "decay") -> Any:
+    """Seconds of a fast map kernel vs the papers' triple loop on random operands; the ratio.
 
-    The naive loop is timed up to `naive_max_length` and, beyond, extrapolated as L³ from the
-    longest measured length (column `naive_extrapolated`).
+    kernel: "decay" (S6), "scalar" (Mamba2) or "wkv" (RWKV-4), see `KERNELS`. The naive loop is
+    timed up to `naive_max_length`; beyond, it is extrapolated (column `naive_extrapolated`) as
+    L^p from the longest measured length, p fitted on the two longest measured lengths and
+    clamped to [2, 3] (the loop runs L²/2 iterations of up-to-L products), or p = 2, a lower
+    bound, when only one length was measured.
     """
     import pandas as pd
 
     generator = torch.Generator().manual_seed(seed)
+    _, naive_fn, args = _benchmark_operands(kernel, 4, channels, n, torch.Generator().manual_seed(seed), dtype)
+    naive_fn(*args)  # warm-up: the first call of the loop pays for dispatch
     rows = []
-    measured: tuple[int, float] | None = None
+    measured: list[tuple[int, float]] = []
     for L in lengths:
-        log_decay = -torch.rand(1, channels, L, n, generator=generator, dtype=dtype) * 0.1
-        C = torch.randn(1, 1, L, n, generator=generator, dtype=dtype)
-        B = torch.randn(1, channels, L, n, generator=generator, dtype=dtype)
-        decay_attention(log_decay, C, B)  # warm-up: first calls pay for allocation and dispatch
-        fast = min(_time(decay_attention, log_decay, C, B) for _ in range(repeats))
+        fast_fn, naive_fn, args = _benchmark_operands(kernel, L, channels, n, generator, dtype)
+        fast_fn(*args)  # warm-up: first calls pay for allocation and dispatch
+        fast = min(_time(fast_fn, *args) for _ in range(repeats))
         if L <= naive_max_length:
-            naive = _time(decay_attention_naive, log_decay, C, B)
-            measured, extrapolated = (L, naive), False
-        elif measured is not None:
-            naive = measured[1] * (L / measured[0]) ** 3
-            extrapolated = True
+            naive = _time(naive_fn, *args)
+            measured.append((L, naive))
+            extrapolated = False
+        elif measured:
+            (L1, t1), (L0, t0) = measured[-1], measured[-2] if len(measured) > 1 else (None, None)
+            power = 2.0 if L0 is None else min(3.0, max(2.0, np.log(t1 / t0) / np.log(L1 / L0)))
+            naive, extrapolated = t1 * (L / L1) ** power, True
         else:
             naive, extrapolated = float("nan"), True
-        rows.append({"length": L, "channels": channels, "d_state": n, "fast_s": fast, "naive_s": naive,
-                     "naive_extrapolated": extrapolated, "ratio": naive / fast})
+        rows.append({"kernel": kernel, "length": L, "channels": channels, "d_state": n if kernel != "wkv" else 1,
+                     "fast_s": fast, "naive_s": naive, "naive_extrapolated": extrapolated, "ratio": naive / fast})
     return pd.DataFrame(rows)
 
 

@@ -13,9 +13,10 @@ initial conv state) and `init` the initial state's contribution. So y = Ã v + b
     bias = diag(row) [(α + diag(skip)) (col ⊙ offset) + init].
 
 A family module fills a `LinearForm` from a cache; this module composes maps, rows and bias
-terms for any family, so Mamba2 (per-head scalar decay, C·B scores, norm as a row gate), RWKV
-(receptance as C, key as B, bonus u as a time-varying skip) and RG-LRU (scalar decay, conv, gate)
-slot in by filling the same fields.
+terms for any family. Mamba2 fills it with one scalar decay per head (`log_decay` [b, H, L, 1],
+C and B per head, `head_index` naming each channel's head), so α is computed once per head as the
+SSD matrix (C Bᵀ) ⊙ exp(segsum) and shared by the head's channels. RWKV's ratio (wkv = num/den)
+has its own form in `rwkv.WKVForm` with the same methods.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ from workbench.analysis.implicit_attention.kernel import (
     DEFAULT_CHUNK,
     decay_attention,
     decay_attention_row,
+    decay_attention_work_bytes,
     initial_state_term,
+    scalar_decay_attention,
+    scalar_decay_work_bytes,
 )
 
 __all__ = ["LinearForm"]
@@ -40,7 +44,7 @@ __all__ = ["LinearForm"]
 class LinearForm:
     """One layer's recorded operands in the unified form (shapes: b batch, d channels, L pos)."""
 
-    log_decay: Tensor  # [b, d, L, n], ≤ 0: log of the per-step decay of each state entry
+    log_decay: Tensor  # [b, d, L, n] (or [b, d, L, 1]: one scalar decay), ≤ 0: log of the per-step decay
     C: Tensor  # broadcastable to [b, d, L, n]: read-out of the state
     B: Tensor  # broadcastable to [b, d, L, n]: write of the value into the state
     value: Tensor  # [b, d, L]: the v that Ã multiplies
@@ -54,6 +58,7 @@ class LinearForm:
     conv_offset: Tensor | None = None  # [b, d, L]: conv bias + initial conv state contribution
     initial_state: Tensor | None = None  # [b, d, n]: s_{−1}
     projection: Tensor | None = None  # [d_model, d]: the map from these channels to the residual
+    head_index: Tensor | None = None  # [d]: row of log_decay, C, B (axis 1) serving each channel (Mamba2)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -62,7 +67,28 @@ class LinearForm:
 
     @property
     def n(self) -> int:
-        return self.log_decay.shape[-1]
+        """State entries per channel (d_state; 1 for the scalar-state families)."""
+        return max(self.log_decay.shape[-1], self.C.shape[-1], self.B.shape[-1])
+
+    @property
+    def scalar_decay(self) -> bool:
+        """One decay per step shared by all n state entries (Mamba2): the SSD kernel applies."""
+        return self.log_decay.shape[-1] == 1 and self.n > 1
+
+    def work_bytes(self, lead: int, queries: int, chunk: int | None = DEFAULT_CHUNK) -> int:
+        """Peak bytes of `core` for `lead` = batch × channels maps of `queries` rows (estimated)."""
+        element, L, n = self.value.element_size(), self.shape[2], self.n
+        if queries != L:
+            return element * lead * queries * L * (3 * n + 1)
+        if self.scalar_decay:
+            return scalar_decay_work_bytes(lead, L, n, element)
+        return decay_attention_work_bytes(lead, L, n, element, chunk)
+
+    def per_channel(self, x: Tensor) -> Tensor:
+        """An operand of `log_decay`, `C`, `B` with one row per channel (indexing heads if shared)."""
+        if self.head_index is None or x.shape[1] == 1:
+            return x
+        return x.index_select(1, self.head_index.to(x.device))
 
     def channels(self, index: Tensor) -> LinearForm:
         """The form restricted to channels `index` [k] (broadcast axes stay as they are)."""
@@ -72,8 +98,13 @@ class LinearForm:
                 return t
             return t.index_select(axis, index)
 
+        if self.head_index is not None:  # operands stay per head; the channels name their heads
+            heads = {"log_decay": self.log_decay, "C": self.C, "B": self.B,
+                     "head_index": self.head_index.to(index.device)[index]}
+        else:
+            heads = {"log_decay": pick(self.log_decay), "C": pick(self.C), "B": pick(self.B)}
         return replace(
-            self, log_decay=pick(self.log_decay), C=pick(self.C), B=pick(self.B),
+            self, **heads,
             value=pick(self.value), output=pick(self.output), skip=pick(self.skip),
             col_scale=pick(self.col_scale), row_scale=pick(self.row_scale),
             conv_weight=pick(self.conv_weight, 0), conv_offset=pick(self.conv_offset),
@@ -83,11 +114,25 @@ class LinearForm:
 
     # ----------------------------------------------------------------------------- maps
     def core(self, queries: Tensor | None = None, chunk: int | None = DEFAULT_CHUNK) -> Tensor:
-        """α restricted to rows `queries` (all when None): [b, d, q, L]."""
-        if queries is None:
-            return decay_attention(self.log_decay, self.C, self.B, chunk)
-        rows = [decay_attention_row(self.log_decay, self.C, self.B, int(t)) for t in queries]
-        return torch.stack(rows, dim=-2)
+        """α restricted to rows `queries` (all when None): [b, d, q, L].
+
+        With `head_index`, α is computed once per head in use and shared by the head's channels.
+        """
+        log_decay, C, B = self.log_decay, self.C, self.B
+        inverse = None
+        if self.head_index is not None:
+            heads, inverse = torch.unique(self.head_index.to(log_decay.device), return_inverse=True)
+            log_decay, C, B = (x if x.shape[1] == 1 else x.index_select(1, heads) for x in (log_decay, C, B))
+        if queries is not None:
+            alpha = torch.stack([decay_attention_row(log_decay, C, B, int(t)) for t in queries], dim=-2)
+        elif self.scalar_decay:
+            alpha = scalar_decay_attention(log_decay[..., 0], C, B)
+        else:
+            alpha = decay_attention(log_decay, C, B, chunk)
+        if inverse is not None:
+            alpha = alpha.expand(alpha.shape[0], len(heads), *alpha.shape[2:]) if alpha.shape[1] == 1 else alpha
+            alpha = alpha.index_select(1, inverse)
+        return alpha
 
     def _pre_conv(self, alpha: Tensor, queries: Tensor) -> Tensor:
         """(α + diag(skip)) diag(col), rows `queries`: [b, d, q, L] (α is modified in place)."""
@@ -107,7 +152,9 @@ class LinearForm:
                 bias = bias + (P @ self.conv_offset[..., :, None])[..., 0]
             P = causal_conv_right(P, self.conv_weight)
         if self.initial_state is not None:
-            bias = bias + initial_state_term(self.log_decay, self.C, self.initial_state)[..., queries]
+            term = initial_state_term(self.per_channel(self.log_decay), self.per_channel(self.C),
+                                      self.initial_state)  # [b, d, L]
+            bias = bias + term[..., queries]
         if self.row_scale is not None:
             scale = self.row_scale[..., queries]  # [b, d, q]
             P, bias = P * scale[..., None], bias * scale
@@ -134,12 +181,14 @@ class LinearForm:
              else value.new_zeros(b, d, self.n))  # [b, d, n]
         ys = []
 
+        log_decay, C, B = (self.per_channel(x) for x in (self.log_decay, self.C, self.B))
+
         def at(x: Tensor, t: int) -> Tensor:  # position t of a [b, d, L, n] operand, or its broadcast
             return x[:, :, t if x.shape[2] > 1 else 0]
 
         for t in range(L):
-            s = at(self.log_decay, t).exp() * s + at(self.B, t) * u[..., t, None]
-            y = (at(self.C, t) * s).sum(-1)  # [b, d]
+            s = at(log_decay, t).exp() * s + at(B, t) * u[..., t, None]
+            y = (at(C, t) * s).sum(-1)  # [b, d]
             if self.skip is not None:
                 y = y + self.skip[..., t] * u[..., t]
             ys.append(y)

@@ -12,6 +12,10 @@ rank-n factorisation through the chunk totals. Every exponent is a direct sum of
 so nothing divides and nothing underflows that is not truly below float range (DESIGN,
 "Numerics"). `decay_attention_row` gives one query row in O(L·n). `decay_attention_naive` is the
 papers' triple loop, the oracle the fast paths are tested and timed against.
+
+When the decay is one scalar per step shared by every state entry (Mamba2's per-head decay, Dao &
+Gu 2024), α is the SSD matrix (C Bᵀ) ⊙ exp(segsum(λ)): `scalar_decay_attention`, O(L²·n) with no
+d_state-sized exponentials.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ __all__ = [
     "chunk_size",
     "decay_attention_work_bytes",
     "initial_state_term",
+    "scalar_decay_attention",
+    "scalar_decay_work_bytes",
     "segsum",
 ]
 
@@ -115,12 +121,14 @@ def decay_attention_work_bytes(lead: int, L: int, n: int, element: int,
 
 
 def decay_attention_row(log_decay: Tensor, C: Tensor, B: Tensor, t: int) -> Tensor:
-    """Row t of α, [..., L] (zeros after t), in O(L·n): a reverse cumulative sum from t."""
-    *lead, L, n = log_decay.shape
+    """Row t of α, [..., L] (zeros after t), in O(L·n): a reverse cumulative sum from t.
+
+    log_decay [..., L, n] or [..., L, 1] (a scalar decay, Mamba2), C and B broadcastable with it.
+    """
+    L = log_decay.shape[-2]
     if not 0 <= t < L:
         raise IndexError(f"query position {t} out of range for {L} positions")
-    shape = log_decay.shape
-    C, B = _expand(C, shape), _expand(B, shape)
+    C, B = (x.expand(*x.shape[:-2], L, x.shape[-1]) for x in (C, B))  # a position-free C or B broadcasts
     ld = log_decay[..., : t + 1, :]
     incl = ld.flip(-2).cumsum(-2).flip(-2)  # [..., j, n]: Σ_{k=j..t}
     excl = torch.cat([incl[..., 1:, :], torch.zeros_like(incl[..., :1, :])], -2)  # Σ_{k=j+1..t}
@@ -130,14 +138,30 @@ def decay_attention_row(log_decay: Tensor, C: Tensor, B: Tensor, t: int) -> Tens
 
 def initial_state_term(log_decay: Tensor, C: Tensor, state0: Tensor) -> Tensor:
     """Σ_n C_t[n] exp(Σ_{k=0..t} λ_k[n]) s_{−1}[n], [..., L]: what the initial state adds to y_t."""
-    C = _expand(C, log_decay.shape)
     return (C * log_decay.cumsum(-2).exp() * state0[..., None, :]).sum(-1)
 
 
+def scalar_decay_attention(log_decay: Tensor, C: Tensor, B: Tensor) -> Tensor:
+    """α [..., L, L] for a scalar decay per step: log_decay [..., L], C and B [..., L, n].
+
+    α[t, j] = (C_t · B_j) exp(Σ_{k=j+1..t} λ_k) for j ≤ t, exactly 0 above (exp(−inf)): the SSD
+    matrix of Mamba2 (Dao & Gu 2024, eq. 16), every exponent a direct segment sum.
+    """
+    scores = C @ B.transpose(-1, -2)  # [..., t, j]
+    return scores * segsum(log_decay).exp()
+
+
+def scalar_decay_work_bytes(lead: int, L: int, n: int, element: int) -> int:
+    """Peak bytes `scalar_decay_attention` holds for `lead` maps: scores, segment sums, their exp."""
+    return element * lead * (4 * L * L + 2 * L * n)
+
+
 def decay_attention_naive(log_decay: Tensor, C: Tensor, B: Tensor) -> Tensor:
-    """The papers' O(L³) loop over (t, j) with the decay product over k: the oracle to beat."""
-    *lead, L, n = log_decay.shape
-    C, B = _expand(C, log_decay.shape), _expand(B, log_decay.shape)
+    """The papers' O(L³) loop over (t, j) with the decay product over k: the oracle to beat.
+
+    log_decay [..., L, n] (or [..., L, 1], a scalar decay), C and B broadcastable with it.
+    """
+    *lead, L, _ = torch.broadcast_shapes(log_decay.shape, C.shape, B.shape)
     out = log_decay.new_zeros(*lead, L, L)
     for t in range(L):
         for j in range(t + 1):

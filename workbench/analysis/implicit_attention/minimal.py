@@ -26,7 +26,7 @@ class _Minimal:
     gate_hooks: tuple[str, str] = ("", "")
 
     @classmethod
-    def hook_names(cls, layer: int, mode: str) -> list[str]:
+    def hook_names(cls, layer: int, mode: str, model: Any = None) -> list[str]:
         names = (*cls.gate_hooks, "h_tilde", "h", "initial_h")
         return [f"blocks.{layer}.mixer.hook_{q}" for q in names]
 

@@ -9,6 +9,10 @@ Per channel d, with Δ, B, C from the cache and A = −exp(A_log):
 - "paper": the S6 core alone, as Ali et al. 2024 and both papers' code compute it: v = u (the scan
   input after conv and SiLU), α_{t,j} = C_t · (∏_{k=j+1..t} exp(Δ_k A)) Δ_j B_j, reproducing
   y − D ⊙ u (no D skip, no conv bias, no gate).
+
+The same form serves our S6 mixer and the `transformers` Mamba adapter (`workbench.adapters.mamba`),
+whose mixer hooks the same quantities and keeps the library's parameters under `mixer.hf`.
+FalconMamba's RMS norms act on Δ, B and C, which the form takes from the cache as they are.
 """
 
 from __future__ import annotations
@@ -20,41 +24,55 @@ import torch.nn.functional as F
 
 from workbench.analysis.implicit_attention.form import LinearForm
 
-__all__ = ["S6"]
+__all__ = ["S6", "s6_parameters"]
 
 HOOKS = ("x", "conv", "delta", "B", "C", "y", "gate", "initial_conv", "initial_state")
+
+
+def s6_parameters(mixer: Any) -> tuple[torch.Tensor, torch.Tensor, torch.nn.Conv1d, torch.nn.Linear]:
+    """(A [d, n], D [d], conv1d, out_proj) of our S6 mixer or of a `transformers` Mamba adapter's mixer.
+
+    The form writes the activation as u = σ(c) ⊙ c, so a mixer with another activation is refused.
+    """
+    hf = getattr(mixer, "hf", None)
+    if hf is None:
+        return mixer.A, mixer.D, mixer.conv1d, mixer.out_proj
+    if getattr(hf, "activation", "silu") not in ("silu", "swish"):
+        raise NotImplementedError(f"the exact S6 form writes the conv activation as SiLU; this mixer uses "
+                                  f"{hf.activation!r}")
+    return mixer.A, hf.D, hf.conv1d, hf.out_proj
 
 
 class S6:
     """S6 mixer (`workbench.models.mixers.s6.S6Mixer`) -> `LinearForm`."""
 
-    families = ("s6",)
+    families = ("s6", "mamba", "falcon_mamba")
     modes = ("exact", "paper")
     channel_name = "d_inner"
 
     @staticmethod
-    def hook_names(layer: int, mode: str) -> list[str]:
+    def hook_names(layer: int, mode: str, model: Any = None) -> list[str]:
         return [f"blocks.{layer}.mixer.hook_{q}" for q in HOOKS]
 
     @staticmethod
     def form(model: Any, cache: dict, layer: int, mode: str) -> LinearForm:
         """The layer's operands from the cache (parameters detached: the map is data, not a graph)."""
-        mixer = model.blocks[layer].mixer
+        A, D, conv1d, out_proj = s6_parameters(model.blocks[layer].mixer)
         p = f"blocks.{layer}.mixer.hook_"
         x, u, delta = (cache[p + q].transpose(1, 2) for q in ("x", "conv", "delta"))  # [b, d, L]
         B, C = cache[p + "B"][:, None], cache[p + "C"][:, None]  # [b, 1, L, n]
-        A = mixer.A.detach().to(delta.dtype)  # [d, n]
+        A = A.detach().to(delta.dtype)  # [d, n]
         log_decay = delta[..., None] * A[None, :, None, :]  # [b, d, L, n]: Δ_t A
         B_bar = B * delta[..., None]  # [b, d, L, n]: Δ_j B_j
         y = cache[p + "y"].transpose(1, 2)  # [b, d, L]
-        D = mixer.D.detach().to(y.dtype)[None, :, None]  # [1, d, 1]
+        D = D.detach().to(y.dtype)[None, :, None]  # [1, d, 1]
         state0 = cache[p + "initial_state"]  # [b, d, n]
         if mode == "paper":
             return LinearForm(log_decay, C, B_bar, value=u, output=y - D * u,
                               value_name=p + "conv", output_name=f"{p}y − D·u (S6 core)",
                               initial_state=state0)
-        weight = mixer.conv1d.weight.detach().to(x.dtype)[:, 0, :]  # [d, k]
-        bias = mixer.conv1d.bias.detach().to(x.dtype)  # [d]
+        weight = conv1d.weight.detach().to(x.dtype)[:, 0, :]  # [d, k]
+        bias = None if conv1d.bias is None else conv1d.bias.detach().to(x.dtype)  # [d]
         conv_state = cache[p + "initial_conv"]  # [b, d, k−1]
         padded = torch.cat([conv_state, x], dim=-1)  # [b, d, k−1+L]
         c = F.conv1d(padded, weight[:, None, :], bias, groups=weight.shape[0])  # [b, d, L] pre-SiLU
@@ -66,15 +84,15 @@ class S6:
             value_name=p + "x", output_name=f"{p}y ⊙ {p}gate (input of out_proj)",
             skip=D.expand_as(y), col_scale=torch.sigmoid(c), row_scale=gate,
             conv_weight=weight, conv_offset=offset, initial_state=state0,
-            projection=mixer.out_proj.weight.detach().to(x.dtype),
+            projection=out_proj.weight.detach().to(x.dtype),
         )
 
     @staticmethod
     def output_grad(model: Any, layer: int, mode: str, grad_out: torch.Tensor,
                     cache: dict) -> torch.Tensor:
         """∂target/∂(output of the form), [b, d, L], from the gradient at hook_out [b, L, d_model]."""
-        mixer = model.blocks[layer].mixer
-        g = grad_out @ mixer.out_proj.weight.detach().to(grad_out.dtype)  # [b, L, d]: ∂/∂(y ⊙ gate)
+        out_proj = s6_parameters(model.blocks[layer].mixer)[3]
+        g = grad_out @ out_proj.weight.detach().to(grad_out.dtype)  # [b, L, d]: ∂/∂(y ⊙ gate)
         if mode == "paper":
             g = g * cache[f"blocks.{layer}.mixer.hook_gate"]  # ∂/∂y
         return g.transpose(1, 2)
