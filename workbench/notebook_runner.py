@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def notebooks_dir() -> Path:
@@ -22,6 +23,36 @@ def notebooks_dir() -> Path:
     raise FileNotFoundError(
         "cannot find the notebooks/ folder: run this from a clone of recurrent-workbench"
     )
+
+
+# How long one wait on a kernel channel lasts before it polls again (see `_poll_in_slices`).
+CHANNEL_POLL_S = 1.0
+
+
+def _poll_in_slices(channel: Any, slice_s: float = CHANNEL_POLL_S) -> None:
+    """Make `channel.get_msg(timeout)` wait in slices of `slice_s` seconds up to the same deadline.
+
+    nbclient waits for a cell's reply with one poll as long as the cell's timeout. Now and then that
+    poll misses the wake-up of a reply that has already arrived (the socket's edge-triggered event is
+    gone), and the run stalls until the timeout runs out: minutes added to a notebook that took
+    seconds. A fresh poll sees a waiting message at once, so polling again every second bounds the
+    stall to a second and keeps the measured running times honest.
+    """
+    from queue import Empty
+
+    single = channel.get_msg
+
+    async def get_msg(timeout: float | None = None) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = slice_s if deadline is None else max(0.0, min(slice_s, deadline - time.monotonic()))
+            try:
+                return await single(timeout=left)
+            except Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+
+    channel.get_msg = get_msg
 
 
 @dataclass
@@ -53,6 +84,12 @@ def execute_notebook(
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
                             resources={"metadata": {"path": str(source.parent)}},
                             on_cell_executed=lambda **_: bar.update(1))
+
+    def sliced_channels(**_: Any) -> None:  # runs once the kernel client exists
+        _poll_in_slices(client.kc.shell_channel)
+        _poll_in_slices(client.kc.iopub_channel)
+
+    client.on_notebook_start = sliced_channels
     start = time.perf_counter()
     try:
         client.execute()

@@ -210,6 +210,7 @@ def perturbation_test(
     filler: int = 0,
     seed: int = 0,
     batch_size: int = 64,
+    progress: bool = False,
 ) -> PerturbationResult:
     """Remove the k most (and least) attributed tokens of a window and measure the loss change.
 
@@ -218,8 +219,10 @@ def perturbation_test(
     window's last position. "delete" removes the chosen tokens and lets earlier text slide in (the
     window keeps its length); "mask" replaces them with `filler`. AUC: the mean loss change over
     `steps`, trapezoid rule on an even grid; more for "most" first is better, less for "least".
+    `progress`: a tqdm bar over the attribution methods.
     """
     import pandas as pd
+    from tqdm.auto import tqdm
 
     if perturbation not in ("delete", "mask"):
         raise ValueError(f"perturbation must be 'delete' or 'mask', got {perturbation!r}")
@@ -243,7 +246,7 @@ def perturbation_test(
     device = next(model.parameters()).device
     base = _losses(model, windows, targets, batch_size)
     rows = []
-    for method in methods:
+    for method in tqdm(methods, desc="perturbation test", unit="method", disable=not progress):
         scores = torch.cat([
             attribute(model, windows[s:s + batch_size].to(device), method, query=-1,
                       target=targets[s:s + batch_size].to(device), seed=seed + s)
