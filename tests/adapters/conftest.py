@@ -109,8 +109,33 @@ def _recurrent_gemma_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> lis
     return states
 
 
-def _recurrent_gemma_float64_logits(hf: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """The library's own logits: its RG-LRU accumulates in float32 whatever the model's dtype."""
+def _xlstm() -> torch.nn.Module:
+    config, model = _require("xLSTMConfig", "xLSTMForCausalLM")
+    # hidden 128 so that the library's rounded head sizes (multiples of 64) match its layers; chunk_size 8
+    # so the library's own forward runs its chunkwise kernel and then its step kernel on 11 tokens
+    hf = model(config(vocab_size=50, hidden_size=128, num_hidden_layers=2, num_heads=4, qk_dim_factor=0.5,
+                      v_dim_factor=1.0, ffn_proj_factor=1.0, chunk_size=8))
+    with torch.no_grad():  # the library starts gates at zero weights and i-bias −10; spread them instead,
+        # forget gates mostly near σ(3) ≈ 0.95 as in a trained model (wider gate weights make the float32
+        # readout so ill-conditioned that the library's own chunkwise and step kernels differ by > 1e-5)
+        for block in hf.backbone.blocks:
+            layer = block.mlstm_layer
+            for gate in (layer.igate_preact, layer.fgate_preact, layer.ogate_preact):
+                gate.weight.normal_(0.0, 0.1)
+            layer.igate_preact.bias.normal_(-2.0, 1.0)
+            layer.fgate_preact.bias.normal_(3.0, 1.0)
+    return hf
+
+
+def _xlstm_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """The library's xLSTMCache: (C, n, m) per layer, m shaped [batch, heads, 1]."""
+    cache = hf(ids, use_cache=True).cache
+    return [{"C": C, "n": n, "m": m[..., 0]} for C, n, m in cache.rnn_state.values()]
+
+
+def _library_logits(hf: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """The library's own logits: in float64 too, RecurrentGemma accumulates its RG-LRU and xLSTM its step
+    kernel state in float32 (and xLSTM returns float32 logits)."""
     return hf(ids).logits
 
 
@@ -123,7 +148,9 @@ FAMILIES = {
                    supports_padding=False, state_lag=1),
     "recurrent_gemma": Family("recurrent_gemma", "RecurrentGemmaForCausalLM", _recurrent_gemma, "h",
                               _recurrent_gemma_cache_states, state_layers=(0, 1),
-                              float64_logits=_recurrent_gemma_float64_logits, float64_tolerance=1e-5),
+                              float64_logits=_library_logits, float64_tolerance=1e-5),
+    "xlstm": Family("xlstm", "xLSTMForCausalLM", _xlstm, "C", _xlstm_cache_states, supports_padding=False,
+                    float64_logits=_library_logits, float64_tolerance=1e-5),
 }
 
 

@@ -104,3 +104,14 @@ def test_every_adapted_class_exists_in_the_installed_transformers():
     missing = [name for name in ADAPTERS if not hasattr(transformers, name)]
     if missing:
         pytest.skip(f"transformers {transformers.__version__} lacks {missing}")
+
+
+@pytest.mark.parametrize("family", ["recurrent_gemma", "xlstm"])
+def test_griffin_and_xlstm_directories_load_offline_into_their_adapters(family, tmp_path):
+    hf = tiny(family)
+    hf.save_pretrained(tmp_path)
+    model = from_transformers(tmp_path)
+    assert type(model).__module__.endswith(family)
+    ids = torch.tensor([[4, 5, 6, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), hf(ids).logits, atol=1e-5, rtol=1e-5)

@@ -1,7 +1,8 @@
 """Hugging Face `transformers` recurrent LMs under the workbench hook contract (DESIGN: adapters).
 
-`from_transformers(model_or_path)` wraps MambaForCausalLM, FalconMambaForCausalLM, ... sharing
-their parameters; see docs/adapters.md.
+`from_transformers(model_or_path)` wraps MambaForCausalLM, FalconMambaForCausalLM, Mamba2ForCausalLM,
+RwkvForCausalLM, RecurrentGemmaForCausalLM and xLSTMForCausalLM, sharing their parameters; see
+docs/adapters.md.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     "RwkvForCausalLM": ("workbench.adapters.rwkv", "HookedRwkv"),
     "Mamba2ForCausalLM": ("workbench.adapters.mamba2", "HookedMamba2"),
     "RecurrentGemmaForCausalLM": ("workbench.adapters.recurrent_gemma", "HookedRecurrentGemma"),
+    "xLSTMForCausalLM": ("workbench.adapters.xlstm", "HookedXlstm"),
 }
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
 
