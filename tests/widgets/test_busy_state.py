@@ -182,3 +182,18 @@ def test_mips_explorer_is_busy_during_the_search_and_shows_errors_inside(monkeyp
     assert not button.disabled and button.description == RUN_LABEL
     assert explorer.error.value == "" and "def program" in explorer.program.value
     assert "verified" in explorer.summary.value
+
+
+def test_mips_explorer_shows_a_network_trained_elsewhere_with_its_verified_program():
+    from workbench.analysis.mips.rnn import RNNSpec
+    from workbench.analysis.mips.training import train_rnn
+    from workbench.widgets.mips import MipsExplorer
+
+    trained = train_rnn("Bitwise_Not", RNNSpec("linear", 1, "linear", "scalar", "mse", 0, False), time_limit=20)
+    explorer = MipsExplorer(trained=trained)
+    assert explorer.task_select.value == "Bitwise_Not" and explorer.error.value == ""
+    assert explorer.result.attempts == 1 and explorer.result.rnn == trained.spec.label()
+    assert "def program" in explorer.program.value and "verified" in explorer.summary.value
+    assert explorer.cloud_figure is not None and "done in" in explorer.busy.status.value
+    with pytest.raises(ValueError, match="not both"):
+        MipsExplorer(result=explorer.result, trained=trained)

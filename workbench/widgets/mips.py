@@ -17,6 +17,8 @@ from workbench.analysis.mips import benchmark
 from workbench.analysis.mips.figures import fsm_figure, state_cloud_figure
 from workbench.analysis.mips.fsm import FSM
 from workbench.analysis.mips.tasks import get_task, list_tasks
+from workbench.analysis.mips.training import TrainedRNN
+from workbench.analysis.mips.verify import verify_program
 from workbench.widgets.display import BusyState, error_html
 from workbench.widgets.display import in_kernel as _in_kernel
 
@@ -28,8 +30,9 @@ RUN_LABEL = "train + extract"
 class MipsExplorer:
     """Task picker, run button, and the result: state cloud, FSM graph, program, verification.
 
-    `result=` shows a search already run (`benchmark.solve_task`) without running it again; the
-    button runs a new one for the chosen task.
+    `result=` shows a search already run (`benchmark.solve_task`) without running it again;
+    `trained=` shows one network already trained (`training.train_rnn`): its states, program and
+    verification. The button runs a new search for the chosen task.
     """
 
     def __init__(
@@ -39,12 +42,17 @@ class MipsExplorer:
         *,
         run: bool = False,
         result: benchmark.SolveResult | None = None,
+        trained: TrainedRNN | None = None,
     ):
         self.result: benchmark.SolveResult | None = None
         self.cloud_figure: Any = None
         self.fsm_figure: Any = None
+        if result is not None and trained is not None:
+            raise ValueError("give a search result or a trained network, not both")
         if result is not None:
             task = result.task
+        elif trained is not None:
+            task = trained.task.name
         self.task_select = widgets.Combobox(
             options=list_tasks(), value=task, description="task", ensure_option=False
         )
@@ -64,7 +72,9 @@ class MipsExplorer:
              self.summary, tabs]
         )
         self.run_button.on_click(lambda _b: self.update())
-        if result is not None:
+        if trained is not None:
+            self.show_network(trained)
+        elif result is not None:
             self.show(result)
         elif run:
             self.update()
@@ -85,6 +95,16 @@ class MipsExplorer:
         """Show a finished search (its program, state cloud and FSM); a failed one shows its reason."""
         try:
             self._render(result)
+        except Exception as exc:
+            self._show_error(exc)
+        else:
+            self.error.value = ""
+
+    def show_network(self, trained: TrainedRNN) -> None:
+        """Show one trained network: read its states, write the program, verify it (busy meanwhile)."""
+        try:
+            with self.busy("reading states…"):
+                self._render(network_result(trained))
         except Exception as exc:
             self._show_error(exc)
         else:
@@ -126,10 +146,10 @@ class MipsExplorer:
         self._show(self.graph, self.fsm_figure, "integer states (lattice): no finite machine to draw")
 
     def _show(self, out: widgets.Output, fig: Any, empty: str) -> None:
-        out.clear_output()
-        if _in_kernel():
+        if _in_kernel():  # outside a kernel, clear_output would print escape codes
             from IPython.display import display
 
+            out.clear_output()
             with out:
                 display(fig) if fig is not None else print(empty)
 
@@ -137,3 +157,16 @@ class MipsExplorer:
         from IPython.display import display
 
         display(self.widget)
+
+
+def network_result(trained: TrainedRNN) -> benchmark.SolveResult:
+    """One trained network as a search result of one attempt: its first state reading (lattice or
+    minimised FSM), the program written from it, and that program's strict verification."""
+    reading, program = benchmark.extract_program(trained)
+    verification = verify_program(program.source, trained.task)
+    return benchmark.SolveResult(
+        trained.task.name, solved=verification.passed, rnn=trained.spec.label(),
+        n_states=reading.n_states if isinstance(reading, FSM) else reading.rank, method=program.method,
+        program=program, verification=verification, attempts=1, exact_nets=int(trained.exact),
+        trained=trained, extraction=reading,
+    )
