@@ -1,9 +1,15 @@
 """The MIPS pipeline per task and the whole 62-task suite (Michaud et al. 2024, Sec. 4 and Table 1).
 
 `solve_task`: search architectures smallest first, train to exactness, simplify, extract integer
-states (linear nets) or a minimised FSM (GRUs), synthesise a program, verify it strictly; the first
-verified program wins. `run_benchmark` writes the results table. From a shell:
-`python -m workbench.analysis.mips.benchmark --budget 60 --out benchmarks/mips_results.md`.
+states (linear nets: every lattice reading, smallest first) or minimised FSMs (nonlinear nets: every
+grouping of the hidden states), synthesise a program from each, verify strictly; the first verified
+program wins. `run_benchmark` writes the results table and, per task, the artefacts (weights as
+safetensors, the state machine or lattice, the program, the verification record). From a shell:
+
+    python -m workbench.analysis.mips.benchmark --budget 100 --shard 0/16 --out shard0.md --programs progs
+    python -m workbench.analysis.mips.benchmark --merge shard*.json --report benchmarks/mips_results.md
+
+Every run uses one torch thread and fixed seeds; only the wall-clock budget can cut a search short.
 """
 
 from __future__ import annotations
@@ -11,21 +17,32 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
-from workbench.analysis.mips.clustering import discretize_states
+from workbench.analysis.mips.artifacts import save_artifacts
+from workbench.analysis.mips.clustering import state_machines
 from workbench.analysis.mips.fsm import FSM, minimize
-from workbench.analysis.mips.lattice import Lattice, integer_lattice
-from workbench.analysis.mips.simplify import snap_weights, sparsify
+from workbench.analysis.mips.lattice import Lattice, LatticeError, lattice_candidates
+from workbench.analysis.mips.simplify import simplify_linear
 from workbench.analysis.mips.synthesis import Program, program_from_fsm, program_from_lattice
 from workbench.analysis.mips.tasks import TASKS, get_task, list_tasks
 from workbench.analysis.mips.training import TrainedRNN, candidate_specs, train_rnn
 from workbench.analysis.mips.verify import Verification, verify_program
 
-__all__ = ["SolveResult", "extract_program", "results_table", "run_benchmark", "solve_task"]
+__all__ = [
+    "SolveResult",
+    "extract_program",
+    "extraction_candidates",
+    "merge_results",
+    "results_table",
+    "run_benchmark",
+    "solve_task",
+]
 
 STAGES = ("train", "simplify", "extract", "synthesize", "verify")
 
@@ -64,13 +81,38 @@ class SolveResult:
         }
 
 
-def extract_program(trained: TrainedRNN) -> tuple[Lattice | FSM, Program]:
-    """Integer lattice (linear recurrence) or minimised FSM (nonlinear), then the synthesised program."""
+def extraction_candidates(trained: TrainedRNN, max_candidates: int = 6) -> Iterator[tuple[Lattice | FSM, Program]]:
+    """Every (states, program) reading of a trained net, smallest description first; failed readings are skipped.
+
+    Linear nets: integer lattices (observability basis by rank, then Krylov). Nonlinear nets: Moore
+    machines from each grouping of the hidden states (behaviour probes, k-means), minimised.
+    """
+    task, seen, count = trained.task, set(), 0
     if trained.spec.family == "linear":
-        lattice = integer_lattice(trained)
-        return lattice, program_from_lattice(lattice, trained.task)
-    fsm = minimize(discretize_states(trained))
-    return fsm, program_from_fsm(fsm, trained.task)
+        readings: Iterator[Lattice | FSM] = iter(lattice_candidates(trained))
+    else:
+        readings = (minimize(m) for m in state_machines(trained))
+    for reading in readings:
+        try:
+            program = (
+                program_from_lattice(reading, task) if isinstance(reading, Lattice) else program_from_fsm(reading, task)
+            )
+        except ValueError:  # contradictory data for a table: this reading is not a function
+            continue
+        if program.source in seen:
+            continue
+        seen.add(program.source)
+        yield reading, program
+        count += 1
+        if count >= max_candidates:
+            return
+
+
+def extract_program(trained: TrainedRNN) -> tuple[Lattice | FSM, Program]:
+    """The first (smallest) reading of the net and its program: integer lattice (linear) or minimised FSM."""
+    for reading, program in extraction_candidates(trained):
+        return reading, program
+    raise LatticeError(f"{trained.task.name}: no state reading of {trained.spec.label()} gave a program")
 
 
 def solve_task(
@@ -85,14 +127,18 @@ def solve_task(
     task = get_task(task)
     result = SolveResult(task.name)
     start = time.perf_counter()
+    # no total: the search stops at the first verified program, however many candidates are left
+    bar = tqdm(desc=f"MIPS {task.name} (networks tried)", unit="net", disable=not progress)
     for spec in candidate_specs(task, seeds):
         remaining = time_budget - (time.perf_counter() - start)
         if remaining <= 1:
             result.note = result.note or f"no exact network within {time_budget:.0f} s"
             break
         result.attempts += 1
+        bar.update(1)
+        bar.set_postfix_str(spec.label())
         t0 = time.perf_counter()
-        trained = train_rnn(task, spec, time_limit=min(remaining, 40.0), progress=progress)
+        trained = train_rnn(task, spec, time_limit=min(remaining, 30.0), progress=progress)
         result.seconds["train"] += time.perf_counter() - t0
         if verbose:
             print(f"  {task.name} {spec.label()}: acc {trained.accuracy:.3f} in {trained.seconds:.1f} s")
@@ -101,36 +147,41 @@ def solve_task(
         result.exact_nets += 1
         t0 = time.perf_counter()
         if spec.family == "linear":
-            sparsify(trained, steps=100)
-            snap_weights(trained)
+            simplify_linear(trained)
         result.seconds["simplify"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        try:
-            extraction, program = extract_program(trained)
-        except Exception as exc:  # a failed extraction moves on to the next network
-            result.seconds["extract"] += time.perf_counter() - t0
-            result.note = f"{spec.label()}: {type(exc).__name__}: {exc}"[:300]
-            if verbose:
-                print("   ", result.note)
-            continue
-        result.seconds["extract"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        verification = verify_program(program.source, task)
-        result.seconds["verify"] += time.perf_counter() - t0
-        result.rnn, result.method, result.program, result.verification = (
-            spec.label(),
-            program.method,
-            program,
-            verification,
-        )
-        result.trained, result.extraction = trained, extraction
-        result.n_states = extraction.n_states if isinstance(extraction, FSM) else extraction.rank
-        if verbose:
-            print("   ", verification.summary())
-        if verification.passed:
+        if _read_and_verify(trained, result, verbose):
             result.solved = True
             break
+    bar.close()
     return result
+
+
+def _read_and_verify(trained: TrainedRNN, result: SolveResult, verbose: bool) -> bool:
+    """Verify every reading of one exact net until one passes; keep the best so far in `result`."""
+    t0 = time.perf_counter()
+    try:
+        for extraction, program in extraction_candidates(trained):
+            result.seconds["extract"] += time.perf_counter() - t0
+            t1 = time.perf_counter()
+            verification = verify_program(program.source, trained.task)
+            result.seconds["verify"] += time.perf_counter() - t1
+            if verbose:
+                print(f"    {program.method}: {verification.summary()[:120]}")
+            if result.program is None or verification.passed:
+                result.rnn, result.method = trained.spec.label(), program.method
+                result.program, result.verification = program, verification
+                result.trained, result.extraction = trained, extraction
+                result.n_states = extraction.n_states if isinstance(extraction, FSM) else extraction.rank
+            if verification.passed:
+                return True
+            t0 = time.perf_counter()
+        result.seconds["extract"] += time.perf_counter() - t0
+    except Exception as exc:  # a failed extraction moves on to the next network
+        result.seconds["extract"] += time.perf_counter() - t0
+        result.note = f"{trained.spec.label()}: {type(exc).__name__}: {exc}"[:300]
+        if verbose:
+            print("   ", result.note)
+    return False
 
 
 def results_table(rows: list[dict], budget: float) -> str:
@@ -175,41 +226,81 @@ def run_benchmark(
     programs_dir: str | Path | None = None,
     verbose: bool = True,
 ) -> list[SolveResult]:
-    """Solve every task (all 62 by default), write the markdown table to `out` and programs beside it."""
+    """Solve every task (all 62 by default); write the table to `out` (+ `.json` rows) and artefacts per task."""
     names = tasks or list_tasks()
     results = []
-    for name in names:
+    for name in tqdm(names, desc="MIPS benchmark", unit="task", disable=not verbose):
         t0 = time.perf_counter()
         r = solve_task(name, time_budget=time_budget, verbose=False)
         results.append(r)
         if verbose:
-            print(
+            tqdm.write(
                 f"{name}: {'SOLVED' if r.solved else 'no'} ({r.method or r.note[:80]}) "
-                f"{time.perf_counter() - t0:.0f} s",
-                flush=True,
+                f"{time.perf_counter() - t0:.0f} s"
             )
         if out is not None:
-            Path(out).write_text(results_table([x.row() for x in results], time_budget))
-            Path(out).with_suffix(".json").write_text(json.dumps([x.row() for x in results], indent=1))
-        if programs_dir is not None and r.program is not None:
-            Path(programs_dir).mkdir(parents=True, exist_ok=True)
-            (Path(programs_dir) / f"{name}.py").write_text(r.program.source)
+            rows = [x.row() for x in results]
+            Path(out).write_text(results_table(rows, time_budget))
+            Path(out).with_suffix(".json").write_text(json.dumps({"budget": time_budget, "rows": rows}, indent=1))
+        if programs_dir is not None:
+            save_artifacts(r, programs_dir)
     return results
 
 
+def merge_results(paths: list[str | Path], report: str | Path | None = None) -> list[dict]:
+    """Rows of several shard runs (their `.json` files, or the `.md` beside them) in task order; writes `report`.
+
+    The report's budget is the shards' budget (they must agree). A task present in several shards
+    keeps its solved row if any. Also writes the merged rows beside the report as `.json`.
+    """
+    rows: dict[str, dict] = {}
+    budgets = set()
+    for p in paths:
+        p = Path(p)
+        p = p if p.suffix == ".json" else p.with_suffix(".json")
+        if not p.exists():
+            raise FileNotFoundError(f"no shard results at {p}")
+        data = json.loads(p.read_text())
+        shard_rows = data["rows"] if isinstance(data, dict) else data
+        budgets.add(float(data["budget"]) if isinstance(data, dict) else float("nan"))
+        for row in shard_rows:
+            if row["task"] not in rows or (row["solved"] and not rows[row["task"]]["solved"]):
+                rows[row["task"]] = row
+    known = [b for b in budgets if b == b]
+    if len(set(known)) > 1:
+        raise ValueError(f"the shards ran with different budgets: {sorted(set(known))}")
+    budget = known[0] if known else float("nan")
+    merged = sorted(rows.values(), key=lambda r: get_task(r["task"]).number or 10**6)
+    if report is not None:
+        Path(report).write_text(results_table(merged, budget))
+        Path(report).with_suffix(".json").write_text(json.dumps({"budget": budget, "rows": merged}, indent=1))
+    return merged
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Command line: run the suite and write the table."""
+    """Command line: run the suite (or one shard of it) and write the table; or merge shard results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=60.0, help="seconds of training search per task")
     parser.add_argument("--out", default="benchmarks/mips_results.md")
-    parser.add_argument("--programs", default=None, help="folder for the synthesised programs")
+    parser.add_argument("--programs", default=None, help="folder for the artefacts (program, weights, states)")
     parser.add_argument("--tasks", nargs="*", default=None, choices=sorted(TASKS), metavar="TASK")
     parser.add_argument("--shard", default=None, help="i/n: run every n-th task starting at i")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="SHARD", help="shard outputs (.json or .md)")
+    parser.add_argument("--report", default=None, help="with --merge: the merged markdown table")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.merge:
+        rows = merge_results(args.merge, args.report or args.out)
+        print(f"merged {len(rows)} tasks: solved {sum(r['solved'] for r in rows)} / {len(rows)}")
+        return
     names = args.tasks or list_tasks()
     if args.shard:
-        i, n = (int(v) for v in args.shard.split("/"))
+        try:
+            i, n = (int(v) for v in args.shard.split("/"))
+        except ValueError:
+            parser.error(f"--shard takes i/n (e.g. 3/16), got {args.shard!r}")
+        if not 0 <= i < n:
+            parser.error(f"--shard {args.shard}: need 0 <= i < n")
         names = names[i::n]
     results = run_benchmark(names, time_budget=args.budget, out=args.out, programs_dir=args.programs)
     print(f"solved {sum(r.solved for r in results)} / {len(results)}")

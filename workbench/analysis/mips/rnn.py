@@ -27,14 +27,14 @@ from workbench.models.recurrence import Emit, run_recurrence
 
 __all__ = ["FAMILIES", "MipsRNN", "RNNSpec", "encode_inputs"]
 
-FAMILIES = ("linear", "tanh", "gru")
+FAMILIES = ("linear", "tanh", "gru", "lstm")
 
 
 @dataclass(frozen=True)
 class RNNSpec:
     """One architecture in the smallest-first search (Michaud et al. 2024, Sec. 3.1)."""
 
-    family: str = "linear"  # linear | tanh | gru: the recurrence f
+    family: str = "linear"  # linear | tanh (Elman) | gru | lstm: the recurrence f
     d_hidden: int = 2
     readout: str = "linear"  # linear: y = V h + c; mlp: y = MLP(h) (the state stays linear)
     encoding: str = "scalar"  # scalar: x itself; onehot: one indicator per symbol and channel
@@ -66,7 +66,11 @@ def encode_inputs(task: Task, x: np.ndarray, encoding: str) -> torch.Tensor:
 
 
 class MipsRNN(HookedRootModule):
-    """Plain (Elman / linear) or GRU recurrence with a linear or MLP readout, hooked; float64 throughout."""
+    """Plain (Elman / linear), GRU or LSTM recurrence with a linear or MLP readout, hooked; float64 throughout.
+
+    The LSTM's whole state is the packed vector [h, c] (`hook_h` carries it, `[batch, pos, 2 d]`), so
+    state readers (clustering, FSM extraction) see the full memory; the readout reads the h half.
+    """
 
     def __init__(
         self,
@@ -86,7 +90,7 @@ class MipsRNN(HookedRootModule):
             "x_scale", torch.as_tensor(np.ones(d_input) if x_scale is None else x_scale, dtype=torch.float64)
         )  # [d_in]
         self.register_buffer("y_scale", torch.tensor(float(y_scale), dtype=torch.float64))
-        n_gates = 3 if spec.family == "gru" else 1
+        n_gates = {"gru": 3, "lstm": 4}.get(spec.family, 1)
         self.W = nn.Parameter(torch.randn(n_gates * d, d, dtype=torch.float64) / d**0.5)  # [g*d, d]
         self.U = nn.Parameter(torch.randn(n_gates * d, d_input, dtype=torch.float64) / d_input**0.5)
         self.b = nn.Parameter(torch.zeros(n_gates * d, dtype=torch.float64), requires_grad=spec.bias)
@@ -111,11 +115,29 @@ class MipsRNN(HookedRootModule):
         )
         if spec.family == "gru":
             self.hook_r, self.hook_z, self.hook_n = HookPoint(), HookPoint(), HookPoint()
+        if spec.family == "lstm":
+            self.hook_i, self.hook_f, self.hook_o, self.hook_g = HookPoint(), HookPoint(), HookPoint(), HookPoint()
+            with torch.no_grad():
+                self.b[d : 2 * d] = 1.0  # forget-gate bias 1 (Gers et al. 2000): remember by default
         self.setup()
+
+    @property
+    def state_size(self) -> int:
+        """Width of the recurrent state: d_hidden, or 2 d_hidden for the LSTM's [h, c]."""
+        return 2 * self.spec.d_hidden if self.spec.family == "lstm" else self.spec.d_hidden
+
+    def read(self, state: torch.Tensor) -> torch.Tensor:
+        """Outputs (target units, or logits) from states `[..., state_size]`: the readout of h."""
+        h = state[..., : self.spec.d_hidden] if self.spec.family == "lstm" else state
+        return self.readout(h) * self.y_scale
 
     def recurrent_quantities(self) -> tuple[str, ...]:
         """Hooked quantities computed inside the recurrence, in step order."""
-        return ("r", "z", "pre", "n", "h") if self.spec.family == "gru" else ("pre", "h")
+        if self.spec.family == "gru":
+            return ("r", "z", "pre", "n", "h")
+        if self.spec.family == "lstm":
+            return ("i", "f", "o", "g", "h")
+        return ("pre", "h")
 
     def _step(self, inputs: Mapping[str, torch.Tensor], state: dict[str, torch.Tensor], emit: Emit) -> dict:
         """One step from state h [batch, d] and scaled input x [batch, d_in]; `emit` hooks each quantity."""
@@ -128,6 +150,15 @@ class MipsRNN(HookedRootModule):
             pre = emit("pre", gx[:, 2 * d :] + r * gh[:, 2 * d :])
             n = emit("n", torch.tanh(pre))
             return {"h": emit("h", (1 - z) * n + z * h)}
+        if self.spec.family == "lstm":  # Hochreiter & Schmidhuber 1997, with a forget gate
+            hh, cc = h[:, :d], h[:, d:]
+            gates = x @ self.U.T + hh @ self.W.T + self.b  # [batch, 4d]
+            i = emit("i", torch.sigmoid(gates[:, :d]))
+            f = emit("f", torch.sigmoid(gates[:, d : 2 * d]))
+            o = emit("o", torch.sigmoid(gates[:, 2 * d : 3 * d]))
+            g = emit("g", torch.tanh(gates[:, 3 * d :]))
+            c_new = f * cc + i * g
+            return {"h": emit("h", torch.cat([o * torch.tanh(c_new), c_new], -1))}
         pre = emit("pre", h @ self.W.T + x @ self.U.T + self.b)  # [batch, d]
         return {"h": emit("h", pre if self.spec.family == "linear" else torch.tanh(pre))}
 
@@ -149,16 +180,16 @@ class MipsRNN(HookedRootModule):
         (or a gate) at position t changes every later state and output, and no earlier one.
         """
         x = self.hook_x(x.to(torch.float64) / self.x_scale)  # [b, p, d_in]
-        h0 = x.new_zeros(x.shape[0], self.spec.d_hidden) if initial_state is None else initial_state
+        h0 = x.new_zeros(x.shape[0], self.state_size) if initial_state is None else initial_state
         names = self.recurrent_quantities()
         values, _ = run_recurrence(
             self._step, {"x": x}, {"h": h0}, {q: getattr(self, f"hook_{q}") for q in names},
             lambda v, t: {"h": v["h"][:, t]}, ("h",), needed=("h",),
         )
-        return self.hook_y(self.readout(values["h"]) * self.y_scale)  # [b, p, d_out]
+        return self.hook_y(self.read(values["h"]))  # [b, p, d_out]
 
     def hidden_states(self, x: torch.Tensor) -> torch.Tensor:
-        """Hidden states `[batch, pos, d_hidden]` for features `x` (no grad)."""
+        """Hidden states `[batch, pos, state_size]` for features `x` (no grad)."""
         with torch.no_grad():
             _, cache = self.run_with_cache(x, names_filter="hook_h")
         return cache["hook_h"]

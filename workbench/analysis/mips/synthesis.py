@@ -142,17 +142,41 @@ def _check_full(expr: str, columns: dict[str, np.ndarray], target: np.ndarray) -
 
 
 def fit_integer_linear(columns: dict[str, np.ndarray], target: np.ndarray) -> dict[str, int] | None:
-    """Integer coefficients (and '1' for the constant) with target == sum(c * column) on every row, or None."""
+    """Integer coefficients (and '1' for the constant) with target == sum(c * column) on every row, or None.
+
+    Least squares, rounded, checked exactly. Collinear columns make the least-squares solution
+    non-integer even when an integer one exists, so the fit is retried on a maximal independent
+    subset of the columns, taken in the given order and in reverse.
+    """
     names = list(columns)
     a = np.stack([np.asarray(columns[k], dtype=np.float64) for k in names] + [np.ones(len(target))], 1)
-    coef, *_ = np.linalg.lstsq(a, np.asarray(target, dtype=np.float64), rcond=None)
-    ints = np.round(coef).astype(np.int64)
     pred = np.stack(
         [np.asarray(columns[k], dtype=np.int64) for k in names] + [np.ones(len(target), np.int64)], 1
     )
-    if not np.array_equal(pred @ ints, np.asarray(target, dtype=np.int64)):
-        return None
-    return {k: int(c) for k, c in zip([*names, "1"], ints, strict=True) if c != 0}
+    tgt = np.asarray(target, dtype=np.int64)
+    keys = [*names, "1"]
+    for subset in _column_subsets(a):
+        coef, *_ = np.linalg.lstsq(a[:, subset], np.asarray(target, dtype=np.float64), rcond=None)
+        ints = np.zeros(len(keys), dtype=np.int64)
+        ints[subset] = np.round(coef).astype(np.int64)
+        if np.array_equal(pred @ ints, tgt):
+            return {k: int(c) for k, c in zip(keys, ints, strict=True) if c != 0}
+    return None
+
+
+def _column_subsets(a: np.ndarray) -> list[list[int]]:
+    """All columns, then (if they are dependent) a greedy independent subset in order and in reverse order."""
+    full = list(range(a.shape[1]))
+    if np.linalg.matrix_rank(a) == a.shape[1]:
+        return [full]
+    subsets = [full]
+    for order in (full[-1:] + full[:-1], full[::-1]):  # the constant first, then the columns either way
+        chosen: list[int] = []
+        for j in order:
+            if np.linalg.matrix_rank(a[:, [*chosen, j]]) == len(chosen) + 1:
+                chosen.append(j)
+        subsets.append(sorted(chosen))
+    return subsets
 
 
 def render_linear(coefs: dict[str, int]) -> str:
@@ -276,7 +300,9 @@ def program_from_lattice(lattice, task) -> Program:
     """Integer regression of each state update on (previous states, input) and each output on the states."""
     z, x, y = lattice.z, lattice.x, lattice.y  # [n, T, r], [n, T, c], [n, T, c_out]
     n, t, r = z.shape
-    prev = np.concatenate([np.zeros((n, 1, r), np.int64), z[:, :-1]], 1)  # [n, T, r]
+    init = np.asarray(getattr(lattice, "z_init", None) if getattr(lattice, "z_init", None) is not None
+                      else np.zeros(r), dtype=np.int64)  # [r] the start state's coordinates
+    prev = np.concatenate([np.broadcast_to(init, (n, 1, r)), z[:, :-1]], 1)  # [n, T, r]
     names = [f"z{i}" for i in range(r)]
     inputs = _input_columns(task, x)
     tables: dict = {}
@@ -322,7 +348,7 @@ def program_from_lattice(lattice, task) -> Program:
         method,
         task.n_inputs,
         task.n_outputs,
-        dict.fromkeys(names, 0),
+        {name: int(v) for name, v in zip(names, init, strict=True)},
         updates,
         outputs,
         tables,
