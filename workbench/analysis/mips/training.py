@@ -183,6 +183,7 @@ def train_rnn(
             if spec.family == "linear" and step >= 500 and history[-1] > 1e-4 and spec.readout == "linear":
                 break
     if bar is not None:
+        bar.total = bar.n  # stopping early (exact, or given up) is not a failure: no red bar in notebooks
         bar.close()
     if spec.family == "linear" and history and history[-1] < 1e-3:
         # reach the precision rounding needs, and beyond: the lattice reads integer weights off an
