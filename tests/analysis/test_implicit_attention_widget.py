@@ -64,7 +64,7 @@ def test_unsupported_family_and_memory_budget_show_inside():
     assert "memory budget" in small.error.value
 
 
-def test_transformers_mamba2_and_rwkv_offer_their_modes_and_channels():
+def test_transformers_mamba2_rwkv_and_griffin_offer_their_modes_channels_and_layers():
     """Models of the new families (tiny random `transformers` configs with a character tokenizer)."""
     transformers = pytest.importorskip("transformers")
     import workbench
@@ -78,9 +78,13 @@ def test_transformers_mamba2_and_rwkv_offer_their_modes_and_channels():
     rwkv = workbench.from_transformers(transformers.RwkvForCausalLM(transformers.RwkvConfig(
         vocab_size=vocab, hidden_size=16, num_hidden_layers=2, attention_hidden_size=24,
         intermediate_size=32)).eval())
-    for model in (mamba2, rwkv):
+    griffin = workbench.from_transformers(transformers.RecurrentGemmaForCausalLM(transformers.RecurrentGemmaConfig(
+        vocab_size=vocab, hidden_size=16, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
+        num_hidden_layers=3, lru_width=16, attention_window_size=4, conv1d_width=4,
+        block_types=["recurrent", "recurrent", "attention"])).eval())
+    for model in (mamba2, rwkv, griffin):
         model.tokenizer = tokenizer
-    explorer = ImplicitAttentionExplorer({"mamba2": mamba2, "rwkv": rwkv}, TEXT)
+    explorer = ImplicitAttentionExplorer({"mamba2": mamba2, "rwkv": rwkv, "griffin": griffin}, TEXT)
     assert explorer.error.value == "" and list(explorer.mode_select.options) == ["exact", "normed", "paper"]
     assert explorer.channel_select.max == 31
     explorer.mode_select.value = "normed"
@@ -90,3 +94,8 @@ def test_transformers_mamba2_and_rwkv_offer_their_modes_and_channels():
     explorer.aggregate_select.value = "channel"
     explorer.channel_select.value = 23
     assert explorer.error.value == "" and "channel 23" in explorer.map_figure.layout.title.text
+    explorer.model_select.value = "griffin"
+    explorer.layer_select.value = 2  # local attention: its pattern, zero outside the window of 4
+    assert explorer.error.value == "" and list(explorer.mode_select.options) == ["exact", "paper"]
+    z = explorer.map_figure.data[0].z
+    assert z[len(TEXT) - 1][0] == 0 and z[len(TEXT) - 1][len(TEXT) - 1] != 0
