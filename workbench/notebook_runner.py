@@ -6,10 +6,39 @@ notebooks the same way.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+_WORDS = {"one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
+          "eight": "8", "nine": "9", "ten": "10"}
+_DURATION = re.compile(
+    r"(\d+(?:\.\d+)?)(?:\s*(?:–|-|to)\s*(\d+(?:\.\d+)?))?\s*(s|secs?|seconds?|mins?|minutes?)\b", re.I
+)
+_TIME_PARAGRAPH = re.compile(r"^\*\*\s*(time|how long)\b", re.I)
+
+
+def stated_seconds(notebook: str | Path) -> float:
+    """The running time a notebook promises, in seconds: the largest duration named in the
+    paragraph of its first cell that starts with `**Time:**` or `**How long.**` ("about 30 s, up to
+    1 minute when busy" -> 60). Other durations in the header (a model "trained for 20 s", "ten
+    minutes of reading") are not promises and are not read."""
+    import nbformat
+
+    header = nbformat.read(Path(notebook), as_version=4).cells[0].source
+    paragraphs = [p for p in re.split(r"\n\s*\n", header) if _TIME_PARAGRAPH.match(p.strip())]
+    if not paragraphs:
+        raise ValueError(f"{Path(notebook).name}: its first cell has no '**Time:**' paragraph stating "
+                         "how long it runs")
+    text = re.sub(r"\b(" + "|".join(_WORDS) + r")\b", lambda m: _WORDS[m.group(1).lower()], paragraphs[0],
+                  flags=re.I)
+    found = [float(high or low) * (60.0 if unit.lower().startswith("min") else 1.0)
+             for low, high, unit in _DURATION.findall(text)]
+    if not found:
+        raise ValueError(f"{Path(notebook).name}: its time paragraph names no duration ('about 2 minutes')")
+    return max(found)
 
 
 def notebooks_dir() -> Path:

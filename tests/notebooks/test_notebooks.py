@@ -5,13 +5,12 @@ CPU, each is executed by the test suite").
 Each notebook runs in a fresh kernel through `workbench.notebook_runner.run_notebook`, the same
 function `workbench tour` uses. A notebook that its module's own test already executes (e.g.
 tests/analysis/test_cells_notebook.py) is not run a second time; the tour always runs here. The
-stated time is read from the notebook's first cell ("About 1–2 minutes", "Time: about 30 s"): the
-largest figure named there is the limit.
+stated time is read from the `**Time:**` (or `**How long.**`) paragraph of the notebook's first cell
+(`workbench.notebook_runner.stated_seconds`): the largest figure named there is the limit.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ import pytest
 pytest.importorskip("nbclient")
 nbformat = pytest.importorskip("nbformat")
 
-from workbench.notebook_runner import notebooks_dir, run_notebook  # noqa: E402
+from workbench.notebook_runner import notebooks_dir, run_notebook, stated_seconds  # noqa: E402
 
 ALL_NOTEBOOKS = sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
 TESTS = Path(__file__).resolve().parents[1]
@@ -35,29 +34,9 @@ def executed_elsewhere(notebook: Path) -> bool:
 
 
 NOTEBOOKS = [n for n in ALL_NOTEBOOKS if n.stem.startswith("00_") or not executed_elsewhere(n)]
-_WORDS = {"one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
-          "eight": "8", "nine": "9", "ten": "10"}
-_DURATION = re.compile(
-    r"(\d+(?:\.\d+)?)(?:\s*(?:–|-|to)\s*(\d+(?:\.\d+)?))?\s*(s|sec|seconds|min|minutes)\b", re.I
-)
-# nbclient sometimes sees a cell's reply only when its per-cell timeout runs out (a missed wake-up
-# between jupyter_client and zmq): a short per-cell timeout bounds that stall; every cell of the
-# notebooks run here takes seconds.
+# Every cell of the notebooks run here takes seconds. (A missed zmq wake-up used to stall a run for a
+# whole cell timeout; the runner now polls the kernel's channels every second, so it costs a second.)
 CELL_TIMEOUT_S = 60
-
-
-def stated_seconds(notebook: Path) -> float:
-    """The longest duration the notebook's first cell states (its "how long" promise), in seconds."""
-    header = nbformat.read(notebook, as_version=4).cells[0].source
-    header = re.sub(r"\b(" + "|".join(_WORDS) + r")\b", lambda m: _WORDS[m.group(1).lower()], header,
-                    flags=re.I)
-    found = [
-        float(high or low) * (60.0 if unit.lower().startswith("min") else 1.0)
-        for low, high, unit in _DURATION.findall(header)
-    ]
-    if not found:
-        raise AssertionError(f"{notebook.name}: its first cell states no running time ('about 2 minutes')")
-    return max(found)
 
 
 def test_every_notebook_states_what_it_shows_and_how_long_it_takes():
@@ -68,12 +47,20 @@ def test_every_notebook_states_what_it_shows_and_how_long_it_takes():
         assert 0 < stated_seconds(notebook) <= 600, notebook.name
 
 
-def test_stated_seconds_reads_ranges_and_units(tmp_path):
+def test_stated_seconds_reads_ranges_and_units_of_the_time_paragraph_only(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
-        "# x\n\n**Time:** about 30 s for the demo, 1–2 minutes with an embedded model; three s.")])
+        "# x\n\nTen minutes of reading; a model trained for 20 s.\n\n"
+        "**Time:** about 30 s for the demo, 1–2 minutes with an embedded model; three s.")])
     path = tmp_path / "00_x.ipynb"
     nbformat.write(nb, path)
     assert stated_seconds(path) == 120.0
+    nb.cells[0].source = "# x\n\nIn ten minutes of reading.\n\n**How long.** About 30 s, up to one minute when busy."
+    nbformat.write(nb, path)
+    assert stated_seconds(path) == 60.0
+    nb.cells[0].source = "# x\n\nRuns in about 2 minutes."  # no time paragraph: no promise the test can hold
+    nbformat.write(nb, path)
+    with pytest.raises(ValueError, match="Time"):
+        stated_seconds(path)
 
 
 @pytest.mark.notebook
