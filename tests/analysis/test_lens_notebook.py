@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.notebook_runner import execute_notebook
+from workbench.notebook_runner import execute_notebook, stated_seconds
 
 pytest.importorskip("nbclient")
 
@@ -13,9 +13,10 @@ NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "02_lens.ipynb"
 
 @pytest.mark.notebook
 @pytest.mark.slow
-def test_lens_notebook_runs_top_to_bottom_within_three_minutes():
+def test_lens_notebook_runs_top_to_bottom_within_its_stated_time():
     nb, elapsed = execute_notebook(NOTEBOOK, timeout=120)
-    assert elapsed < 180, f"the notebook took {elapsed:.0f} s"
+    limit = stated_seconds(NOTEBOOK)  # what the notebook's **Time:** paragraph promises
+    assert elapsed <= limit, f"the notebook took {elapsed:.0f} s; its header states {limit:.0f} s"
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs)

@@ -51,8 +51,12 @@ class _MinimalRecurrence(Mixer):
 
         def scan(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
             h0 = state["h"]
+            # recording without gradients: the loop's own arithmetic in chunks (several times faster
+            # on CPU than the log-space form, benchmarks/bench_cpu.py); training: the paper's log space
+            track_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (a, b, h0))
             zero_start = not h0.requires_grad and not bool(h0.any())
-            positive = bool((a > 0).all() and (b > 0).all()) and (zero_start or bool((h0 > 0).all()))
+            positive = track_grad and bool((a > 0).all() and (b > 0).all()) and (
+                zero_start or bool((h0 > 0).all()))
             if positive:
                 self.last_kernel = "log-space parallel scan (Heinsen 2023)"
                 log_h0 = None if zero_start else torch.log(h0)

@@ -99,7 +99,8 @@ class S6Mixer(Mixer):
         x = self.hook_x(F.linear(x_in, w_x))  # [batch, pos, d_inner]
         z = F.linear(x_in, w_z)  # [batch, pos, d_inner]
         padded = torch.cat([conv_state, x.transpose(1, 2)], dim=-1)  # [batch, d_inner, k-1+pos]
-        u = self.hook_conv(F.silu(self.conv1d(padded).transpose(1, 2)))  # [batch, pos, d_inner]
+        # contiguous once here rather than copied by each of the three projections below
+        u = self.hook_conv(F.silu(self.conv1d(padded).transpose(1, 2).contiguous()))  # [batch, pos, d_inner]
         new_conv_state = padded[..., padded.shape[-1] - (self.cfg.d_conv - 1):]
         w_dt, w_B, w_C = self.x_proj.weight.split([rank, n, n], dim=0)
         dt, B, C = F.linear(u, w_dt), F.linear(u, w_B), F.linear(u, w_C)  # [batch, pos, ·]
