@@ -19,6 +19,8 @@ import math
 import torch
 from torch import Tensor
 
+from .buffers import recording_buffer
+
 __all__ = ["SEQUENTIAL_WIDTH", "default_chunk_size", "linear_scan", "linear_scan_reference"]
 
 # From this many elements per position (batch * prod(state)) a CPU step is wide enough that Python
@@ -86,7 +88,8 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None, chunk_size: int 
 
     1. every chunk (but the last) is scanned from a zero state, all chunks at once, keeping only
        its final state; the product of its a comes from one `prod`;
-    2. the states entering the chunks are carried across chunks: H_k = A_k H_{k-1} + h_k;
+    2. the states entering the chunks are carried across chunks: H_k = A_k H_{k-1} + h_k (a linear
+       recurrence over chunks, so with many chunks it is scanned by `linear_scan` itself);
     3. every chunk is scanned again from its true entering state, writing the output.
 
     No division and no closed-form product is ever formed, so underflowing products of a are
@@ -110,7 +113,7 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None, chunk_size: int 
     if n_chunks < 2 or runs_in_place_sequentially(b, track_grad):
         if track_grad:
             return linear_scan_reference(a, b, h0)
-        out = torch.empty(batch, pos, *state, dtype=b.dtype, device=b.device)
+        out = recording_buffer((batch, pos, *state), b.dtype, b.device)
         h = h0
         for t in range(pos):
             h = torch.addcmul(b[:, t], a[:, t], h, out=out[:, t])
@@ -126,11 +129,15 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None, chunk_size: int 
         h = torch.addcmul(b_main[:, :-1, t], a_main[:, :-1, t], h)
     a_chunk = a_main[:, :-1].prod(dim=2)  # [batch, chunk - 1, *sa], product of a over each chunk
 
-    # 2. state entering every chunk: H_k = A_k H_{k-1} + h_k
-    entering = [h0]
-    for k in range(n_chunks - 1):
-        entering.append(torch.addcmul(h[:, k], a_chunk[:, k], entering[-1]))
-    h = torch.stack(entering, dim=1)  # [batch, chunk, *state]
+    # 2. state entering every chunk: H_k = A_k H_{k-1} + h_k, itself a linear recurrence over
+    #    chunks: scanned by this function again when there are many chunks (O(chunk * log pos) steps)
+    if n_chunks - 1 >= 2 * chunk_size:
+        h = torch.cat([h0.unsqueeze(1), linear_scan(a_chunk, h, h0, chunk_size)], dim=1)
+    else:
+        entering = [h0]
+        for k in range(n_chunks - 1):
+            entering.append(torch.addcmul(h[:, k], a_chunk[:, k], entering[-1]))
+        h = torch.stack(entering, dim=1)  # [batch, chunk, *state]
 
     # 3. scan every chunk again from its entering state, then the leftover positions
     if track_grad:
@@ -143,7 +150,7 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None, chunk_size: int 
             return out
         rest = linear_scan_reference(a[:, main:], b[:, main:], h[:, -1])
         return torch.cat([out, rest], dim=1)
-    out = torch.empty(batch, pos, *state, dtype=b.dtype, device=b.device)
+    out = recording_buffer((batch, pos, *state), b.dtype, b.device)
     out_main = out[:, :main].view(batch, n_chunks, chunk_size, *state)  # [batch, chunk, t, *state]
     for t in range(chunk_size):
         h = torch.addcmul(b_main[:, :, t], a_main[:, :, t], h, out=out_main[:, :, t])

@@ -51,6 +51,14 @@ def _add_biases(bias_ih: Tensor | None, bias_hh: Tensor | None) -> Tensor | None
     return bias_ih if bias_hh is None else bias_ih + bias_hh
 
 
+def _tanh_(x: Tensor) -> Tensor:
+    """In-place tanh as 2 sigmoid(2 x) - 1 (abs. error < 2e-7 float32): torch's CPU tanh measured
+    ~5x slower than its sigmoid, so this is faster even with its three extra cheap passes."""
+    if x.device.type != "cpu":
+        return x.tanh_()
+    return x.mul_(2).sigmoid_().mul_(2).sub_(1)
+
+
 def _tracks_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -82,7 +90,7 @@ def lstm_gates_from_hidden(
     if grad:
         i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
     else:  # in place: the gates are views into pre
-        i.sigmoid_(), f.sigmoid_(), g.tanh_(), o.sigmoid_()
+        i.sigmoid_(), f.sigmoid_(), _tanh_(g), o.sigmoid_()
     c = linear_scan(f, i * g, c0)  # [batch, pos, H]
     return {"i": i, "f": f, "g": g, "o": o, "c": c}
 
@@ -119,7 +127,7 @@ def gru_gates_from_hidden(
         n = torch.tanh(i_n + r * h_n)
     else:  # in place: r, z are views into gi, n into gh
         r, z = gi[..., : 2 * hidden].add_(gh[..., : 2 * hidden]).sigmoid_().chunk(2, dim=-1)
-        n = h_n.mul_(r).add_(i_n).tanh_()
+        n = _tanh_(h_n.mul_(r).add_(i_n))
     return {"r": r, "z": z, "n": n}
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .buffers import recording_buffer
 from .linear_scan import linear_scan
 
 __all__ = ["s6_chunk_size", "selective_scan", "selective_scan_reference"]
@@ -136,7 +137,10 @@ def _selective_scan_in_place(
     size = min(chunk_size, pos)
     du = delta * u  # [batch, pos, d]
     decay = u.new_empty(batch, size, d, n)  # exp(delta A) of one chunk
-    states = u.new_empty(batch, pos if return_states else size, d, n)
+    if return_states:  # the recorded states: [batch, pos, d, n]
+        states = recording_buffer((batch, pos, d, n), u.dtype, u.device)
+    else:
+        states = u.new_empty(batch, size, d, n)
     y = u.new_empty(batch, pos, d)
     for start in range(0, pos, size):
         sl = slice(start, min(start + size, pos))
@@ -145,9 +149,10 @@ def _selective_scan_in_place(
         s_chunk = states[:, sl] if return_states else states[:, :length]  # [batch, chunk, d, n]
         torch.mul(delta[:, sl, :, None], A, out=dA).exp_()
         torch.mul(du[:, sl, :, None], B[:, sl, None, :], out=s_chunk)  # (delta u) B
-        s_chunk[:, 0].addcmul_(dA[:, 0], s)  # s_t = exp(delta_t A) s_{t-1} + (delta_t u_t) B_t
-        for t in range(1, length):
-            s_chunk[:, t].addcmul_(dA[:, t], s_chunk[:, t - 1])
+        steps, decays = s_chunk.unbind(1), dA.unbind(1)  # [batch, d, n] each, one call per chunk
+        previous = s
+        for s_t, dA_t in zip(steps, decays, strict=True):  # s_t = exp(delta_t A) s_{t-1} + (delta_t u_t) B_t
+            previous = s_t.addcmul_(dA_t, previous)
         torch.linalg.vecdot(s_chunk, C[:, sl, None, :], out=y[:, sl])  # y_t = s_t C_t, [batch, chunk, d]
         s = s_chunk[:, -1].clone() if not return_states else s_chunk[:, -1]  # [batch, d, n]
     y.addcmul_(D, u)  # + D u

@@ -78,8 +78,11 @@ def test_blocks_with_mlp_and_rmsnorm_agree_between_paths(family):
     assert_paths_agree(model, tokens, torch.float64)
 
 
-def test_paths_agree_without_gradients_where_cpu_recording_loops_run(family):
+def test_paths_agree_without_gradients_where_cpu_recording_loops_run(family, monkeypatch):
     """Under no_grad the LSTM/GRU fused path writes gates in its own loop; same numbers."""
+    from workbench.models.mixers import classic
+
+    monkeypatch.setattr(classic, "RECORDING_LOOP_MIN_WIDTH", 0)  # the loop even at this tiny width
     model = small_lm(family, dtype=torch.float32, d_model=24, d_hidden=24)
     tokens = torch.randint(0, model.cfg.d_vocab, (3, 200), generator=torch.Generator().manual_seed(8))
     state = [{k: torch.randn_like(v) for k, v in layer.items()} for layer in model.initial_state(3)]
@@ -88,3 +91,12 @@ def test_paths_agree_without_gradients_where_cpu_recording_loops_run(family):
         _, cache = model.run_with_cache(tokens, path="fused")
     if family in ("lstm", "gru"):
         assert "loop" in cache.metadata["kernels"][0]
+
+
+def test_narrow_cpu_recording_uses_library_kernel_plus_recovery(family):
+    """Below RECORDING_LOOP_MIN_WIDTH elements per step the LSTM/GRU record via the library kernel."""
+    model = small_lm(family, dtype=torch.float32, d_model=8, d_hidden=8)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(torch.zeros(1, 5, dtype=torch.long), path="fused")
+    if family in ("lstm", "gru"):
+        assert "recovery" in cache.metadata["kernels"][0]

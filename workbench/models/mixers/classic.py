@@ -14,7 +14,12 @@ import torch
 from torch import Tensor, nn
 
 from workbench.kernels import elman_pre_from_hidden, gru_gates_from_hidden, lstm_gates_from_hidden
-from workbench.kernels.rnn_recording import gru_forward_recording, lstm_forward_recording
+from workbench.kernels.rnn_recording import (
+    elman_forward_recording,
+    gru_forward_recording,
+    lstm_forward_recording,
+    onednn_step_matmul_available,
+)
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers.base import HookSpec, Mixer
 from workbench.models.recurrence import Emit, State, run_recurrence
@@ -37,13 +42,26 @@ def recording_precision(device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+# Below this many elements per position (batch * d_hidden) the gate-writing loop's per-step Python
+# overhead outweighs the two large matmuls that gate recovery repeats after the library kernel
+# (benchmarks/bench_cpu.py: at batch 1, width 256 and 1024 recovery won; at batch 16 the loop).
+RECORDING_LOOP_MIN_WIDTH = 4096
+
+
 def use_recording_loop(x: Tensor, module: nn.Module) -> bool:
-    """CPU and no gradient wanted: the gate-writing loop beats the library kernel plus recovery."""
-    if x.device.type != "cpu":
+    """CPU, no gradient wanted and wide enough steps: the gate-writing loop beats the library
+    kernel plus recovery."""
+    if x.device.type != "cpu" or x.shape[0] * module.cfg.d_hidden < RECORDING_LOOP_MIN_WIDTH:
         return False
     return not torch.is_grad_enabled() or not (
         x.requires_grad or any(p.requires_grad for p in module.parameters())
     )
+
+
+def step_matmul_backend(x: Tensor) -> str:
+    """The recurrent matmul the recording loops use for x (kernels.rnn_recording.StepMatmul)."""
+    packed = x.dtype == torch.float32 and onednn_step_matmul_available()
+    return "oneDNN packed matmul" if packed else "torch.addmm"
 
 
 class _LibraryRecurrence(Mixer):
@@ -122,6 +140,10 @@ class ElmanMixer(_LibraryRecurrence):
         self.last_kernel = f"torch.nn.RNN ({x.device.type}) + parallel pre-activation recovery"
 
         def fused(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
+            if "pre" in wanted and use_recording_loop(x, self):
+                self.last_kernel = f"pre-activation-writing Elman loop (CPU, no grad, {step_matmul_backend(x)})"
+                values = elman_forward_recording(x, state["h"], *self.weights)
+                return values, {"h": values["h"][:, -1]}
             h, h_last = self.cell(x, state["h"][None].contiguous())
             values = {"h": h}
             if "pre" in wanted:
@@ -171,7 +193,7 @@ class LSTMMixer(_LibraryRecurrence):
 
         def fused(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
             if wanted - {"h"} and use_recording_loop(x, self):
-                self.last_kernel = "gate-writing LSTM loop (CPU, no grad)"
+                self.last_kernel = f"gate-writing LSTM loop (CPU, no grad, {step_matmul_backend(x)})"
                 values = lstm_forward_recording(x, state["h"], state["c"], *self.weights)
                 return values, {"h": values["h"][:, -1], "c": values["c"][:, -1]}
             h0, c0 = state["h"][None].contiguous(), state["c"][None].contiguous()
@@ -222,7 +244,7 @@ class GRUMixer(_LibraryRecurrence):
 
         def fused(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
             if wanted - {"h"} and use_recording_loop(x, self):
-                self.last_kernel = "gate-writing GRU loop (CPU, no grad)"
+                self.last_kernel = f"gate-writing GRU loop (CPU, no grad, {step_matmul_backend(x)})"
                 values = gru_forward_recording(x, state["h"], *self.weights)
                 return values, {"h": values["h"][:, -1]}
             h, h_last = self.cell(x, state["h"][None].contiguous())
