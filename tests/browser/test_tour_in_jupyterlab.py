@@ -1,8 +1,9 @@
 """The tour in a real browser: JupyterLab on localhost, headless Debian Chromium, every cell run, the
-widgets drawn and live (a slider change redraws a plot), no cell showing an error. Screenshots go
-to test-artifacts/ (tour-top.png, tour-cells-widget.png, tour-implicit-attention-widget.png,
-tour-steering-widget.png, tour-lens-widget-before.png, tour-lens-widget-after.png, and
-tour-failure.png when something goes wrong)."""
+widgets drawn and live (a slider change redraws a plot; the MIPS explorer's button runs a search,
+showing its busy state meanwhile), no cell showing an error. Screenshots go to test-artifacts/
+(tour-top.png, tour-cells-widget.png, tour-implicit-attention-widget.png, tour-steering-widget.png,
+tour-lens-widget-before.png, tour-lens-widget-after.png, tour-mips-widget.png, tour-mips-busy.png,
+and tour-failure.png when something goes wrong)."""
 
 from __future__ import annotations
 
@@ -139,11 +140,13 @@ def test_tour_runs_in_jupyterlab_with_live_widgets_and_no_error(
         widgets = wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".jupyter-widgets.widget-vbox"),
                            60, "widget views in the page")
         assert len(widgets) >= 2
-        # One output per explorer (cells, lens, implicit attention, steering), none showing an error.
+        # One output per explorer (cells, lens, implicit attention, steering, MIPS), none showing an
+        # error and none left busy.
         explorers = driver.execute_script(
             "return Array.from(document.querySelectorAll('.jp-OutputArea-output'))"
             ".filter(o => o.querySelector('.jupyter-widgets.widget-vbox'));")
-        assert len(explorers) >= 4, f"expected the four explorers, found {len(explorers)} widget outputs"
+        assert len(explorers) >= 5, f"expected the five explorers, found {len(explorers)} widget outputs"
+        assert not driver.find_elements(By.CSS_SELECTOR, ".jupyter-widgets .wb-busy"), "a widget is still busy"
         widget_errors = driver.find_elements(By.CSS_SELECTOR, '.jupyter-widgets [style*="b00020"]')
         assert not widget_errors, f"a widget shows an error: {widget_errors[0].text}"
         for name, explorer in zip(("implicit-attention", "steering"), explorers[2:4], strict=True):
@@ -175,6 +178,24 @@ def test_tour_runs_in_jupyterlab_with_live_widgets_and_no_error(
         shot(driver, box, artifacts / "tour-lens-widget-after.png")
         assert not state(driver)["errors"]
         print(f"slider {before_value} -> {readout.text}; plots {before} -> {after}")
+
+        # The MIPS explorer shows the tour's GRU's program; its button runs a whole search, during
+        # which the button is disabled and says so and a spinner turns; then all is back, with a program.
+        mips = explorers[4]
+        assert "def program" in mips.text and "verified" in mips.text, mips.text[:500]
+        shot(driver, mips, artifacts / "tour-mips-widget.png")
+        button = mips.find_element(By.CSS_SELECTOR, "button.widget-button")
+        label = button.text
+        button.click()
+        wait_for(driver, lambda d: not button.is_enabled() and "searching" in button.text, 30,
+                 "the MIPS button to show its busy state", interval=0.1)
+        assert mips.find_elements(By.CSS_SELECTOR, ".wb-busy .wb-spinner"), "no spinner while searching"
+        shot(driver, mips, artifacts / "tour-mips-busy.png")
+        wait_for(driver, lambda d: button.is_enabled() and button.text == label, 240,
+                 "the MIPS search to finish and the button to come back")
+        assert "done in" in mips.text and "def program" in mips.text
+        assert not mips.find_elements(By.CSS_SELECTOR, '[style*="b00020"]'), "the MIPS search showed an error"
+        assert not state(driver)["errors"]
     except BaseException:
         driver.save_screenshot(str(artifacts / "tour-failure.png"))
         raise
