@@ -120,7 +120,7 @@ def run_eval(args: argparse.Namespace) -> int:
     with torch_threads(args.threads):
         bpc = evaluate_bpc(
             model, model.tokenizer, text, batch_size=args.batch_size, seq_len=args.seq_len,
-            max_chars=args.max_chars,
+            max_chars=args.max_chars, progress=True,
         )  # fmt: skip
     n_chars = min(len(text), args.max_chars or len(text))
     cap = f", max_bytes={max_bytes:,}" if max_bytes else ""

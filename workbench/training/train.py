@@ -148,12 +148,13 @@ def evaluate_bpc(
     seq_len: int = 256,
     max_chars: int | None = None,
     path: str | None = None,
+    progress: bool = False,
 ) -> float:
     """Bits per character of `model` on `text`, predicting every character but each stream's first.
 
     The text is cut into `batch_size` contiguous streams read `seq_len` characters at a time with
     the state carried across windows, as in training. Characters outside the vocabulary count as
-    the unknown token (if the vocabulary has one).
+    the unknown token (if the vocabulary has one). `progress`: a tqdm bar over the windows.
     """
     if max_chars is not None:
         text = text[:max_chars]
@@ -168,7 +169,8 @@ def evaluate_bpc(
     model.eval()
     total_nats, count, state = 0.0, 0, None
     try:
-        for start in range(0, data.shape[1] - 1, seq_len):
+        starts = range(0, data.shape[1] - 1, seq_len)
+        for start in tqdm(starts, desc="evaluate", unit="window", disable=not progress):
             targets = data[:, start + 1 : start + seq_len + 1].to(device)  # [streams, w]
             inputs = data[:, start : start + targets.shape[1]].to(device)  # [streams, w]
             logits, state = model(inputs, initial_state=state, return_state=True, path=path)
