@@ -81,10 +81,6 @@ class BusyState:
         self.active = False
         self.seconds: float | None = None
 
-    def add(self, *controls: widgets.Widget) -> None:
-        """Controls created after the state (e.g. a button built later) join the ones disabled."""
-        self.controls.extend(controls)
-
     @contextmanager
     def __call__(self, message: str | None = None) -> Iterator[BusyState]:
         if self.active:  # nested: the outer block already shows the busy state
