@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from workbench.kernels import g, linear_scan, log_space_scan
+from workbench.kernels.triton_scan import triton_linear_scan, use_triton
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers.base import HookSpec, Mixer
 from workbench.models.recurrence import Emit, State, run_recurrence
@@ -51,6 +52,10 @@ class _MinimalRecurrence(Mixer):
 
         def scan(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
             h0 = state["h"]
+            if use_triton(a, b, h0):
+                self.last_kernel = "Triton linear scan (CUDA)"
+                h = triton_linear_scan(a, b, h0)
+                return {"h": h}, {"h": h[:, -1]}
             # recording without gradients: the loop's own arithmetic in chunks (several times faster
             # on CPU than the log-space form, benchmarks/bench_cpu.py); training: the paper's log space
             track_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (a, b, h0))

@@ -16,6 +16,8 @@ from torch import Tensor, nn
 
 from workbench.kernels import selective_scan
 from workbench.kernels.selective_scan_grad import selective_scan_trainable
+from workbench.kernels.triton_scan import use_triton
+from workbench.kernels.triton_selective_scan import triton_selective_scan
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers.base import HookSpec, Mixer
 from workbench.models.recurrence import Emit, State, run_recurrence
@@ -119,8 +121,9 @@ class S6Mixer(Mixer):
                     state["state"],
                 )
                 return {"y": y}, {"state": last}
-            self.last_kernel = "chunked selective scan"
-            y, states = selective_scan(
+            use_fused_kernel = use_triton(inputs["conv"], inputs["delta"], self.A, inputs["B"], inputs["C"])
+            self.last_kernel = "Triton selective scan (CUDA)" if use_fused_kernel else "chunked selective scan"
+            y, states = (triton_selective_scan if use_fused_kernel else selective_scan)(
                 inputs["conv"], inputs["delta"], self.A, inputs["B"], inputs["C"], self.D,
                 state["state"], return_states="state" in wanted,
             )
