@@ -1,0 +1,9 @@
+def program(xs):
+    """Abs_Diff: synthesised by MIPS from a trained RNN (lattice+linear/search). 2 integer state(s)."""
+    z0 = 0
+    z1 = 0
+    ys = []
+    for x in xs:
+        z0, z1 = x, z0
+        ys.append(abs((z0 - z1)))
+    return ys

@@ -1,0 +1,9 @@
+def program(xs):
+    """Alternating_Last3: synthesised by MIPS from a trained RNN (fsm(behaviour6)+search/table). 7 states."""
+    DELTA = {(0, 0): 1, (0, 1): 2, (1, 0): 1, (1, 1): 3, (2, 0): 4, (2, 1): 2, (3, 0): 5, (3, 1): 2, (4, 0): 1, (4, 1): 6, (5, 0): 1, (5, 1): 6, (6, 0): 5, (6, 1): 2}
+    q = 0
+    ys = []
+    for x in xs:
+        q = DELTA[(q, x)]
+        ys.append(int(2 < (q - 2)))
+    return ys
