@@ -10,6 +10,7 @@ Run: python benchmarks/eval_embedded.py [--test-chars 50000 --train-chars 300000
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 
@@ -22,7 +23,12 @@ from workbench.data.corpora import load_corpus
 from workbench.training.train import evaluate_bpc
 
 LN2 = math.log(2.0)
-NGRAM_ORDERS = (3, 5, 7)
+NGRAM_ORDERS = (3, 5, 7, 10)
+# Karpathy, Johnson & Fei-Fei 2015, Linux kernel corpus (6,206,996 characters): their best LSTM's
+# test cross-entropy and their 20-gram's, in nats per character. Their per-size table is not
+# reproduced here; their best model bounds every size from below, so it is the strict reference.
+KARPATHY_BEST_LSTM_NATS = 0.84
+KARPATHY_20GRAM_NATS = 0.889
 
 
 def ngram_bpc(model_tokenizer, train_text: str, test_text: str, n: int) -> float:
@@ -48,7 +54,9 @@ def main() -> None:
     for row in workbench.list_models():
         model = workbench.load(row["name"])
         tokenizer = model.tokenizer
-        corpus = load_corpus(row["corpus"])
+        document = workbench.registry.resolve(row["name"]) / "config.json"
+        max_bytes = json.loads(document.read_text())["provenance"].get("max_bytes")
+        corpus = load_corpus(row["corpus"], max_bytes=max_bytes)  # the split the model was tested on
         test_text = in_vocabulary(tokenizer, corpus.test[: args.test_chars])
         train_text = in_vocabulary(tokenizer, corpus.train[: args.train_chars])
         with torch.no_grad():
@@ -77,10 +85,29 @@ def main() -> None:
         )
     lines += [
         "",
-        "For scale, Karpathy et al. 2015 report on the Linux kernel corpus a best LSTM at 0.84 nats "
-        "per character against 0.889 for a 20-gram (3 layers x 512 units, trained for many epochs "
-        "on a GPU). Our models are trained on the Python standard library, not the Linux kernel, "
-        "for minutes on a 2-core CPU; their per-size Linux table is not reproduced here.",
+        "## Against Karpathy, Johnson & Fei-Fei 2015 (Linux kernel)",
+        "",
+        f"They report a best LSTM at {KARPATHY_BEST_LSTM_NATS} nats per character on their Linux kernel "
+        f"test split, against {KARPATHY_20GRAM_NATS} for a 20-gram. Their per-size table is not "
+        "reproduced here; their best model is at most their 2 x 512 figure, so it is the strict bar.",
+        "",
+        "| model | full test split nats | / their best LSTM | slice: model nats | slice: best n-gram nats |",
+        "|---|---|---|---|---|",
+    ]
+    for row, model_bpc, ngrams in rows:
+        if row["corpus"] != "linux":
+            continue
+        nats = row["test_bpc"] * LN2
+        lines.append(
+            f"| {row['name']} | {nats:.3f} | {nats / KARPATHY_BEST_LSTM_NATS:.2f}x | {model_bpc * LN2:.3f} | "
+            f"{min(ngrams.values()) * LN2:.3f} |"
+        )
+    lines += [
+        "",
+        "Not like for like: their corpus was 6.2 M characters of a 2015 kernel split 80/10/10 in one "
+        "stream, ours is 50 MB of the 6.1 kernel split by file (test files are drivers and headers the "
+        "model never saw; machine-generated register maps and tables left out), and ours trained for "
+        "minutes on one H100 (`benchmarks/train_embedded_gpu.sh`), theirs for many epochs with dropout.",
     ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

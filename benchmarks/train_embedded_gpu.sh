@@ -25,7 +25,7 @@ run() {  # name corpus steps args...
     --weights-dtype float16 --no-progress --out "$out/$name" "${extra[@]}" "$@" > "$out/$name.log" 2>&1 &
 }
 common=(--batch-size 128 --seq-len 128 --lr 2e-3)
-run lstm-linux-2x512     linux         7000 --family lstm    --layers 2 --d-model 512 --hidden 512 "${common[@]}"
+run lstm-linux-2x512     linux         8000 --family lstm    --layers 2 --d-model 512 --hidden 512 --batch-size 256 --seq-len 128 --lr 3e-3
 run gru-linux-2x512      linux         7000 --family gru     --layers 2 --d-model 512 --hidden 512 "${common[@]}"
 run lstm-stdlib-2x512    python-stdlib 7000 --family lstm    --layers 2 --d-model 512 --hidden 512 "${common[@]}"
 run lstm-linux-2x128     linux         8000 --family lstm    --layers 2 --d-model 128 --hidden 128 "${common[@]}"

@@ -80,3 +80,15 @@ def test_cells_recording_runs_on_griffin_and_xlstm_with_the_state_carried(build,
     values = chunked.get(layer, quantity)
     assert values.shape[0] == len(text)
     np.testing.assert_allclose(values, whole.get(layer, quantity), atol=1e-5, rtol=1e-5)
+
+
+def test_cells_recording_defaults_to_the_recurrent_layers_of_griffin():
+    """With no layers given, cells record every RG-LRU block and skip the local-attention blocks."""
+    from workbench.analysis.cells import record
+    from workbench.data.tokenizer import CharTokenizer
+
+    model = tiny_recurrent_gemma()
+    text = "def f(x):\n    return (x + 1)\n"
+    recording = record(model, text, "h", tokenizer=CharTokenizer.from_text(text))
+    assert model.recurrent_layers and len(model.recurrent_layers) < len(model.blocks)
+    assert sorted({layer for layer, _ in recording.values}) == model.recurrent_layers

@@ -54,10 +54,14 @@ def mixer_quantities(model: Any) -> tuple[str, ...]:
 
 
 def resolve_layers(model: Any, layers: int | Sequence[int] | None) -> list[int]:
-    """Layer indices to analyse (negative counts from the end); out-of-range layers raise."""
+    """Layer indices to analyse (negative counts from the end); out-of-range layers raise.
+
+    The default is every recurrent layer: all blocks, or `model.recurrent_layers` where a model mixes
+    recurrent and attention blocks (Griffin), whose attention blocks have no cell quantities.
+    """
     n = len(model.blocks)
     if layers is None:
-        return list(range(n))
+        return list(getattr(model, "recurrent_layers", range(n)))
     chosen = [layers] if isinstance(layers, int) else list(layers)
     if not chosen:
         raise ValueError("no layers given")
