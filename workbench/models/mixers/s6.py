@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workbench.kernels import selective_scan
+from workbench.kernels.cpu_compiled import compiled_causal_conv_silu, compiled_selective_scan, use_compiled_scan
 from workbench.kernels.selective_scan_grad import selective_scan_trainable
 from workbench.kernels.triton_scan import use_triton
 from workbench.kernels.triton_selective_scan import triton_selective_scan
@@ -92,18 +93,25 @@ class S6Mixer(Mixer):
     def _state_at(values: Mapping[str, Tensor], t: int) -> State:
         return {"state": values["state"][:, t]}
 
-    def _parallel_inputs(self, x_in: Tensor, conv_state: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-        """Everything before the scan: (scan inputs, z, new conv state)."""
+    def _parallel_inputs(
+        self, x_in: Tensor, conv_state: Tensor, fused: bool = False
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """Everything before the scan: (scan inputs, z, new conv state). fused: the conv + SiLU may
+        run as one compiled pass (CPU, no gradient needed)."""
         d_inner, n, rank = self.cfg.d_hidden, self.cfg.d_state, self.cfg.dt_rank
         # Separate matmuls over weight slices, not a split of one output: hooked tensors must not
         # be views, so that hooks may edit them in place.
         w_x, w_z = self.in_proj.weight.split(d_inner, dim=0)
         x = self.hook_x(F.linear(x_in, w_x))  # [batch, pos, d_inner]
         z = F.linear(x_in, w_z)  # [batch, pos, d_inner]
-        padded = torch.cat([conv_state, x.transpose(1, 2)], dim=-1)  # [batch, d_inner, k-1+pos]
-        # contiguous once here rather than copied by each of the three projections below
-        u = self.hook_conv(F.silu(self.conv1d(padded).transpose(1, 2).contiguous()))  # [batch, pos, d_inner]
-        new_conv_state = padded[..., padded.shape[-1] - (self.cfg.d_conv - 1):]
+        if fused and use_compiled_scan(x, conv_state, self.conv1d.weight):
+            u, new_conv_state = compiled_causal_conv_silu(x, conv_state, self.conv1d.weight, self.conv1d.bias)
+        else:
+            padded = torch.cat([conv_state, x.transpose(1, 2)], dim=-1)  # [batch, d_inner, k-1+pos]
+            # contiguous once here rather than copied by each of the three projections below
+            u = F.silu(self.conv1d(padded).transpose(1, 2).contiguous())  # [batch, pos, d_inner]
+            new_conv_state = padded[..., padded.shape[-1] - (self.cfg.d_conv - 1):]
+        u = self.hook_conv(u)
         w_dt, w_B, w_C = self.x_proj.weight.split([rank, n, n], dim=0)
         dt, B, C = F.linear(u, w_dt), F.linear(u, w_B), F.linear(u, w_C)  # [batch, pos, ·]
         delta = self.hook_delta(F.softplus(self.dt_proj(dt)))  # [batch, pos, d_inner]
@@ -111,7 +119,7 @@ class S6Mixer(Mixer):
         return inputs, z, new_conv_state
 
     def _run(self, x_in: Tensor, state: State, fused: bool) -> tuple[Tensor, State]:
-        inputs, z, new_conv_state = self._parallel_inputs(x_in, state["conv"])
+        inputs, z, new_conv_state = self._parallel_inputs(x_in, state["conv"], fused)
 
         def scan(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
             if "state" not in wanted and torch.is_grad_enabled() and self.A_log.requires_grad:
@@ -121,12 +129,14 @@ class S6Mixer(Mixer):
                     state["state"],
                 )
                 return {"y": y}, {"state": last}
-            use_fused_kernel = use_triton(inputs["conv"], inputs["delta"], self.A, inputs["B"], inputs["C"])
-            self.last_kernel = "Triton selective scan (CUDA)" if use_fused_kernel else "chunked selective scan"
-            y, states = (triton_selective_scan if use_fused_kernel else selective_scan)(
-                inputs["conv"], inputs["delta"], self.A, inputs["B"], inputs["C"], self.D,
-                state["state"], return_states="state" in wanted,
-            )
+            scan_inputs = (inputs["conv"], inputs["delta"], self.A, inputs["B"], inputs["C"], self.D, state["state"])
+            if use_triton(*scan_inputs[:5]):
+                self.last_kernel, kernel = "Triton selective scan (CUDA)", triton_selective_scan
+            elif use_compiled_scan(*scan_inputs):  # CPU, no gradient needed, C++ kernel built
+                self.last_kernel, kernel = "compiled C++ selective scan (CPU)", compiled_selective_scan
+            else:
+                self.last_kernel, kernel = "chunked selective scan", selective_scan
+            y, states = kernel(*scan_inputs, return_states="state" in wanted)
             values = {"y": y}
             if "state" in wanted:
                 values["state"] = states

@@ -1,0 +1,124 @@
+"""S6 recording every hook: transformers' PyTorch MambaMixer / our mixer, with and without the compiled
+C++ selective scan, measured side by side in one run (issue #5 target: >= 5x faster than transformers).
+
+For each (batch, width) at one length, three calls are interleaved (medians over --repeats rounds,
+process CPU time at 1 thread): transformers' MambaMixer.forward without CUDA kernels (the "slow"
+path, same weights), our S6 mixer on the fused path recording every hook with the PyTorch chunked
+scan (WORKBENCH_NO_COMPILED=1 for that call), and the same with the compiled kernel. Also the scan
+alone (every state written): PyTorch `selective_scan` / `compiled_selective_scan`. And a ceiling:
+transformers / the mixer's four projections alone (in, x, dt, out: the matmuls both sides run
+identically), the ratio a mixer would reach if everything else were free.
+
+    python benchmarks/bench_cpu_compiled.py                  # length 1024, batch 1/16, width 256/1024
+    python benchmarks/bench_cpu_compiled.py --append          # also append the table to cpu_results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_cpu import measure, mixer_for, recording_call, transformers_mamba  # noqa: E402
+
+from workbench.kernels.cpu_compiled import DISABLE_ENV, compiled_kernels_available, compiled_selective_scan  # noqa: E402
+from workbench.kernels.selective_scan import selective_scan  # noqa: E402
+
+
+def with_compiled(fn, enabled: bool):
+    """`fn` run with the compiled kernel switched on or off (the switch is read at each call)."""
+
+    def run():
+        previous = os.environ.get(DISABLE_ENV)
+        os.environ[DISABLE_ENV] = "0" if enabled else "1"
+        try:
+            return fn()
+        finally:
+            if previous is None:
+                os.environ.pop(DISABLE_ENV, None)
+            else:
+                os.environ[DISABLE_ENV] = previous
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--length", type=int, default=1024)
+    parser.add_argument("--batches", type=int, nargs="*", default=[1, 16])
+    parser.add_argument("--widths", type=int, nargs="*", default=[256, 1024])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--append", action="store_true", help="append the table to benchmarks/cpu_results.md")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    available = compiled_kernels_available()
+    build_s = time.perf_counter() - started
+    lines = [
+        "\n## F. S6 with the compiled C++ selective scan: transformers MambaMixer / ours (target: >= 5x faster)\n",
+        f"`python benchmarks/bench_cpu_compiled.py {' '.join(sys.argv[1:])}`  \n"
+        f"torch {torch.__version__}, 1 thread, {os.cpu_count()} cores, load average at start "
+        f"{os.getloadavg()[0]:.1f}, {args.repeats} interleaved rounds, medians of process CPU time; "
+        f"kernel load/build {build_s:.1f} s (compiled kernel available: {available}).\n",
+        "mixer: our S6 mixer on the fused path with every hook recorded (states included); "
+        "scan: the scan alone with every state written.\n",
+        "| batch | pos | width (d_inner) | HF/ours, chunked torch scan | HF/ours, compiled scan "
+        "| mixer speed-up from compiled | scan torch/compiled | ceiling: HF/projections alone "
+        "| max abs diff (compiled vs HF) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    for batch in args.batches:
+        for width in args.widths:
+            ours = mixer_for("s6", width)
+            hf = transformers_mamba(ours)
+            if hf is None:
+                print("transformers is not installed")
+                return
+            x = torch.randn(batch, args.length, width)
+            record, _ = recording_call(ours, x, "fused")
+            compiled, plain = with_compiled(record, True), with_compiled(record, False)
+            out = compiled()[0]
+            kernel = ours.last_kernel
+            with torch.no_grad():
+                diff = (hf(x) - out).abs().max().item()
+                del out
+                inputs, _, _ = ours._parallel_inputs(x, x.new_zeros(batch, 2 * width, ours.cfg.d_conv - 1))
+                scan_args = (inputs["conv"], inputs["delta"], ours.A, inputs["B"], inputs["C"], ours.D, None)
+
+                def hf_call(hf=hf, x=x):
+                    with torch.no_grad():
+                        return hf(x)
+
+                def projections(ours=ours, x=x, u=inputs["conv"]):
+                    with torch.no_grad():
+                        y = ours.x_proj(u)  # [batch, pos, rank + 2n]
+                        ours.dt_proj(y[..., : ours.cfg.dt_rank])
+                        return ours.out_proj(ours.in_proj(x)[..., : u.shape[-1]])
+
+                t = measure({"hf": hf_call, "torch": plain, "compiled": compiled, "proj": projections,
+                             "scan_torch": lambda a=scan_args: selective_scan(*a, return_states=True),
+                             "scan_compiled": lambda a=scan_args: compiled_selective_scan(*a, return_states=True)},
+                            args.repeats, 1)
+            line = (f"| {batch} | {args.length} | {width} ({2 * width}) | {t['hf'][0] / t['torch'][0]:.2f}x "
+                    f"| {t['hf'][0] / t['compiled'][0]:.2f}x | {t['torch'][0] / t['compiled'][0]:.2f}x "
+                    f"| {t['scan_torch'][0] / t['scan_compiled'][0]:.2f}x | {t['hf'][0] / t['proj'][0]:.2f}x "
+                    f"| {diff:.1e} |")
+            lines.append(line)
+            print(line, f"  [{kernel}; hf {t['hf'][0]:.2f} s, torch {t['torch'][0]:.3f} s, "
+                        f"compiled {t['compiled'][0]:.3f} s]", flush=True)
+            del ours, hf, x, record, compiled, plain, inputs, scan_args
+    lines.append(f"\nTotal {time.perf_counter() - started:.0f} s; load average at end {os.getloadavg()[0]:.1f}.")
+    print(lines[-1])
+    if args.append:
+        with open(Path(__file__).with_name("cpu_results.md"), "a") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,454 @@
+"""Compiled C++ CPU kernel for the S6 selective scan (Gu & Dao 2023, Alg. 2), JIT-built on first use.
+
+s_t = exp(delta_t A) * s_{t-1} + (delta_t u_t) B_t,   y_t = s_t C_t + D u_t,   s: [d, n] per batch row.
+
+Why: on CPU the pure-PyTorch `selective_scan` makes five element-wise passes over [batch, pos, d, n]
+and Python dispatches one op per position; this kernel makes one. Each task owns a batch row and a
+block of 64 channels, keeps its slice of the state in L1 cache as [n, 64] (vector lanes run over
+channels, so no horizontal sums) and walks the positions:
+exp(delta A) (a vectorisable polynomial exp for float32, std::exp for float64), the state update
+and the read-out against C are fused, and the states are written once only when they are asked for
+(into `recording_buffer` memory, on huge pages where the OS allows). Tasks are spread over
+`at::parallel_for` (OpenMP in torch's CPU builds), so torch.set_num_threads governs it.
+
+The extension is built by torch.utils.cpp_extension.load_inline (needs a C++ compiler and ninja)
+the first time it is needed, cached in torch's default extensions directory, and reused by later
+processes. If the build fails for any reason, `compiled_kernels_available()` is False, a warning is
+logged once and callers keep the PyTorch path. WORKBENCH_NO_COMPILED=1 disables the kernel.
+Forward only, no autograd: the S6 mixer uses it when no gradient is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import threading
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from .buffers import recording_buffer
+
+__all__ = [
+    "compiled_causal_conv_silu",
+    "compiled_kernels_available",
+    "compiled_selective_scan",
+    "use_compiled_scan",
+]
+
+MAX_CONV_WIDTH = 16  # kernel widths the compiled conv holds in its weight buffer
+
+_LOG = logging.getLogger(__name__)
+DISABLE_ENV = "WORKBENCH_NO_COMPILED"
+
+_CPP_SOURCE = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+constexpr int64_t BLOCK = 64;  // channels per task; the state is held as [n, BLOCK] (channels innermost)
+
+// exp(x) for float32 by range reduction x = k ln2 + r, |r| <= ln2 / 2, and a degree-6 polynomial
+// for e^r (relative error ~2e-7, below float32 rounding of the sums that follow); 2^k is built in
+// the exponent bits. Only arithmetic, so `omp simd` loops vectorise it. NaN propagates; arguments
+// below -87.3 give ~1e-38 (the state's contribution is gone either way).
+inline float fast_exp(float x) {
+  x = x < -87.3f ? -87.3f : x;
+  x = x > 88.3f ? 88.3f : x;
+  const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
+  const float kf = (x * 1.44269504088896341f + shifter) - shifter;
+  float r = x - kf * 0.693145751953125f;  // ln2, high part (exact product for |k| < 2^9)
+  r = r - kf * 1.428606765330187e-06f;    // ln2, low part
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(kf) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+inline double fast_exp(double x) { return std::exp(x); }
+
+// out[c * n + k] = s[k * BLOCK + c] for c < nc, k < n: the block's state from [n, BLOCK] to the
+// recording's [nc, n] layout.
+template <typename scalar_t>
+inline void write_rows(const scalar_t* s, scalar_t* out, int64_t nc, int64_t n, bool) {
+  for (int64_t c = 0; c < nc; ++c)
+    for (int64_t k = 0; k < n; ++k) out[c * n + k] = s[k * BLOCK + c];
+}
+
+#if defined(__AVX2__)
+// float32 with AVX2: 8x8 tiles transposed in registers. Tiles go channel by channel so each channel's
+// row (n = 16: one 64-byte cache line) is completed at once; with `stream` (rows 32-byte aligned) the
+// stores bypass the cache, since a recording is not read back soon and a cached store would first
+// read the line it overwrites.
+inline void write_rows(const float* s, float* out, int64_t nc, int64_t n, bool stream) {
+  const int64_t nc8 = nc & ~int64_t(7), n8 = n & ~int64_t(7);
+  for (int64_t c0 = 0; c0 < nc8; c0 += 8) {
+    for (int64_t k0 = 0; k0 < n8; k0 += 8) {
+      const float* p = s + k0 * BLOCK + c0;
+      const __m256 r0 = _mm256_loadu_ps(p), r1 = _mm256_loadu_ps(p + BLOCK);
+      const __m256 r2 = _mm256_loadu_ps(p + 2 * BLOCK), r3 = _mm256_loadu_ps(p + 3 * BLOCK);
+      const __m256 r4 = _mm256_loadu_ps(p + 4 * BLOCK), r5 = _mm256_loadu_ps(p + 5 * BLOCK);
+      const __m256 r6 = _mm256_loadu_ps(p + 6 * BLOCK), r7 = _mm256_loadu_ps(p + 7 * BLOCK);
+      const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+      const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+      const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+      const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+      const __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+      const __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+      const __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+      const __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+      const __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+      const __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+      const __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+      const __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+      const __m256 rows[8] = {
+          _mm256_permute2f128_ps(u0, u4, 0x20), _mm256_permute2f128_ps(u1, u5, 0x20),
+          _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
+          _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
+          _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
+      float* q = out + c0 * n + k0;
+      if (stream) {
+        for (int j = 0; j < 8; ++j) _mm256_stream_ps(q + j * n, rows[j]);
+      } else {
+        for (int j = 0; j < 8; ++j) _mm256_storeu_ps(q + j * n, rows[j]);
+      }
+    }
+    for (int64_t c = c0; c < c0 + 8; ++c)
+      for (int64_t k = n8; k < n; ++k) out[c * n + k] = s[k * BLOCK + c];
+  }
+  for (int64_t c = nc8; c < nc; ++c)
+    for (int64_t k = 0; k < n; ++k) out[c * n + k] = s[k * BLOCK + c];
+}
+#endif
+
+// One task: channels [c0, c0 + nc) of batch row `row`, every position. The lanes c >= nc hold
+// zeros (delta = 0, A = 0: exp(0) * 0 + 0) and are never written out.
+template <typename scalar_t>
+void scan_task(const scalar_t* u, const scalar_t* delta, const scalar_t* A, const scalar_t* B,
+               const scalar_t* C, const scalar_t* D, const scalar_t* state0, scalar_t* y,
+               scalar_t* states, scalar_t* last, int64_t row, int64_t c0, int64_t nc,
+               int64_t length, int64_t d, int64_t n, bool write_states, bool stream) {
+  std::vector<scalar_t> s(n * BLOCK, scalar_t(0)), At(n * BLOCK, scalar_t(0));  // [n, BLOCK]
+  for (int64_t c = 0; c < nc; ++c) {
+    for (int64_t k = 0; k < n; ++k) {
+      At[k * BLOCK + c] = A[(c0 + c) * n + k];
+      if (state0 != nullptr) s[k * BLOCK + c] = state0[(row * d + c0 + c) * n + k];
+    }
+  }
+  alignas(64) scalar_t dtb[BLOCK], du[BLOCK], acc[BLOCK];
+  scalar_t* sp = s.data();
+  const scalar_t* ap = At.data();
+  for (int64_t t = 0; t < length; ++t) {
+    const int64_t bt = row * length + t;
+    const scalar_t* ut = u + bt * d + c0;
+    const scalar_t* dt = delta + bt * d + c0;
+    const scalar_t* Bt = B + bt * n;
+    const scalar_t* Ct = C + bt * n;
+    for (int64_t c = 0; c < BLOCK; ++c) {
+      dtb[c] = c < nc ? dt[c] : scalar_t(0);
+      du[c] = c < nc ? dt[c] * ut[c] : scalar_t(0);
+      acc[c] = scalar_t(0);
+    }
+    for (int64_t k = 0; k < n; ++k) {
+      const scalar_t bk = Bt[k], ck = Ct[k];
+      scalar_t* sk = sp + k * BLOCK;
+      const scalar_t* ak = ap + k * BLOCK;
+#pragma omp simd
+      for (int64_t c = 0; c < BLOCK; ++c) {  // s = exp(delta A) s + (delta u) B;  y += s C
+        const scalar_t v = fast_exp(dtb[c] * ak[c]) * sk[c] + du[c] * bk;
+        sk[c] = v;
+        acc[c] += v * ck;
+      }
+    }
+    scalar_t* yt = y + bt * d + c0;
+    for (int64_t c = 0; c < nc; ++c) yt[c] = acc[c] + D[c0 + c] * ut[c];
+    if (write_states) write_rows(sp, states + (bt * d + c0) * n, nc, n, stream);
+  }
+  write_rows(sp, last + (row * d + c0) * n, nc, n, false);
+#if defined(__AVX2__)
+  if (stream) _mm_sfence();
+#endif
+}
+
+}  // namespace
+
+// u, delta: [batch, pos, d]; A: [d, n]; B, C: [batch, pos, n]; D: [d]; state0: [batch, d, n] or
+// none; y: [batch, pos, d]; states: [batch, pos, d, n] (written if write_states); last: [batch, d, n].
+// All contiguous, one dtype (float32 or float64); checked by the Python wrapper.
+void selective_scan_forward(torch::Tensor u, torch::Tensor delta, torch::Tensor A, torch::Tensor B,
+                            torch::Tensor C, torch::Tensor D, c10::optional<torch::Tensor> state0,
+                            torch::Tensor y, torch::Tensor states, torch::Tensor last,
+                            bool write_states) {
+  const int64_t batch = u.size(0), length = u.size(1), d = u.size(2), n = A.size(1);
+  const int64_t blocks = (d + BLOCK - 1) / BLOCK;
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_forward", [&] {
+    const scalar_t* s0 = state0.has_value() ? state0->data_ptr<scalar_t>() : nullptr;
+    const scalar_t *pu = u.data_ptr<scalar_t>(), *pdelta = delta.data_ptr<scalar_t>();
+    const scalar_t *pA = A.data_ptr<scalar_t>(), *pB = B.data_ptr<scalar_t>();
+    const scalar_t *pC = C.data_ptr<scalar_t>(), *pD = D.data_ptr<scalar_t>();
+    scalar_t *py = y.data_ptr<scalar_t>(), *pstates = states.data_ptr<scalar_t>();
+    scalar_t* plast = last.data_ptr<scalar_t>();
+    // non-temporal stores need every 8-float row piece 32-byte aligned
+    const bool stream = write_states && sizeof(scalar_t) == 4 && n % 8 == 0 &&
+                        reinterpret_cast<std::uintptr_t>(pstates) % 32 == 0;
+    at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t row = task / blocks, c0 = (task % blocks) * BLOCK;
+        scan_task<scalar_t>(pu, pdelta, pA, pB, pC, pD, s0, py, pstates, plast, row, c0,
+                            std::min(BLOCK, d - c0), length, d, n, write_states, stream);
+      }
+    });
+  });
+}
+
+namespace {
+
+// One task of the causal depthwise conv + SiLU: channels [c0, c0 + nc) of batch row `row`.
+// xp (the conv's input) is conv_state [d, km1] followed by x [pos, d] along time.
+template <typename scalar_t>
+void conv_task(const scalar_t* x, const scalar_t* cs, const scalar_t* w, const scalar_t* bias,
+               scalar_t* out, int64_t row, int64_t c0, int64_t nc, int64_t length, int64_t d,
+               int64_t k) {
+  const int64_t km1 = k - 1;
+  alignas(64) scalar_t wt[16 * BLOCK], acc[BLOCK];  // weights as [k, BLOCK]
+  for (int64_t j = 0; j < k; ++j)
+    for (int64_t c = 0; c < BLOCK; ++c) wt[j * BLOCK + c] = c < nc ? w[(c0 + c) * k + j] : scalar_t(0);
+  for (int64_t t = 0; t < length; ++t) {
+    for (int64_t c = 0; c < BLOCK; ++c) acc[c] = bias != nullptr && c < nc ? bias[c0 + c] : scalar_t(0);
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t i = t + j;  // position in xp
+      const scalar_t* wj = wt + j * BLOCK;
+      if (i < km1) {
+        for (int64_t c = 0; c < nc; ++c) acc[c] += wj[c] * cs[(row * d + c0 + c) * km1 + i];
+      } else {
+        const scalar_t* xi = x + (row * length + i - km1) * d + c0;
+#pragma omp simd
+        for (int64_t c = 0; c < nc; ++c) acc[c] += wj[c] * xi[c];
+      }
+    }
+    scalar_t* o = out + (row * length + t) * d + c0;
+#pragma omp simd
+    for (int64_t c = 0; c < nc; ++c) o[c] = acc[c] / (scalar_t(1) + fast_exp(-acc[c]));  // SiLU
+  }
+}
+
+}  // namespace
+
+// u = SiLU(causal depthwise conv(x)): x [batch, pos, d]; conv_state [batch, d, k - 1]; weight [d, k];
+// bias [d] or none; out [batch, pos, d]. Contiguous, one dtype; k <= 16 (checked by the wrapper).
+void causal_conv_silu_forward(torch::Tensor x, torch::Tensor conv_state, torch::Tensor weight,
+                              c10::optional<torch::Tensor> bias, torch::Tensor out) {
+  const int64_t batch = x.size(0), length = x.size(1), d = x.size(2), k = weight.size(1);
+  const int64_t blocks = (d + BLOCK - 1) / BLOCK;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "causal_conv_silu_forward", [&] {
+    const scalar_t* pb = bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr;
+    const scalar_t *px = x.data_ptr<scalar_t>(), *pcs = conv_state.data_ptr<scalar_t>();
+    const scalar_t* pw = weight.data_ptr<scalar_t>();
+    scalar_t* po = out.data_ptr<scalar_t>();
+    at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t row = task / blocks, c0 = (task % blocks) * BLOCK;
+        conv_task<scalar_t>(px, pcs, pw, pb, po, row, c0, std::min(BLOCK, d - c0), length, d, k);
+      }
+    });
+  });
+}
+"""
+
+_CPP_DECL = """
+void selective_scan_forward(torch::Tensor u, torch::Tensor delta, torch::Tensor A, torch::Tensor B,
+                            torch::Tensor C, torch::Tensor D, c10::optional<torch::Tensor> state0,
+                            torch::Tensor y, torch::Tensor states, torch::Tensor last,
+                            bool write_states);
+void causal_conv_silu_forward(torch::Tensor x, torch::Tensor conv_state, torch::Tensor weight,
+                              c10::optional<torch::Tensor> bias, torch::Tensor out);
+"""
+
+_lock = threading.Lock()
+_module: ModuleType | None = None
+_failed = False
+
+
+def _cpu_tag() -> str:
+    """Short hash of the CPU model and flags: the kernel is built with -march=native, so a cache
+    shared between machines must not hand one CPU's binary to another."""
+    info = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            info += "".join(line for line in f if line.startswith(("model name", "flags")))
+    except OSError:
+        pass
+    return hashlib.sha1(info.encode()).hexdigest()[:10]
+
+
+def _build() -> ModuleType:
+    from torch.utils.cpp_extension import load_inline
+
+    return load_inline(
+        name=f"workbench_cpu_compiled_{_cpu_tag()}",
+        cpp_sources=[_CPP_DECL, _CPP_SOURCE],
+        functions=["selective_scan_forward", "causal_conv_silu_forward"],
+        extra_cflags=["-O3", "-march=native", "-fopenmp"],
+        extra_ldflags=["-fopenmp"],
+        verbose=False,
+    )
+
+
+def _load() -> ModuleType | None:
+    """The built extension, building it on the first call; None if disabled or the build failed."""
+    global _module, _failed
+    if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
+        return None
+    if _module is not None or _failed:
+        return _module
+    with _lock:
+        if _module is None and not _failed:
+            try:
+                _module = _build()
+            except Exception as exc:  # no compiler, no ninja, a broken toolchain: keep the torch path
+                _failed = True
+                _LOG.warning("compiled CPU kernels unavailable (%s: %s); using the PyTorch path",
+                             type(exc).__name__, str(exc).strip().splitlines()[-1:] or "")
+    return _module
+
+
+def compiled_kernels_available() -> bool:
+    """True when the C++ kernels are built (building them now if needed) and not disabled by
+    WORKBENCH_NO_COMPILED=1."""
+    return _load() is not None
+
+
+def use_compiled_scan(*tensors: Tensor | None) -> bool:
+    """Whether an S6 scan over `tensors` should run the compiled kernel: all on CPU, float32 or
+    float64, no gradient needed (the kernel is forward only), and the kernel is available."""
+    present = [t for t in tensors if t is not None]
+    if any(t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64) for t in present):
+        return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in present):
+        return False
+    return compiled_kernels_available()
+
+
+def compiled_selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor,
+    state0: Tensor | None = None,
+    return_states: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Same contract as `selective_scan`: u, delta [batch, pos, d]; A [d, n]; B, C [batch, pos, n];
+    D [d]; state0 [batch, d, n] or None (zeros). Returns (y [batch, pos, d], states
+    [batch, pos, d, n] if return_states else the last state [batch, d, n]) in the promoted dtype
+    (float32 or float64). CPU only, no autograd; raises RuntimeError if the kernel is unavailable."""
+    module = _load()
+    if module is None:
+        raise RuntimeError("compiled CPU kernels are unavailable (see compiled_kernels_available())")
+    if u.dim() != 3:
+        raise ValueError(f"u must be [batch, pos, d], got shape {tuple(u.shape)}")
+    batch, length, d = u.shape
+    n = A.shape[-1] if A.dim() == 2 else -1
+    fits = delta.shape == u.shape and A.shape == (d, n) and D.shape == (d,)
+    if not fits or B.shape != (batch, length, n) or C.shape != B.shape:
+        raise ValueError(
+            f"shapes do not fit S6: u {tuple(u.shape)}, delta {tuple(delta.shape)}, A {tuple(A.shape)}, "
+            f"B {tuple(B.shape)}, C {tuple(C.shape)}, D {tuple(D.shape)}"
+        )
+    if state0 is not None and state0.shape != (batch, d, n):
+        raise ValueError(f"state0 must be [batch, d, n] = {(batch, d, n)}, got {tuple(state0.shape)}")
+    inputs = [u, delta, A, B, C, D] + ([state0] if state0 is not None else [])
+    if any(t.device.type != "cpu" for t in inputs):
+        raise ValueError("compiled_selective_scan runs on CPU tensors only")
+    dtype = torch.float32
+    for t in inputs:
+        dtype = torch.promote_types(dtype, t.dtype)
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"compiled_selective_scan supports float32 and float64, got {dtype}")
+    u, delta, A, B, C, D = (t.detach().to(dtype).contiguous() for t in (u, delta, A, B, C, D))
+    if state0 is not None:
+        state0 = state0.detach().to(dtype).contiguous()
+    y = u.new_empty(batch, length, d)  # [batch, pos, d]
+    last = u.new_empty(batch, d, n)  # [batch, d, n]
+    # [batch, pos, d, n] when recorded; otherwise an unused placeholder
+    states = recording_buffer((batch, length, d, n), dtype, "cpu") if return_states else last
+    if length == 0 or d == 0 or n == 0 or batch == 0:
+        if state0 is not None:
+            last.copy_(state0)
+        else:
+            last.zero_()
+        if length > 0:  # n == 0: no state, y = D u
+            y.copy_(D * u)
+        return y, states if return_states else last
+    module.selective_scan_forward(u, delta, A, B, C, D, state0, y, states, last, return_states)
+    return y, states if return_states else last
+
+
+def compiled_causal_conv_silu(
+    x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """Mamba's causal depthwise conv followed by SiLU, in one pass in the [batch, pos, d] layout:
+
+        u_t = SiLU(bias + sum_j weight[:, j] * xp_{t+j}),  xp = (conv_state, x) along time,
+
+    the same numbers as SiLU(conv1d(cat(conv_state, x^T), groups=d)) without the concatenation, the
+    transposes and the separate SiLU pass. x: [batch, pos, d]; conv_state: [batch, d, k-1] (the last
+    k-1 inputs before x); weight: [d, 1, k] (nn.Conv1d's) or [d, k]; bias: [d] or None.
+    Returns (u [batch, pos, d], new conv state [batch, d, k-1]: the last k-1 entries of xp).
+    CPU only, no autograd; raises RuntimeError if the kernel is unavailable."""
+    module = _load()
+    if module is None:
+        raise RuntimeError("compiled CPU kernels are unavailable (see compiled_kernels_available())")
+    if weight.dim() == 3:
+        weight = weight.squeeze(1)
+    if x.dim() != 3 or weight.dim() != 2:
+        raise ValueError(f"x must be [batch, pos, d] and weight [d, k], got {tuple(x.shape)}, {tuple(weight.shape)}")
+    batch, length, d = x.shape
+    k = weight.shape[1]
+    if weight.shape[0] != d or conv_state.shape != (batch, d, k - 1) or (bias is not None and bias.shape != (d,)):
+        raise ValueError(
+            f"shapes do not fit a depthwise conv: x {tuple(x.shape)}, conv_state {tuple(conv_state.shape)}, "
+            f"weight {tuple(weight.shape)}, bias {None if bias is None else tuple(bias.shape)}"
+        )
+    if not 1 <= k <= MAX_CONV_WIDTH:
+        raise ValueError(f"compiled conv supports kernel widths 1..{MAX_CONV_WIDTH}, got {k}")
+    tensors = [x, conv_state, weight] + ([bias] if bias is not None else [])
+    dtype = torch.float32
+    for t in tensors:
+        if t.device.type != "cpu":
+            raise ValueError("compiled_causal_conv_silu runs on CPU tensors only")
+        dtype = torch.promote_types(dtype, t.dtype)
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"compiled_causal_conv_silu supports float32 and float64, got {dtype}")
+    x, conv_state, weight = (t.detach().to(dtype).contiguous() for t in (x, conv_state, weight))
+    if bias is not None:
+        bias = bias.detach().to(dtype).contiguous()
+    out = x.new_empty(batch, length, d)  # [batch, pos, d]
+    if out.numel() > 0:
+        module.causal_conv_silu_forward(x, conv_state, weight, bias, out)
+    keep = k - 1  # new conv state: the last k-1 positions of (conv_state, x)
+    if length >= keep:
+        new_state = x[:, length - keep:].transpose(1, 2).contiguous()  # [batch, d, k-1]
+    else:
+        new_state = torch.cat([conv_state[..., length:], x.transpose(1, 2)], dim=-1)
+    return out, new_state
