@@ -9,8 +9,13 @@ alone (every state written): PyTorch `selective_scan` / `compiled_selective_scan
 transformers / the mixer's four projections alone (in, x, dt, out: the matmuls both sides run
 identically), the ratio a mixer would reach if everything else were free.
 
+Section G: LSTM recording every gate / the plain torch.nn.LSTM forward (issue #5 target: <= 1.3x),
+for the kernel alone (the compiled C++ loop and what ran before it: the Python gate-writing loop at
+batch x width >= 4096, else torch.nn.LSTM + gate recovery) and for the mixer (every hook recorded /
+`cell(x)` + the same W_out).
+
     python benchmarks/bench_cpu_compiled.py                  # length 1024, batch 1/16, width 256/1024
-    python benchmarks/bench_cpu_compiled.py --append          # also append the table to cpu_results.md
+    python benchmarks/bench_cpu_compiled.py --append          # also append the tables to cpu_results.md
 """
 
 from __future__ import annotations
@@ -26,8 +31,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_cpu import measure, mixer_for, recording_call, transformers_mamba  # noqa: E402
 
-from workbench.kernels.cpu_compiled import DISABLE_ENV, compiled_kernels_available, compiled_selective_scan  # noqa: E402
+from workbench.kernels.cpu_compiled import (  # noqa: E402
+    DISABLE_ENV,
+    compiled_kernels_available,
+    compiled_lstm_forward_recording,
+    compiled_selective_scan,
+)
+from workbench.kernels.rnn_gates import lstm_gates_from_hidden  # noqa: E402
+from workbench.kernels.rnn_recording import lstm_forward_recording  # noqa: E402
 from workbench.kernels.selective_scan import selective_scan  # noqa: E402
+from workbench.models.mixers.classic import use_recording_loop  # noqa: E402
 
 
 def with_compiled(fn, enabled: bool):
@@ -53,12 +66,26 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="*", default=[1, 16])
     parser.add_argument("--widths", type=int, nargs="*", default=[256, 1024])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--append", action="store_true", help="append the table to benchmarks/cpu_results.md")
+    parser.add_argument("--append", action="store_true", help="append the tables to benchmarks/cpu_results.md")
+    parser.add_argument("--sections", default="FG", help="F: S6 against transformers; G: LSTM recording")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
     available = compiled_kernels_available()
     build_s = time.perf_counter() - started
+    lines: list[str] = []
+    if "F" in args.sections:
+        lines += section_s6(args, build_s, available)
+    if "G" in args.sections:
+        lines += section_lstm(args, build_s, available)
+    lines.append(f"\nTotal {time.perf_counter() - started:.0f} s; load average at end {os.getloadavg()[0]:.1f}.")
+    print(lines[-1])
+    if args.append:
+        with open(Path(__file__).with_name("cpu_results.md"), "a") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+def section_s6(args, build_s: float, available: bool) -> list[str]:
     lines = [
         "\n## F. S6 with the compiled C++ selective scan: transformers MambaMixer / ours (target: >= 5x faster)\n",
         f"`python benchmarks/bench_cpu_compiled.py {' '.join(sys.argv[1:])}`  \n"
@@ -79,7 +106,7 @@ def main() -> None:
             hf = transformers_mamba(ours)
             if hf is None:
                 print("transformers is not installed")
-                return
+                return lines
             x = torch.randn(batch, args.length, width)
             record, _ = recording_call(ours, x, "fused")
             compiled, plain = with_compiled(record, True), with_compiled(record, False)
@@ -113,11 +140,67 @@ def main() -> None:
             print(line, f"  [{kernel}; hf {t['hf'][0]:.2f} s, torch {t['torch'][0]:.3f} s, "
                         f"compiled {t['compiled'][0]:.3f} s]", flush=True)
             del ours, hf, x, record, compiled, plain, inputs, scan_args
-    lines.append(f"\nTotal {time.perf_counter() - started:.0f} s; load average at end {os.getloadavg()[0]:.1f}.")
-    print(lines[-1])
-    if args.append:
-        with open(Path(__file__).with_name("cpu_results.md"), "a") as f:
-            f.write("\n".join(lines) + "\n")
+    return lines
+
+
+def section_lstm(args, build_s: float, available: bool) -> list[str]:
+    lines = [
+        "\n## G. LSTM recording every gate / plain torch.nn.LSTM forward, compiled C++ loop (target <= 1.3x)\n",
+        f"`python benchmarks/bench_cpu_compiled.py {' '.join(sys.argv[1:])}`  \n"
+        f"torch {torch.__version__}, 1 thread, {os.cpu_count()} cores, load average at start "
+        f"{os.getloadavg()[0]:.1f}, {args.repeats} interleaved rounds, medians of process CPU time; "
+        f"kernel load/build {build_s:.1f} s (compiled kernel available: {available}).\n",
+        "kernel: the recording kernel alone / `torch.nn.LSTM(x)`; 'before' is what the mixer ran before the "
+        "compiled loop (the Python gate-writing loop at batch x width >= 4096, else torch.nn.LSTM + gate recovery). "
+        "mixer: our fused mixer with every hook recorded / `cell(x)` + the same `W_out`.\n",
+        "| batch | pos | width | kernel before | kernel before/plain | kernel compiled/plain | mixer compiled/plain "
+        "| max abs diff of h (compiled vs torch.nn.LSTM) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    for batch in args.batches:
+        for width in args.widths:
+            mixer = mixer_for("lstm", width)
+            x = torch.randn(batch, args.length, width)
+            h0 = torch.zeros(batch, width)
+            weights, cell = mixer.weights, mixer.cell
+            with torch.no_grad():
+                loop = use_recording_loop(x, mixer)
+
+            def before(x=x, h0=h0, weights=weights, cell=cell, loop=loop):
+                with torch.no_grad():
+                    if loop:
+                        return lstm_forward_recording(x, h0, h0, *weights)
+                    h, _ = cell(x)
+                    return lstm_gates_from_hidden(x, h, h0, h0, *weights)
+
+            def compiled(x=x, h0=h0, weights=weights):
+                with torch.no_grad():
+                    return compiled_lstm_forward_recording(x, h0, h0, *weights)
+
+            def plain(x=x, cell=cell):
+                with torch.no_grad():
+                    return cell(x)
+
+            def plain_mixer(x=x, cell=cell, mixer=mixer):
+                with torch.no_grad():
+                    return mixer.W_out(cell(x)[0])
+
+            record_mixer, _ = recording_call(mixer, x, "fused")
+            record_mixer = with_compiled(record_mixer, True)
+            record_mixer()
+            with torch.no_grad():
+                diff = (compiled()["h"] - plain()[0]).abs().max().item()
+            t = measure({"plain": plain, "before": before, "compiled": compiled, "plain_mixer": plain_mixer,
+                         "record_mixer": record_mixer}, args.repeats, 1)
+            name = "Python gate-writing loop" if loop else "torch.nn.LSTM + gate recovery"
+            line = (f"| {batch} | {args.length} | {width} | {name} | {t['before'][0] / t['plain'][0]:.2f}x "
+                    f"| {t['compiled'][0] / t['plain'][0]:.2f}x | {t['record_mixer'][0] / t['plain_mixer'][0]:.2f}x "
+                    f"| {diff:.1e} |")
+            lines.append(line)
+            print(line, f"  [{mixer.last_kernel}; plain {t['plain'][0]:.3f} s]", flush=True)
+            del mixer, x, cell, record_mixer
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,21 +1,25 @@
-"""Compiled C++ CPU kernel for the S6 selective scan (Gu & Dao 2023, Alg. 2), JIT-built on first use.
+"""Compiled C++ CPU kernels, JIT-built on first use: the S6 selective scan (Gu & Dao 2023, Alg. 2),
+Mamba's causal depthwise conv + SiLU, and the gate-writing LSTM recording loop.
 
-s_t = exp(delta_t A) * s_{t-1} + (delta_t u_t) B_t,   y_t = s_t C_t + D u_t,   s: [d, n] per batch row.
+S6: s_t = exp(delta_t A) * s_{t-1} + (delta_t u_t) B_t,   y_t = s_t C_t + D u_t,   s: [d, n] per row.
 
 Why: on CPU the pure-PyTorch `selective_scan` makes five element-wise passes over [batch, pos, d, n]
 and Python dispatches one op per position; this kernel makes one. Each task owns a batch row and a
 block of 64 channels, keeps its slice of the state in L1 cache as [n, 64] (vector lanes run over
-channels, so no horizontal sums) and walks the positions:
-exp(delta A) (a vectorisable polynomial exp for float32, std::exp for float64), the state update
-and the read-out against C are fused, and the states are written once only when they are asked for
-(into `recording_buffer` memory, on huge pages where the OS allows). Tasks are spread over
-`at::parallel_for` (OpenMP in torch's CPU builds), so torch.set_num_threads governs it.
+channels, so no horizontal sums) and walks the positions: exp(delta A) (a vectorisable polynomial
+exp for float32, std::exp for float64), the state update and the read-out against C are fused, and
+the states are written once only when they are asked for (into `recording_buffer` memory, with
+non-temporal stores where aligned). The conv + SiLU works in the [batch, pos, d] layout the scan
+reads, with no concatenation or transposes. The LSTM loop replaces `lstm_forward_recording`'s
+per-step Python ops by one C++ loop (recurrent product, then one fused gate/cell pass). Tasks are
+spread over `at::parallel_for` (OpenMP in torch's CPU builds), so torch.set_num_threads governs it.
 
 The extension is built by torch.utils.cpp_extension.load_inline (needs a C++ compiler and ninja)
-the first time it is needed, cached in torch's default extensions directory, and reused by later
-processes. If the build fails for any reason, `compiled_kernels_available()` is False, a warning is
-logged once and callers keep the PyTorch path. WORKBENCH_NO_COMPILED=1 disables the kernel.
-Forward only, no autograd: the S6 mixer uses it when no gradient is needed.
+the first time it is needed (~25-30 s on a 2-core VM), cached in torch's default extensions
+directory, and reused by later processes. If the build fails for any reason,
+`compiled_kernels_available()` is False, a warning is logged once and callers keep the PyTorch
+paths. WORKBENCH_NO_COMPILED=1 disables the kernels. Forward only, no autograd: the mixers use them
+when no gradient is needed.
 """
 
 from __future__ import annotations
@@ -35,11 +39,14 @@ from .buffers import recording_buffer
 __all__ = [
     "compiled_causal_conv_silu",
     "compiled_kernels_available",
+    "compiled_lstm_forward_recording",
     "compiled_selective_scan",
+    "use_compiled_kernels",
     "use_compiled_scan",
 ]
 
 MAX_CONV_WIDTH = 16  # kernel widths the compiled conv holds in its weight buffer
+SMALL_BATCH, SMALL_BATCH_MAX_HIDDEN = 4, 512  # LSTM: in-place product loop up to here (W_hh^T <= 4 MiB)
 
 _LOG = logging.getLogger(__name__)
 DISABLE_ENV = "WORKBENCH_NO_COMPILED"
@@ -47,6 +54,8 @@ DISABLE_ENV = "WORKBENCH_NO_COMPILED"
 _CPP_SOURCE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -272,6 +281,109 @@ void causal_conv_silu_forward(torch::Tensor x, torch::Tensor conv_state, torch::
     });
   });
 }
+
+namespace {
+
+template <typename scalar_t>
+inline scalar_t sigmoid(scalar_t v) { return scalar_t(1) / (scalar_t(1) + fast_exp(-v)); }
+
+template <typename scalar_t>
+inline scalar_t tanh_(scalar_t v) { return scalar_t(2) / (scalar_t(1) + fast_exp(scalar_t(-2) * v)) - scalar_t(1); }
+
+// One LSTM step's element-wise part for batch rows [b0, b1): pre-activations = the input projection
+// already in `gates` (row stride gs) + the recurrent product in `rec` ([batch, 4H], contiguous);
+// writes i, f, g, o over the pre-activations, c_t and h_t.
+// With rec == nullptr the recurrent product is already added into `gates`.
+template <typename scalar_t>
+void lstm_cell_rows(scalar_t* gates, int64_t gs, const scalar_t* rec, const scalar_t* c_prev, int64_t cs,
+                    scalar_t* c_out, scalar_t* h_out, int64_t hs, int64_t hidden, int64_t b0, int64_t b1) {
+  std::vector<scalar_t> zeros(rec == nullptr ? 4 * hidden : 0, scalar_t(0));
+  for (int64_t b = b0; b < b1; ++b) {
+    scalar_t* G = gates + b * gs;
+    const scalar_t* R = rec == nullptr ? zeros.data() : rec + b * 4 * hidden;
+    const scalar_t* cp = c_prev + b * cs;
+    scalar_t* co = c_out + b * hs;
+    scalar_t* ho = h_out + b * hs;
+#pragma omp simd
+    for (int64_t j = 0; j < hidden; ++j) {
+      const scalar_t i = sigmoid(G[j] + R[j]);
+      const scalar_t f = sigmoid(G[hidden + j] + R[hidden + j]);
+      const scalar_t g = tanh_(G[2 * hidden + j] + R[2 * hidden + j]);
+      const scalar_t o = sigmoid(G[3 * hidden + j] + R[3 * hidden + j]);
+      const scalar_t c = f * cp[j] + i * g;
+      G[j] = i;
+      G[hidden + j] = f;
+      G[2 * hidden + j] = g;
+      G[3 * hidden + j] = o;
+      co[j] = c;
+      ho[j] = o * tanh_(c);
+    }
+  }
+}
+
+// gates[b, :] += h[b, :] W_hh^T for b < batch (row strides gs, hs), columns [c0, c1): the weight
+// as W_hh^T [H, 4H] is streamed once per step for all rows; the output slices stay in L1.
+template <typename scalar_t>
+void small_batch_product(scalar_t* gates, int64_t gs, const scalar_t* h, int64_t hs, const scalar_t* w_t,
+                         int64_t batch, int64_t hidden, int64_t c0, int64_t c1) {
+  for (int64_t j = 0; j < hidden; ++j) {
+    const scalar_t* w = w_t + j * 4 * hidden;
+    for (int64_t b = 0; b < batch; ++b) {
+      const scalar_t hj = h[b * hs + j];
+      scalar_t* G = gates + b * gs;
+#pragma omp simd
+      for (int64_t c = c0; c < c1; ++c) G[c] += hj * w[c];
+    }
+  }
+}
+
+}  // namespace
+
+// gates: [batch, pos, 4H] holding W_ih x_t + b (overwritten with i, f, g, o); h0, c0: [batch, H];
+// weight_hh: [4H, H]; packed: weight_hh in oneDNN's layout (or none: at::mm); cells, hiddens:
+// [batch, pos, H]. All contiguous, one dtype; checked by the Python wrapper.
+// weight_hh_t: W_hh^T [H, 4H] contiguous, used (small batches) by the in-place product instead of a matmul call.
+void lstm_recording_forward(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0, torch::Tensor weight_hh,
+                            c10::optional<torch::Tensor> packed, c10::optional<torch::Tensor> weight_hh_t,
+                            torch::Tensor cells, torch::Tensor hiddens) {
+  const int64_t batch = gates.size(0), length = gates.size(1), hidden = weight_hh.size(1);
+  const torch::Tensor w_t = weight_hh.t();  // [H, 4H]
+  c10::optional<c10::OperatorHandle> linear;
+  if (packed.has_value()) linear = c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_recording_forward", [&] {
+    scalar_t* pg = gates.data_ptr<scalar_t>();
+    scalar_t* pc = cells.data_ptr<scalar_t>();
+    scalar_t* ph = hiddens.data_ptr<scalar_t>();
+    const int64_t gs = length * 4 * hidden, hs = length * hidden;
+    for (int64_t t = 0; t < length; ++t) {
+      const torch::Tensor h_prev = t == 0 ? h0 : hiddens.select(1, t - 1);  // [batch, H]
+      torch::Tensor rec;  // [batch, 4H] = h_{t-1} W_hh^T (undefined: added into the gates in place)
+      if (weight_hh_t.has_value()) {
+        const scalar_t* hp = t == 0 ? h0.data_ptr<scalar_t>() : ph + (t - 1) * hidden;
+        const int64_t h_stride = t == 0 ? hidden : hs;
+        const scalar_t* pw = weight_hh_t->data_ptr<scalar_t>();
+        at::parallel_for(0, 4 * hidden, 256, [&](int64_t col0, int64_t col1) {
+          small_batch_product<scalar_t>(pg + t * 4 * hidden, gs, hp, h_stride, pw, batch, hidden, col0, col1);
+        });
+      } else if (linear.has_value()) {
+        torch::jit::Stack stack{h_prev.contiguous(), *packed, c10::IValue(), std::string("none"),
+                                c10::List<c10::optional<at::Scalar>>(), c10::IValue(std::string(""))};
+        linear->callBoxed(&stack);
+        rec = stack[0].toTensor().contiguous();
+      } else {
+        rec = at::mm(h_prev, w_t);
+      }
+      const scalar_t* prec = rec.defined() ? rec.data_ptr<scalar_t>() : nullptr;
+      const scalar_t* c_prev = t == 0 ? c0.data_ptr<scalar_t>() : pc + (t - 1) * hidden;
+      const int64_t cs = t == 0 ? hidden : hs;
+      const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, hidden));  // rows per task
+      at::parallel_for(0, batch, grain, [&](int64_t b0, int64_t b1) {
+        lstm_cell_rows<scalar_t>(pg + t * 4 * hidden, gs, prec, c_prev, cs, pc + t * hidden, ph + t * hidden, hs,
+                                 hidden, b0, b1);
+      });
+    }
+  });
+}
 """
 
 _CPP_DECL = """
@@ -281,6 +393,9 @@ void selective_scan_forward(torch::Tensor u, torch::Tensor delta, torch::Tensor 
                             bool write_states);
 void causal_conv_silu_forward(torch::Tensor x, torch::Tensor conv_state, torch::Tensor weight,
                               c10::optional<torch::Tensor> bias, torch::Tensor out);
+void lstm_recording_forward(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0, torch::Tensor weight_hh,
+                            c10::optional<torch::Tensor> packed, c10::optional<torch::Tensor> weight_hh_t,
+                            torch::Tensor cells, torch::Tensor hiddens);
 """
 
 _lock = threading.Lock()
@@ -306,7 +421,7 @@ def _build() -> ModuleType:
     return load_inline(
         name=f"workbench_cpu_compiled_{_cpu_tag()}",
         cpp_sources=[_CPP_DECL, _CPP_SOURCE],
-        functions=["selective_scan_forward", "causal_conv_silu_forward"],
+        functions=["selective_scan_forward", "causal_conv_silu_forward", "lstm_recording_forward"],
         extra_cflags=["-O3", "-march=native", "-fopenmp"],
         extra_ldflags=["-fopenmp"],
         verbose=False,
@@ -337,15 +452,18 @@ def compiled_kernels_available() -> bool:
     return _load() is not None
 
 
-def use_compiled_scan(*tensors: Tensor | None) -> bool:
-    """Whether an S6 scan over `tensors` should run the compiled kernel: all on CPU, float32 or
-    float64, no gradient needed (the kernel is forward only), and the kernel is available."""
+def use_compiled_kernels(*tensors: Tensor | None) -> bool:
+    """Whether a computation over `tensors` should run a compiled kernel: all on CPU, float32 or
+    float64, no gradient needed (the kernels are forward only), and the kernels are available."""
     present = [t for t in tensors if t is not None]
     if any(t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64) for t in present):
         return False
     if torch.is_grad_enabled() and any(t.requires_grad for t in present):
         return False
     return compiled_kernels_available()
+
+
+use_compiled_scan = use_compiled_kernels  # the S6 mixer's name for it
 
 
 def compiled_selective_scan(
@@ -452,3 +570,62 @@ def compiled_causal_conv_silu(
     else:
         new_state = torch.cat([conv_state[..., length:], x.transpose(1, 2)], dim=-1)
     return out, new_state
+
+
+def compiled_lstm_forward_recording(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """`lstm_forward_recording` with the per-position loop in C++: the same contract and numbers.
+
+    One matmul for the input projection of every position (into the recorded gate buffer), then per
+    position one recurrent product h_{t-1} W_hh^T (oneDNN with the weight prepacked, as
+    `StepMatmul`, else at::mm) and one fused pass that adds it, applies the gate nonlinearities,
+    updates c and h and writes i, f, g, o, c, h in place: no Python and no extra passes per step.
+    x: [batch, pos, d_in]; h0, c0: [batch, H]; weight_ih: [4H, d_in]; weight_hh: [4H, H]; biases:
+    [4H] or None. Returns {"i", "f", "g", "o", "c", "h"}, each [batch, pos, H] (the gates: column
+    slices of one [batch, pos, 4H] buffer). CPU, float32 / float64, no autograd."""
+    from .rnn_recording import StepMatmul, _bias, _input_projection
+
+    module = _load()
+    if module is None:
+        raise RuntimeError("compiled CPU kernels are unavailable (see compiled_kernels_available())")
+    if x.dim() != 3 or weight_hh.dim() != 2:
+        raise ValueError(f"x must be [batch, pos, d_in] and weight_hh [4H, H], got {tuple(x.shape)}, "
+                         f"{tuple(weight_hh.shape)}")
+    batch, length, d_in = x.shape
+    hidden = weight_hh.shape[1]
+    shapes_fit = (
+        weight_hh.shape == (4 * hidden, hidden) and weight_ih.shape == (4 * hidden, d_in)
+        and h0.shape == (batch, hidden) and c0.shape == (batch, hidden)
+        and all(b is None or b.shape == (4 * hidden,) for b in (bias_ih, bias_hh))
+    )
+    if not shapes_fit:
+        raise ValueError(
+            f"shapes do not fit an LSTM: x {tuple(x.shape)}, h0 {tuple(h0.shape)}, c0 {tuple(c0.shape)}, "
+            f"weight_ih {tuple(weight_ih.shape)}, weight_hh {tuple(weight_hh.shape)}"
+        )
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"compiled_lstm_forward_recording runs on CPU float32/float64, got {x.device} {x.dtype}")
+    dtype = x.dtype
+    with torch.no_grad():
+        weight_ih, weight_hh = weight_ih.to(dtype), weight_hh.to(dtype).contiguous()
+        bias = _bias(*(None if b is None else b.to(dtype) for b in (bias_ih, bias_hh)))
+        gates = _input_projection(x.contiguous(), weight_ih, bias)  # [batch, pos, 4H], becomes i, f, g, o
+        cells = recording_buffer((batch, length, hidden), dtype, "cpu")  # [batch, pos, H]
+        hiddens = recording_buffer((batch, length, hidden), dtype, "cpu")
+        # small batches: the product h W_hh^T added in place by a loop streaming W_hh^T once per step (a
+        # matmul call costs more than the product there); else oneDNN with the weight prepacked, or at::mm
+        small = batch <= SMALL_BATCH and hidden <= SMALL_BATCH_MAX_HIDDEN
+        weight_t = weight_hh.T.contiguous() if small else None  # [H, 4H]
+        packed = StepMatmul(weight_hh, batch).packed if length > 0 and not small else None
+        h0, c0 = h0.detach().to(dtype).contiguous(), c0.detach().to(dtype).contiguous()
+        if length > 0 and batch > 0:
+            module.lstm_recording_forward(gates, h0, c0, weight_hh, packed, weight_t, cells, hiddens)
+    quarters = {name: gates[..., k * hidden : (k + 1) * hidden] for k, name in enumerate("ifgo")}
+    return {**quarters, "c": cells, "h": hiddens}

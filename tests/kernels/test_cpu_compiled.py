@@ -18,6 +18,7 @@ from workbench.kernels import cpu_compiled, selective_scan_reference
 from workbench.kernels.cpu_compiled import compiled_kernels_available, compiled_selective_scan, use_compiled_scan
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers import MIXERS
+from workbench.models.recurrence import ActivationRecorder
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
@@ -211,3 +212,76 @@ def test_compiled_conv_silu_rejects_bad_shapes(kernel):
         cpu_compiled.compiled_causal_conv_silu(x, conv_state[:, :, :2], weight, None)
     with pytest.raises(ValueError, match="kernel widths"):
         cpu_compiled.compiled_causal_conv_silu(x, torch.zeros(1, 4, 16), torch.zeros(4, 1, 17), None)
+
+
+def _lstm_steps(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    """torch.nn.LSTM's equations, one position at a time."""
+    h, c, out = h0, c0, {k: [] for k in "ifgoch"}
+    for t in range(x.shape[1]):
+        pre = x[:, t] @ w_ih.T + h @ w_hh.T + (0 if b_ih is None else b_ih + b_hh)
+        i, f, g, o = pre.chunk(4, dim=-1)
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+        for k, v in zip("ifgoch", (i, f, g, o, c, h), strict=True):
+            out[k].append(v)
+    return {k: torch.stack(v, dim=1) for k, v in out.items()}
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    batch=st.sampled_from([1, 2, 4, 5, 9]),  # <= 4: the in-place product loop; above: a matmul per step
+    pos=st.one_of(st.just(1), st.integers(1, 30)),
+    d_in=st.integers(1, 12),
+    hidden=st.one_of(st.integers(1, 9), st.integers(60, 80)),
+    bias=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_compiled_lstm_recording_matches_the_equations(kernel, seed, batch, pos, d_in, hidden, bias, dtype):
+    torch.manual_seed(seed)
+    rnn = torch.nn.LSTM(d_in, hidden, batch_first=True, bias=bias).to(dtype)
+    x = torch.randn(batch, pos, d_in, dtype=dtype)
+    h0, c0 = torch.randn(batch, hidden, dtype=dtype), torch.randn(batch, hidden, dtype=dtype)
+    weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, getattr(rnn, "bias_ih_l0", None), getattr(rnn, "bias_hh_l0", None))
+    with torch.no_grad():
+        expected = _lstm_steps(x, h0, c0, *weights)
+        got = cpu_compiled.compiled_lstm_forward_recording(x, h0, c0, *weights)
+        h_lib, _ = rnn(x, (h0[None], c0[None]))
+    assert set(got) == set("ifgoch")
+    for name in "ifgoch":
+        assert got[name].shape == (batch, pos, hidden) and got[name].dtype == dtype
+        torch.testing.assert_close(got[name], expected[name], rtol=TOL[dtype], atol=TOL[dtype])
+    torch.testing.assert_close(got["h"], h_lib, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_compiled_lstm_recording_rejects_bad_shapes(kernel):
+    rnn = torch.nn.LSTM(3, 4, batch_first=True)
+    weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+    x, h0 = torch.zeros(2, 5, 3), torch.zeros(2, 4)
+    with pytest.raises(ValueError, match="do not fit an LSTM"):
+        cpu_compiled.compiled_lstm_forward_recording(x, h0[:1], h0, *weights)
+    with pytest.raises(ValueError, match="do not fit an LSTM"):
+        cpu_compiled.compiled_lstm_forward_recording(torch.zeros(2, 5, 2), h0, h0, *weights)
+
+
+def test_lstm_mixer_records_through_the_compiled_loop(kernel, monkeypatch):
+    torch.manual_seed(1)
+    cfg = RecurrentConfig(family="lstm", n_layers=1, d_model=12, d_hidden=16, d_vocab=2)
+    mixer = MIXERS["lstm"](cfg).eval()
+    x = torch.randn(2, 25, 12)
+    store: dict[str, torch.Tensor] = {}
+    for name, module in mixer.named_modules():
+        if name.startswith("hook_"):
+            module.name = name
+            module.add_hook(ActivationRecorder(store))
+    with torch.no_grad():
+        out_ref, state_ref = mixer(x, None, "reference")
+        recorded_ref = {k: v.clone() for k, v in store.items()}
+        out, state = mixer(x, None, "fused")
+    assert mixer.last_kernel == "compiled C++ gate-writing LSTM loop (CPU, no grad)"
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
+    for name in ("hook_i", "hook_f", "hook_g", "hook_o", "hook_c", "hook_h"):
+        torch.testing.assert_close(store[name], recorded_ref[name], rtol=1e-5, atol=1e-5)
+    for name in ("h", "c"):
+        torch.testing.assert_close(state[name], state_ref[name], rtol=1e-5, atol=1e-5)

@@ -93,8 +93,10 @@ def test_paths_agree_without_gradients_where_cpu_recording_loops_run(family, mon
         assert "loop" in cache.metadata["kernels"][0]
 
 
-def test_narrow_cpu_recording_uses_library_kernel_plus_recovery(family):
-    """Below RECORDING_LOOP_MIN_WIDTH elements per step the LSTM/GRU record via the library kernel."""
+def test_narrow_cpu_recording_uses_library_kernel_plus_recovery(family, monkeypatch):
+    """Below RECORDING_LOOP_MIN_WIDTH elements per step the LSTM/GRU record via the library kernel
+    (the LSTM's compiled C++ loop, used at any width, switched off here)."""
+    monkeypatch.setenv("WORKBENCH_NO_COMPILED", "1")
     model = small_lm(family, dtype=torch.float32, d_model=8, d_hidden=8)
     with torch.no_grad():
         _, cache = model.run_with_cache(torch.zeros(1, 5, dtype=torch.long), path="fused")

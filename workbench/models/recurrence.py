@@ -85,6 +85,31 @@ def first_changed_position(before: Tensor, after: Tensor) -> int:
     return int(hits[0]) if len(hits) else before.shape[1]
 
 
+class LazyInputs(Mapping[str, Tensor]):
+    """Step inputs built only if a step loop reads them: `run_recurrence` with a fused kernel that
+    does not need them (e.g. one that projects its inputs itself) then never builds them, unless an
+    editing hook forces a replay. factories: name -> () -> [batch, pos, ...]; length: pos."""
+
+    def __init__(self, factories: Mapping[str, Callable[[], Tensor]], length: int):
+        self.factories, self.length, self._built = dict(factories), length, {}
+
+    def __getitem__(self, name: str) -> Tensor:
+        if name not in self._built:
+            self._built[name] = self.factories[name]()
+        return self._built[name]
+
+    def __iter__(self):
+        return iter(self.factories)
+
+    def __len__(self) -> int:
+        return len(self.factories)
+
+
+def _length(inputs: Mapping[str, Tensor]) -> int:
+    """Positions of the step inputs (without building lazy ones)."""
+    return inputs.length if isinstance(inputs, LazyInputs) else next(iter(inputs.values())).shape[1]
+
+
 def run_reference_loop(
     step: StepFn, inputs: Mapping[str, Tensor], state: State, wanted: set[str], length: int
 ) -> tuple[dict[str, Tensor], State]:
@@ -117,7 +142,7 @@ def run_recurrence(
     the quantities the caller uses afterwards. `fused`, when given, computes the first pass with a
     fast kernel; otherwise the readable loop `step` does. Returns values and the final state.
     """
-    length = next(iter(inputs.values())).shape[1]
+    length = _length(inputs)
     active = {q for q, hp in hook_points.items() if hook_is_active(hp)}
     editing = {q for q in active if hook_may_edit(hook_points[q])}
     wanted = set(needed) | active | (set(state_quantities) if editing else set())
@@ -160,7 +185,7 @@ def _replay_from(
     """
     buffers = {k: v.clone() for k, v in values.items()}  # [batch, pos, ...] each
     state = initial_state if start == 0 else state_at(values, start - 1)
-    length = next(iter(inputs.values())).shape[1]
+    length = _length(inputs)
     position = start
 
     def emit(name: str, value: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from workbench.kernels import elman_pre_from_hidden, gru_gates_from_hidden, lstm_gates_from_hidden
+from workbench.kernels.cpu_compiled import compiled_lstm_forward_recording, use_compiled_kernels
 from workbench.kernels.rnn_recording import (
     elman_forward_recording,
     gru_forward_recording,
@@ -22,7 +23,7 @@ from workbench.kernels.rnn_recording import (
 )
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers.base import HookSpec, Mixer
-from workbench.models.recurrence import Emit, State, run_recurrence
+from workbench.models.recurrence import Emit, LazyInputs, State, run_recurrence
 
 BPH = ("batch", "pos", "d_hidden")
 BH = ("batch", "d_hidden")
@@ -95,7 +96,9 @@ class _LibraryRecurrence(Mixer):
     def run(self, x: Tensor, state: State, fused) -> tuple[Tensor, State]:
         values, final = run_recurrence(
             self._step,
-            {"x_proj": self.input_projection(x)},
+            # built only if a step loop runs (reference path, or a replay after an edit): the fused
+            # kernels project x themselves
+            LazyInputs({"x_proj": lambda: self.input_projection(x)}, x.shape[1]),
             state,
             self.hook_points(self.recurrent),
             self.state_at,
@@ -192,6 +195,10 @@ class LSTMMixer(_LibraryRecurrence):
         self.last_kernel = f"torch.nn.LSTM ({x.device.type})"
 
         def fused(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
+            if wanted - {"h"} and use_compiled_kernels(x, state["h"], state["c"], *self.parameters()):
+                self.last_kernel = "compiled C++ gate-writing LSTM loop (CPU, no grad)"  # any width
+                values = compiled_lstm_forward_recording(x, state["h"], state["c"], *self.weights)
+                return values, {"h": values["h"][:, -1], "c": values["c"][:, -1]}
             if wanted - {"h"} and use_recording_loop(x, self):
                 self.last_kernel = f"gate-writing LSTM loop (CPU, no grad, {step_matmul_backend(x)})"
                 values = lstm_forward_recording(x, state["h"], state["c"], *self.weights)
