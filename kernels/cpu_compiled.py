@@ -28,7 +28,9 @@ import hashlib
 import logging
 import os
 import platform
+import sys
 import threading
+import time
 from types import ModuleType
 
 import torch
@@ -403,10 +405,14 @@ _module: ModuleType | None = None
 _failed = False
 
 
+STALE_LOCK_S = 600.0  # a build lock older than this was left by a process killed mid-build (a build takes ~30 s)
+
+
 def _cpu_tag() -> str:
-    """Short hash of the CPU model and flags: the kernel is built with -march=native, so a cache
-    shared between machines must not hand one CPU's binary to another."""
-    info = platform.machine()
+    """Short hash of the CPU model and flags, the torch version and the environment: the kernel is
+    built with -march=native against this torch, so a cache shared between machines or virtual
+    environments must not hand one's binary to another."""
+    info = f"{platform.machine()} {torch.__version__} {sys.prefix}"
     try:
         with open("/proc/cpuinfo") as f:
             info += "".join(line for line in f if line.startswith(("model name", "flags")))
@@ -415,11 +421,32 @@ def _cpu_tag() -> str:
     return hashlib.sha1(info.encode()).hexdigest()[:10]
 
 
+def _wait_for_lock(build_dir: str) -> None:
+    """Wait while another process builds the extension; remove a lock left behind by a process
+    killed mid-build (torch's own wait on it would never end)."""
+    lock = os.path.join(build_dir, "lock")
+    while os.path.exists(lock):
+        try:
+            if time.time() - os.path.getmtime(lock) > STALE_LOCK_S:
+                _LOG.warning("removing a stale build lock %s", lock)
+                os.remove(lock)
+                return
+        except OSError:  # released meanwhile
+            return
+        time.sleep(1.0)
+
+
 def _build() -> ModuleType:
+    from torch.utils import cpp_extension
     from torch.utils.cpp_extension import load_inline
 
+    name = f"workbench_cpu_compiled_{_cpu_tag()}"
+    build_directory = getattr(cpp_extension, "_get_build_directory", None)  # private: used only if present
+    if build_directory is not None:
+        _wait_for_lock(build_directory(name, verbose=False))
+    _LOG.info("building the compiled CPU kernels %s (first use; ~30 s)", name)
     return load_inline(
-        name=f"workbench_cpu_compiled_{_cpu_tag()}",
+        name=name,
         cpp_sources=[_CPP_DECL, _CPP_SOURCE],
         functions=["selective_scan_forward", "causal_conv_silu_forward", "lstm_recording_forward"],
         extra_cflags=["-O3", "-march=native", "-fopenmp"],
@@ -441,8 +468,9 @@ def _load() -> ModuleType | None:
                 _module = _build()
             except Exception as exc:  # no compiler, no ninja, a broken toolchain: keep the torch path
                 _failed = True
+                last_line = (str(exc).strip().splitlines() or [""])[-1]
                 _LOG.warning("compiled CPU kernels unavailable (%s: %s); using the PyTorch path",
-                             type(exc).__name__, str(exc).strip().splitlines()[-1:] or "")
+                             type(exc).__name__, last_line)
     return _module
 
 

@@ -8,6 +8,9 @@ the tests that need the kernel are skipped with the reason.
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 
 import pytest
 import torch
@@ -285,3 +288,19 @@ def test_lstm_mixer_records_through_the_compiled_loop(kernel, monkeypatch):
         torch.testing.assert_close(store[name], recorded_ref[name], rtol=1e-5, atol=1e-5)
     for name in ("h", "c"):
         torch.testing.assert_close(state[name], state_ref[name], rtol=1e-5, atol=1e-5)
+
+
+def test_stale_build_lock_is_removed_and_a_live_one_awaited(tmp_path, monkeypatch):
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    old = time.time() - cpu_compiled.STALE_LOCK_S - 5
+    os.utime(lock, (old, old))  # left by a process killed mid-build
+    cpu_compiled._wait_for_lock(str(tmp_path))
+    assert not lock.exists()
+    lock.write_text("")  # a live build: released after a moment, never removed by us
+    timer = threading.Timer(0.3, lock.unlink)
+    timer.start()
+    started = time.monotonic()
+    cpu_compiled._wait_for_lock(str(tmp_path))
+    timer.join()
+    assert time.monotonic() - started >= 0.3 and not lock.exists()
