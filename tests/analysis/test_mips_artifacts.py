@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from workbench.analysis.mips.artifacts import load_network, save_artifacts
-from workbench.analysis.mips.benchmark import SolveResult, main, merge_results
+from workbench.analysis.mips.benchmark import SolveResult, main, merge_results, update_results
 from workbench.analysis.mips.fsm import fsm_from_labels, minimize, planted_fsm_run
 from workbench.analysis.mips.rnn import MipsRNN, RNNSpec
 from workbench.analysis.mips.synthesis import program_from_fsm
@@ -73,6 +73,25 @@ def test_merge_orders_tasks_and_refuses_mixed_budgets(tmp_path, capsys):
         merge_results([a, c])
     with pytest.raises(FileNotFoundError):
         merge_results([tmp_path / "missing.json"])
+
+
+def test_update_replaces_rerun_rows_marks_them_and_keeps_the_budget_check(tmp_path, capsys):
+    base = _shard(tmp_path / "results.json", 80, [_row("Binary_Addition", True), _row("Sum_Last4", False),
+                                                  _row("Prev1", True)])
+    rerun = _shard(tmp_path / "rerun.json", 80, [_row("Sum_Last4", True)])
+    main(["--update", str(base), "--with", str(rerun), "--note", "2 shared cores"])
+    text = (tmp_path / "results.md").read_text()
+    assert "Solved **3 / 3**" in text and "| Sum_Last4* | yes |" in text and "| Prev1 | yes |" in text
+    assert "re-run after the full run, same budget (2 shared cores), marked `*` below: Sum_Last4" in text
+    data = json.loads(base.read_text())
+    assert data["rerun"] == ["Sum_Last4"] and data["budget"] == 80 and len(data["rows"]) == 3
+    assert "updated: solved 3 / 3" in capsys.readouterr().out
+    # a second update keeps the first re-run's mark; a rerun that solves nothing still replaces the row
+    update_results(base, [_shard(tmp_path / "r2.json", 80, [_row("Prev1", False)])])
+    data = json.loads(base.read_text())
+    assert data["rerun"] == ["Sum_Last4", "Prev1"] and sum(r["solved"] for r in data["rows"]) == 2
+    with pytest.raises(ValueError, match="budget"):
+        update_results(base, [_shard(tmp_path / "r3.json", 95, [_row("Prev2", True)])])
 
 
 def test_lstm_state_is_h_and_c_and_edits_act_only_forward():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from workbench.analysis.mips.benchmark import extract_program
-from workbench.analysis.mips.lattice import LatticeError, integer_lattice, lattice_candidates
+from workbench.analysis.mips.lattice import LatticeError, integer_lattice, lattice_candidates, markov_lattice
 from workbench.analysis.mips.rnn import MipsRNN, RNNSpec
 from workbench.analysis.mips.simplify import (
     diagonalize,
@@ -94,3 +94,25 @@ def test_reparametrize_rejects_a_singular_basis_and_nonlinear_nets():
     gru = TrainedRNN(get_task("Parity_All"), RNNSpec("gru", 2), MipsRNN(1, 1, RNNSpec("gru", 2)), None, 1.0, 0, 0.0)
     with pytest.raises(ValueError, match="linear recurrence"):
         reparametrize(gru, np.eye(2))
+
+
+def _sum_last4_shift_register(gain: float) -> TrainedRNN:
+    """Sum_Last4 as a shift register h = (x_t, x_{t-1}, x_{t-2}, x_{t-3}) read by gain * (1, 1, 1, 1)."""
+    w = np.eye(4, k=-1)  # h_j <- h_{j-1}
+    return _linear_net("Sum_Last4", w, [[1.0], [0], [0], [0]], [0] * 4, [[gain] * 4], [0.0], bias=False)
+
+
+def test_markov_realisation_accepts_a_net_at_the_rounding_edge_only():
+    # Markov parameters 1.0015: exact on typical sums, but a sum near 396 comes out ~0.6 high and
+    # rounds up; the integer realisation (parameters 1) is kept there, and its outputs are the task's
+    edge_net = _sum_last4_shift_register(1 + 0.6 / 396)
+    lattice = markov_lattice(edge_net)
+    assert not np.array_equal(lattice.y, predict(edge_net, lattice.x))  # the net rounds some sums up
+    task = get_task("Sum_Last4")
+    assert all(list(lattice.y[i, :, 0]) == task(list(lattice.x[i, :, 0])) for i in range(len(lattice.x)))
+    assert lattice.rank == 4
+    _, program = extract_program(edge_net)  # the Markov reading comes first and gives the task's program
+    assert verify_program(program.source, "Sum_Last4").passed
+    # a net further off (up to 1.2 from the realisation) is not rounding noise
+    with pytest.raises(LatticeError, match="disagrees with the net"):
+        markov_lattice(_sum_last4_shift_register(1 + 1.2 / 396))

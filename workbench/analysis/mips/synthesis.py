@@ -3,7 +3,9 @@
 Integer regression: a linear fit with integer coefficients first, then a bottom-up search over
 expressions with +, -, *, //, %, abs, min, max, comparisons and bit operations, deduplicated by
 their values on the data (observational equivalence). Boolean regression: truth tables -> minimal
-sum of products with sympy's `SOPform`. The program is source text of one function `program(xs)`.
+sum of products with sympy's `SOPform`. Functions of unbounded integer states that none of these
+fit: a small if-else over comparisons (`decision.decision_tree`) before any lookup table. The
+program is source text of one function `program(xs)`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from workbench.analysis.mips.decision import decision_tree
 
 __all__ = [
     "Program",
@@ -272,9 +276,20 @@ def _constants(task) -> list[int]:
 
 
 def _regress(
-    columns: dict[str, np.ndarray], target: np.ndarray, task, tables: dict, table_name: str, max_size: int = 7
+    columns: dict[str, np.ndarray],
+    target: np.ndarray,
+    task,
+    tables: dict,
+    table_name: str,
+    max_size: int = 7,
+    tree: bool = False,
 ) -> tuple[str, str]:
-    """Expression for target: integer-linear, else searched, else Boolean, else a lookup table. (expr, how)."""
+    """Expression for target: integer-linear, else searched, else Boolean, else (`tree`) an if-else over
+    comparisons, else a lookup table. (expr, how).
+
+    `tree` is for functions of unbounded integer states (lattices), where a table keyed on the states
+    seen in the data cannot cover longer sequences; a finite machine's table is total and needs none.
+    """
     coefs = fit_integer_linear(columns, target)
     if coefs is not None:
         return render_linear(coefs) if coefs else "0", "linear"
@@ -284,6 +299,10 @@ def _regress(
     found = boolean_formula(columns, target)
     if found is not None:
         return found, "boolean"
+    if tree:
+        found = decision_tree(columns, target, _constants(task))
+        if found is not None:
+            return found, "tree"
     keys = list(columns)
     rows = np.stack([columns[k] for k in keys], 1)
     table: dict = {}
@@ -332,14 +351,14 @@ def program_from_lattice(lattice, task) -> Program:
             updates[names[i]] = render_linear(coefs) if coefs else "0"
             hows.append("linear")
             continue
-        expr, how = _regress(cols, z[..., i].ravel(), task, tables, f"F{i}")
+        expr, how = _regress(cols, z[..., i].ravel(), task, tables, f"F{i}", tree=True)
         updates[names[i]], _ = expr, hows.append(how)
     outputs = []
     for k in range(task.n_outputs):
         cols = {names[j]: z[..., j].ravel() for j in range(r)}
         if not cols:
             cols = {"x": inputs[next(iter(inputs))]}
-        expr, how = _regress(cols, y[..., k].ravel(), task, tables, f"OUT{k}")
+        expr, how = _regress(cols, y[..., k].ravel(), task, tables, f"OUT{k}", tree=True)
         outputs.append(expr)
         hows.append(how)
     method = "lattice+" + "/".join(sorted(set(hows)))

@@ -69,7 +69,8 @@ def candidate_specs(
     nets (4 to `max_linear`: delay lines such as Prev5 or Sum_Last7 need them) and MLP readouts,
     then GRU-8 and GRU-32. Ordered by cost as well as
     size: with more than 20 input symbols (a finite machine would be large, the one-hot input
-    wide) the cheap larger linear nets come before the nonlinear ones.
+    wide) the cheap larger linear-readout nets come right after sizes 1-3, before any MLP readout
+    and any nonlinear net.
     """
     task = get_task(task)
     n_sym = len(task.alphabet)
@@ -91,11 +92,17 @@ def candidate_specs(
 
     for seed in seeds:
         yield from linear(range(1, 4), seed)
+        if n_sym > 20:
+            # many symbols: a delay line (Sum_Last7, Prev5) or a physics state needs a larger linear
+            # state; those nets cost ~1 s when they cannot fit (the loss rules stop them by step 500),
+            # the MLP readouts cost up to 30 s each, so the cheap ones come first
+            yield from linear(range(4, max_linear + 1), seed, biases=(False,))
+            yield from linear(range(4, 6), seed, biases=(True,))
         yield from linear(range(1, 3), seed, "mlp")
         if n_sym <= 20:  # a finite machine over few symbols: small nonlinear nets before larger linear ones
             yield from nonlinear(seed)
-        yield from linear(range(4, max_linear + 1), seed, biases=(False,))
-        yield from linear(range(4, 6), seed, biases=(True,))
+            yield from linear(range(4, max_linear + 1), seed, biases=(False,))
+            yield from linear(range(4, 6), seed, biases=(True,))
         yield from linear(range(3, 5), seed, "mlp")
         if n_sym > 20:
             yield from nonlinear(seed)

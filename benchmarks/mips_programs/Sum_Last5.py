@@ -1,0 +1,12 @@
+def program(xs):
+    """Sum_Last5: synthesised by MIPS from a trained RNN (lattice+linear). 5 integer state(s)."""
+    z0 = 0
+    z1 = 0
+    z2 = 0
+    z3 = 0
+    z4 = 0
+    ys = []
+    for x in xs:
+        z0, z1, z2, z3, z4 = x + z1, x + z2, x + z3, x + z4, x
+        ys.append(z0)
+    return ys
