@@ -1,10 +1,10 @@
-"""If-else synthesis over comparisons for unbounded integer states (Majority_0_2's counters), and the search order."""
+"""MIPS synthesis: if-else trees for unbounded integer states (Majority_0_2), expression search, search order."""
 
 import numpy as np
 
 from workbench.analysis.mips.decision import decision_tree
 from workbench.analysis.mips.lattice import Lattice
-from workbench.analysis.mips.synthesis import program_from_lattice
+from workbench.analysis.mips.synthesis import program_from_lattice, search_expression
 from workbench.analysis.mips.tasks import get_task
 from workbench.analysis.mips.training import candidate_specs
 from workbench.analysis.mips.verify import verify_program
@@ -51,3 +51,12 @@ def test_many_symbols_put_larger_linear_nets_before_any_mlp_readout():
     first_mlp = next(i for i, s in enumerate(specs) if s.readout == "mlp")
     window = next(i for i, s in enumerate(specs) if s.family == "linear" and s.d_hidden == 7)
     assert window < first_mlp
+
+
+def test_search_builds_balanced_splits_before_the_per_size_cap_fills():
+    # Diff_Abs_Values reads abs(x_t) - abs(x_{t-1}) off the states (x_t, x_{t-1}): a (2, 2) split of size 5,
+    # which the (1, 3) splits used to crowd out of the 4000 expressions kept per size
+    rng = np.random.default_rng(0)
+    z0, z1 = rng.integers(-100, 100, 3000), rng.integers(-100, 100, 3000)
+    found = search_expression({"z0": z0, "z1": z1}, np.abs(z0) - np.abs(z1), (0, 1, 2, 200, 99))
+    assert found == "(abs(z0) - abs(z1))"

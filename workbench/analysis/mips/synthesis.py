@@ -109,7 +109,9 @@ def search_expression(
                     found = _check_full(f"abs({expr})", columns, target)
                     if found:
                         return found
-            for left in range(1, size - 1):
+            # balanced splits first: with (1, size - 2) first, `x + <size-3 expr>` alone can fill the
+            # per-size cap, and `(abs(z0) - abs(z1))` (Diff_Abs_Values, a (2, 2) split) was never built
+            for left in sorted(range(1, size - 1), key=lambda k: (max(k, size - 1 - k), k)):
                 right = size - 1 - left
                 for op, f in _BINARY.items():
                     for ea, va in by_size.get(left, []):
