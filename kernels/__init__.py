@@ -5,7 +5,13 @@ Each fast kernel sits beside the step-by-step reference it is tested against:
 `log_space_scan_heinsen` / `log_space_scan_reference`; `selective_scan` /
 `selective_scan_reference`; and gate recovery after a fused library RNN
 (`lstm_gates_from_hidden`, `gru_gates_from_hidden`, `elman_pre_from_hidden`).
-All are pure PyTorch: any device, float32 and float64, differentiable.
+These are pure PyTorch: any device, float32 and float64, differentiable.
+
+Forward-only kernels for recording (no autograd), each tested against the same references:
+`triton_scan` / `triton_selective_scan` / `triton_rnn` (Triton, CUDA; on CPU under
+TRITON_INTERPRET=1 in the tests) and `cpu_compiled` (C++ built by load_inline: the S6 scan, its
+conv + SiLU, the LSTM gate-writing loop). `rnn_recording` holds the PyTorch gate-writing loops.
+The mixers dispatch among them as measured (benchmarks/cpu_results.md, gpu_results.md).
 """
 
 from __future__ import annotations
