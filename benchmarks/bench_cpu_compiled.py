@@ -14,6 +14,8 @@ for the kernel alone (the compiled C++ loop and what ran before it: the Python g
 batch x width >= 4096, else torch.nn.LSTM + gate recovery) and for the mixer (every hook recorded /
 `cell(x)` + the same W_out).
 
+Section H: the same for the GRU (recording r, z, n, h / the plain torch.nn.GRU forward; target <= 1.3x).
+
     python benchmarks/bench_cpu_compiled.py                  # length 1024, batch 1/16, width 256/1024
     python benchmarks/bench_cpu_compiled.py --append          # also append the tables to cpu_results.md
 """
@@ -33,12 +35,13 @@ from bench_cpu import measure, mixer_for, recording_call, transformers_mamba  # 
 
 from workbench.kernels.cpu_compiled import (  # noqa: E402
     DISABLE_ENV,
+    compiled_gru_forward_recording,
     compiled_kernels_available,
     compiled_lstm_forward_recording,
     compiled_selective_scan,
 )
-from workbench.kernels.rnn_gates import lstm_gates_from_hidden  # noqa: E402
-from workbench.kernels.rnn_recording import lstm_forward_recording  # noqa: E402
+from workbench.kernels.rnn_gates import gru_gates_from_hidden, lstm_gates_from_hidden  # noqa: E402
+from workbench.kernels.rnn_recording import gru_forward_recording, lstm_forward_recording  # noqa: E402
 from workbench.kernels.selective_scan import selective_scan  # noqa: E402
 from workbench.models.mixers.classic import use_recording_loop  # noqa: E402
 
@@ -67,7 +70,8 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="*", default=[256, 1024])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--append", action="store_true", help="append the tables to benchmarks/cpu_results.md")
-    parser.add_argument("--sections", default="FG", help="F: S6 against transformers; G: LSTM recording")
+    parser.add_argument("--sections", default="FGH",
+                        help="F: S6 against transformers; G: LSTM recording; H: GRU recording")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -78,6 +82,8 @@ def main() -> None:
         lines += section_s6(args, build_s, available)
     if "G" in args.sections:
         lines += section_lstm(args, build_s, available)
+    if "H" in args.sections:
+        lines += section_gru(args, build_s, available)
     lines.append(f"\nTotal {time.perf_counter() - started:.0f} s; load average at end {os.getloadavg()[0]:.1f}.")
     print(lines[-1])
     if args.append:
@@ -194,6 +200,66 @@ def section_lstm(args, build_s: float, available: bool) -> list[str]:
             t = measure({"plain": plain, "before": before, "compiled": compiled, "plain_mixer": plain_mixer,
                          "record_mixer": record_mixer}, args.repeats, 1)
             name = "Python gate-writing loop" if loop else "torch.nn.LSTM + gate recovery"
+            line = (f"| {batch} | {args.length} | {width} | {name} | {t['before'][0] / t['plain'][0]:.2f}x "
+                    f"| {t['compiled'][0] / t['plain'][0]:.2f}x | {t['record_mixer'][0] / t['plain_mixer'][0]:.2f}x "
+                    f"| {diff:.1e} |")
+            lines.append(line)
+            print(line, f"  [{mixer.last_kernel}; plain {t['plain'][0]:.3f} s]", flush=True)
+            del mixer, x, cell, record_mixer
+    return lines
+
+
+def section_gru(args, build_s: float, available: bool) -> list[str]:
+    lines = [
+        "\n## H. GRU recording every gate / plain torch.nn.GRU forward, compiled C++ loop (target <= 1.3x)\n",
+        f"`python benchmarks/bench_cpu_compiled.py {' '.join(sys.argv[1:])}`  \n"
+        f"torch {torch.__version__}, 1 thread, {os.cpu_count()} cores, load average at start "
+        f"{os.getloadavg()[0]:.1f}, {args.repeats} interleaved rounds, medians of process CPU time; "
+        f"kernel load/build {build_s:.1f} s (compiled kernel available: {available}).\n",
+        "kernel: the recording kernel alone (r, z, n, h) / `torch.nn.GRU(x)`; 'before' is what the mixer ran before "
+        "the compiled loop (the Python gate-writing loop at batch x width >= 4096, else torch.nn.GRU + gate "
+        "recovery). mixer: our fused mixer with every hook recorded / `cell(x)` + the same `W_out`.\n",
+        "| batch | pos | width | kernel before | kernel before/plain | kernel compiled/plain | mixer compiled/plain "
+        "| max abs diff of h (compiled vs torch.nn.GRU) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    for batch in args.batches:
+        for width in args.widths:
+            mixer = mixer_for("gru", width)
+            x = torch.randn(batch, args.length, width)
+            h0 = torch.zeros(batch, width)
+            weights, cell = mixer.weights, mixer.cell
+            with torch.no_grad():
+                loop = use_recording_loop(x, mixer)
+
+            def before(x=x, h0=h0, weights=weights, cell=cell, loop=loop):
+                with torch.no_grad():
+                    if loop:
+                        return gru_forward_recording(x, h0, *weights)
+                    h, _ = cell(x)
+                    return gru_gates_from_hidden(x, h, h0, *weights)
+
+            def compiled(x=x, h0=h0, weights=weights):
+                with torch.no_grad():
+                    return compiled_gru_forward_recording(x, h0, *weights)
+
+            def plain(x=x, cell=cell):
+                with torch.no_grad():
+                    return cell(x)
+
+            def plain_mixer(x=x, cell=cell, mixer=mixer):
+                with torch.no_grad():
+                    return mixer.W_out(cell(x)[0])
+
+            record_mixer, _ = recording_call(mixer, x, "fused")
+            record_mixer = with_compiled(record_mixer, True)
+            record_mixer()
+            with torch.no_grad():
+                diff = (compiled()["h"] - plain()[0]).abs().max().item()
+            t = measure({"plain": plain, "before": before, "compiled": compiled, "plain_mixer": plain_mixer,
+                         "record_mixer": record_mixer}, args.repeats, 1)
+            name = "Python gate-writing loop" if loop else "torch.nn.GRU + gate recovery"
             line = (f"| {batch} | {args.length} | {width} | {name} | {t['before'][0] / t['plain'][0]:.2f}x "
                     f"| {t['compiled'][0] / t['plain'][0]:.2f}x | {t['record_mixer'][0] / t['plain_mixer'][0]:.2f}x "
                     f"| {diff:.1e} |")

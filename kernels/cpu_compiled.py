@@ -40,6 +40,7 @@ from .buffers import recording_buffer
 
 __all__ = [
     "compiled_causal_conv_silu",
+    "compiled_gru_forward_recording",
     "compiled_kernels_available",
     "compiled_lstm_forward_recording",
     "compiled_selective_scan",
@@ -325,11 +326,12 @@ void lstm_cell_rows(scalar_t* gates, int64_t gs, const scalar_t* rec, const scal
 
 // gates[b, :] += h[b, :] W_hh^T for b < batch (row strides gs, hs), columns [c0, c1): the weight
 // as W_hh^T [H, 4H] is streamed once per step for all rows; the output slices stay in L1.
+// wcols: W_hh^T's row length (4H for the LSTM, 3H for the GRU).
 template <typename scalar_t>
 void small_batch_product(scalar_t* gates, int64_t gs, const scalar_t* h, int64_t hs, const scalar_t* w_t,
-                         int64_t batch, int64_t hidden, int64_t c0, int64_t c1) {
+                         int64_t wcols, int64_t batch, int64_t hidden, int64_t c0, int64_t c1) {
   for (int64_t j = 0; j < hidden; ++j) {
-    const scalar_t* w = w_t + j * 4 * hidden;
+    const scalar_t* w = w_t + j * wcols;
     for (int64_t b = 0; b < batch; ++b) {
       const scalar_t hj = h[b * hs + j];
       scalar_t* G = gates + b * gs;
@@ -365,7 +367,8 @@ void lstm_recording_forward(torch::Tensor gates, torch::Tensor h0, torch::Tensor
         const int64_t h_stride = t == 0 ? hidden : hs;
         const scalar_t* pw = weight_hh_t->data_ptr<scalar_t>();
         at::parallel_for(0, 4 * hidden, 256, [&](int64_t col0, int64_t col1) {
-          small_batch_product<scalar_t>(pg + t * 4 * hidden, gs, hp, h_stride, pw, batch, hidden, col0, col1);
+          small_batch_product<scalar_t>(pg + t * 4 * hidden, gs, hp, h_stride, pw, 4 * hidden, batch, hidden,
+                                        col0, col1);
         });
       } else if (linear.has_value()) {
         torch::jit::Stack stack{h_prev.contiguous(), *packed, c10::IValue(), std::string("none"),
@@ -386,6 +389,84 @@ void lstm_recording_forward(torch::Tensor gates, torch::Tensor h0, torch::Tensor
     }
   });
 }
+
+namespace {
+
+// One GRU step's element-wise part for batch rows [b0, b1): `gates` (row stride gs) holds the input
+// projection W_i· x_t + b_i· as [r | z | n] pre-activations, `rec` ([batch, 3H], contiguous) holds
+// W_h· h_{t-1} + b_h·; writes r, z, n over the pre-activations and h_t = n + z (h_{t-1} - n).
+template <typename scalar_t>
+void gru_cell_rows(scalar_t* gates, int64_t gs, const scalar_t* rec, const scalar_t* h_prev, int64_t ps,
+                   scalar_t* h_out, int64_t hs, int64_t hidden, int64_t b0, int64_t b1) {
+  for (int64_t b = b0; b < b1; ++b) {
+    scalar_t* G = gates + b * gs;
+    const scalar_t* R = rec + b * 3 * hidden;
+    const scalar_t* hp = h_prev + b * ps;
+    scalar_t* ho = h_out + b * hs;
+#pragma omp simd
+    for (int64_t j = 0; j < hidden; ++j) {
+      const scalar_t r = sigmoid(G[j] + R[j]);
+      const scalar_t z = sigmoid(G[hidden + j] + R[hidden + j]);
+      const scalar_t n = tanh_(G[2 * hidden + j] + r * R[2 * hidden + j]);
+      G[j] = r;
+      G[hidden + j] = z;
+      G[2 * hidden + j] = n;
+      ho[j] = n + z * (hp[j] - n);
+    }
+  }
+}
+
+}  // namespace
+
+// gates: [batch, pos, 3H] holding W_ih x_t + b_ih (overwritten with r, z, n); h0: [batch, H];
+// weight_hh: [3H, H]; bias_hh: [3H] or none; packed: weight_hh in oneDNN's layout (or none);
+// weight_hh_t: W_hh^T [H, 3H] (small batches: the in-place product loop instead of a matmul call);
+// hiddens: [batch, pos, H]. All contiguous, one dtype; checked by the Python wrapper.
+void gru_recording_forward(torch::Tensor gates, torch::Tensor h0, torch::Tensor weight_hh,
+                           c10::optional<torch::Tensor> bias_hh, c10::optional<torch::Tensor> packed,
+                           c10::optional<torch::Tensor> weight_hh_t, torch::Tensor hiddens) {
+  const int64_t batch = gates.size(0), length = gates.size(1), hidden = weight_hh.size(1);
+  const torch::Tensor w_t = weight_hh.t();  // [H, 3H]
+  c10::optional<c10::OperatorHandle> linear;
+  if (packed.has_value()) linear = c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
+  // [batch, 3H] scratch for the small-batch product, reset to b_hh (or zeros) each step
+  const torch::Tensor base = bias_hh.has_value() ? bias_hh->unsqueeze(0).expand({batch, 3 * hidden})
+                                                 : at::zeros({batch, 3 * hidden}, gates.options());
+  torch::Tensor scratch = at::empty({batch, 3 * hidden}, gates.options());
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_recording_forward", [&] {
+    scalar_t* pg = gates.data_ptr<scalar_t>();
+    scalar_t* ph = hiddens.data_ptr<scalar_t>();
+    const int64_t gs = length * 3 * hidden, hs = length * hidden;
+    for (int64_t t = 0; t < length; ++t) {
+      const torch::Tensor h_prev = t == 0 ? h0 : hiddens.select(1, t - 1);  // [batch, H]
+      const scalar_t* hp = t == 0 ? h0.data_ptr<scalar_t>() : ph + (t - 1) * hidden;
+      const int64_t h_stride = t == 0 ? hidden : hs;
+      torch::Tensor rec;  // [batch, 3H] = h_{t-1} W_hh^T + b_hh
+      if (weight_hh_t.has_value()) {
+        scratch.copy_(base);
+        scalar_t* ps = scratch.data_ptr<scalar_t>();
+        const scalar_t* pw = weight_hh_t->data_ptr<scalar_t>();
+        at::parallel_for(0, 3 * hidden, 256, [&](int64_t col0, int64_t col1) {
+          small_batch_product<scalar_t>(ps, 3 * hidden, hp, h_stride, pw, 3 * hidden, batch, hidden, col0, col1);
+        });
+        rec = scratch;
+      } else if (linear.has_value()) {
+        torch::jit::Stack stack{h_prev.contiguous(), *packed,
+                                bias_hh.has_value() ? c10::IValue(*bias_hh) : c10::IValue(), std::string("none"),
+                                c10::List<c10::optional<at::Scalar>>(), c10::IValue(std::string(""))};
+        linear->callBoxed(&stack);
+        rec = stack[0].toTensor().contiguous();
+      } else {
+        rec = bias_hh.has_value() ? at::addmm(*bias_hh, h_prev, w_t) : at::mm(h_prev, w_t);
+      }
+      const scalar_t* prec = rec.data_ptr<scalar_t>();
+      const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, hidden));  // rows per task
+      at::parallel_for(0, batch, grain, [&](int64_t b0, int64_t b1) {
+        gru_cell_rows<scalar_t>(pg + t * 3 * hidden, gs, prec, hp, h_stride, ph + t * hidden, hs, hidden, b0, b1);
+      });
+    }
+  });
+}
 """
 
 _CPP_DECL = """
@@ -398,6 +479,9 @@ void causal_conv_silu_forward(torch::Tensor x, torch::Tensor conv_state, torch::
 void lstm_recording_forward(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0, torch::Tensor weight_hh,
                             c10::optional<torch::Tensor> packed, c10::optional<torch::Tensor> weight_hh_t,
                             torch::Tensor cells, torch::Tensor hiddens);
+void gru_recording_forward(torch::Tensor gates, torch::Tensor h0, torch::Tensor weight_hh,
+                           c10::optional<torch::Tensor> bias_hh, c10::optional<torch::Tensor> packed,
+                           c10::optional<torch::Tensor> weight_hh_t, torch::Tensor hiddens);
 """
 
 _lock = threading.Lock()
@@ -448,7 +532,8 @@ def _build() -> ModuleType:
     return load_inline(
         name=name,
         cpp_sources=[_CPP_DECL, _CPP_SOURCE],
-        functions=["selective_scan_forward", "causal_conv_silu_forward", "lstm_recording_forward"],
+        functions=["selective_scan_forward", "causal_conv_silu_forward", "lstm_recording_forward",
+                   "gru_recording_forward"],
         extra_cflags=["-O3", "-march=native", "-fopenmp"],
         extra_ldflags=["-fopenmp"],
         verbose=False,
@@ -657,3 +742,59 @@ def compiled_lstm_forward_recording(
             module.lstm_recording_forward(gates, h0, c0, weight_hh, packed, weight_t, cells, hiddens)
     quarters = {name: gates[..., k * hidden : (k + 1) * hidden] for k, name in enumerate("ifgo")}
     return {**quarters, "c": cells, "h": hiddens}
+
+
+def compiled_gru_forward_recording(
+    x: Tensor,
+    h0: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """`gru_forward_recording` with the per-position loop in C++: the same contract and numbers.
+
+    r, z = σ(W_i· x + b_i· + W_h· h + b_h·); n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn));
+    h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}. One matmul for the input projection of every position (into the
+    recorded gate buffer), then per position one recurrent product W_h· h_{t-1} + b_h· (small batches: a
+    loop streaming W_hh^T once; else oneDNN with the weight prepacked, or at::addmm) and one fused pass
+    that writes r, z, n and h in place. x: [batch, pos, d_in]; h0: [batch, H]; weight_ih: [3H, d_in];
+    weight_hh: [3H, H]; biases: [3H] or None. Returns {"r", "z", "n", "h"}, each [batch, pos, H]
+    (r, z, n: column slices of one [batch, pos, 3H] buffer). CPU, float32 / float64, no autograd."""
+    from .rnn_recording import StepMatmul, _input_projection
+
+    module = _load()
+    if module is None:
+        raise RuntimeError("compiled CPU kernels are unavailable (see compiled_kernels_available())")
+    if x.dim() != 3 or weight_hh.dim() != 2:
+        raise ValueError(f"x must be [batch, pos, d_in] and weight_hh [3H, H], got {tuple(x.shape)}, "
+                         f"{tuple(weight_hh.shape)}")
+    batch, length, d_in = x.shape
+    hidden = weight_hh.shape[1]
+    shapes_fit = (
+        weight_hh.shape == (3 * hidden, hidden) and weight_ih.shape == (3 * hidden, d_in)
+        and h0.shape == (batch, hidden)
+        and all(b is None or b.shape == (3 * hidden,) for b in (bias_ih, bias_hh))
+    )
+    if not shapes_fit:
+        raise ValueError(
+            f"shapes do not fit a GRU: x {tuple(x.shape)}, h0 {tuple(h0.shape)}, "
+            f"weight_ih {tuple(weight_ih.shape)}, weight_hh {tuple(weight_hh.shape)}"
+        )
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"compiled_gru_forward_recording runs on CPU float32/float64, got {x.device} {x.dtype}")
+    dtype = x.dtype
+    with torch.no_grad():
+        weight_ih, weight_hh = weight_ih.to(dtype), weight_hh.to(dtype).contiguous()
+        bias_ih = None if bias_ih is None else bias_ih.to(dtype)
+        bias_hh = None if bias_hh is None else bias_hh.to(dtype).contiguous()
+        gates = _input_projection(x.contiguous(), weight_ih, bias_ih)  # [batch, pos, 3H], becomes r, z, n
+        hiddens = recording_buffer((batch, length, hidden), dtype, "cpu")  # [batch, pos, H]
+        small = batch <= SMALL_BATCH and hidden <= SMALL_BATCH_MAX_HIDDEN
+        weight_t = weight_hh.T.contiguous() if small else None  # [H, 3H]
+        packed = StepMatmul(weight_hh, batch).packed if length > 0 and not small else None
+        h0 = h0.detach().to(dtype).contiguous()
+        if length > 0 and batch > 0:
+            module.gru_recording_forward(gates, h0, weight_hh, bias_hh, packed, weight_t, hiddens)
+    thirds = {name: gates[..., k * hidden : (k + 1) * hidden] for k, name in enumerate("rzn")}
+    return {**thirds, "h": hiddens}

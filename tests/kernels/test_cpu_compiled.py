@@ -290,6 +290,86 @@ def test_lstm_mixer_records_through_the_compiled_loop(kernel, monkeypatch):
         torch.testing.assert_close(state[name], state_ref[name], rtol=1e-5, atol=1e-5)
 
 
+def _gru_steps(x, h0, w_ih, w_hh, b_ih, b_hh):
+    """torch.nn.GRU's equations, one position at a time."""
+    h, out = h0, {k: [] for k in "rznh"}
+    for t in range(x.shape[1]):
+        x_r, x_z, x_n = (x[:, t] @ w_ih.T + (0 if b_ih is None else b_ih)).chunk(3, dim=-1)
+        h_r, h_z, h_n = (h @ w_hh.T + (0 if b_hh is None else b_hh)).chunk(3, dim=-1)
+        r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+        n = torch.tanh(x_n + r * h_n)
+        h = (1 - z) * n + z * h
+        for k, v in zip("rznh", (r, z, n, h), strict=True):
+            out[k].append(v)
+    return {k: torch.stack(v, dim=1) for k, v in out.items()}
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    batch=st.sampled_from([1, 2, 4, 5, 9]),  # <= 4: the in-place product loop; above: a matmul per step
+    pos=st.one_of(st.just(1), st.integers(1, 30)),
+    d_in=st.integers(1, 12),
+    hidden=st.one_of(st.integers(1, 9), st.integers(60, 80)),
+    bias=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_compiled_gru_recording_matches_the_equations(kernel, seed, batch, pos, d_in, hidden, bias, dtype):
+    torch.manual_seed(seed)
+    rnn = torch.nn.GRU(d_in, hidden, batch_first=True, bias=bias).to(dtype)
+    x = torch.randn(batch, pos, d_in, dtype=dtype)
+    h0 = torch.randn(batch, hidden, dtype=dtype)
+    weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, getattr(rnn, "bias_ih_l0", None), getattr(rnn, "bias_hh_l0", None))
+    with torch.no_grad():
+        expected = _gru_steps(x, h0, *weights)
+        got = cpu_compiled.compiled_gru_forward_recording(x, h0, *weights)
+        h_lib, h_last = rnn(x, h0[None])
+    assert set(got) == set("rznh")
+    for name in "rznh":
+        assert got[name].shape == (batch, pos, hidden) and got[name].dtype == dtype
+        torch.testing.assert_close(got[name], expected[name], rtol=TOL[dtype], atol=TOL[dtype])
+    torch.testing.assert_close(got["h"], h_lib, rtol=TOL[dtype], atol=TOL[dtype])
+    torch.testing.assert_close(got["h"][:, -1], h_last[0], rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_compiled_gru_recording_rejects_bad_shapes(kernel):
+    rnn = torch.nn.GRU(3, 4, batch_first=True)
+    weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+    x, h0 = torch.zeros(2, 5, 3), torch.zeros(2, 4)
+    with pytest.raises(ValueError, match="do not fit a GRU"):
+        cpu_compiled.compiled_gru_forward_recording(x, h0[:1], *weights)
+    with pytest.raises(ValueError, match="do not fit a GRU"):
+        cpu_compiled.compiled_gru_forward_recording(torch.zeros(2, 5, 2), h0, *weights)
+    with pytest.raises(ValueError, match="do not fit a GRU"):
+        cpu_compiled.compiled_gru_forward_recording(x, h0, weights[0], weights[1], weights[2][:6], None)
+
+
+def test_gru_mixer_records_through_the_compiled_loop(kernel, monkeypatch):
+    torch.manual_seed(2)
+    cfg = RecurrentConfig(family="gru", n_layers=1, d_model=12, d_hidden=16, d_vocab=2)
+    mixer = MIXERS["gru"](cfg).eval()
+    x = torch.randn(2, 25, 12)
+    store: dict[str, torch.Tensor] = {}
+    for name, module in mixer.named_modules():
+        if name.startswith("hook_"):
+            module.name = name
+            module.add_hook(ActivationRecorder(store))
+    with torch.no_grad():
+        out_ref, state_ref = mixer(x, None, "reference")
+        recorded_ref = {k: v.clone() for k, v in store.items()}
+        out, state = mixer(x, None, "fused")
+    assert mixer.last_kernel == "compiled C++ gate-writing GRU loop (CPU, no grad)"
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
+    for name in ("hook_r", "hook_z", "hook_n", "hook_h"):
+        torch.testing.assert_close(store[name], recorded_ref[name], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state["h"], state_ref["h"], rtol=1e-5, atol=1e-5)
+    monkeypatch.setenv(cpu_compiled.DISABLE_ENV, "1")  # switched off: the PyTorch paths, same numbers
+    with torch.no_grad():
+        out_off, _ = mixer(x, None, "fused")
+    assert "compiled" not in mixer.last_kernel
+    torch.testing.assert_close(out_off, out_ref, rtol=1e-5, atol=1e-5)
+
+
 def test_stale_build_lock_is_removed_and_a_live_one_awaited(tmp_path, monkeypatch):
     lock = tmp_path / "lock"
     lock.write_text("")

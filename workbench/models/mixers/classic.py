@@ -14,7 +14,11 @@ import torch
 from torch import Tensor, nn
 
 from workbench.kernels import elman_pre_from_hidden, gru_gates_from_hidden, lstm_gates_from_hidden
-from workbench.kernels.cpu_compiled import compiled_lstm_forward_recording, use_compiled_kernels
+from workbench.kernels.cpu_compiled import (
+    compiled_gru_forward_recording,
+    compiled_lstm_forward_recording,
+    use_compiled_kernels,
+)
 from workbench.kernels.rnn_recording import (
     elman_forward_recording,
     gru_forward_recording,
@@ -250,6 +254,10 @@ class GRUMixer(_LibraryRecurrence):
         self.last_kernel = f"torch.nn.GRU ({x.device.type})"
 
         def fused(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
+            if wanted - {"h"} and use_compiled_kernels(x, state["h"], *self.parameters()):
+                self.last_kernel = "compiled C++ gate-writing GRU loop (CPU, no grad)"  # any width
+                values = compiled_gru_forward_recording(x, state["h"], *self.weights)
+                return values, {"h": values["h"][:, -1]}
             if wanted - {"h"} and use_recording_loop(x, self):
                 self.last_kernel = f"gate-writing GRU loop (CPU, no grad, {step_matmul_backend(x)})"
                 values = gru_forward_recording(x, state["h"], *self.weights)
