@@ -1,5 +1,5 @@
 """Compiled C++ CPU kernels, JIT-built on first use: the S6 selective scan (Gu & Dao 2023, Alg. 2),
-Mamba's causal depthwise conv + SiLU, and the gate-writing LSTM recording loop.
+Mamba's causal depthwise conv + SiLU, and the gate-writing LSTM and GRU recording loops.
 
 S6: s_t = exp(delta_t A) * s_{t-1} + (delta_t u_t) B_t,   y_t = s_t C_t + D u_t,   s: [d, n] per row.
 
@@ -11,7 +11,7 @@ exp for float32, std::exp for float64), the state update and the read-out agains
 the states are written once only when they are asked for (into `recording_buffer` memory, with
 non-temporal stores where aligned). The conv + SiLU works in the [batch, pos, d] layout the scan
 reads, with no concatenation or transposes. The LSTM loop replaces `lstm_forward_recording`'s
-per-step Python ops by one C++ loop (recurrent product, then one fused gate/cell pass). Tasks are
+per-step Python ops by one C++ loop (recurrent product, then one fused gate/cell pass); the GRU loop likewise. Tasks are
 spread over `at::parallel_for` (OpenMP in torch's CPU builds), so torch.set_num_threads governs it.
 
 The extension is built by torch.utils.cpp_extension.load_inline (needs a C++ compiler and ninja)

@@ -23,6 +23,20 @@ BPH = ("batch", "pos", "d_hidden")
 BH = ("batch", "d_hidden")
 
 
+def _needs_grad(x: Tensor, module: nn.Module) -> bool:
+    """Whether autograd must see the coefficient computation (then no in-place tricks)."""
+    return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters()))
+
+
+def _g_consuming(pre: Tensor) -> Tensor:
+    """g(pre) (`kernels.g`) in a new tensor with no other temporary, overwriting `pre` (with relu(pre)).
+
+    g(v) = σ(min(v, 0)) + max(v, 0): v + ½ for v >= 0 (σ(0) = ½ exactly), σ(v) for v < 0, the same
+    numbers as `g`. No autograd: `pre` must be a fresh buffer nobody else reads."""
+    out = torch.clamp(pre, max=0).sigmoid_()  # [..., H]
+    return out.add_(pre.clamp_(min=0))
+
+
 class _MinimalRecurrence(Mixer):
     """Shared frame: h_t = a_t ⊙ h_{t-1} + b_t with a, b computed from the input in parallel."""
 
@@ -48,10 +62,10 @@ class _MinimalRecurrence(Mixer):
         return {"h": values["h"][:, t]}
 
     def _run(self, x: Tensor, state: State, fused: bool) -> tuple[Tensor, State]:
-        a, b = self.coefficients(x)
+        coefficients = dict(zip("ab", self.coefficients(x), strict=True))  # a, b: [batch, pos, H]
 
         def scan(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
-            h0 = state["h"]
+            a, b, h0 = coefficients["a"], coefficients["b"], state["h"]
             if use_triton(a, b, h0):
                 self.last_kernel = "Triton linear scan (CUDA)"
                 h = triton_linear_scan(a, b, h0)
@@ -72,9 +86,10 @@ class _MinimalRecurrence(Mixer):
             return {"h": h}, {"h": h[:, -1]}
 
         values, final = run_recurrence(
-            self._step, {"a": a, "b": b}, state, {"h": self.hook_h}, self._state_at, ("h",),
+            self._step, dict(coefficients), state, {"h": self.hook_h}, self._state_at, ("h",),
             needed=("h",), fused=scan if fused else None,
         )
+        coefficients.clear()  # free a, b (not recorded) before the output projection allocates
         return self.hook_out(self.W_out(values["h"])), final
 
     def forward_reference(self, x: Tensor, state: State) -> tuple[Tensor, State]:
@@ -103,9 +118,19 @@ class MinGRUMixer(_MinimalRecurrence):
         }
 
     def coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        z = self.hook_z(torch.sigmoid(self.W_z(x)))  # [batch, pos, H]
-        h_tilde = self.hook_h_tilde(g(self.W_h(x)))  # [batch, pos, H]
-        return 1 - z, z * h_tilde
+        if _needs_grad(x, self):
+            z = self.hook_z(torch.sigmoid(self.W_z(x)))  # [batch, pos, H]
+            h_tilde = self.hook_h_tilde(g(self.W_h(x)))  # [batch, pos, H]
+            return 1 - z, z * h_tilde
+        # recording without autograd: a and b reuse the projections' buffers (no other temporaries;
+        # peak memory, benchmarks/bench_cpu.py section E), same numbers
+        with torch.no_grad():
+            pre_z = self.W_z(x)  # [batch, pos, H], becomes a
+            z = self.hook_z(torch.sigmoid(pre_z))
+            a = torch.sub(z.new_tensor(1.0), z, out=pre_z)  # 1 - z
+            pre_h = self.W_h(x)  # [batch, pos, H], becomes b
+            h_tilde = self.hook_h_tilde(_g_consuming(pre_h))
+            return a, torch.mul(z, h_tilde, out=pre_h)
 
 
 class MinLSTMMixer(_MinimalRecurrence):
@@ -129,9 +154,21 @@ class MinLSTMMixer(_MinimalRecurrence):
         }
 
     def coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        forget, inject = torch.sigmoid(self.W_f(x)), torch.sigmoid(self.W_i(x))  # [batch, pos, H]
-        total = forget + inject
-        f = self.hook_f(forget / total)
-        i = self.hook_i(inject / total)
-        h_tilde = self.hook_h_tilde(g(self.W_h(x)))
-        return f, i * h_tilde
+        if _needs_grad(x, self):
+            forget, inject = torch.sigmoid(self.W_f(x)), torch.sigmoid(self.W_i(x))  # [batch, pos, H]
+            total = forget + inject
+            f = self.hook_f(forget / total)
+            i = self.hook_i(inject / total)
+            h_tilde = self.hook_h_tilde(g(self.W_h(x)))
+            return f, i * h_tilde
+        # recording without autograd: f and i are divided in place in the projections' buffers, b
+        # reuses the candidate's (no other temporary but the sum; peak memory, bench_cpu.py section E)
+        with torch.no_grad():
+            forget, inject = self.W_f(x).sigmoid_(), self.W_i(x).sigmoid_()  # [batch, pos, H]
+            total = forget + inject
+            f = self.hook_f(forget.div_(total))
+            i = self.hook_i(inject.div_(total))
+            del total
+            pre_h = self.W_h(x)  # [batch, pos, H], becomes b
+            h_tilde = self.hook_h_tilde(_g_consuming(pre_h))
+            return f, torch.mul(i, h_tilde, out=pre_h)
