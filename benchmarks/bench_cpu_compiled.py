@@ -81,9 +81,9 @@ def main() -> None:
     if "F" in args.sections:
         lines += section_s6(args, build_s, available)
     if "G" in args.sections:
-        lines += section_lstm(args, build_s, available)
+        lines += section_classic("lstm", args, build_s, available)
     if "H" in args.sections:
-        lines += section_gru(args, build_s, available)
+        lines += section_classic("gru", args, build_s, available)
     lines.append(f"\nTotal {time.perf_counter() - started:.0f} s; load average at end {os.getloadavg()[0]:.1f}.")
     print(lines[-1])
     if args.append:
@@ -149,40 +149,53 @@ def section_s6(args, build_s: float, available: bool) -> list[str]:
     return lines
 
 
-def section_lstm(args, build_s: float, available: bool) -> list[str]:
+# Per family: (section letter, library name, recorded quantities, PyTorch loop, gate recovery, compiled loop).
+# The LSTM kernels take (x, h0, c0, *weights); the GRU kernels (x, h0, *weights).
+CLASSIC_SECTIONS = {
+    "lstm": ("G", "LSTM", "", lstm_forward_recording, lstm_gates_from_hidden, compiled_lstm_forward_recording),
+    "gru": ("H", "GRU", " (r, z, n, h)", gru_forward_recording, gru_gates_from_hidden,
+            compiled_gru_forward_recording),
+}
+
+
+def section_classic(family: str, args, build_s: float, available: bool) -> list[str]:
+    """Recording every gate of an LSTM or GRU / the plain torch.nn forward, before and with the compiled loop."""
+    letter, library, quantities, loop_kernel, recovery, compiled_kernel = CLASSIC_SECTIONS[family]
     lines = [
-        "\n## G. LSTM recording every gate / plain torch.nn.LSTM forward, compiled C++ loop (target <= 1.3x)\n",
+        f"\n## {letter}. {library} recording every gate / plain torch.nn.{library} forward, compiled C++ loop "
+        "(target <= 1.3x)\n",
         f"`python benchmarks/bench_cpu_compiled.py {' '.join(sys.argv[1:])}`  \n"
         f"torch {torch.__version__}, 1 thread, {os.cpu_count()} cores, load average at start "
         f"{os.getloadavg()[0]:.1f}, {args.repeats} interleaved rounds, medians of process CPU time; "
         f"kernel load/build {build_s:.1f} s (compiled kernel available: {available}).\n",
-        "kernel: the recording kernel alone / `torch.nn.LSTM(x)`; 'before' is what the mixer ran before the "
-        "compiled loop (the Python gate-writing loop at batch x width >= 4096, else torch.nn.LSTM + gate recovery). "
-        "mixer: our fused mixer with every hook recorded / `cell(x)` + the same `W_out`.\n",
+        f"kernel: the recording kernel alone{quantities} / `torch.nn.{library}(x)`; 'before' is what the mixer ran "
+        f"before the compiled loop (the Python gate-writing loop at batch x width >= 4096, else torch.nn.{library} "
+        "+ gate recovery). mixer: our fused mixer with every hook recorded / `cell(x)` + the same `W_out`.\n",
         "| batch | pos | width | kernel before | kernel before/plain | kernel compiled/plain | mixer compiled/plain "
-        "| max abs diff of h (compiled vs torch.nn.LSTM) |",
+        f"| max abs diff of h (compiled vs torch.nn.{library}) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     for batch in args.batches:
         for width in args.widths:
-            mixer = mixer_for("lstm", width)
-            x = torch.randn(batch, args.length, width)
-            h0 = torch.zeros(batch, width)
+            mixer = mixer_for(family, width)
+            x = torch.randn(batch, args.length, width)  # [batch, pos, width]
+            h0 = torch.zeros(batch, width)  # [batch, width]
+            states = (h0, h0) if family == "lstm" else (h0,)
             weights, cell = mixer.weights, mixer.cell
             with torch.no_grad():
                 loop = use_recording_loop(x, mixer)
 
-            def before(x=x, h0=h0, weights=weights, cell=cell, loop=loop):
+            def before(x=x, states=states, weights=weights, cell=cell, loop=loop):
                 with torch.no_grad():
                     if loop:
-                        return lstm_forward_recording(x, h0, h0, *weights)
+                        return loop_kernel(x, *states, *weights)
                     h, _ = cell(x)
-                    return lstm_gates_from_hidden(x, h, h0, h0, *weights)
+                    return recovery(x, h, *states, *weights)
 
-            def compiled(x=x, h0=h0, weights=weights):
+            def compiled(x=x, states=states, weights=weights):
                 with torch.no_grad():
-                    return compiled_lstm_forward_recording(x, h0, h0, *weights)
+                    return compiled_kernel(x, *states, *weights)
 
             def plain(x=x, cell=cell):
                 with torch.no_grad():
@@ -199,7 +212,7 @@ def section_lstm(args, build_s: float, available: bool) -> list[str]:
                 diff = (compiled()["h"] - plain()[0]).abs().max().item()
             t = measure({"plain": plain, "before": before, "compiled": compiled, "plain_mixer": plain_mixer,
                          "record_mixer": record_mixer}, args.repeats, 1)
-            name = "Python gate-writing loop" if loop else "torch.nn.LSTM + gate recovery"
+            name = "Python gate-writing loop" if loop else f"torch.nn.{library} + gate recovery"
             line = (f"| {batch} | {args.length} | {width} | {name} | {t['before'][0] / t['plain'][0]:.2f}x "
                     f"| {t['compiled'][0] / t['plain'][0]:.2f}x | {t['record_mixer'][0] / t['plain_mixer'][0]:.2f}x "
                     f"| {diff:.1e} |")
@@ -207,67 +220,6 @@ def section_lstm(args, build_s: float, available: bool) -> list[str]:
             print(line, f"  [{mixer.last_kernel}; plain {t['plain'][0]:.3f} s]", flush=True)
             del mixer, x, cell, record_mixer
     return lines
-
-
-def section_gru(args, build_s: float, available: bool) -> list[str]:
-    lines = [
-        "\n## H. GRU recording every gate / plain torch.nn.GRU forward, compiled C++ loop (target <= 1.3x)\n",
-        f"`python benchmarks/bench_cpu_compiled.py {' '.join(sys.argv[1:])}`  \n"
-        f"torch {torch.__version__}, 1 thread, {os.cpu_count()} cores, load average at start "
-        f"{os.getloadavg()[0]:.1f}, {args.repeats} interleaved rounds, medians of process CPU time; "
-        f"kernel load/build {build_s:.1f} s (compiled kernel available: {available}).\n",
-        "kernel: the recording kernel alone (r, z, n, h) / `torch.nn.GRU(x)`; 'before' is what the mixer ran before "
-        "the compiled loop (the Python gate-writing loop at batch x width >= 4096, else torch.nn.GRU + gate "
-        "recovery). mixer: our fused mixer with every hook recorded / `cell(x)` + the same `W_out`.\n",
-        "| batch | pos | width | kernel before | kernel before/plain | kernel compiled/plain | mixer compiled/plain "
-        "| max abs diff of h (compiled vs torch.nn.GRU) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    print("\n".join(lines), flush=True)
-    for batch in args.batches:
-        for width in args.widths:
-            mixer = mixer_for("gru", width)
-            x = torch.randn(batch, args.length, width)
-            h0 = torch.zeros(batch, width)
-            weights, cell = mixer.weights, mixer.cell
-            with torch.no_grad():
-                loop = use_recording_loop(x, mixer)
-
-            def before(x=x, h0=h0, weights=weights, cell=cell, loop=loop):
-                with torch.no_grad():
-                    if loop:
-                        return gru_forward_recording(x, h0, *weights)
-                    h, _ = cell(x)
-                    return gru_gates_from_hidden(x, h, h0, *weights)
-
-            def compiled(x=x, h0=h0, weights=weights):
-                with torch.no_grad():
-                    return compiled_gru_forward_recording(x, h0, *weights)
-
-            def plain(x=x, cell=cell):
-                with torch.no_grad():
-                    return cell(x)
-
-            def plain_mixer(x=x, cell=cell, mixer=mixer):
-                with torch.no_grad():
-                    return mixer.W_out(cell(x)[0])
-
-            record_mixer, _ = recording_call(mixer, x, "fused")
-            record_mixer = with_compiled(record_mixer, True)
-            record_mixer()
-            with torch.no_grad():
-                diff = (compiled()["h"] - plain()[0]).abs().max().item()
-            t = measure({"plain": plain, "before": before, "compiled": compiled, "plain_mixer": plain_mixer,
-                         "record_mixer": record_mixer}, args.repeats, 1)
-            name = "Python gate-writing loop" if loop else "torch.nn.GRU + gate recovery"
-            line = (f"| {batch} | {args.length} | {width} | {name} | {t['before'][0] / t['plain'][0]:.2f}x "
-                    f"| {t['compiled'][0] / t['plain'][0]:.2f}x | {t['record_mixer'][0] / t['plain_mixer'][0]:.2f}x "
-                    f"| {diff:.1e} |")
-            lines.append(line)
-            print(line, f"  [{mixer.last_kernel}; plain {t['plain'][0]:.3f} s]", flush=True)
-            del mixer, x, cell, record_mixer
-    return lines
-
 
 if __name__ == "__main__":
     main()
