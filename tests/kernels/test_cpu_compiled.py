@@ -23,7 +23,7 @@ from workbench.models.config import RecurrentConfig
 from workbench.models.mixers import MIXERS
 from workbench.models.recurrence import ActivationRecorder
 
-TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+from .oracles import TOL, gru_steps, lstm_steps, s6_inputs
 
 
 @pytest.fixture(scope="module")
@@ -34,19 +34,6 @@ def kernel():
     if not compiled_kernels_available():
         pytest.skip("the compiled CPU kernel could not be built (no C++ compiler or ninja?)")
     return compiled_selective_scan
-
-
-def _s6_inputs(seed, batch, pos, d, n, dtype):
-    """Mamba-like inputs: delta = softplus(.), A = -exp(.) negative reals, unit-scale u, B, C, D."""
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.randn(batch, pos, d, dtype=dtype, generator=gen)
-    delta = torch.nn.functional.softplus(torch.randn(batch, pos, d, dtype=dtype, generator=gen) - 1)
-    A = -torch.exp(torch.randn(d, n, dtype=dtype, generator=gen))
-    B = torch.randn(batch, pos, n, dtype=dtype, generator=gen)
-    C = torch.randn(batch, pos, n, dtype=dtype, generator=gen)
-    D = torch.randn(d, dtype=dtype, generator=gen)
-    state0 = torch.randn(batch, d, n, dtype=dtype, generator=gen)
-    return u, delta, A, B, C, D, state0
 
 
 @settings(max_examples=40, deadline=None)
@@ -61,7 +48,7 @@ def _s6_inputs(seed, batch, pos, d, n, dtype):
     return_states=st.booleans(),
 )
 def test_compiled_scan_matches_reference(kernel, seed, batch, pos, d, n, dtype, with_state0, return_states):
-    u, delta, A, B, C, D, state0 = _s6_inputs(seed, batch, pos, d, n, dtype)
+    u, delta, A, B, C, D, state0 = s6_inputs(seed, batch, pos, d, n, dtype)
     state0 = state0 if with_state0 else None
     y_ref, s_ref = selective_scan_reference(u, delta, A, B, C, D, state0, return_states)
     y, s = kernel(u, delta, A, B, C, D, state0, return_states)
@@ -74,7 +61,7 @@ def test_compiled_scan_matches_reference(kernel, seed, batch, pos, d, n, dtype, 
 
 def test_compiled_scan_long_sequence_and_mamba_width(kernel):
     # Mamba's n = 16 over a long sequence: errors of the float32 exp must not accumulate
-    u, delta, A, B, C, D, state0 = _s6_inputs(3, 2, 600, 130, 16, torch.float32)
+    u, delta, A, B, C, D, state0 = s6_inputs(3, 2, 600, 130, 16, torch.float32)
     y_ref, s_ref = selective_scan_reference(u, delta, A, B, C, D, state0, return_states=True)
     y, s = kernel(u, delta, A, B, C, D, state0, return_states=True)
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
@@ -82,7 +69,7 @@ def test_compiled_scan_long_sequence_and_mamba_width(kernel):
 
 
 def test_compiled_scan_takes_views_and_promotes(kernel):
-    u, delta, A, B, C, D, state0 = _s6_inputs(4, 2, 12, 10, 8, torch.float32)
+    u, delta, A, B, C, D, state0 = s6_inputs(4, 2, 12, 10, 8, torch.float32)
     u_view = u.transpose(0, 1).contiguous().transpose(0, 1)  # same values, non-contiguous
     y_ref, s_ref = selective_scan_reference(u.double(), delta, A, B, C, D, state0)
     y, s = kernel(u_view.double(), delta, A, B, C, D, state0)  # one float64 input promotes all
@@ -93,7 +80,7 @@ def test_compiled_scan_takes_views_and_promotes(kernel):
 
 @pytest.mark.parametrize("with_state0", [False, True])
 def test_compiled_scan_empty_sequence_returns_the_initial_state(kernel, with_state0):
-    u, delta, A, B, C, D, state0 = _s6_inputs(5, 2, 0, 4, 3, torch.float32)
+    u, delta, A, B, C, D, state0 = s6_inputs(5, 2, 0, 4, 3, torch.float32)
     state0 = state0 if with_state0 else None
     y, last = kernel(u, delta, A, B, C, D, state0)
     assert y.shape == (2, 0, 4)
@@ -103,7 +90,7 @@ def test_compiled_scan_empty_sequence_returns_the_initial_state(kernel, with_sta
 
 
 def test_compiled_scan_rejects_bad_shapes(kernel):
-    u, delta, A, B, C, D, state0 = _s6_inputs(6, 2, 5, 4, 3, torch.float32)
+    u, delta, A, B, C, D, state0 = s6_inputs(6, 2, 5, 4, 3, torch.float32)
     with pytest.raises(ValueError, match="shapes do not fit S6"):
         kernel(u, delta, A, B[:, :, :2], C, D)
     with pytest.raises(ValueError, match="state0"):
@@ -117,7 +104,7 @@ def test_env_switch_disables_the_kernel(kernel, monkeypatch):
     assert not compiled_kernels_available()
     assert not use_compiled_scan(torch.zeros(1, 2, 3))
     with pytest.raises(RuntimeError, match="unavailable"):
-        compiled_selective_scan(*_s6_inputs(0, 1, 2, 3, 4, torch.float32)[:6])
+        compiled_selective_scan(*s6_inputs(0, 1, 2, 3, 4, torch.float32)[:6])
 
 
 def test_failed_build_falls_back_and_logs_once(monkeypatch, caplog):
@@ -217,20 +204,6 @@ def test_compiled_conv_silu_rejects_bad_shapes(kernel):
         cpu_compiled.compiled_causal_conv_silu(x, torch.zeros(1, 4, 16), torch.zeros(4, 1, 17), None)
 
 
-def _lstm_steps(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-    """torch.nn.LSTM's equations, one position at a time."""
-    h, c, out = h0, c0, {k: [] for k in "ifgoch"}
-    for t in range(x.shape[1]):
-        pre = x[:, t] @ w_ih.T + h @ w_hh.T + (0 if b_ih is None else b_ih + b_hh)
-        i, f, g, o = pre.chunk(4, dim=-1)
-        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-        c = f * c + i * g
-        h = o * torch.tanh(c)
-        for k, v in zip("ifgoch", (i, f, g, o, c, h), strict=True):
-            out[k].append(v)
-    return {k: torch.stack(v, dim=1) for k, v in out.items()}
-
-
 @settings(max_examples=30, deadline=None)
 @given(
     seed=st.integers(0, 2**31),
@@ -248,7 +221,7 @@ def test_compiled_lstm_recording_matches_the_equations(kernel, seed, batch, pos,
     h0, c0 = torch.randn(batch, hidden, dtype=dtype), torch.randn(batch, hidden, dtype=dtype)
     weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, getattr(rnn, "bias_ih_l0", None), getattr(rnn, "bias_hh_l0", None))
     with torch.no_grad():
-        expected = _lstm_steps(x, h0, c0, *weights)
+        expected = lstm_steps(x, h0, c0, *weights)
         got = cpu_compiled.compiled_lstm_forward_recording(x, h0, c0, *weights)
         h_lib, _ = rnn(x, (h0[None], c0[None]))
     assert set(got) == set("ifgoch")
@@ -290,20 +263,6 @@ def test_lstm_mixer_records_through_the_compiled_loop(kernel, monkeypatch):
         torch.testing.assert_close(state[name], state_ref[name], rtol=1e-5, atol=1e-5)
 
 
-def _gru_steps(x, h0, w_ih, w_hh, b_ih, b_hh):
-    """torch.nn.GRU's equations, one position at a time."""
-    h, out = h0, {k: [] for k in "rznh"}
-    for t in range(x.shape[1]):
-        x_r, x_z, x_n = (x[:, t] @ w_ih.T + (0 if b_ih is None else b_ih)).chunk(3, dim=-1)
-        h_r, h_z, h_n = (h @ w_hh.T + (0 if b_hh is None else b_hh)).chunk(3, dim=-1)
-        r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
-        n = torch.tanh(x_n + r * h_n)
-        h = (1 - z) * n + z * h
-        for k, v in zip("rznh", (r, z, n, h), strict=True):
-            out[k].append(v)
-    return {k: torch.stack(v, dim=1) for k, v in out.items()}
-
-
 @settings(max_examples=30, deadline=None)
 @given(
     seed=st.integers(0, 2**31),
@@ -321,7 +280,7 @@ def test_compiled_gru_recording_matches_the_equations(kernel, seed, batch, pos, 
     h0 = torch.randn(batch, hidden, dtype=dtype)
     weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, getattr(rnn, "bias_ih_l0", None), getattr(rnn, "bias_hh_l0", None))
     with torch.no_grad():
-        expected = _gru_steps(x, h0, *weights)
+        expected = gru_steps(x, h0, *weights)
         got = cpu_compiled.compiled_gru_forward_recording(x, h0, *weights)
         h_lib, h_last = rnn(x, h0[None])
     assert set(got) == set("rznh")

@@ -16,35 +16,7 @@ from workbench.kernels.rnn_recording import (
     onednn_step_matmul_available,
 )
 
-TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
-
-
-def _lstm_steps(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-    """torch.nn.LSTM's equations, one position at a time."""
-    h, c, out = h0, c0, {k: [] for k in "ifgoch"}
-    for t in range(x.shape[1]):
-        pre = x[:, t] @ w_ih.T + h @ w_hh.T + (0 if b_ih is None else b_ih + b_hh)
-        i, f, g, o = pre.chunk(4, dim=-1)
-        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-        c = f * c + i * g
-        h = o * torch.tanh(c)
-        for k, v in zip("ifgoch", (i, f, g, o, c, h), strict=True):
-            out[k].append(v)
-    return {k: torch.stack(v, dim=1) for k, v in out.items()}
-
-
-def _gru_steps(x, h0, w_ih, w_hh, b_ih, b_hh):
-    """torch.nn.GRU's equations, one position at a time."""
-    h, out = h0, {k: [] for k in "rznh"}
-    for t in range(x.shape[1]):
-        i_r, i_z, i_n = (x[:, t] @ w_ih.T + (0 if b_ih is None else b_ih)).chunk(3, dim=-1)
-        h_r, h_z, h_n = (h @ w_hh.T + (0 if b_hh is None else b_hh)).chunk(3, dim=-1)
-        r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + r * h_n)
-        h = (1 - z) * n + z * h
-        for k, v in zip("rznh", (r, z, n, h), strict=True):
-            out[k].append(v)
-    return {k: torch.stack(v, dim=1) for k, v in out.items()}
+from .oracles import TOL, gru_steps, lstm_steps
 
 
 def _case(seed, cls, batch, pos, d_in, hidden, bias, dtype):
@@ -85,7 +57,7 @@ def test_lstm_recording_matches_step_by_step(backend, seed, batch, pos, d_in, hi
     backend(onednn)
     rnn, x, h0, c0, weights = _case(seed, torch.nn.LSTM, batch, pos, d_in, hidden, bias, dtype)
     got = lstm_forward_recording(x, h0, c0, *weights)
-    expected = _lstm_steps(x, h0, c0, *weights)
+    expected = lstm_steps(x, h0, c0, *weights)
     for k in "ifgoch":
         assert got[k].shape == (batch, pos, hidden) and got[k].dtype == dtype
         torch.testing.assert_close(got[k], expected[k], rtol=TOL[dtype], atol=TOL[dtype], msg=k)
@@ -100,7 +72,7 @@ def test_gru_recording_matches_step_by_step(backend, seed, batch, pos, d_in, hid
     backend(onednn)
     rnn, x, h0, _, weights = _case(seed, torch.nn.GRU, batch, pos, d_in, hidden, bias, dtype)
     got = gru_forward_recording(x, h0, *weights)
-    expected = _gru_steps(x, h0, *weights)
+    expected = gru_steps(x, h0, *weights)
     for k in "rznh":
         assert got[k].shape == (batch, pos, hidden) and got[k].dtype == dtype
         torch.testing.assert_close(got[k], expected[k], rtol=TOL[dtype], atol=TOL[dtype], msg=k)

@@ -10,21 +10,9 @@ from hypothesis import strategies as st
 from workbench.kernels import linear_scan_reference, selective_scan, selective_scan_reference
 from workbench.kernels.selective_scan import s6_chunk_size
 
-TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+from .oracles import TOL, s6_inputs
+
 DTYPES = [torch.float32, torch.float64]
-
-
-def _s6_inputs(seed, batch, pos, d, n, dtype):
-    """Mamba-like inputs: delta = softplus(.), A = -exp(.) negative reals, unit-scale u, B, C, D."""
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.randn(batch, pos, d, dtype=dtype, generator=gen)
-    delta = torch.nn.functional.softplus(torch.randn(batch, pos, d, dtype=dtype, generator=gen) - 1)
-    A = -torch.exp(torch.randn(d, n, dtype=dtype, generator=gen))
-    B = torch.randn(batch, pos, n, dtype=dtype, generator=gen)
-    C = torch.randn(batch, pos, n, dtype=dtype, generator=gen)
-    D = torch.randn(d, dtype=dtype, generator=gen)
-    state0 = torch.randn(batch, d, n, dtype=dtype, generator=gen)
-    return u, delta, A, B, C, D, state0
 
 
 @settings(max_examples=30, deadline=None)
@@ -42,7 +30,7 @@ def _s6_inputs(seed, batch, pos, d, n, dtype):
 def test_selective_scan_matches_reference(
     seed, batch, pos, d, n, dtype, chunk_size, with_state0, return_states
 ):
-    u, delta, A, B, C, D, state0 = _s6_inputs(seed, batch, pos, d, n, dtype)
+    u, delta, A, B, C, D, state0 = s6_inputs(seed, batch, pos, d, n, dtype)
     state0 = state0 if with_state0 else None
     y_ref, s_ref = selective_scan_reference(u, delta, A, B, C, D, state0, return_states)
     y, s = selective_scan(u, delta, A, B, C, D, state0, return_states, chunk_size=chunk_size)
@@ -55,7 +43,7 @@ def test_selective_scan_matches_reference(
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_selective_scan_reference_is_the_papers_recurrence(dtype):
     # s_t = exp(delta_t A) s_{t-1} + delta_t u_t B_t, y_t = C_t s_t + D u_t, via linear_scan_reference
-    u, delta, A, B, C, D, state0 = _s6_inputs(0, 2, 40, 3, 4, dtype)
+    u, delta, A, B, C, D, state0 = s6_inputs(0, 2, 40, 3, 4, dtype)
     a = torch.exp(delta[..., None] * A)  # [batch, pos, d, n]
     b = (delta * u)[..., None] * B[:, :, None, :]  # [batch, pos, d, n]
     states = linear_scan_reference(a, b, state0)
@@ -67,7 +55,7 @@ def test_selective_scan_reference_is_the_papers_recurrence(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_selective_scan_long_sequence_matches_reference(dtype):
-    u, delta, A, B, C, D, state0 = _s6_inputs(1, 2, 1100, 8, 4, dtype)
+    u, delta, A, B, C, D, state0 = s6_inputs(1, 2, 1100, 8, 4, dtype)
     y_ref, s_ref = selective_scan_reference(u, delta, A, B, C, D, state0)
     y, s = selective_scan(u, delta, A, B, C, D, state0)
     torch.testing.assert_close(y, y_ref, rtol=TOL[dtype], atol=TOL[dtype])
@@ -75,7 +63,7 @@ def test_selective_scan_long_sequence_matches_reference(dtype):
 
 
 def test_selective_scan_gradients_match_reference():
-    inputs = _s6_inputs(2, 2, 45, 3, 2, torch.float64)
+    inputs = s6_inputs(2, 2, 45, 3, 2, torch.float64)
     grads = []
     for scan in (selective_scan_reference, lambda *x: selective_scan(*x, chunk_size=16)):
         leaves = [x.clone().requires_grad_() for x in inputs]

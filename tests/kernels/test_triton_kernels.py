@@ -14,36 +14,11 @@ from hypothesis import strategies as st
 from workbench.kernels.linear_scan import linear_scan_reference
 from workbench.kernels.triton_scan import triton_available
 
+from .oracles import gru_steps, lstm_steps
+
 pytestmark = pytest.mark.skipif(not triton_available(), reason="triton is not installed (optional extra)")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _reference_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-    """The LSTM equations one line each, the oracle for every LSTM kernel."""
-    h, c, out = h0, c0, {k: [] for k in "ifgoch"}
-    for t in range(x.shape[1]):
-        pre = x[:, t] @ w_ih.T + b_ih + h @ w_hh.T + b_hh  # [batch, 4H]
-        i, f, g, o = pre.chunk(4, dim=-1)
-        i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
-        c = f * c + i * g
-        h = o * c.tanh()
-        for key, value in zip("ifgoch", (i, f, g, o, c, h), strict=True):
-            out[key].append(value)
-    return {key: torch.stack(values, dim=1) for key, values in out.items()}
-
-
-def _reference_gru(x, h0, w_ih, w_hh, b_ih, b_hh):
-    h, out = h0, {k: [] for k in "rznh"}
-    for t in range(x.shape[1]):
-        xi_r, xi_z, xi_n = (x[:, t] @ w_ih.T + b_ih).chunk(3, dim=-1)
-        hh_r, hh_z, hh_n = (h @ w_hh.T + b_hh).chunk(3, dim=-1)
-        r, z = (xi_r + hh_r).sigmoid(), (xi_z + hh_z).sigmoid()
-        n = (xi_n + r * hh_n).tanh()
-        h = (1 - z) * n + z * h
-        for key, value in zip("rznh", (r, z, n, h), strict=True):
-            out[key].append(value)
-    return {key: torch.stack(values, dim=1) for key, values in out.items()}
 
 
 @settings(max_examples=12, deadline=None)
@@ -92,7 +67,7 @@ def test_triton_lstm_recording_equals_the_equations(batch, length, d_in, hidden,
     w_hh = torch.randn(4 * hidden, hidden, generator=gen) * 0.5
     b_ih = torch.randn(4 * hidden, generator=gen) if bias else torch.zeros(4 * hidden)
     b_hh = torch.randn(4 * hidden, generator=gen) if bias else torch.zeros(4 * hidden)
-    want = _reference_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    want = lstm_steps(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     args = [t.to(DEVICE) for t in (x, h0, c0, w_ih, w_hh)]
     got = triton_lstm_forward_recording(*args, b_ih.to(DEVICE) if bias else None, b_hh.to(DEVICE) if bias else None)
     for key in "ifgoch":
@@ -111,7 +86,7 @@ def test_triton_gru_recording_equals_the_equations(batch, length, d_in, hidden, 
     w_ih = torch.randn(3 * hidden, d_in, generator=gen) * 0.5
     w_hh = torch.randn(3 * hidden, hidden, generator=gen) * 0.5
     b_ih, b_hh = torch.randn(3 * hidden, generator=gen), torch.randn(3 * hidden, generator=gen)
-    want = _reference_gru(x, h0, w_ih, w_hh, b_ih, b_hh)
+    want = gru_steps(x, h0, w_ih, w_hh, b_ih, b_hh)
     got = triton_gru_forward_recording(*(t.to(DEVICE) for t in (x, h0, w_ih, w_hh, b_ih, b_hh)))
     for key in "rznh":
         torch.testing.assert_close(got[key].cpu(), want[key], rtol=1e-5, atol=1e-5, msg=key)
