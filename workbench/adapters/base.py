@@ -140,6 +140,29 @@ class AdapterBlock(nn.Module):
         return self.hook_resid_post(resid + self.hook_mixer_out(mixed)), new_state
 
 
+class AdapterMlpBlock(AdapterBlock):
+    """resid_mid = resid_pre + mixer(ln1(resid_pre)); resid_post = resid_mid + mlp(ln2(resid_mid)).
+
+    The pre-norm block with an MLP that Griffin and xLSTM share; `mlp` hooks `hook_pre` and
+    `hook_post`, and each family's `extra_hook_specs` says in its own words what they hold.
+    """
+
+    def __init__(self, ln1: nn.Module, mixer: AdapterMixer, ln2: nn.Module, mlp: nn.Module):
+        super().__init__(ln1, mixer)
+        self.ln2 = HookedNorm(ln2)
+        self.mlp = mlp
+        self.hook_resid_mid = HookPoint()
+        self.hook_mlp_out = HookPoint()
+
+    def forward(self, resid: Tensor, state: Mapping[str, Tensor] | None, path: str,
+                mask: Tensor | None) -> tuple[Tensor, State]:
+        resid = self.hook_resid_pre(resid)  # [batch, pos, d_model]
+        mixed, new_state = self.mixer(self.ln1(resid), state, path, mask)
+        resid = self.hook_resid_mid(resid + self.hook_mixer_out(mixed))
+        resid = resid + self.hook_mlp_out(self.mlp(self.ln2(resid)))
+        return self.hook_resid_post(resid), new_state
+
+
 class HookedTransformersLM(HookedRecurrentBase):
     """A `transformers` causal LM under the workbench hook contract, sharing its parameters.
 

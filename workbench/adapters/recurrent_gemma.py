@@ -28,8 +28,8 @@ from transformer_lens.hook_points import HookPoint
 
 from workbench.adapters.base import (
     RESID,
-    AdapterBlock,
     AdapterMixer,
+    AdapterMlpBlock,
     HookedNorm,
     HookedTransformersLM,
     HookSpec,
@@ -237,15 +237,12 @@ class HookedGatedMlp(nn.Module):
         return hf.down_proj(self.hook_post(gate * hf.up_proj(x)))  # [batch, pos, d_model]
 
 
-class HookedGriffinBlock(AdapterBlock):
+class HookedGriffinBlock(AdapterMlpBlock):
     """resid_mid = resid_pre + temporal(ln1(resid_pre)); resid_post = resid_mid + mlp(ln2(resid_mid))."""
 
     def __init__(self, hf_layer: nn.Module, mixer: AdapterMixer):
-        super().__init__(hf_layer.temporal_pre_norm, mixer)
-        self.ln2 = HookedNorm(hf_layer.channel_pre_norm)
-        self.mlp = HookedGatedMlp(hf_layer.mlp_block)
-        self.hook_resid_mid = HookPoint()
-        self.hook_mlp_out = HookPoint()
+        super().__init__(hf_layer.temporal_pre_norm, mixer, hf_layer.channel_pre_norm,
+                         HookedGatedMlp(hf_layer.mlp_block))
 
     def extra_hook_specs(self) -> dict[str, HookSpec]:
         return {
@@ -255,14 +252,6 @@ class HookedGriffinBlock(AdapterBlock):
             "mlp.hook_post": (("batch", "pos", "d_mlp"), "MLP hidden GeLU(W_gate x) ⊙ W_up x"),
             "hook_mlp_out": (RESID, "MLP output added to the residual"),
         }
-
-    def forward(self, resid: Tensor, state: Mapping[str, Tensor] | None, path: str,
-                mask: Tensor | None) -> tuple[Tensor, State]:
-        resid = self.hook_resid_pre(resid)  # [batch, pos, d_model]
-        mixed, new_state = self.mixer(self.ln1(resid), state, path, mask)
-        resid = self.hook_resid_mid(self.hook_mixer_out(mixed) + resid)
-        resid = self.hook_mlp_out(self.mlp(self.ln2(resid))) + resid
-        return self.hook_resid_post(resid), new_state
 
 
 class HookedRecurrentGemma(HookedTransformersLM):

@@ -26,8 +26,8 @@ from transformer_lens.hook_points import HookPoint
 
 from workbench.adapters.base import (
     RESID,
-    AdapterBlock,
     AdapterMixer,
+    AdapterMlpBlock,
     HookedNorm,
     HookedTransformersLM,
     HookSpec,
@@ -248,15 +248,11 @@ class HookedSwiGluMlp(nn.Module):
         return hf.proj_down(self.hook_post(gate * up))  # [batch, pos, d_model]
 
 
-class HookedXlstmBlock(AdapterBlock):
+class HookedXlstmBlock(AdapterMlpBlock):
     """resid_mid = resid_pre + mLSTM(ln1(resid_pre)); resid_post = resid_mid + FFN(ln2(resid_mid))."""
 
     def __init__(self, hf_block: nn.Module, mixer: HookedMlstm, d_mlp: int):
-        super().__init__(hf_block.norm_mlstm, mixer)
-        self.ln2 = HookedNorm(hf_block.norm_ffn)
-        self.mlp = HookedSwiGluMlp(hf_block.ffn, d_mlp)
-        self.hook_resid_mid = HookPoint()
-        self.hook_mlp_out = HookPoint()
+        super().__init__(hf_block.norm_mlstm, mixer, hf_block.norm_ffn, HookedSwiGluMlp(hf_block.ffn, d_mlp))
 
     def extra_hook_specs(self) -> dict[str, HookSpec]:
         return {
@@ -266,14 +262,6 @@ class HookedXlstmBlock(AdapterBlock):
             "mlp.hook_post": (("batch", "pos", "d_mlp"), "feed-forward hidden SiLU(W_gate x) ⊙ W_up x"),
             "hook_mlp_out": (RESID, "feed-forward output added to the residual"),
         }
-
-    def forward(self, resid: Tensor, state: Mapping[str, Tensor] | None, path: str,
-                mask: Tensor | None) -> tuple[Tensor, State]:
-        resid = self.hook_resid_pre(resid)  # [batch, pos, d_model]
-        mixed, new_state = self.mixer(self.ln1(resid), state, path, mask)
-        resid = self.hook_resid_mid(resid + self.hook_mixer_out(mixed))
-        resid = resid + self.hook_mlp_out(self.mlp(self.ln2(resid)))
-        return self.hook_resid_post(resid), new_state
 
 
 class HookedXlstm(HookedTransformersLM):
