@@ -1,28 +1,20 @@
 """notebooks/02_lens.ipynb runs top to bottom headless, in the time its header promises."""
 
-from pathlib import Path
-
 import pytest
 
-from workbench.notebook_runner import execute_notebook, stated_seconds
+from .notebook_run import plotly_figures, rich_text, run_within_stated_time, stream_text
 
 pytest.importorskip("nbclient")
-
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "02_lens.ipynb"
 
 
 @pytest.mark.notebook
 @pytest.mark.slow
 def test_lens_notebook_runs_top_to_bottom_within_its_stated_time():
-    nb, elapsed = execute_notebook(NOTEBOOK, timeout=120)
-    limit = stated_seconds(NOTEBOOK)  # what the notebook's **Time:** paragraph promises
-    assert elapsed <= limit, f"the notebook took {elapsed:.0f} s; its header states {limit:.0f} s"
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
-    text = "".join(o.get("text", "") for o in outputs)
-    text += "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
+    outputs = run_within_stated_time("02_lens.ipynb")
+    text = stream_text(outputs)
+    text += rich_text(outputs, "text/plain")
     assert "notebook ran in" in text
     assert "round trip exact: True" in text and "refused: this tuned lens was trained for model" in text
     assert "KL to the final layer (bits), logit vs tuned" in text
-    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    figures = plotly_figures(outputs)
     assert len(figures) >= 6  # trajectories, training, evaluation, top-k

@@ -1,23 +1,15 @@
 """notebooks/05_mips.ipynb runs top to bottom headless, in the time its header promises."""
 
-from pathlib import Path
-
 import pytest
 
-from workbench.notebook_runner import execute_notebook, stated_seconds
+from .notebook_run import run_within_stated_time, stream_text
 
 pytest.importorskip("nbclient")
-
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "05_mips.ipynb"
 
 
 @pytest.mark.notebook
 @pytest.mark.slow
 def test_mips_notebook_runs_top_to_bottom_within_its_stated_time():
-    nb, elapsed = execute_notebook(NOTEBOOK, timeout=120)
-    limit = stated_seconds(NOTEBOOK)  # what the notebook's **Time:** paragraph promises
-    assert elapsed <= limit, f"the notebook took {elapsed:.0f} s; its header states {limit:.0f} s"
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
-    text = "".join(o.get("text", "") for o in outputs)
+    outputs = run_within_stated_time("05_mips.ipynb")
+    text = stream_text(outputs)
     assert text.count("verified:") >= 2 and "UnknownTaskError" in text and "notebook ran in" in text

@@ -1,26 +1,18 @@
 """notebooks/03_steering.ipynb runs top to bottom headless, in the time its header promises."""
 
-from pathlib import Path
-
 import pytest
 
-from workbench.notebook_runner import execute_notebook, stated_seconds
+from .notebook_run import plotly_figures, run_within_stated_time, stream_text
 
 pytest.importorskip("nbclient")
-
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "03_steering.ipynb"
 
 
 @pytest.mark.notebook
 @pytest.mark.slow
 def test_steering_notebook_runs_top_to_bottom_within_its_stated_time():
-    nb, elapsed = execute_notebook(NOTEBOOK, timeout=120)
-    limit = stated_seconds(NOTEBOOK)  # what the notebook's **Time:** paragraph promises
-    assert elapsed <= limit, f"the notebook took {elapsed:.0f} s; its header states {limit:.0f} s"
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
-    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    outputs = run_within_stated_time("03_steering.ipynb")
+    figures = plotly_figures(outputs)
     assert len(figures) >= 5  # pair cosines, sweeps, comparison, two persistence charts
-    text = "".join(o.get("text", "") for o in outputs)
+    text = stream_text(outputs)
     assert "refused:" in text  # a saved vector refused another model
     assert "notebook ran in" in text

@@ -1,0 +1,36 @@
+"""Shared step of the module notebooks' tests: run one notebook headless, hold it to the time its
+header states, fail on any error cell, and hand back its outputs for the content checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from workbench.notebook_runner import execute_notebook, stated_seconds
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+def run_within_stated_time(name: str) -> list[dict]:
+    """Execute notebooks/`name`; assert it ran within its **Time:** paragraph and showed no error;
+    return the outputs of its code cells, in order."""
+    notebook = NOTEBOOKS / name
+    nb, elapsed = execute_notebook(notebook, timeout=120)
+    limit = stated_seconds(notebook)  # what the notebook's **Time:** paragraph promises
+    assert elapsed <= limit, f"the notebook took {elapsed:.0f} s; its header states {limit:.0f} s"
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    return outputs
+
+
+def stream_text(outputs: list[dict]) -> str:
+    """Everything the cells printed."""
+    return "".join(o.get("text", "") for o in outputs)
+
+
+def rich_text(outputs: list[dict], mime: str) -> str:
+    """Every rich output of one MIME type (text/html, text/plain), joined."""
+    return "".join(o.get("data", {}).get(mime, "") for o in outputs)
+
+
+def plotly_figures(outputs: list[dict]) -> list[dict]:
+    return [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
