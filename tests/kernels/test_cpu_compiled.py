@@ -241,10 +241,11 @@ def test_compiled_lstm_recording_rejects_bad_shapes(kernel):
         cpu_compiled.compiled_lstm_forward_recording(torch.zeros(2, 5, 2), h0, h0, *weights)
 
 
-def test_lstm_mixer_records_through_the_compiled_loop(kernel, monkeypatch):
-    torch.manual_seed(1)
-    cfg = RecurrentConfig(family="lstm", n_layers=1, d_model=12, d_hidden=16, d_vocab=2)
-    mixer = MIXERS["lstm"](cfg).eval()
+def _both_paths(family: str, seed: int):
+    """A small mixer of `family` run on the reference then the fused path, every hook recorded."""
+    torch.manual_seed(seed)
+    cfg = RecurrentConfig(family=family, n_layers=1, d_model=12, d_hidden=16, d_vocab=2)
+    mixer = MIXERS[family](cfg).eval()
     x = torch.randn(2, 25, 12)
     store: dict[str, torch.Tensor] = {}
     for name, module in mixer.named_modules():
@@ -255,6 +256,11 @@ def test_lstm_mixer_records_through_the_compiled_loop(kernel, monkeypatch):
         out_ref, state_ref = mixer(x, None, "reference")
         recorded_ref = {k: v.clone() for k, v in store.items()}
         out, state = mixer(x, None, "fused")
+    return mixer, x, store, recorded_ref, (out, state), (out_ref, state_ref)
+
+
+def test_lstm_mixer_records_through_the_compiled_loop(kernel, monkeypatch):
+    mixer, x, store, recorded_ref, (out, state), (out_ref, state_ref) = _both_paths("lstm", seed=1)
     assert mixer.last_kernel == "compiled C++ gate-writing LSTM loop (CPU, no grad)"
     torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
     for name in ("hook_i", "hook_f", "hook_g", "hook_o", "hook_c", "hook_h"):
@@ -304,19 +310,7 @@ def test_compiled_gru_recording_rejects_bad_shapes(kernel):
 
 
 def test_gru_mixer_records_through_the_compiled_loop(kernel, monkeypatch):
-    torch.manual_seed(2)
-    cfg = RecurrentConfig(family="gru", n_layers=1, d_model=12, d_hidden=16, d_vocab=2)
-    mixer = MIXERS["gru"](cfg).eval()
-    x = torch.randn(2, 25, 12)
-    store: dict[str, torch.Tensor] = {}
-    for name, module in mixer.named_modules():
-        if name.startswith("hook_"):
-            module.name = name
-            module.add_hook(ActivationRecorder(store))
-    with torch.no_grad():
-        out_ref, state_ref = mixer(x, None, "reference")
-        recorded_ref = {k: v.clone() for k, v in store.items()}
-        out, state = mixer(x, None, "fused")
+    mixer, x, store, recorded_ref, (out, state), (out_ref, state_ref) = _both_paths("gru", seed=2)
     assert mixer.last_kernel == "compiled C++ gate-writing GRU loop (CPU, no grad)"
     torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
     for name in ("hook_r", "hook_z", "hook_n", "hook_h"):
