@@ -44,7 +44,7 @@ from workbench.kernels.rnn_recording import gru_forward_recording, lstm_forward_
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers import MIXERS
 from workbench.models.mixers.classic import use_recording_loop
-from workbench.models.recurrence import ActivationRecorder
+from workbench.models.recurrence import record_every_hook
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # transformers must not reach for hub kernels
 FAMILIES = ("elman", "lstm", "gru", "mingru", "minlstm", "s6")
@@ -112,10 +112,7 @@ def recording_call(mixer: nn.Module, x: torch.Tensor, path: str) -> tuple[Callab
     store = getattr(mixer, "_bench_store", None)
     if store is None:
         store = mixer._bench_store = {}
-        for name, module in mixer.named_modules():
-            if name.startswith("hook_"):
-                module.name = name
-                module.add_hook(ActivationRecorder(store))
+        record_every_hook(mixer, store)
 
     def run() -> object:
         store.clear()

@@ -21,7 +21,7 @@ from torch import nn
 
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers import MIXERS
-from workbench.models.recurrence import ActivationRecorder, run_reference_loop
+from workbench.models.recurrence import record_every_hook, run_reference_loop
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:
@@ -38,10 +38,7 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
 def recording(mixer: nn.Module, x: torch.Tensor, path: str) -> Callable[[], object]:
     """A call that runs `mixer` with a read-only recorder on every hook point."""
     store: dict[str, torch.Tensor] = {}
-    for name, module in mixer.named_modules():
-        if name.startswith("hook_"):
-            module.name = name
-            module.add_hook(ActivationRecorder(store))
+    record_every_hook(mixer, store)
 
     def run() -> object:
         store.clear()

@@ -21,7 +21,7 @@ from workbench.kernels import cpu_compiled, selective_scan_reference
 from workbench.kernels.cpu_compiled import compiled_kernels_available, compiled_selective_scan, use_compiled_scan
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers import MIXERS
-from workbench.models.recurrence import ActivationRecorder
+from workbench.models.recurrence import record_every_hook
 
 from .oracles import TOL, gru_steps, lstm_steps, s6_inputs
 
@@ -248,10 +248,7 @@ def _both_paths(family: str, seed: int):
     mixer = MIXERS[family](cfg).eval()
     x = torch.randn(2, 25, 12)
     store: dict[str, torch.Tensor] = {}
-    for name, module in mixer.named_modules():
-        if name.startswith("hook_"):
-            module.name = name
-            module.add_hook(ActivationRecorder(store))
+    record_every_hook(mixer, store)
     with torch.no_grad():
         out_ref, state_ref = mixer(x, None, "reference")
         recorded_ref = {k: v.clone() for k, v in store.items()}

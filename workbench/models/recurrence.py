@@ -46,6 +46,16 @@ class ActivationRecorder:
         return READ_ONLY_HOOK_NAME
 
 
+def record_every_hook(module: torch.nn.Module, store: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Attach an `ActivationRecorder` writing into `store` to every `hook_*` point of a bare mixer
+    (outside a hooked model, whose setup would name them), named by its path in `module`."""
+    for name, child in module.named_modules():
+        if name.startswith("hook_"):
+            child.name = name
+            child.add_hook(ActivationRecorder(store))
+    return store
+
+
 def hook_is_active(hook_point: HookPoint) -> bool:
     """True when any forward hook is attached to `hook_point`."""
     return len(hook_point._forward_hooks) > 0
