@@ -102,3 +102,24 @@ def test_missing_linux_source_says_how_to_install(monkeypatch) -> None:
 def test_unknown_corpus_lists_known_ones() -> None:
     with pytest.raises(ValueError, match="python-stdlib"):
         load_corpus("shakespeare")
+
+
+def test_linux_corpus_leaves_out_generated_register_maps_and_huge_tables(tmp_path):
+    """Files under asic_reg/ and files over 600 kB are generated data, not code: never in any split."""
+    from workbench.data.corpora import is_generated_linux_file
+
+    assert is_generated_linux_file("drivers/gpu/drm/amd/include/asic_reg/dcn/dcn_3_1_2_offset.h", "#define x 1\n")
+    assert is_generated_linux_file("drivers/net/wireless/realtek/rtw89/rtw8852a_table.c", "x" * 600_001)
+    assert not is_generated_linux_file("kernel/sched/core.c", "int x;\n" * 1000)
+    source = tmp_path / "linux"
+    for relative, text in {
+        "kernel/fork.c": "int fork(void) { return 0; }\n" * 50,
+        "drivers/gpu/drm/amd/include/asic_reg/gc/gc_offset.h": "#define regA 0x1\n" * 50,
+        "lib/table.c": "0x00, " * 110_000,
+    }.items():
+        path = source / relative
+        path.parent.mkdir(parents=True)
+        path.write_text(text)
+    corpus = load_corpus("linux", root=source)
+    kept = {f for split in corpus.files.values() for f in split}
+    assert kept == {"kernel/fork.c"}

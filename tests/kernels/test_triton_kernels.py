@@ -135,3 +135,17 @@ def test_triton_selective_scan_equals_the_s6_loop(batch, length, d, n, with_stat
     got_y, got_s = triton_selective_scan(*moved, return_states=states)
     torch.testing.assert_close(got_y.cpu(), want_y, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got_s.cpu(), want_s, rtol=1e-5, atol=1e-5)
+
+
+def test_triton_scans_reject_shapes_that_do_not_fit():
+    from workbench.kernels.triton_scan import triton_linear_scan
+    from workbench.kernels.triton_selective_scan import triton_selective_scan
+
+    with pytest.raises(ValueError, match=r"\[batch, pos, \*state\]"):
+        triton_linear_scan(torch.rand(5), torch.rand(5))
+    u = torch.zeros(1, 4, 3)
+    A, D = -torch.ones(3, 2), torch.zeros(3)
+    with pytest.raises(ValueError, match="do not fit S6"):
+        triton_selective_scan(u, u, A, torch.zeros(1, 4, 2), torch.zeros(1, 4, 5), D)  # C has the wrong n
+    with pytest.raises(ValueError, match="do not fit S6"):
+        triton_selective_scan(u, u[:, :2], A, torch.zeros(1, 4, 2), torch.zeros(1, 4, 2), D)
