@@ -19,7 +19,7 @@ import functools
 import torch
 from torch import Tensor
 
-__all__ = ["triton_available", "triton_linear_scan", "use_triton"]
+__all__ = ["triton_available", "triton_linear_scan"]
 
 try:  # Triton is an optional extra: the package installs and runs without it.
     import triton
@@ -33,15 +33,6 @@ except ImportError:  # pragma: no cover - exercised where triton is absent
 def triton_available() -> bool:
     """True where Triton imports (on a CUDA machine, or anywhere under TRITON_INTERPRET=1)."""
     return triton is not None
-
-
-def use_triton(*tensors: Tensor | None) -> bool:
-    """The fused path's dispatch rule: Triton's forward-only kernels run where every tensor is on a
-    CUDA device, Triton imports, and no gradient is wanted through them (recording, evaluation)."""
-    present = [t for t in tensors if t is not None]
-    if not present or not triton_available() or not all(t.is_cuda for t in present):
-        return False
-    return not torch.is_grad_enabled() or not any(t.requires_grad for t in present)
 
 
 if triton is not None:

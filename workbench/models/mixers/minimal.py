@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from workbench.kernels import g, linear_scan, log_space_scan
-from workbench.kernels.triton_scan import triton_linear_scan, use_triton
+from workbench.kernels.dispatch import use_triton
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers.base import HookSpec, Mixer
 from workbench.models.recurrence import Emit, State, run_recurrence
@@ -67,6 +67,8 @@ class _MinimalRecurrence(Mixer):
         def scan(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
             a, b, h0 = coefficients["a"], coefficients["b"], state["h"]
             if use_triton(a, b, h0):
+                from workbench.kernels.triton_scan import triton_linear_scan
+
                 self.last_kernel = "Triton linear scan (CUDA)"
                 h = triton_linear_scan(a, b, h0)
                 return {"h": h}, {"h": h[:, -1]}
