@@ -7,7 +7,8 @@ import torch
 
 from workbench.kernels import elman_pre_from_hidden, gru_gates_from_hidden, lstm_gates_from_hidden
 
-TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+from .oracles import TOL, gru_steps, lstm_steps
+
 DTYPES = [torch.float32, torch.float64]
 CASES = [(dtype, pos, bias) for dtype in DTYPES for pos in (1, 300) for bias in (True, False)]
 
@@ -34,33 +35,6 @@ def _linear(x, w, b):
     return x @ w.T + (0 if b is None else b)
 
 
-def _lstm_steps(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-    """torch.nn.LSTM's equations, one position at a time (the recomputation to match)."""
-    h, c, out = h0, c0, {k: [] for k in "ifgohc"}
-    for t in range(x.shape[1]):
-        gates = _linear(x[:, t], w_ih, b_ih) + _linear(h, w_hh, b_hh)
-        i, f, g, o = gates.chunk(4, dim=-1)
-        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-        c = f * c + i * g
-        h = o * torch.tanh(c)
-        for k, v in zip("ifgohc", (i, f, g, o, h, c), strict=True):
-            out[k].append(v)
-    return {k: torch.stack(v, dim=1) for k, v in out.items()}
-
-
-def _gru_steps(x, h0, w_ih, w_hh, b_ih, b_hh):
-    h, out = h0, {k: [] for k in "rznh"}
-    for t in range(x.shape[1]):
-        i_r, i_z, i_n = _linear(x[:, t], w_ih, b_ih).chunk(3, dim=-1)
-        h_r, h_z, h_n = _linear(h, w_hh, b_hh).chunk(3, dim=-1)
-        r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + r * h_n)
-        h = (1 - z) * n + z * h
-        for k, v in zip("rznh", (r, z, n, h), strict=True):
-            out[k].append(v)
-    return {k: torch.stack(v, dim=1) for k, v in out.items()}
-
-
 def _elman_steps(x, h0, w_ih, w_hh, b_ih, b_hh):
     h, pres, hs = h0, [], []
     for t in range(x.shape[1]):
@@ -77,7 +51,7 @@ def test_lstm_gates_from_hidden_match_step_by_step(dtype, pos, bias):
     with torch.no_grad():
         h, (h_n, c_n) = lstm(x, (h0[None], c0[None]))
         gates = lstm_gates_from_hidden(x, h, h0, c0, *_weights(lstm))
-        steps = _lstm_steps(x, h0, c0, *_weights(lstm))
+        steps = lstm_steps(x, h0, c0, *_weights(lstm))
     tol = TOL[dtype]
     torch.testing.assert_close(steps["h"], h, rtol=tol, atol=tol)  # the oracle is the fused LSTM
     for k in "ifgoc":
@@ -93,7 +67,7 @@ def test_gru_gates_from_hidden_match_step_by_step(dtype, pos, bias):
     with torch.no_grad():
         h, _ = gru(x, h0[None])
         gates = gru_gates_from_hidden(x, h, h0, *_weights(gru))
-        steps = _gru_steps(x, h0, *_weights(gru))
+        steps = gru_steps(x, h0, *_weights(gru))
     tol = TOL[dtype]
     torch.testing.assert_close(steps["h"], h, rtol=tol, atol=tol)
     for k in "rzn":
