@@ -1,42 +1,154 @@
-"""Output buffers for large recordings on CPU, backed by transparent huge pages where the OS allows.
+"""Output buffers for large recordings on CPU: huge-page mappings, kept and reused after they are freed.
 
 A recording writes each byte of its cache once, into memory it has just allocated. On Linux every
 fresh 4 KiB page costs a page fault on first write, and on the 2-core VM this project is measured on
 that first touch dominated writing the output: filling a fresh 32 MiB float32 tensor took ~13 ms,
 against ~2 ms for reused memory and ~3.3 ms for memory advised as huge pages (MADV_HUGEPAGE: one
-fault per 2 MiB). `recording_buffer` gives the kernels such memory for CPU outputs of at least
-HUGE_PAGE_MIN_BYTES and falls back to `torch.empty` anywhere else (other devices, small outputs,
-systems without madvise / MADV_HUGEPAGE, or THP set to "never", where the advice is just ignored).
+fault per 2 MiB). Huge pages are not always cheap either: with THP `defrag = madvise` (a common
+default) the kernel compacts memory on the faulting thread, and a fresh 2 GiB S6 state buffer took
+2.3-4.1 s to fill there, against 0.04 s for the same mapping reused.
 
-The memory is an anonymous private mapping owned by the tensor's storage: it is returned to the OS
-when the last tensor viewing it is freed, exactly like torch's own large allocations.
+So `recording_buffer` hands out anonymous huge-page mappings for CPU outputs of at least
+HUGE_PAGE_MIN_BYTES, and when the last tensor viewing one is freed the mapping goes to a pool
+instead of back to the OS; the next recording of a similar size reuses it, already faulted in
+(what a caching allocator does; researchers re-run the same analysis many times). The pool holds at
+most `pool_limit_bytes()` (a quarter of physical memory, at most 8 GiB; WORKBENCH_BUFFER_POOL_MB
+sets it, 0 turns pooling off), evicting the oldest mappings first, and `release_recording_buffers()`
+returns everything pooled to the OS. Anything else (other devices, small outputs, no madvise, THP
+"never") falls back to `torch.empty`.
 """
 
 from __future__ import annotations
 
 import math
 import mmap
+import os
+import threading
+import weakref
 
+import numpy as np
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
-__all__ = ["HUGE_PAGE_MIN_BYTES", "recording_buffer"]
+__all__ = [
+    "HUGE_PAGE_MIN_BYTES",
+    "POOL_ENV",
+    "buffered_linear",
+    "pool_limit_bytes",
+    "pooled_bytes",
+    "recording_buffer",
+    "release_recording_buffers",
+]
 
 HUGE_PAGE_MIN_BYTES = 8 << 20  # below this the fault savings are small next to the mmap call
+HUGE_PAGE = 2 << 20  # mappings are rounded up to whole huge pages, so sizes repeat and match
+POOL_ENV = "WORKBENCH_BUFFER_POOL_MB"
+MAX_DEFAULT_POOL = 8 << 30
 _HUGE_PAGES = hasattr(mmap, "MADV_HUGEPAGE") and hasattr(mmap.mmap, "madvise")
+
+_lock = threading.RLock()  # RLock: a finalizer may run on this thread while it holds the lock
+_pool: list[mmap.mmap] = []  # freed mappings, oldest first
+
+
+def pool_limit_bytes() -> int:
+    """Bytes of freed mappings the pool may keep: WORKBENCH_BUFFER_POOL_MB if set, else a quarter of
+    physical memory, at most 8 GiB."""
+    configured = os.environ.get(POOL_ENV)
+    if configured is not None:
+        try:
+            return max(0, int(float(configured) * (1 << 20)))
+        except ValueError:
+            raise ValueError(f"{POOL_ENV} must be a number of MiB, got {configured!r}") from None
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+    return min(physical // 4, MAX_DEFAULT_POOL)
+
+
+def pooled_bytes() -> int:
+    """Bytes of freed mappings held for reuse right now."""
+    with _lock:
+        return sum(len(m) for m in _pool)
+
+
+def release_recording_buffers() -> int:
+    """Return every pooled mapping to the OS; returns the bytes released."""
+    with _lock:
+        released = sum(len(m) for m in _pool)
+        _pool.clear()  # nothing else references a pooled mapping: each unmaps as it is freed here
+    return released
+
+
+def _take(nbytes: int) -> mmap.mmap | None:
+    """The smallest pooled mapping of at least nbytes and at most twice that, removed from the pool."""
+    with _lock:
+        fitting = [m for m in _pool if nbytes <= len(m) <= 2 * nbytes]
+        if not fitting:
+            return None
+        best = min(fitting, key=len)
+        _pool.remove(best)
+        return best
+
+
+def _give_back(memory: mmap.mmap) -> None:
+    """Finalizer of a buffer's array: pool its mapping, dropping the oldest beyond the limit. Dropped
+    mappings are not closed here (the dying array still exports them); they unmap when freed."""
+    try:
+        limit = pool_limit_bytes()
+    except ValueError:  # a bad setting is reported where it is read by the caller, not in a finalizer
+        limit = 0
+    with _lock:
+        if len(memory) <= limit:
+            _pool.append(memory)
+        total = sum(len(m) for m in _pool)
+        while total > limit:
+            total -= len(_pool.pop(0))
+
+
+def _new_mapping(nbytes: int) -> mmap.mmap | None:
+    try:
+        memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        memory.madvise(mmap.MADV_HUGEPAGE)
+    except (OSError, ValueError):
+        return None
+    return memory
 
 
 def recording_buffer(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype, device: torch.device | str) -> Tensor:
-    """An uninitialised tensor of `shape` (contiguous), on huge pages where that applies."""
+    """An uninitialised contiguous tensor of `shape`: on CPU and large, a (possibly reused) huge-page
+    mapping that returns to the pool when the last tensor viewing it is freed; else `torch.empty`."""
     device = torch.device(device)
     numel = math.prod(shape)
     itemsize = torch.empty((), dtype=dtype).element_size()
     nbytes = numel * itemsize
     if device.type != "cpu" or not _HUGE_PAGES or nbytes < HUGE_PAGE_MIN_BYTES:
         return torch.empty(shape, dtype=dtype, device=device)
-    try:
-        memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        memory.madvise(mmap.MADV_HUGEPAGE)
-    except (OSError, ValueError):
+    size = -(-nbytes // HUGE_PAGE) * HUGE_PAGE
+    memory = _take(size) or _new_mapping(size)
+    if memory is None:
         return torch.empty(shape, dtype=dtype, device=device)
-    return torch.frombuffer(memory, dtype=dtype, count=numel).view(shape)
+    array = np.frombuffer(memory, dtype=np.uint8, count=nbytes)  # the storage keeps this array alive
+    weakref.finalize(array, _give_back, memory)  # runs once no tensor views the memory any more
+    return torch.from_numpy(array).view(dtype).view(shape)
+
+
+def buffered_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """F.linear(x, weight, bias) written into a `recording_buffer` (no autograd): for the large
+    activations a no-grad CPU recording allocates on every call. The same GEMM; the BLAS may round
+    the last bit differently for differently aligned outputs. x: [..., d_in]."""
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        raise RuntimeError("buffered_linear has no autograd; use F.linear when a gradient is needed")
+    if x.device.type != "cpu" or x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+        return F.linear(x, weight, bias)
+    out = recording_buffer((*x.shape[:-1], weight.shape[0]), x.dtype, x.device)  # [..., d_out]
+    if out.numel() == 0:
+        return F.linear(x, weight, bias)
+    flat_out = out.view(-1, weight.shape[0])  # [rows, d_out]
+    flat_x = x.reshape(-1, x.shape[-1])  # [rows, d_in]
+    if bias is None:
+        torch.mm(flat_x, weight.t(), out=flat_out)
+    else:
+        torch.addmm(bias, flat_x, weight.t(), out=flat_out)
+    return out

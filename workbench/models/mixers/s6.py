@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workbench.kernels import selective_scan
+from workbench.kernels.buffers import buffered_linear, recording_buffer
 from workbench.kernels.cpu_compiled import compiled_causal_conv_silu, compiled_selective_scan, use_compiled_scan
 from workbench.kernels.dispatch import use_triton
 from workbench.kernels.selective_scan_grad import selective_scan_trainable
@@ -98,12 +99,16 @@ class S6Mixer(Mixer):
         """Everything before the scan: (scan inputs, z, new conv state). fused: the conv + SiLU may
         run as one compiled pass (CPU, no gradient needed)."""
         d_inner, n, rank = self.cfg.d_hidden, self.cfg.d_state, self.cfg.dt_rank
+        compiled = fused and use_compiled_scan(x_in, conv_state, self.conv1d.weight)
+        # CPU without gradients: the large activations go into pooled recording buffers, which a
+        # repeated recording reuses instead of page-faulting fresh memory (kernels/buffers.py)
+        linear = buffered_linear if compiled else F.linear
         # Separate matmuls over weight slices, not a split of one output: hooked tensors must not
         # be views, so that hooks may edit them in place.
         w_x, w_z = self.in_proj.weight.split(d_inner, dim=0)
-        x = self.hook_x(F.linear(x_in, w_x))  # [batch, pos, d_inner]
-        z = F.linear(x_in, w_z)  # [batch, pos, d_inner]
-        if fused and use_compiled_scan(x, conv_state, self.conv1d.weight):
+        x = self.hook_x(linear(x_in, w_x))  # [batch, pos, d_inner]
+        z = linear(x_in, w_z)  # [batch, pos, d_inner]
+        if compiled:
             u, new_conv_state = compiled_causal_conv_silu(x, conv_state, self.conv1d.weight, self.conv1d.bias)
         else:
             padded = torch.cat([conv_state, x.transpose(1, 2)], dim=-1)  # [batch, d_inner, k-1+pos]
@@ -113,12 +118,18 @@ class S6Mixer(Mixer):
         u = self.hook_conv(u)
         w_dt, w_B, w_C = self.x_proj.weight.split([rank, n, n], dim=0)
         dt, B, C = F.linear(u, w_dt), F.linear(u, w_B), F.linear(u, w_C)  # [batch, pos, ·]
-        delta = self.hook_delta(F.softplus(self.dt_proj(dt)))  # [batch, pos, d_inner]
+        if compiled:  # softplus in place, in the pooled buffer
+            delta = buffered_linear(dt, self.dt_proj.weight, self.dt_proj.bias)  # [batch, pos, d_inner]
+            delta = torch.ops.aten.softplus.out(delta, 1, 20, out=delta)
+        else:
+            delta = F.softplus(self.dt_proj(dt))
+        delta = self.hook_delta(delta)
         inputs = {"conv": u, "delta": delta, "B": self.hook_B(B), "C": self.hook_C(C)}
         return inputs, z, new_conv_state
 
     def _run(self, x_in: Tensor, state: State, fused: bool) -> tuple[Tensor, State]:
         inputs, z, new_conv_state = self._parallel_inputs(x_in, state["conv"], fused)
+        compiled = fused and use_compiled_scan(x_in, state["conv"], self.conv1d.weight)
 
         def scan(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
             if "state" not in wanted and torch.is_grad_enabled() and self.A_log.requires_grad:
@@ -149,8 +160,13 @@ class S6Mixer(Mixer):
             self.hook_points(("state", "y")), self._state_at, ("state",),
             needed=("y",), fused=scan if fused else None,
         )
-        gate = self.hook_gate(F.silu(z))
-        out = self.hook_out(self.out_proj(values["y"] * gate))  # [batch, pos, d_model]
+        gate = self.hook_gate(F.silu(z, inplace=compiled))  # z is not hooked: SiLU in place when no grad
+        if compiled:
+            gated = torch.mul(values["y"], gate, out=recording_buffer(gate.shape, gate.dtype, gate.device))
+            out = buffered_linear(gated, self.out_proj.weight, self.out_proj.bias)
+        else:
+            out = self.out_proj(values["y"] * gate)
+        out = self.hook_out(out)  # [batch, pos, d_model]
         return out, {"conv": new_conv_state, "state": final["state"]}
 
     def forward_reference(self, x: Tensor, state: State) -> tuple[Tensor, State]:
