@@ -1,5 +1,6 @@
 """Compiled C++ CPU kernels, JIT-built on first use: the S6 selective scan (Gu & Dao 2023, Alg. 2),
-Mamba's causal depthwise conv + SiLU, and the gate-writing LSTM and GRU recording loops.
+Mamba's causal depthwise conv + SiLU, the gate-writing LSTM and GRU recording loops, and the diagonal
+linear scan h_t = a_t ⊙ h_{t-1} + b_t, alone or fused with minGRU's / minLSTM's gates.
 
 S6: s_t = exp(delta_t A) * s_{t-1} + (delta_t u_t) B_t,   y_t = s_t C_t + D u_t,   s: [d, n] per row.
 
@@ -11,8 +12,11 @@ exp for float32, std::exp for float64), the state update and the read-out agains
 the states are written once only when they are asked for (into `recording_buffer` memory, with
 non-temporal stores where aligned). The conv + SiLU works in the [batch, pos, d] layout the scan
 reads, with no concatenation or transposes. The LSTM loop replaces `lstm_forward_recording`'s
-per-step Python ops by one C++ loop (recurrent product, then one fused gate/cell pass); the GRU loop likewise. Tasks are
-spread over `at::parallel_for` (OpenMP in torch's CPU builds), so torch.set_num_threads governs it.
+per-step Python ops by one C++ loop (recurrent product, then one fused gate/cell pass); the GRU loop likewise.
+The linear scan reads a and b once and writes h once (the chunked PyTorch scan makes two passes and
+one Python step per position of a chunk); its minGRU / minLSTM form computes the gates from the
+pre-activations in the same pass, writing them over their inputs. Tasks are spread over
+`at::parallel_for` (OpenMP in torch's CPU builds), so torch.set_num_threads governs it.
 
 The extension is built by torch.utils.cpp_extension.load_inline (needs a C++ compiler and ninja)
 the first time it is needed (~25-30 s on a 2-core VM), cached in torch's default extensions
@@ -42,7 +46,10 @@ __all__ = [
     "compiled_causal_conv_silu",
     "compiled_gru_forward_recording",
     "compiled_kernels_available",
+    "compiled_linear_scan",
     "compiled_lstm_forward_recording",
+    "compiled_mingru_gates_scan",
+    "compiled_minlstm_gates_scan",
     "compiled_selective_scan",
     "use_compiled_kernels",
     "use_compiled_scan",
@@ -467,6 +474,133 @@ void gru_recording_forward(torch::Tensor gates, torch::Tensor h0, torch::Tensor 
     }
   });
 }
+namespace {
+
+constexpr int64_t SCAN_MAX_BLOCK = 4096;  // channels one linear-scan task holds (its state: 16/32 KiB, L1)
+
+// Channels per linear-scan task: whole rows where there are at least as many rows as threads (then
+// a task reads and writes contiguous memory position after position), else rows cut into about
+// threads / batch blocks; multiples of 16 (a 64-byte line of float32), at most SCAN_MAX_BLOCK.
+inline int64_t scan_block(int64_t batch, int64_t d) {
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t per_row = std::max<int64_t>(1, (threads + batch - 1) / batch);
+  int64_t block = (d + per_row - 1) / per_row;
+  block = (block + 15) / 16 * 16;
+  return std::max<int64_t>(16, std::min(block, SCAN_MAX_BLOCK));
+}
+
+// One task of h_t = a_t * h_{t-1} + b_t: channels [c0, c0 + nc) of batch row `row`, every position;
+// the state lives in `h` (L1) and each h_t is written once.
+template <typename scalar_t>
+void linear_scan_task(const scalar_t* a, const scalar_t* b, const scalar_t* h0, scalar_t* out, int64_t row,
+                      int64_t c0, int64_t nc, int64_t length, int64_t d) {
+  alignas(64) scalar_t h[SCAN_MAX_BLOCK];
+  for (int64_t c = 0; c < nc; ++c) h[c] = h0 != nullptr ? h0[row * d + c0 + c] : scalar_t(0);
+  for (int64_t t = 0; t < length; ++t) {
+    const int64_t off = (row * length + t) * d + c0;
+    const scalar_t* at = a + off;
+    const scalar_t* bt = b + off;
+    scalar_t* ot = out + off;
+#pragma omp simd
+    for (int64_t c = 0; c < nc; ++c) {
+      const scalar_t v = at[c] * h[c] + bt[c];
+      h[c] = v;
+      ot[c] = v;
+    }
+  }
+}
+
+// minGRU's g(v) = v + 1/2 for v >= 0, sigmoid(v) below (Feng et al. 2024, App. B).
+template <typename scalar_t>
+inline scalar_t min_g(scalar_t v) {
+  const scalar_t s = sigmoid(v);
+  return v >= scalar_t(0) ? v + scalar_t(0.5) : s;
+}
+
+// One task of the fused minGRU / minLSTM gates + scan, channels [c0, c0 + nc) of batch row `row`.
+// minGRU (pre_i == nullptr): z = sigmoid(pre_a), h~ = g(pre_h), h_t = (1 - z) h_{t-1} + z h~; writes
+// z over pre_a and h~ over pre_h. minLSTM: f = sigmoid(pre_a), i = sigmoid(pre_i), f' = f / (f + i),
+// i' = i / (f + i), h~ = g(pre_h), h_t = f' h_{t-1} + i' h~; writes f', i', h~ over pre_a, pre_i, pre_h.
+template <typename scalar_t>
+void minimal_gates_scan_task(scalar_t* pre_a, scalar_t* pre_h, scalar_t* pre_i, const scalar_t* h0,
+                             scalar_t* out, int64_t row, int64_t c0, int64_t nc, int64_t length, int64_t d) {
+  alignas(64) scalar_t h[SCAN_MAX_BLOCK];
+  for (int64_t c = 0; c < nc; ++c) h[c] = h0 != nullptr ? h0[row * d + c0 + c] : scalar_t(0);
+  for (int64_t t = 0; t < length; ++t) {
+    const int64_t off = (row * length + t) * d + c0;
+    scalar_t* pa = pre_a + off;
+    scalar_t* ph = pre_h + off;
+    scalar_t* ot = out + off;
+    if (pre_i == nullptr) {
+#pragma omp simd
+      for (int64_t c = 0; c < nc; ++c) {
+        const scalar_t z = sigmoid(pa[c]);
+        const scalar_t cand = min_g(ph[c]);
+        const scalar_t v = (scalar_t(1) - z) * h[c] + z * cand;
+        pa[c] = z;
+        ph[c] = cand;
+        h[c] = v;
+        ot[c] = v;
+      }
+    } else {
+      scalar_t* pi = pre_i + off;
+#pragma omp simd
+      for (int64_t c = 0; c < nc; ++c) {
+        const scalar_t f = sigmoid(pa[c]), i = sigmoid(pi[c]);
+        const scalar_t total = f + i;
+        const scalar_t fn = f / total, in = i / total;
+        const scalar_t cand = min_g(ph[c]);
+        const scalar_t v = fn * h[c] + in * cand;
+        pa[c] = fn;
+        pi[c] = in;
+        ph[c] = cand;
+        h[c] = v;
+        ot[c] = v;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// h_t = a_t * h_{t-1} + b_t: a, b, out [batch, pos, d]; h0 [batch, d] or none (zeros). Contiguous,
+// one dtype (float32 or float64); checked by the Python wrapper.
+void linear_scan_forward(torch::Tensor a, torch::Tensor b, c10::optional<torch::Tensor> h0, torch::Tensor out) {
+  const int64_t batch = b.size(0), length = b.size(1), d = b.size(2);
+  const int64_t block = scan_block(batch, d), blocks = (d + block - 1) / block;
+  AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "linear_scan_forward", [&] {
+    const scalar_t* ph0 = h0.has_value() ? h0->data_ptr<scalar_t>() : nullptr;
+    const scalar_t *pa = a.data_ptr<scalar_t>(), *pb = b.data_ptr<scalar_t>();
+    scalar_t* po = out.data_ptr<scalar_t>();
+    at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t row = task / blocks, c0 = (task % blocks) * block;
+        linear_scan_task<scalar_t>(pa, pb, ph0, po, row, c0, std::min(block, d - c0), length, d);
+      }
+    });
+  });
+}
+
+// minGRU (pre_i none) or minLSTM gates and scan in one pass (see minimal_gates_scan_task): pre_a,
+// pre_h, pre_i, out [batch, pos, d], the pre-activations overwritten with the gates; h0 [batch, d]
+// or none. Contiguous, one dtype; checked by the Python wrapper.
+void minimal_gates_scan_forward(torch::Tensor pre_a, torch::Tensor pre_h, c10::optional<torch::Tensor> pre_i,
+                                c10::optional<torch::Tensor> h0, torch::Tensor out) {
+  const int64_t batch = pre_h.size(0), length = pre_h.size(1), d = pre_h.size(2);
+  const int64_t block = scan_block(batch, d), blocks = (d + block - 1) / block;
+  AT_DISPATCH_FLOATING_TYPES(pre_h.scalar_type(), "minimal_gates_scan_forward", [&] {
+    const scalar_t* ph0 = h0.has_value() ? h0->data_ptr<scalar_t>() : nullptr;
+    scalar_t* pi = pre_i.has_value() ? pre_i->data_ptr<scalar_t>() : nullptr;
+    scalar_t *pa = pre_a.data_ptr<scalar_t>(), *ph = pre_h.data_ptr<scalar_t>();
+    scalar_t* po = out.data_ptr<scalar_t>();
+    at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t row = task / blocks, c0 = (task % blocks) * block;
+        minimal_gates_scan_task<scalar_t>(pa, ph, pi, ph0, po, row, c0, std::min(block, d - c0), length, d);
+      }
+    });
+  });
+}
 """
 
 _CPP_DECL = """
@@ -482,6 +616,9 @@ void lstm_recording_forward(torch::Tensor gates, torch::Tensor h0, torch::Tensor
 void gru_recording_forward(torch::Tensor gates, torch::Tensor h0, torch::Tensor weight_hh,
                            c10::optional<torch::Tensor> bias_hh, c10::optional<torch::Tensor> packed,
                            c10::optional<torch::Tensor> weight_hh_t, torch::Tensor hiddens);
+void linear_scan_forward(torch::Tensor a, torch::Tensor b, c10::optional<torch::Tensor> h0, torch::Tensor out);
+void minimal_gates_scan_forward(torch::Tensor pre_a, torch::Tensor pre_h, c10::optional<torch::Tensor> pre_i,
+                                c10::optional<torch::Tensor> h0, torch::Tensor out);
 """
 
 _lock = threading.Lock()
@@ -533,7 +670,7 @@ def _build() -> ModuleType:
         name=name,
         cpp_sources=[_CPP_DECL, _CPP_SOURCE],
         functions=["selective_scan_forward", "causal_conv_silu_forward", "lstm_recording_forward",
-                   "gru_recording_forward"],
+                   "gru_recording_forward", "linear_scan_forward", "minimal_gates_scan_forward"],
         extra_cflags=["-O3", "-march=native", "-fopenmp"],
         extra_ldflags=["-fopenmp"],
         verbose=False,
@@ -798,3 +935,97 @@ def compiled_gru_forward_recording(
             module.gru_recording_forward(gates, h0, weight_hh, bias_hh, packed, weight_t, hiddens)
     thirds = {name: gates[..., k * hidden : (k + 1) * hidden] for k, name in enumerate("rzn")}
     return {**thirds, "h": hiddens}
+
+
+def _scan_dtype(name: str, tensors: list[Tensor]) -> torch.dtype:
+    """The promoted dtype of `tensors` (float32 at least), checked to be a CPU float32 / float64."""
+    dtype = torch.float32
+    for t in tensors:
+        if t.device.type != "cpu":
+            raise ValueError(f"{name} runs on CPU tensors only, got {t.device}")
+        dtype = torch.promote_types(dtype, t.dtype)
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{name} supports float32 and float64, got {dtype}")
+    return dtype
+
+
+def _check_scan_shapes(name: str, tensors: dict[str, Tensor], h0: Tensor | None) -> tuple[int, int, int]:
+    """(batch, pos, d) shared by every [batch, pos, d] tensor in `tensors`; h0 must be [batch, d]."""
+    first = next(iter(tensors.values()))
+    if first.dim() != 3 or any(t.shape != first.shape for t in tensors.values()):
+        shapes = ", ".join(f"{k} {tuple(t.shape)}" for k, t in tensors.items())
+        raise ValueError(f"{name} needs equal [batch, pos, d] shapes, got {shapes}")
+    batch, length, d = first.shape
+    if h0 is not None and h0.shape != (batch, d):
+        raise ValueError(f"h0 must be [batch, d] = {(batch, d)}, got {tuple(h0.shape)}")
+    return batch, length, d
+
+
+def _consumable(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """`t` itself when the kernel may write over it (contiguous, of `dtype`), else a fresh copy."""
+    t = t.detach()
+    return t if t.dtype == dtype and t.is_contiguous() else t.to(dtype).contiguous()
+
+
+def compiled_linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
+    """h_t = a_t ⊙ h_{t-1} + b_t for t = 0..pos-1 from h_{-1} = h0 (zeros if None), in one pass over
+    memory: the same numbers as `linear_scan_reference` (the loop's own arithmetic, in order).
+
+    Each task owns a batch row and a block of channels (whole rows when there are as many rows as
+    threads), keeps its slice of h in L1 and walks the positions, vectorised over channels; every h_t
+    is written once, into a `recording_buffer`. a, b: [batch, pos, d]; h0: [batch, d] or None.
+    Returns h [batch, pos, d] in the promoted dtype (float32 or float64). CPU, no autograd; raises
+    RuntimeError if the kernels are unavailable."""
+    module = _load()
+    if module is None:
+        raise RuntimeError("compiled CPU kernels are unavailable (see compiled_kernels_available())")
+    batch, length, d = _check_scan_shapes("compiled_linear_scan", {"a": a, "b": b}, h0)
+    dtype = _scan_dtype("compiled_linear_scan", [a, b] + ([h0] if h0 is not None else []))
+    a, b = (t.detach().to(dtype).contiguous() for t in (a, b))
+    h0 = None if h0 is None else h0.detach().to(dtype).contiguous()
+    out = recording_buffer((batch, length, d), dtype, "cpu")  # [batch, pos, d]
+    if out.numel() > 0:
+        module.linear_scan_forward(a, b, h0, out)
+    return out
+
+
+def compiled_mingru_gates_scan(pre_z: Tensor, pre_h: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """minGRU's gates and recurrence in one pass (Feng et al. 2024): z = σ(pre_z), h̃ = g(pre_h)
+    (g(v) = v + ½ for v ≥ 0, σ(v) below), h_t = (1 − z_t) ⊙ h_{t−1} + z_t ⊙ h̃_t from h0 (zeros if None).
+
+    Reads the two pre-activations once and writes z, h̃ and h once: z over pre_z and h̃ over pre_h
+    when those are contiguous tensors of the promoted dtype (the caller's fresh projection outputs,
+    which it must not read again), else over copies. pre_z, pre_h: [batch, pos, d]; h0: [batch, d]
+    or None. Returns (z, h_tilde, h), each [batch, pos, d]. CPU, float32 / float64, no autograd."""
+    return _gates_scan("compiled_mingru_gates_scan", {"pre_z": pre_z, "pre_h": pre_h}, h0)
+
+
+def compiled_minlstm_gates_scan(
+    pre_f: Tensor, pre_i: Tensor, pre_h: Tensor, h0: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """minLSTM's gates and recurrence in one pass: f = σ(pre_f), i = σ(pre_i), normalised to
+    f' = f / (f + i), i' = i / (f + i); h̃ = g(pre_h); h_t = f'_t ⊙ h_{t−1} + i'_t ⊙ h̃_t from h0.
+
+    Like `compiled_mingru_gates_scan`, f', i', h̃ are written over the pre-activations (when
+    contiguous and of the promoted dtype, else over copies). Returns (f, i, h_tilde, h), each
+    [batch, pos, d]. CPU, float32 / float64, no autograd."""
+    return _gates_scan("compiled_minlstm_gates_scan", {"pre_f": pre_f, "pre_i": pre_i, "pre_h": pre_h}, h0)
+
+
+def _gates_scan(name: str, pre: dict[str, Tensor], h0: Tensor | None) -> tuple[Tensor, ...]:
+    """Shared body of the minGRU / minLSTM gates + scan wrappers: checks, then one kernel call."""
+    module = _load()
+    if module is None:
+        raise RuntimeError("compiled CPU kernels are unavailable (see compiled_kernels_available())")
+    batch, length, d = _check_scan_shapes(name, pre, h0)
+    dtype = _scan_dtype(name, list(pre.values()) + ([h0] if h0 is not None else []))
+    gates = [_consumable(t, dtype) for t in pre.values()]  # [batch, pos, d] each, overwritten
+    spans = sorted((t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()) for t in gates)
+    if any(start < end for (_, end), (start, _) in zip(spans, spans[1:], strict=False)):
+        raise ValueError(f"{name}: the pre-activations must not share memory (they are overwritten)")
+    h0 = None if h0 is None else h0.detach().to(dtype).contiguous()
+    out = recording_buffer((batch, length, d), dtype, "cpu")  # [batch, pos, d]
+    if out.numel() > 0:
+        pre_a, pre_i, pre_h = (gates[0], None, gates[1]) if len(gates) == 2 else gates
+        module.minimal_gates_scan_forward(pre_a, pre_h, pre_i, h0, out)
+    return (*gates, out)

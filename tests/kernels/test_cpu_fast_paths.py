@@ -62,7 +62,8 @@ def test_selective_scan_states_in_huge_page_buffers_match_reference(monkeypatch)
     torch.testing.assert_close(states, states_ref, rtol=1e-5, atol=1e-5)
 
 
-def test_mingru_records_with_the_linear_scan_and_trains_in_log_space():
+def test_mingru_records_with_the_linear_scan_and_trains_in_log_space(monkeypatch):
+    monkeypatch.setenv("WORKBENCH_NO_COMPILED", "1")  # the PyTorch paths (the compiled one: test_cpu_compiled_scan)
     torch.manual_seed(0)
     cfg = RecurrentConfig(family="mingru", n_layers=1, d_model=6, d_hidden=5, d_vocab=2)
     mixer = MIXERS["mingru"](cfg)

@@ -3,7 +3,9 @@
 Gates and candidates depend only on x_t, so they are computed (and hooked) for all positions at
 once; only h is recurrent. The fused path solves h_t = a_t ⊙ h_{t-1} + b_t with the log-space
 parallel scan of Heinsen 2023 when every term is positive (the paper's log-space form), else with
-the chunked linear scan.
+the chunked linear scan. On CPU without gradients it runs compiled C++ (`kernels.cpu_compiled`): the
+gates and the scan in one pass over memory when no hook may edit the gates, else the gates in
+PyTorch (hooks fire and may edit them) followed by the compiled linear scan.
 """
 
 from __future__ import annotations
@@ -14,10 +16,16 @@ import torch
 from torch import Tensor, nn
 
 from workbench.kernels import g, linear_scan, log_space_scan
+from workbench.kernels.cpu_compiled import (
+    compiled_linear_scan,
+    compiled_mingru_gates_scan,
+    compiled_minlstm_gates_scan,
+    use_compiled_kernels,
+)
 from workbench.kernels.dispatch import use_triton
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers.base import HookSpec, Mixer
-from workbench.models.recurrence import Emit, State, run_recurrence
+from workbench.models.recurrence import Emit, LazyInputs, State, hook_may_edit, run_recurrence
 
 BPH = ("batch", "pos", "d_hidden")
 BH = ("batch", "d_hidden")
@@ -41,6 +49,8 @@ class _MinimalRecurrence(Mixer):
     """Shared frame: h_t = a_t ⊙ h_{t-1} + b_t with a, b computed from the input in parallel."""
 
     state_names = ("h",)
+    gate_names: tuple[str, ...] = ()  # the parallel quantities, in hook order
+    paper_name = ""
 
     def __init__(self, cfg: RecurrentConfig):
         super().__init__(cfg)
@@ -53,6 +63,47 @@ class _MinimalRecurrence(Mixer):
         """(a, b), each [batch, pos, d_hidden], firing the hooks of the parallel quantities."""
         raise NotImplementedError
 
+    def compiled_gates_scan(self, x: Tensor, h0: Tensor) -> tuple[Tensor, ...]:
+        """(gates in `gate_names` order..., h), each [batch, pos, d_hidden], from the compiled
+        gates + scan kernel (no hooks fired). CPU, no autograd."""
+        raise NotImplementedError
+
+    def coefficients_from_gates(self, gates: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(a, b), each [batch, pos, d_hidden], from the (hooked) gates: the step inputs of a replay."""
+        raise NotImplementedError
+
+    def _gates_fuse(self, x: Tensor, h0: Tensor) -> bool:
+        """Whether the compiled gates + scan kernel may run: CPU, no gradient wanted, and no hook
+        that may edit a gate (an edited gate must feed the scan, so those go gates first)."""
+        if any(hook_may_edit(self.hook_point(name)) for name in self.gate_names):
+            return False
+        return use_compiled_kernels(x, h0, *self.parameters())
+
+    def _run_gates_fused(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """The fused path through the compiled gates + scan kernel: one pass writes the gates and h;
+        the gate hooks (read-only here) then see the gates, and an editing hook on h replays the
+        loop from a, b built from the gates only then."""
+        self.last_kernel = f"compiled C++ {self.paper_name} gates + linear scan (CPU, no grad)"
+        with torch.no_grad():
+            *gates, h = self.compiled_gates_scan(x, state["h"])  # [batch, pos, H] each
+        named = {name: self.hook_point(name)(value) for name, value in zip(self.gate_names, gates, strict=True)}
+        del gates
+        built: dict[str, Tensor] = {}
+
+        def coefficient(name: str) -> Tensor:
+            if not built:
+                built.update(zip("ab", self.coefficients_from_gates(named), strict=True))
+            return built[name]
+
+        inputs = LazyInputs({"a": lambda: coefficient("a"), "b": lambda: coefficient("b")}, x.shape[1])
+        values, final = run_recurrence(
+            self._step, inputs, state, {"h": self.hook_h}, self._state_at, ("h",), needed=("h",),
+            fused=lambda wanted: ({"h": h}, {"h": h[:, -1]}),
+        )
+        named.clear()  # free the gates (unless recorded) and a, b before the output projection
+        built.clear()
+        return self.hook_out(self.W_out(values["h"])), final
+
     def _step(self, inputs: Mapping[str, Tensor], state: State, emit: Emit) -> State:
         h = emit("h", inputs["a"] * state["h"] + inputs["b"])  # [batch, H]
         return {"h": h}
@@ -62,6 +113,8 @@ class _MinimalRecurrence(Mixer):
         return {"h": values["h"][:, t]}
 
     def _run(self, x: Tensor, state: State, fused: bool) -> tuple[Tensor, State]:
+        if fused and self._gates_fuse(x, state["h"]):
+            return self._run_gates_fused(x, state)
         coefficients = dict(zip("ab", self.coefficients(x), strict=True))  # a, b: [batch, pos, H]
 
         def scan(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
@@ -75,6 +128,10 @@ class _MinimalRecurrence(Mixer):
             # recording without gradients: the loop's own arithmetic in chunks (several times faster
             # on CPU than the log-space form, benchmarks/bench_cpu.py); training: the paper's log space
             track_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (a, b, h0))
+            if not track_grad and use_compiled_kernels(a, b, h0):
+                self.last_kernel = "compiled C++ linear scan (CPU, no grad)"
+                h = compiled_linear_scan(a, b, h0)
+                return {"h": h}, {"h": h[:, -1]}
             zero_start = not h0.requires_grad and not bool(h0.any())
             positive = track_grad and bool((a > 0).all() and (b > 0).all()) and (
                 zero_start or bool((h0 > 0).all()))
@@ -105,6 +162,8 @@ class MinGRUMixer(_MinimalRecurrence):
     """minGRU: z_t = σ(W_z x_t), h̃_t = g(W_h x_t), h_t = (1 − z_t) ⊙ h_{t−1} + z_t ⊙ h̃_t."""
 
     quantities = ("z", "h_tilde", "h", "out")
+    gate_names = ("z", "h_tilde")
+    paper_name = "minGRU"
 
     def __init__(self, cfg: RecurrentConfig):
         super().__init__(cfg)
@@ -134,11 +193,21 @@ class MinGRUMixer(_MinimalRecurrence):
             h_tilde = self.hook_h_tilde(_g_consuming(pre_h))
             return a, torch.mul(z, h_tilde, out=pre_h)
 
+    def compiled_gates_scan(self, x: Tensor, h0: Tensor) -> tuple[Tensor, ...]:
+        # the projections' fresh buffers become z and h̃
+        return compiled_mingru_gates_scan(self.W_z(x), self.W_h(x), h0)
+
+    def coefficients_from_gates(self, gates: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        z = gates["z"]
+        return 1 - z, z * gates["h_tilde"]
+
 
 class MinLSTMMixer(_MinimalRecurrence):
     """minLSTM: h_t = f'_t ⊙ h_{t−1} + i'_t ⊙ h̃_t with f', i' = f, i normalised to sum to one."""
 
     quantities = ("f", "i", "h_tilde", "h", "out")
+    gate_names = ("f", "i", "h_tilde")
+    paper_name = "minLSTM"
 
     def __init__(self, cfg: RecurrentConfig):
         super().__init__(cfg)
@@ -174,3 +243,10 @@ class MinLSTMMixer(_MinimalRecurrence):
             pre_h = self.W_h(x)  # [batch, pos, H], becomes b
             h_tilde = self.hook_h_tilde(_g_consuming(pre_h))
             return f, torch.mul(i, h_tilde, out=pre_h)
+
+    def compiled_gates_scan(self, x: Tensor, h0: Tensor) -> tuple[Tensor, ...]:
+        # the projections' fresh buffers become f', i' and h̃
+        return compiled_minlstm_gates_scan(self.W_f(x), self.W_i(x), self.W_h(x), h0)
+
+    def coefficients_from_gates(self, gates: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        return gates["f"], gates["i"] * gates["h_tilde"]
