@@ -17,6 +17,7 @@ batch x width >= 4096, else torch.nn.LSTM + gate recovery) and for the mixer (ev
 Section H: the same for the GRU (recording r, z, n, h / the plain torch.nn.GRU forward; target <= 1.3x).
 
     python benchmarks/bench_cpu_compiled.py                  # length 1024, batch 1/16, width 256/1024
+    python benchmarks/bench_cpu_compiled.py --sections GH --lengths 256 1024 4096 --max-cells 2.2e7
     python benchmarks/bench_cpu_compiled.py --append          # also append the tables to cpu_results.md
 """
 
@@ -65,7 +66,10 @@ def with_compiled(fn, enabled: bool):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--length", type=int, default=1024)
+    parser.add_argument("--lengths", type=int, nargs="*", default=[1024])
+    parser.add_argument("--max-cells", type=float, default=float("inf"),
+                        help="skip sizes with batch x pos x width above this (the LSTM/GRU at 16 x 4096 x 1024 "
+                             "takes ~20 s per call at 1 thread)")
     parser.add_argument("--batches", type=int, nargs="*", default=[1, 16])
     parser.add_argument("--widths", type=int, nargs="*", default=[256, 1024])
     parser.add_argument("--repeats", type=int, default=3)
@@ -91,6 +95,11 @@ def main() -> None:
             f.write("\n".join(lines) + "\n")
 
 
+def sizes(args) -> list[tuple[int, int, int]]:
+    """(pos, batch, width) for every measured size, shortest sequences first."""
+    return [(length, batch, width) for length in args.lengths for batch in args.batches for width in args.widths]
+
+
 def section_s6(args, build_s: float, available: bool) -> list[str]:
     lines = [
         "\n## F. S6 with the compiled C++ selective scan: transformers MambaMixer / ours (target: >= 5x faster)\n",
@@ -106,46 +115,45 @@ def section_s6(args, build_s: float, available: bool) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
-    for batch in args.batches:
-        for width in args.widths:
-            ours = mixer_for("s6", width)
-            hf = transformers_mamba(ours)
-            if hf is None:
-                print("transformers is not installed")
-                return lines
-            x = torch.randn(batch, args.length, width)
-            record, _ = recording_call(ours, x, "fused")
-            compiled, plain = with_compiled(record, True), with_compiled(record, False)
-            out = compiled()[0]
-            kernel = ours.last_kernel
-            with torch.no_grad():
-                diff = (hf(x) - out).abs().max().item()
-                del out
-                inputs, _, _ = ours._parallel_inputs(x, x.new_zeros(batch, 2 * width, ours.cfg.d_conv - 1))
-                scan_args = (inputs["conv"], inputs["delta"], ours.A, inputs["B"], inputs["C"], ours.D, None)
+    for length, batch, width in sizes(args):
+        ours = mixer_for("s6", width)
+        hf = transformers_mamba(ours)
+        if hf is None:
+            print("transformers is not installed")
+            return lines
+        x = torch.randn(batch, length, width)
+        record, _ = recording_call(ours, x, "fused")
+        compiled, plain = with_compiled(record, True), with_compiled(record, False)
+        out = compiled()[0]
+        kernel = ours.last_kernel
+        with torch.no_grad():
+            diff = (hf(x) - out).abs().max().item()
+            del out
+            inputs, _, _ = ours._parallel_inputs(x, x.new_zeros(batch, 2 * width, ours.cfg.d_conv - 1))
+            scan_args = (inputs["conv"], inputs["delta"], ours.A, inputs["B"], inputs["C"], ours.D, None)
 
-                def hf_call(hf=hf, x=x):
-                    with torch.no_grad():
-                        return hf(x)
+            def hf_call(hf=hf, x=x):
+                with torch.no_grad():
+                    return hf(x)
 
-                def projections(ours=ours, x=x, u=inputs["conv"]):
-                    with torch.no_grad():
-                        y = ours.x_proj(u)  # [batch, pos, rank + 2n]
-                        ours.dt_proj(y[..., : ours.cfg.dt_rank])
-                        return ours.out_proj(ours.in_proj(x)[..., : u.shape[-1]])
+            def projections(ours=ours, x=x, u=inputs["conv"]):
+                with torch.no_grad():
+                    y = ours.x_proj(u)  # [batch, pos, rank + 2n]
+                    ours.dt_proj(y[..., : ours.cfg.dt_rank])
+                    return ours.out_proj(ours.in_proj(x)[..., : u.shape[-1]])
 
-                t = measure({"hf": hf_call, "torch": plain, "compiled": compiled, "proj": projections,
-                             "scan_torch": lambda a=scan_args: selective_scan(*a, return_states=True),
-                             "scan_compiled": lambda a=scan_args: compiled_selective_scan(*a, return_states=True)},
-                            args.repeats, 1)
-            line = (f"| {batch} | {args.length} | {width} ({2 * width}) | {t['hf'][0] / t['torch'][0]:.2f}x "
-                    f"| {t['hf'][0] / t['compiled'][0]:.2f}x | {t['torch'][0] / t['compiled'][0]:.2f}x "
-                    f"| {t['scan_torch'][0] / t['scan_compiled'][0]:.2f}x | {t['hf'][0] / t['proj'][0]:.2f}x "
-                    f"| {diff:.1e} |")
-            lines.append(line)
-            print(line, f"  [{kernel}; hf {t['hf'][0]:.2f} s, torch {t['torch'][0]:.3f} s, "
-                        f"compiled {t['compiled'][0]:.3f} s]", flush=True)
-            del ours, hf, x, record, compiled, plain, inputs, scan_args
+            t = measure({"hf": hf_call, "torch": plain, "compiled": compiled, "proj": projections,
+                         "scan_torch": lambda a=scan_args: selective_scan(*a, return_states=True),
+                         "scan_compiled": lambda a=scan_args: compiled_selective_scan(*a, return_states=True)},
+                        args.repeats, 1)
+        line = (f"| {batch} | {length} | {width} ({2 * width}) | {t['hf'][0] / t['torch'][0]:.2f}x "
+                f"| {t['hf'][0] / t['compiled'][0]:.2f}x | {t['torch'][0] / t['compiled'][0]:.2f}x "
+                f"| {t['scan_torch'][0] / t['scan_compiled'][0]:.2f}x | {t['hf'][0] / t['proj'][0]:.2f}x "
+                f"| {diff:.1e} |")
+        lines.append(line)
+        print(line, f"  [{kernel}; hf {t['hf'][0]:.2f} s, torch {t['torch'][0]:.3f} s, "
+                    f"compiled {t['compiled'][0]:.3f} s]", flush=True)
+        del ours, hf, x, record, compiled, plain, inputs, scan_args
     return lines
 
 
@@ -176,49 +184,53 @@ def section_classic(family: str, args, build_s: float, available: bool) -> list[
         "|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
-    for batch in args.batches:
-        for width in args.widths:
-            mixer = mixer_for(family, width)
-            x = torch.randn(batch, args.length, width)  # [batch, pos, width]
-            h0 = torch.zeros(batch, width)  # [batch, width]
-            states = (h0, h0) if family == "lstm" else (h0,)
-            weights, cell = mixer.weights, mixer.cell
+    for length, batch, width in sizes(args):
+        if batch * length * width > args.max_cells:
+            lines.append(f"| {batch} | {length} | {width} | skipped (batch x pos x width > {args.max_cells:.3g}) "
+                         "| | | | |")
+            print(lines[-1], flush=True)
+            continue
+        mixer = mixer_for(family, width)
+        x = torch.randn(batch, length, width)  # [batch, pos, width]
+        h0 = torch.zeros(batch, width)  # [batch, width]
+        states = (h0, h0) if family == "lstm" else (h0,)
+        weights, cell = mixer.weights, mixer.cell
+        with torch.no_grad():
+            loop = use_recording_loop(x, mixer)
+
+        def before(x=x, states=states, weights=weights, cell=cell, loop=loop):
             with torch.no_grad():
-                loop = use_recording_loop(x, mixer)
+                if loop:
+                    return loop_kernel(x, *states, *weights)
+                h, _ = cell(x)
+                return recovery(x, h, *states, *weights)
 
-            def before(x=x, states=states, weights=weights, cell=cell, loop=loop):
-                with torch.no_grad():
-                    if loop:
-                        return loop_kernel(x, *states, *weights)
-                    h, _ = cell(x)
-                    return recovery(x, h, *states, *weights)
-
-            def compiled(x=x, states=states, weights=weights):
-                with torch.no_grad():
-                    return compiled_kernel(x, *states, *weights)
-
-            def plain(x=x, cell=cell):
-                with torch.no_grad():
-                    return cell(x)
-
-            def plain_mixer(x=x, cell=cell, mixer=mixer):
-                with torch.no_grad():
-                    return mixer.W_out(cell(x)[0])
-
-            record_mixer, _ = recording_call(mixer, x, "fused")
-            record_mixer = with_compiled(record_mixer, True)
-            record_mixer()
+        def compiled(x=x, states=states, weights=weights):
             with torch.no_grad():
-                diff = (compiled()["h"] - plain()[0]).abs().max().item()
-            t = measure({"plain": plain, "before": before, "compiled": compiled, "plain_mixer": plain_mixer,
-                         "record_mixer": record_mixer}, args.repeats, 1)
-            name = "Python gate-writing loop" if loop else f"torch.nn.{library} + gate recovery"
-            line = (f"| {batch} | {args.length} | {width} | {name} | {t['before'][0] / t['plain'][0]:.2f}x "
-                    f"| {t['compiled'][0] / t['plain'][0]:.2f}x | {t['record_mixer'][0] / t['plain_mixer'][0]:.2f}x "
-                    f"| {diff:.1e} |")
-            lines.append(line)
-            print(line, f"  [{mixer.last_kernel}; plain {t['plain'][0]:.3f} s]", flush=True)
-            del mixer, x, cell, record_mixer
+                return compiled_kernel(x, *states, *weights)
+
+        def plain(x=x, cell=cell):
+            with torch.no_grad():
+                return cell(x)
+
+        def plain_mixer(x=x, cell=cell, mixer=mixer):
+            with torch.no_grad():
+                return mixer.W_out(cell(x)[0])
+
+        record_mixer, _ = recording_call(mixer, x, "fused")
+        record_mixer = with_compiled(record_mixer, True)
+        record_mixer()
+        with torch.no_grad():
+            diff = (compiled()["h"] - plain()[0]).abs().max().item()
+        t = measure({"plain": plain, "before": before, "compiled": compiled, "plain_mixer": plain_mixer,
+                     "record_mixer": record_mixer}, args.repeats, 1)
+        name = "Python gate-writing loop" if loop else f"torch.nn.{library} + gate recovery"
+        line = (f"| {batch} | {length} | {width} | {name} | {t['before'][0] / t['plain'][0]:.2f}x "
+                f"| {t['compiled'][0] / t['plain'][0]:.2f}x | {t['record_mixer'][0] / t['plain_mixer'][0]:.2f}x "
+                f"| {diff:.1e} |")
+        lines.append(line)
+        print(line, f"  [{mixer.last_kernel}; plain {t['plain'][0]:.3f} s]", flush=True)
+        del mixer, x, cell, record_mixer
     return lines
 
 if __name__ == "__main__":
