@@ -10,8 +10,9 @@ These are pure PyTorch: any device, float32 and float64, differentiable.
 Forward-only kernels for recording (no autograd), each tested against the same references:
 `triton_scan` / `triton_selective_scan` / `triton_rnn` (Triton, CUDA; on CPU under
 TRITON_INTERPRET=1 in the tests) and `cpu_compiled` (C++ built by load_inline: the S6 scan, its
-conv + SiLU, the LSTM gate-writing loop). `rnn_recording` holds the PyTorch gate-writing loops.
-The mixers dispatch among them as measured (benchmarks/cpu_results.md, gpu_results.md).
+conv + SiLU, the LSTM and GRU gate-writing loops). `rnn_recording` holds the PyTorch gate-writing
+loops. The mixers and adapters dispatch among them as measured (`dispatch`; benchmarks/cpu_results.md,
+gpu_results.md). Large CPU outputs come from `buffers`' pooled huge-page mappings.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ def available_kernels() -> dict[str, bool]:
     """Which backends exist here: {"torch": True, "cuda": ..., "triton": ..., "triton_cuda": ...}.
 
     "triton" means the package is importable (checked without importing it); "triton_cuda" means
-    Triton kernels could run (Triton importable and a CUDA device present). No Triton kernels ship
-    yet; every name in this package runs on the pure-PyTorch path.
+    the Triton kernels could run (Triton importable and a CUDA device present). Whether the compiled
+    CPU kernels are built is `cpu_compiled.compiled_kernels_available()` (it may build them).
     """
     cuda = torch.cuda.is_available()
     triton = importlib.util.find_spec("triton") is not None

@@ -1,12 +1,15 @@
-"""When the fused path may use the forward-only GPU kernels; kept apart from them so that importing
-the mixers never imports Triton (about 80 ms) on a machine that will not use it."""
+"""Which kernel the fused path runs: the forward-only GPU kernels when they may be used, the compiled
+CPU kernels, else the pure-PyTorch ones. Kept apart from the kernels so that importing the mixers
+never imports Triton (about 80 ms) on a machine that will not use it."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-__all__ = ["use_triton"]
+__all__ = ["fastest_selective_scan", "use_triton"]
 
 
 def use_triton(*tensors: Tensor | None) -> bool:
@@ -20,3 +23,22 @@ def use_triton(*tensors: Tensor | None) -> bool:
     from workbench.kernels.triton_scan import triton_available
 
     return triton_available()
+
+
+def fastest_selective_scan(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, state0: Tensor | None
+) -> tuple[str, Callable[..., tuple[Tensor, Tensor]]]:
+    """(name, kernel) of the fastest S6 scan for these inputs, all with `selective_scan`'s contract:
+    Triton on CUDA, the compiled C++ scan on CPU (both when no gradient is needed), else the
+    chunked PyTorch scan (any device, differentiable)."""
+    if use_triton(u, delta, A, B, C):
+        from workbench.kernels.triton_selective_scan import triton_selective_scan
+
+        return "Triton selective scan (CUDA)", triton_selective_scan
+    from workbench.kernels.cpu_compiled import compiled_selective_scan, use_compiled_kernels
+
+    if use_compiled_kernels(u, delta, A, B, C, D, state0):  # CPU, no gradient needed, C++ kernel built
+        return "compiled C++ selective scan (CPU)", compiled_selective_scan
+    from workbench.kernels.selective_scan import selective_scan
+
+    return "chunked selective scan", selective_scan

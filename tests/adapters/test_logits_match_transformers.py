@@ -95,3 +95,25 @@ def test_paths_agree_across_many_chunks(family):
     with torch.no_grad():
         logits = {p: model(ids, path=p) for p in ("reference", "fused")}
     torch.testing.assert_close(logits["fused"], logits["reference"], atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("family_name", ["mamba", "falcon_mamba"])
+def test_mamba_fused_path_dispatches_like_the_s6_mixer(family_name):
+    """Recording (no grad) on CPU runs the compiled C++ scan when it is built; a gradient run keeps the
+    differentiable chunked scan; both reproduce transformers' logits."""
+    from workbench.kernels.cpu_compiled import compiled_kernels_available
+
+    hf = tiny(family_name)
+    model = from_transformers(hf, path="fused")
+    ids = tokens(2, 13, seed=3)
+    with torch.no_grad():
+        expected = hf(ids).logits
+        recorded, cache = model.run_with_cache(ids)
+    mixer = model.blocks[0].mixer
+    if compiled_kernels_available():
+        assert mixer.last_kernel == "compiled C++ selective scan (CPU)"
+    torch.testing.assert_close(recorded, expected, atol=1e-5, rtol=1e-5)
+    assert cache[next(k for k in cache if k.endswith("mixer.hook_state"))].shape[1] == 13
+    trained = model(ids)
+    assert mixer.last_kernel == "chunked selective scan" and trained.requires_grad
+    torch.testing.assert_close(trained.detach(), expected, atol=1e-5, rtol=1e-5)

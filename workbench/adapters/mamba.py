@@ -22,7 +22,7 @@ from workbench.adapters.base import (
     HookSpec,
     mask_positions,
 )
-from workbench.kernels import selective_scan
+from workbench.kernels.dispatch import fastest_selective_scan
 from workbench.models.mixers.s6 import S6_HOOK_SPECS, S6_STATE_SPECS
 from workbench.models.recurrence import Emit, State, run_recurrence
 
@@ -86,9 +86,9 @@ class HookedMambaMixer(AdapterMixer):
         inputs = {"conv": u, "delta": delta, "B": self.hook_B(B), "C": self.hook_C(C)}
 
         def scan(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
-            self.last_kernel = "chunked selective scan (workbench.kernels)"
-            y, states = selective_scan(u, delta, self.A, inputs["B"], inputs["C"], hf.D, state["state"],
-                                       return_states="state" in wanted)
+            scan_inputs = (u, delta, self.A, inputs["B"], inputs["C"], hf.D, state["state"])
+            self.last_kernel, kernel = fastest_selective_scan(*scan_inputs)  # Triton / compiled C++ / chunked
+            y, states = kernel(*scan_inputs, return_states="state" in wanted)
             if "state" in wanted:
                 return {"y": y, "state": states}, {"state": states[:, -1]}
             return {"y": y}, {"state": states}

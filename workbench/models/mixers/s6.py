@@ -14,10 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.kernels import selective_scan
 from workbench.kernels.buffers import buffered_linear, recording_buffer
-from workbench.kernels.cpu_compiled import compiled_causal_conv_silu, compiled_selective_scan, use_compiled_scan
-from workbench.kernels.dispatch import use_triton
+from workbench.kernels.cpu_compiled import compiled_causal_conv_silu, use_compiled_scan
+from workbench.kernels.dispatch import fastest_selective_scan
 from workbench.kernels.selective_scan_grad import selective_scan_trainable
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers.base import HookSpec, Mixer
@@ -140,14 +139,7 @@ class S6Mixer(Mixer):
                 )
                 return {"y": y}, {"state": last}
             scan_inputs = (inputs["conv"], inputs["delta"], self.A, inputs["B"], inputs["C"], self.D, state["state"])
-            if use_triton(*scan_inputs[:5]):
-                from workbench.kernels.triton_selective_scan import triton_selective_scan
-
-                self.last_kernel, kernel = "Triton selective scan (CUDA)", triton_selective_scan
-            elif use_compiled_scan(*scan_inputs):  # CPU, no gradient needed, C++ kernel built
-                self.last_kernel, kernel = "compiled C++ selective scan (CPU)", compiled_selective_scan
-            else:
-                self.last_kernel, kernel = "chunked selective scan", selective_scan
+            self.last_kernel, kernel = fastest_selective_scan(*scan_inputs)
             y, states = kernel(*scan_inputs, return_states="state" in wanted)
             values = {"y": y}
             if "state" in wanted:
