@@ -112,3 +112,11 @@ def test_pooled_s6_recordings_do_not_share_memory():
     store.clear()
     gc.collect()
     assert pooled_bytes() > 0  # the first recording's buffers came back for reuse
+
+
+def test_pooled_memory_counts_as_free_for_the_recording_budget(monkeypatch):
+    from workbench.models import cache
+
+    before = cache.free_memory_bytes("cpu")
+    monkeypatch.setattr(cache, "pooled_bytes", lambda: 1 << 40)
+    assert cache.free_memory_bytes("cpu") >= (1 << 40) + before // 2

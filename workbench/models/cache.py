@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from workbench.kernels.buffers import pooled_bytes
+
 _budget_override: int | None = None
 DEFAULT_FRACTION_OF_FREE_MEMORY = 0.5
 
@@ -34,19 +36,23 @@ class RecurrentCache(dict):
 
 
 def free_memory_bytes(device: torch.device | str = "cpu") -> int:
-    """Bytes free on `device` now: CUDA's own count, else MemAvailable from /proc/meminfo."""
+    """Bytes a recording could use on `device` now: CUDA's free count plus what torch's caching
+    allocator holds unused; on CPU MemAvailable from /proc/meminfo plus the pooled recording buffers
+    (kernels/buffers.py), which the next recording reuses."""
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + cached)
+    pooled = pooled_bytes()
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    return int(line.split()[1]) * 1024 + pooled
     except OSError:
         pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")) + pooled
 
 
 def set_memory_budget(n_bytes: int | None) -> None:
