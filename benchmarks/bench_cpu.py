@@ -7,7 +7,8 @@ Sections (every ratio measured side by side in the same run, candidates interlea
      for the mixer (both sides add the same output projection W_out) and for the kernel alone;
   C. S6: transformers' own PyTorch Mamba path (MambaMixer.forward without CUDA kernels, the
      "slow" path) / our S6 mixer recording every hook, same weights (outputs compared);
-  D. minGRU recurrence: the readable per-step loop / the fused scan the mixer dispatches to;
+  D. minGRU recurrence: the readable per-step loop / the PyTorch chunked scan, the compiled C++
+     linear scan and the compiled gates + scan kernel the mixer dispatches to on CPU;
   E. peak memory per recorded token / the bytes per token the cache itself holds.
 
 Timing: with --threads 1 (default) the clock is the process's CPU time (user + system), which
@@ -39,6 +40,8 @@ import torch
 from torch import nn
 
 from workbench.kernels import g, linear_scan
+from workbench.kernels.buffers import recording_buffer
+from workbench.kernels.cpu_compiled import compiled_kernels_available, compiled_linear_scan, compiled_mingru_gates_scan
 from workbench.kernels.rnn_gates import gru_gates_from_hidden, lstm_gates_from_hidden
 from workbench.kernels.rnn_recording import gru_forward_recording, lstm_forward_recording
 from workbench.models.config import RecurrentConfig
@@ -63,15 +66,25 @@ def clock(threads: int) -> Callable[[], float]:
     return time.process_time if threads == 1 else time.perf_counter
 
 
-def measure(fns: dict[str, Callable[[], object]], repeats: int, threads: int) -> dict[str, tuple[float, float]]:
-    """Median (clock seconds, wall seconds) of each fn over `repeats` interleaved rounds, after one warm-up."""
+def measure(
+    fns: dict[str, Callable[[], object]], repeats: int, threads: int,
+    setup: dict[str, Callable[[], object]] | None = None,
+) -> dict[str, tuple[float, float]]:
+    """Median (clock seconds, wall seconds) of each fn over `repeats` interleaved rounds, after one warm-up.
+    setup[name], when given, runs (untimed) before every call of fns[name]: e.g. restoring inputs a kernel
+    overwrites."""
     tick = clock(threads)
-    for fn in fns.values():
+    setup = setup or {}
+    for name, fn in fns.items():
+        if name in setup:
+            setup[name]()
         fn()
     cpu: dict[str, list[float]] = {k: [] for k in fns}
     wall: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            if name in setup:
+                setup[name]()
             gc.collect()
             c0, w0 = tick(), time.perf_counter()
             fn()
@@ -312,30 +325,69 @@ def naive_mingru(z: torch.Tensor, h_tilde: torch.Tensor) -> torch.Tensor:
 
 def section_mingru(grid, args) -> None:
     say("\n## D. minGRU recurrence: readable per-step loop / fused scan (target: >= 20x at pos 4096)\n")
-    say("Both sides start from the gates z and candidates h̃ (computed once, shared). "
-        "'one pass' = time of `a * b + b` on the same shape (one fresh output written), a floor for any scan.\n")
-    say("| batch | pos | width | loop/fused (cpu) | loop/fused (wall) | fused / one pass | max abs diff |")
-    say("|---|---|---|---|---|---|---|")
+    say("Every side starts from the pre-activations k = W_z x and v = W_h x (computed once, shared, not timed) "
+        "and returns h. loop: z = σ(k), h̃ = g(v), then the readable per-position loop. torch scan: z, h̃, then "
+        "the chunked PyTorch `linear_scan(1 - z, z h̃)`. compiled scan: z, h̃, then `compiled_linear_scan(1 - z, "
+        "z h̃)` (the mixer's path when a hook may edit a gate). compiled gates+scan: `compiled_mingru_gates_scan` "
+        "reads k and v from pooled buffers, writes z and h̃ over them and h into a fresh pooled buffer, in one "
+        "pass (the mixer's default path on CPU without grad, where the projections write k and v into those "
+        "buffers); k and v are copied back into the buffers before each call, untimed. 'one pass' = time of "
+        "`z * h̃ + h̃` (one fresh output written), a floor for any scan.\n")
+    say("| batch | pos | width | loop/torch scan (cpu) | loop/compiled scan (cpu) | loop/compiled gates+scan (cpu) "
+        "| loop/compiled gates+scan (wall) | gates+scan / one pass | max abs diff |")
+    say("|---|---|---|---|---|---|---|---|---|")
+    compiled = compiled_kernels_available()
     for batch, length, width in grid:
         mixer = mixer_for("mingru", width)
         x = torch.randn(batch, length, width)
         with torch.no_grad():
-            z = torch.sigmoid(mixer.W_z(x))
-            h_tilde = g(mixer.W_h(x))
+            pre_z, pre_h = mixer.W_z(x), mixer.W_h(x)  # [batch, pos, width] each
+            z, h_tilde = torch.sigmoid(pre_z), g(pre_h)
 
-            def fused(z=z, h_tilde=h_tilde):
-                return linear_scan(1 - z, z * h_tilde)
+            def loop(pre_z=pre_z, pre_h=pre_h):
+                return naive_mingru(torch.sigmoid(pre_z), g(pre_h))
 
-            def loop(z=z, h_tilde=h_tilde):
-                return naive_mingru(z, h_tilde)
+            def torch_scan(pre_z=pre_z, pre_h=pre_h):
+                z = torch.sigmoid(pre_z)
+                return linear_scan(1 - z, z * g(pre_h))
+
+            def compiled_scan(pre_z=pre_z, pre_h=pre_h):
+                z = torch.sigmoid(pre_z)
+                return compiled_linear_scan(1 - z, z * g(pre_h))
+
+            k = recording_buffer(pre_z.shape, pre_z.dtype, "cpu")  # the projections' pooled buffers
+            v = recording_buffer(pre_h.shape, pre_h.dtype, "cpu")
+
+            def restore(k=k, v=v, pre_z=pre_z, pre_h=pre_h):
+                k.copy_(pre_z)
+                v.copy_(pre_h)
+
+            def gates_scan(k=k, v=v):
+                return compiled_mingru_gates_scan(k, v)[-1]
 
             def one_pass(z=z, h_tilde=h_tilde):
                 return z * h_tilde + h_tilde
 
-            diff = (fused() - loop()).abs().max().item()
-            t = measure({"loop": loop, "fused": fused, "one": one_pass}, args.repeats, args.threads)
-        say(f"| {batch} | {length} | {width} | {fmt_ratio(t['loop'][0] / t['fused'][0])} "
-            f"| {fmt_ratio(t['loop'][1] / t['fused'][1])} | {t['fused'][0] / t['one'][0]:.1f} | {diff:.1e} |")
+            fns = {"loop": loop, "torch": torch_scan, "one": one_pass}
+            if compiled:
+                fns |= {"compiled": compiled_scan, "gates": gates_scan}
+            expected = loop()
+            diff = 0.0
+            for key, fn in fns.items():
+                if key not in ("loop", "one"):
+                    restore()
+                    diff = max(diff, (fn() - expected).abs().max().item())
+            del expected
+            t = measure(fns, args.repeats, args.threads, setup={"gates": restore})
+        if not compiled:
+            say(f"| {batch} | {length} | {width} | {fmt_ratio(t['loop'][0] / t['torch'][0])} "
+                f"| compiled kernels unavailable | | | | {diff:.1e} |")
+            continue
+        say(f"| {batch} | {length} | {width} | {fmt_ratio(t['loop'][0] / t['torch'][0])} "
+            f"| {fmt_ratio(t['loop'][0] / t['compiled'][0])} | {fmt_ratio(t['loop'][0] / t['gates'][0])} "
+            f"| {fmt_ratio(t['loop'][1] / t['gates'][1])} | {t['gates'][0] / t['one'][0]:.2f} | {diff:.1e} |")
+        del mixer, x, pre_z, pre_h, z, h_tilde, k, v
+        gc.collect()
 
 
 # --------------------------------------------------------------------------- E. memory

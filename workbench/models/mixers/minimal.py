@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from workbench.kernels import g, linear_scan, log_space_scan
+from workbench.kernels.buffers import buffered_linear
 from workbench.kernels.cpu_compiled import (
     compiled_linear_scan,
     compiled_mingru_gates_scan,
@@ -43,6 +44,12 @@ def _g_consuming(pre: Tensor) -> Tensor:
     numbers as `g`. No autograd: `pre` must be a fresh buffer nobody else reads."""
     out = torch.clamp(pre, max=0).sigmoid_()  # [..., H]
     return out.add_(pre.clamp_(min=0))
+
+
+def _project(linear: nn.Linear, x: Tensor) -> Tensor:
+    """linear(x) into a pooled recording buffer (`buffered_linear`; no autograd): the compiled path's
+    projections, whose outputs the gates kernel then overwrites in place. x: [..., d_in]."""
+    return buffered_linear(x, linear.weight, linear.bias)
 
 
 class _MinimalRecurrence(Mixer):
@@ -102,7 +109,7 @@ class _MinimalRecurrence(Mixer):
         )
         named.clear()  # free the gates (unless recorded) and a, b before the output projection
         built.clear()
-        return self.hook_out(self.W_out(values["h"])), final
+        return self.hook_out(_project(self.W_out, values["h"])), final
 
     def _step(self, inputs: Mapping[str, Tensor], state: State, emit: Emit) -> State:
         h = emit("h", inputs["a"] * state["h"] + inputs["b"])  # [batch, H]
@@ -195,7 +202,7 @@ class MinGRUMixer(_MinimalRecurrence):
 
     def compiled_gates_scan(self, x: Tensor, h0: Tensor) -> tuple[Tensor, ...]:
         # the projections' fresh buffers become z and h̃
-        return compiled_mingru_gates_scan(self.W_z(x), self.W_h(x), h0)
+        return compiled_mingru_gates_scan(_project(self.W_z, x), _project(self.W_h, x), h0)
 
     def coefficients_from_gates(self, gates: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         z = gates["z"]
@@ -246,7 +253,7 @@ class MinLSTMMixer(_MinimalRecurrence):
 
     def compiled_gates_scan(self, x: Tensor, h0: Tensor) -> tuple[Tensor, ...]:
         # the projections' fresh buffers become f', i' and h̃
-        return compiled_minlstm_gates_scan(self.W_f(x), self.W_i(x), self.W_h(x), h0)
+        return compiled_minlstm_gates_scan(_project(self.W_f, x), _project(self.W_i, x), _project(self.W_h, x), h0)
 
     def coefficients_from_gates(self, gates: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         return gates["f"], gates["i"] * gates["h_tilde"]
