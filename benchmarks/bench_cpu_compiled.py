@@ -16,6 +16,8 @@ batch x width >= 4096, else torch.nn.LSTM + gate recovery) and for the mixer (ev
 
 Section H: the same for the GRU (recording r, z, n, h / the plain torch.nn.GRU forward; target <= 1.3x).
 
+Section I: the same for the Elman RNN (recording pre, h / the plain torch.nn.RNN forward).
+
     python benchmarks/bench_cpu_compiled.py                  # length 1024, batch 1/16, width 256/1024
     python benchmarks/bench_cpu_compiled.py --sections GH --lengths 256 1024 4096 --max-cells 2.2e7
     python benchmarks/bench_cpu_compiled.py --append          # also append the tables to cpu_results.md
@@ -36,13 +38,22 @@ from bench_cpu import measure, mixer_for, recording_call, transformers_mamba  # 
 
 from workbench.kernels.cpu_compiled import (  # noqa: E402
     DISABLE_ENV,
+    compiled_elman_forward_recording,
     compiled_gru_forward_recording,
     compiled_kernels_available,
     compiled_lstm_forward_recording,
     compiled_selective_scan,
 )
-from workbench.kernels.rnn_gates import gru_gates_from_hidden, lstm_gates_from_hidden  # noqa: E402
-from workbench.kernels.rnn_recording import gru_forward_recording, lstm_forward_recording  # noqa: E402
+from workbench.kernels.rnn_gates import (  # noqa: E402
+    elman_pre_from_hidden,
+    gru_gates_from_hidden,
+    lstm_gates_from_hidden,
+)
+from workbench.kernels.rnn_recording import (  # noqa: E402
+    elman_forward_recording,
+    gru_forward_recording,
+    lstm_forward_recording,
+)
 from workbench.kernels.selective_scan import selective_scan  # noqa: E402
 from workbench.models.mixers.classic import use_recording_loop  # noqa: E402
 
@@ -75,7 +86,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--append", action="store_true", help="append the tables to benchmarks/cpu_results.md")
     parser.add_argument("--sections", default="FGH",
-                        help="F: S6 against transformers; G: LSTM recording; H: GRU recording")
+                        help="F: S6 against transformers; G: LSTM recording; H: GRU recording; "
+                             "I: Elman recording")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -88,6 +100,8 @@ def main() -> None:
         lines += section_classic("lstm", args, build_s, available)
     if "H" in args.sections:
         lines += section_classic("gru", args, build_s, available)
+    if "I" in args.sections:
+        lines += section_classic("elman", args, build_s, available)
     lines.append(f"\nTotal {time.perf_counter() - started:.0f} s; load average at end {os.getloadavg()[0]:.1f}.")
     print(lines[-1])
     if args.append:
@@ -157,21 +171,24 @@ def section_s6(args, build_s: float, available: bool) -> list[str]:
     return lines
 
 
-# Per family: (section letter, library name, recorded quantities, PyTorch loop, gate recovery, compiled loop).
-# The LSTM kernels take (x, h0, c0, *weights); the GRU kernels (x, h0, *weights).
+# Per family: (section letter, library name, recorded quantities, PyTorch loop, gate recovery, compiled loop,
+# target). The LSTM kernels take (x, h0, c0, *weights); the GRU and Elman kernels (x, h0, *weights).
 CLASSIC_SECTIONS = {
-    "lstm": ("G", "LSTM", "", lstm_forward_recording, lstm_gates_from_hidden, compiled_lstm_forward_recording),
+    "lstm": ("G", "LSTM", "", lstm_forward_recording, lstm_gates_from_hidden, compiled_lstm_forward_recording,
+             "target <= 1.3x"),
     "gru": ("H", "GRU", " (r, z, n, h)", gru_forward_recording, gru_gates_from_hidden,
-            compiled_gru_forward_recording),
+            compiled_gru_forward_recording, "target <= 1.3x"),
+    "elman": ("I", "RNN", " (pre, h)", elman_forward_recording, elman_pre_from_hidden,
+              compiled_elman_forward_recording, "Elman; no target of its own, section A compares paths"),
 }
 
 
 def section_classic(family: str, args, build_s: float, available: bool) -> list[str]:
     """Recording every gate of an LSTM or GRU / the plain torch.nn forward, before and with the compiled loop."""
-    letter, library, quantities, loop_kernel, recovery, compiled_kernel = CLASSIC_SECTIONS[family]
+    letter, library, quantities, loop_kernel, recovery, compiled_kernel, target = CLASSIC_SECTIONS[family]
     lines = [
         f"\n## {letter}. {library} recording every gate / plain torch.nn.{library} forward, compiled C++ loop "
-        "(target <= 1.3x)\n",
+        f"({target})\n",
         f"`python benchmarks/bench_cpu_compiled.py {' '.join(sys.argv[1:])}`  \n"
         f"torch {torch.__version__}, 1 thread, {os.cpu_count()} cores, load average at start "
         f"{os.getloadavg()[0]:.1f}, {args.repeats} interleaved rounds, medians of process CPU time; "

@@ -1,5 +1,5 @@
 """Compiled C++ CPU kernels, JIT-built on first use: the S6 selective scan (Gu & Dao 2023, Alg. 2),
-Mamba's causal depthwise conv + SiLU, the gate-writing LSTM and GRU recording loops, and the diagonal
+Mamba's causal depthwise conv + SiLU, the gate-writing Elman, LSTM and GRU recording loops, and the diagonal
 linear scan h_t = a_t ⊙ h_{t-1} + b_t, alone or fused with minGRU's / minLSTM's gates.
 
 S6: s_t = exp(delta_t A) * s_{t-1} + (delta_t u_t) B_t,   y_t = s_t C_t + D u_t,   s: [d, n] per row.
@@ -12,7 +12,8 @@ exp for float32, std::exp for float64), the state update and the read-out agains
 the states are written once only when they are asked for (into `recording_buffer` memory, with
 non-temporal stores where aligned). The conv + SiLU works in the [batch, pos, d] layout the scan
 reads, with no concatenation or transposes. The LSTM loop replaces `lstm_forward_recording`'s
-per-step Python ops by one C++ loop (recurrent product, then one fused gate/cell pass); the GRU loop likewise.
+per-step Python ops by one C++ loop (recurrent product, then one fused gate/cell pass); the GRU and
+Elman loops likewise.
 The linear scan reads a and b once and writes h once (the chunked PyTorch scan makes two passes and
 one Python step per position of a chunk); its minGRU / minLSTM form computes the gates from the
 pre-activations in the same pass, writing them over their inputs. Tasks are spread over
@@ -44,6 +45,7 @@ from .buffers import recording_buffer
 
 __all__ = [
     "compiled_causal_conv_silu",
+    "compiled_elman_forward_recording",
     "compiled_gru_forward_recording",
     "compiled_kernels_available",
     "compiled_linear_scan",
@@ -601,6 +603,78 @@ void minimal_gates_scan_forward(torch::Tensor pre_a, torch::Tensor pre_h, c10::o
     });
   });
 }
+namespace {
+
+// One Elman step's element-wise part for batch rows [b0, b1): `pres` (row stride ps) holds
+// W_ih x_t + b_ih + b_hh; adds the recurrent product `rec` ([batch, H], contiguous; nullptr: already
+// added in place), keeping the sum as the recorded pre-activation, and writes h_t = tanh(pre_t).
+template <typename scalar_t>
+void elman_cell_rows(scalar_t* pres, int64_t ps, const scalar_t* rec, scalar_t* h_out, int64_t hs,
+                     int64_t hidden, int64_t b0, int64_t b1) {
+  for (int64_t b = b0; b < b1; ++b) {
+    scalar_t* P = pres + b * ps;
+    scalar_t* ho = h_out + b * hs;
+    if (rec != nullptr) {
+      const scalar_t* R = rec + b * hidden;
+#pragma omp simd
+      for (int64_t j = 0; j < hidden; ++j) {
+        const scalar_t pre = P[j] + R[j];
+        P[j] = pre;
+        ho[j] = tanh_(pre);
+      }
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < hidden; ++j) ho[j] = tanh_(P[j]);
+    }
+  }
+}
+
+}  // namespace
+
+// pres: [batch, pos, H] holding W_ih x_t + b_ih + b_hh (the recurrent product is added in place: it
+// becomes the recorded pre-activation); h0: [batch, H]; weight_hh: [H, H]; packed: weight_hh in
+// oneDNN's layout (or none: at::mm); weight_hh_t: W_hh^T [H, H] (small batches: the in-place product
+// loop instead of a matmul call); hiddens: [batch, pos, H]. Contiguous, one dtype; checked by the
+// Python wrapper.
+void elman_recording_forward(torch::Tensor pres, torch::Tensor h0, torch::Tensor weight_hh,
+                             c10::optional<torch::Tensor> packed, c10::optional<torch::Tensor> weight_hh_t,
+                             torch::Tensor hiddens) {
+  const int64_t batch = pres.size(0), length = pres.size(1), hidden = weight_hh.size(1);
+  const torch::Tensor w_t = weight_hh.t();  // [H, H]
+  c10::optional<c10::OperatorHandle> linear;
+  if (packed.has_value()) linear = c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
+  AT_DISPATCH_FLOATING_TYPES(pres.scalar_type(), "elman_recording_forward", [&] {
+    scalar_t* pp = pres.data_ptr<scalar_t>();
+    scalar_t* ph = hiddens.data_ptr<scalar_t>();
+    const int64_t hs = length * hidden;
+    for (int64_t t = 0; t < length; ++t) {
+      const scalar_t* hp = t == 0 ? h0.data_ptr<scalar_t>() : ph + (t - 1) * hidden;
+      const int64_t h_stride = t == 0 ? hidden : hs;
+      torch::Tensor rec;  // [batch, H] = h_{t-1} W_hh^T (undefined: added into the pre-activations in place)
+      if (weight_hh_t.has_value()) {
+        const scalar_t* pw = weight_hh_t->data_ptr<scalar_t>();
+        at::parallel_for(0, hidden, 256, [&](int64_t col0, int64_t col1) {
+          small_batch_product<scalar_t>(pp + t * hidden, hs, hp, h_stride, pw, hidden, batch, hidden, col0, col1);
+        });
+      } else {
+        const torch::Tensor h_prev = t == 0 ? h0 : hiddens.select(1, t - 1);  // [batch, H]
+        if (linear.has_value()) {
+          torch::jit::Stack stack{h_prev.contiguous(), *packed, c10::IValue(), std::string("none"),
+                                  c10::List<c10::optional<at::Scalar>>(), c10::IValue(std::string(""))};
+          linear->callBoxed(&stack);
+          rec = stack[0].toTensor().contiguous();
+        } else {
+          rec = at::mm(h_prev, w_t);
+        }
+      }
+      const scalar_t* prec = rec.defined() ? rec.data_ptr<scalar_t>() : nullptr;
+      const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, hidden));  // rows per task
+      at::parallel_for(0, batch, grain, [&](int64_t b0, int64_t b1) {
+        elman_cell_rows<scalar_t>(pp + t * hidden, hs, prec, ph + t * hidden, hs, hidden, b0, b1);
+      });
+    }
+  });
+}
 """
 
 _CPP_DECL = """
@@ -619,6 +693,9 @@ void gru_recording_forward(torch::Tensor gates, torch::Tensor h0, torch::Tensor 
 void linear_scan_forward(torch::Tensor a, torch::Tensor b, c10::optional<torch::Tensor> h0, torch::Tensor out);
 void minimal_gates_scan_forward(torch::Tensor pre_a, torch::Tensor pre_h, c10::optional<torch::Tensor> pre_i,
                                 c10::optional<torch::Tensor> h0, torch::Tensor out);
+void elman_recording_forward(torch::Tensor pres, torch::Tensor h0, torch::Tensor weight_hh,
+                             c10::optional<torch::Tensor> packed, c10::optional<torch::Tensor> weight_hh_t,
+                             torch::Tensor hiddens);
 """
 
 _lock = threading.Lock()
@@ -670,7 +747,8 @@ def _build() -> ModuleType:
         name=name,
         cpp_sources=[_CPP_DECL, _CPP_SOURCE],
         functions=["selective_scan_forward", "causal_conv_silu_forward", "lstm_recording_forward",
-                   "gru_recording_forward", "linear_scan_forward", "minimal_gates_scan_forward"],
+                   "gru_recording_forward", "linear_scan_forward", "minimal_gates_scan_forward",
+                   "elman_recording_forward"],
         extra_cflags=["-O3", "-march=native", "-fopenmp"],
         extra_ldflags=["-fopenmp"],
         verbose=False,
@@ -935,6 +1013,58 @@ def compiled_gru_forward_recording(
             module.gru_recording_forward(gates, h0, weight_hh, bias_hh, packed, weight_t, hiddens)
     thirds = {name: gates[..., k * hidden : (k + 1) * hidden] for k, name in enumerate("rzn")}
     return {**thirds, "h": hiddens}
+
+
+def compiled_elman_forward_recording(
+    x: Tensor,
+    h0: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """`elman_forward_recording` with the per-position loop in C++: the same contract and numbers.
+
+    pre_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh, h_t = tanh(pre_t) (torch.nn.RNN, tanh). One matmul
+    for the input projection of every position with both biases (into the recorded pre-activation
+    buffer), then per position the recurrent product added in place (small batches: a loop streaming
+    W_hh^T once; else oneDNN with the weight prepacked, or at::mm) and one pass writing h.
+    x: [batch, pos, d_in]; h0: [batch, H]; weight_ih: [H, d_in]; weight_hh: [H, H]; biases: [H] or
+    None. Returns {"pre", "h"}, each [batch, pos, H]. CPU, float32 / float64, no autograd."""
+    from .rnn_recording import StepMatmul, _bias, _input_projection
+
+    module = _load()
+    if module is None:
+        raise RuntimeError("compiled CPU kernels are unavailable (see compiled_kernels_available())")
+    if x.dim() != 3 or weight_hh.dim() != 2:
+        raise ValueError(f"x must be [batch, pos, d_in] and weight_hh [H, H], got {tuple(x.shape)}, "
+                         f"{tuple(weight_hh.shape)}")
+    batch, length, d_in = x.shape
+    hidden = weight_hh.shape[1]
+    shapes_fit = (
+        weight_hh.shape == (hidden, hidden) and weight_ih.shape == (hidden, d_in) and h0.shape == (batch, hidden)
+        and all(b is None or b.shape == (hidden,) for b in (bias_ih, bias_hh))
+    )
+    if not shapes_fit:
+        raise ValueError(
+            f"shapes do not fit an Elman RNN: x {tuple(x.shape)}, h0 {tuple(h0.shape)}, "
+            f"weight_ih {tuple(weight_ih.shape)}, weight_hh {tuple(weight_hh.shape)}"
+        )
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"compiled_elman_forward_recording runs on CPU float32/float64, got {x.device} {x.dtype}")
+    dtype = x.dtype
+    with torch.no_grad():
+        weight_ih, weight_hh = weight_ih.to(dtype), weight_hh.to(dtype).contiguous()
+        bias = _bias(*(None if b is None else b.to(dtype) for b in (bias_ih, bias_hh)))
+        pres = _input_projection(x.contiguous(), weight_ih, bias)  # [batch, pos, H], becomes pre
+        hiddens = recording_buffer((batch, length, hidden), dtype, "cpu")  # [batch, pos, H]
+        small = batch <= SMALL_BATCH and hidden <= SMALL_BATCH_MAX_HIDDEN
+        weight_t = weight_hh.T.contiguous() if small else None  # [H, H]
+        packed = StepMatmul(weight_hh, batch).packed if length > 0 and not small else None
+        h0 = h0.detach().to(dtype).contiguous()
+        if length > 0 and batch > 0:
+            module.elman_recording_forward(pres, h0, weight_hh, packed, weight_t, hiddens)
+    return {"pre": pres, "h": hiddens}
 
 
 def _scan_dtype(name: str, tensors: list[Tensor]) -> torch.dtype:

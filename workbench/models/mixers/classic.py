@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from workbench.kernels import elman_pre_from_hidden, gru_gates_from_hidden, lstm_gates_from_hidden
 from workbench.kernels.cpu_compiled import (
+    compiled_elman_forward_recording,
     compiled_gru_forward_recording,
     compiled_lstm_forward_recording,
     use_compiled_kernels,
@@ -147,6 +148,10 @@ class ElmanMixer(_LibraryRecurrence):
         self.last_kernel = f"torch.nn.RNN ({x.device.type}) + parallel pre-activation recovery"
 
         def fused(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
+            if "pre" in wanted and use_compiled_kernels(x, state["h"], *self.parameters()):
+                self.last_kernel = "compiled C++ pre-activation-writing Elman loop (CPU, no grad)"  # any width
+                values = compiled_elman_forward_recording(x, state["h"], *self.weights)
+                return values, {"h": values["h"][:, -1]}
             if "pre" in wanted and use_recording_loop(x, self):
                 self.last_kernel = f"pre-activation-writing Elman loop (CPU, no grad, {step_matmul_backend(x)})"
                 values = elman_forward_recording(x, state["h"], *self.weights)
