@@ -132,8 +132,9 @@ class _MinimalRecurrence(Mixer):
                 self.last_kernel = "Triton linear scan (CUDA)"
                 h = triton_linear_scan(a, b, h0)
                 return {"h": h}, {"h": h[:, -1]}
-            # recording without gradients: the loop's own arithmetic in chunks (several times faster
-            # on CPU than the log-space form, benchmarks/bench_cpu.py); training: the paper's log space
+            # recording without gradients: the compiled C++ scan on CPU (one pass), else the loop's own
+            # arithmetic in chunks (several times faster on CPU than the log-space form,
+            # benchmarks/bench_cpu.py); training: the paper's log space
             track_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (a, b, h0))
             if not track_grad and use_compiled_kernels(a, b, h0):
                 self.last_kernel = "compiled C++ linear scan (CPU, no grad)"
