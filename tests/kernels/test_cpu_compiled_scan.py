@@ -265,3 +265,22 @@ def test_training_keeps_the_log_space_scan(kernel):
     x = torch.randn(2, 9, 12)
     out, _ = mixer(x, None, "fused")  # parameters require grad
     assert "log-space" in mixer.last_kernel and out.requires_grad
+
+
+@pytest.mark.parametrize("family", ["mingru", "minlstm"])
+def test_run_with_cache_records_through_the_fused_gates_kernel(kernel, family):
+    # TransformerLens' caching hooks are read-only, so a cached run keeps the one-pass kernel
+    from workbench.models import HookedRecurrentLM
+
+    torch.manual_seed(5)
+    cfg = RecurrentConfig(family=family, n_layers=2, d_model=16, d_hidden=24, d_vocab=9)
+    model = HookedRecurrentLM(cfg).eval()
+    tokens = torch.randint(0, 9, (2, 40), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        ref_logits, ref_cache = model.run_with_cache(tokens, path="reference")
+        logits, cache = model.run_with_cache(tokens, path="fused")
+    assert all("gates + linear scan" in kernel for kernel in cache.metadata["kernels"].values())
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-5, atol=1e-5)
+    assert set(cache) == set(ref_cache)
+    for name in ref_cache:
+        torch.testing.assert_close(cache[name], ref_cache[name], rtol=1e-5, atol=1e-5)
