@@ -130,6 +130,11 @@ def section_s6(args, build_s: float, available: bool) -> list[str]:
     ]
     print("\n".join(lines), flush=True)
     for length, batch, width in sizes(args):
+        if batch * length * width > args.max_cells:  # transformers alone needs 24 GiB at 16 x 4096 x 1024
+            lines.append(f"| {batch} | {length} | {width} ({2 * width}) | skipped (batch x pos x width > "
+                         f"{args.max_cells:.3g}) | | | | | |")
+            print(lines[-1], flush=True)
+            continue
         ours = mixer_for("s6", width)
         hf = transformers_mamba(ours)
         if hf is None:
