@@ -284,3 +284,20 @@ def test_run_with_cache_records_through_the_fused_gates_kernel(kernel, family):
     assert set(cache) == set(ref_cache)
     for name in ref_cache:
         torch.testing.assert_close(cache[name], ref_cache[name], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gates_scan_at_extreme_values_and_nan(kernel, dtype):
+    # saturated gates (±100), g's branch point (±0, tiny), and NaN, which must propagate as in torch
+    values = [100.0, -100.0, 0.0, -0.0, 1e-30, -1e-30, 30.0, -30.0, 3.0, -3.0, 0.5, -0.5, 90.0, -90.0, 2.0, -2.0, 7.0]
+    pre_z = torch.tensor(values, dtype=dtype).repeat(3, 1).reshape(1, 3, -1)  # 17 channels: one masked tail lane
+    pre_h = pre_z.flip(-1).clone()
+    pre_z[0, 1, 4] = float("nan")
+    z, h_tilde, h = compiled_mingru_gates_scan(pre_z.clone(), pre_h.clone())
+    z_ref, h_tilde_ref, h_ref = _mingru_oracle(pre_z, pre_h, None)
+    for got, want in ((z, z_ref), (h_tilde, h_tilde_ref), (h, h_ref)):
+        torch.testing.assert_close(got, want, rtol=TOL[dtype], atol=TOL[dtype], equal_nan=True)
+    assert torch.isnan(h[0, 1:, 4]).all() and not torch.isnan(h[0, 0]).any() and not torch.isnan(h[0, :, 3]).any()
+    f, i, h_tilde, h = compiled_minlstm_gates_scan(pre_z.clone(), pre_h.clone(), pre_h.flip(1).clone())
+    for got, want in zip((f, i, h_tilde, h), _minlstm_oracle(pre_z, pre_h, pre_h.flip(1), None), strict=True):
+        torch.testing.assert_close(got, want, rtol=TOL[dtype], atol=TOL[dtype], equal_nan=True)
