@@ -46,18 +46,25 @@ def test_a_freed_buffer_is_reused_only_after_its_last_view_dies():
     other = recording_buffer(BIG, torch.float32, "cpu")
     assert other.data_ptr() != address
     del row
-    assert pooled_bytes() == 16 << 20
+    assert 16 << 20 <= pooled_bytes() < (16 << 20) + 4096  # the data may start up to 4 KiB in
     again = recording_buffer(BIG, torch.float32, "cpu")
     assert again.data_ptr() == address and pooled_bytes() == 0
     del other, again
-    assert release_recording_buffers() == 32 << 20 and pooled_bytes() == 0
+    assert 32 << 20 <= release_recording_buffers() < (32 << 20) + 8192 and pooled_bytes() == 0
+
+
+def test_equal_buffers_start_at_staggered_addresses():
+    """Buffers of one size must not all sit a power of two apart (the same cache sets for every stream)."""
+    live = [recording_buffer(BIG, torch.float32, "cpu") for _ in range(4)]
+    assert len({t.data_ptr() % 4096 for t in live}) == 4
+    assert all(t.data_ptr() % 64 == 0 for t in live)  # whole cache lines, aligned for any vector width
 
 
 def test_pool_picks_a_close_size_and_respects_its_limit(monkeypatch):
     big = recording_buffer((4, 4 << 20), torch.float32, "cpu")  # 64 MiB
     del big
     small = recording_buffer(BIG, torch.float32, "cpu")  # 16 MiB: the 64 MiB mapping is too big to lend
-    assert pooled_bytes() == 64 << 20
+    assert pooled_bytes() >= 64 << 20
     del small
     monkeypatch.setenv(POOL_ENV, "20")  # 20 MiB: the next freed mapping evicts the oldest
     assert pool_limit_bytes() == 20 << 20
