@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["fastest_selective_scan", "use_triton"]
+__all__ = ["fastest_linear_scan", "fastest_selective_scan", "use_triton"]
 
 
 def use_triton(*tensors: Tensor | None) -> bool:
@@ -42,3 +42,22 @@ def fastest_selective_scan(
     from workbench.kernels.selective_scan import selective_scan
 
     return "chunked selective scan", selective_scan
+
+
+def fastest_linear_scan(
+    a: Tensor, b: Tensor, h0: Tensor | None
+) -> tuple[str, Callable[[Tensor, Tensor, Tensor | None], Tensor]]:
+    """(name, kernel) of the fastest scan h_t = a_t ⊙ h_{t-1} + b_t returning every h, all with
+    `linear_scan`'s contract: Triton on CUDA, the compiled C++ scan on CPU for [batch, pos, d]
+    inputs (both when no gradient is needed), else the chunked PyTorch scan (differentiable)."""
+    if use_triton(a, b, h0):
+        from workbench.kernels.triton_scan import triton_linear_scan
+
+        return "Triton linear scan (CUDA)", triton_linear_scan
+    from workbench.kernels.cpu_compiled import compiled_linear_scan, use_compiled_kernels
+
+    if a.dim() == 3 and a.shape == b.shape and use_compiled_kernels(a, b, h0):
+        return "compiled C++ linear scan (CPU, no grad)", compiled_linear_scan
+    from workbench.kernels.linear_scan import linear_scan
+
+    return "chunked linear scan", linear_scan

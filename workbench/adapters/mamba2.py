@@ -23,7 +23,7 @@ from workbench.adapters.base import (
     HookSpec,
     mask_positions,
 )
-from workbench.kernels import selective_scan
+from workbench.kernels.dispatch import fastest_selective_scan
 from workbench.models.recurrence import Emit, State, run_recurrence
 
 BPH = ("batch", "pos", "n_heads")
@@ -85,7 +85,6 @@ class HookedMamba2Mixer(AdapterMixer):
     def _scan(self, inputs: Mapping[str, Tensor], s0: Tensor,
               wanted: set[str]) -> tuple[dict[str, Tensor], State]:
         """Each group of heads as one S6 scan whose channels are its heads' P units (Δ, A shared per head)."""
-        self.last_kernel = "chunked selective scan per group (workbench.kernels)"
         H, P, G = self.sizes["n_heads"], self.sizes["d_head"], self.sizes["n_groups"]
         x, delta = inputs["x"], inputs["delta"]
         batch, pos = x.shape[:2]
@@ -98,8 +97,10 @@ class HookedMamba2Mixer(AdapterMixer):
             A = self.A[heads].repeat_interleave(P)[:, None].expand(per * P, self.sizes["d_state"])
             D = self.hf.D[heads].repeat_interleave(P)
             h0 = s0[:, heads].reshape(batch, per * P, -1)
-            y, s = selective_scan(u, dt, A, inputs["B"][:, :, g], inputs["C"][:, :, g], D, h0,
-                                  return_states="state" in wanted)
+            scan_inputs = (u, dt, A, inputs["B"][:, :, g], inputs["C"][:, :, g], D, h0)
+            name, kernel = fastest_selective_scan(*scan_inputs)  # Triton / compiled C++ / chunked
+            self.last_kernel = f"{name}, per group"
+            y, s = kernel(*scan_inputs, return_states="state" in wanted)
             ys.append(y.reshape(batch, pos, per, P))
             if "state" in wanted:
                 states.append(s.reshape(batch, pos, per, P, -1))

@@ -35,7 +35,7 @@ from workbench.adapters.base import (
     HookSpec,
     SoftCappedHead,
 )
-from workbench.kernels import linear_scan
+from workbench.kernels.dispatch import fastest_linear_scan
 from workbench.models.recurrence import Emit, State, run_recurrence
 
 BPL = ("batch", "pos", "d_lru")
@@ -122,8 +122,8 @@ class HookedRgLru(AdapterMixer):
         inputs = {"a": a, "normalized_x": normalized_x}
 
         def scan(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
-            self.last_kernel = "chunked linear scan (workbench.kernels)"
-            h = linear_scan(a, normalized_x, state["h"])  # [batch, pos, d_lru]
+            self.last_kernel, kernel = fastest_linear_scan(a, normalized_x, state["h"])
+            h = kernel(a, normalized_x, state["h"])  # [batch, pos, d_lru]
             return {"h": h}, {"h": h[:, -1]}
 
         values, final = run_recurrence(
