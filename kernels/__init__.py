@@ -10,7 +10,8 @@ These are pure PyTorch: any device, float32 and float64, differentiable.
 Forward-only kernels for recording (no autograd), each tested against the same references:
 `triton_scan` / `triton_selective_scan` / `triton_rnn` (Triton, CUDA; on CPU under
 TRITON_INTERPRET=1 in the tests) and `cpu_compiled` (C++ built by load_inline: the S6 scan, its
-conv + SiLU, the LSTM and GRU gate-writing loops). `rnn_recording` holds the PyTorch gate-writing
+conv + SiLU, the diagonal linear scan, minGRU / minLSTM gates + scan in one pass, and the Elman,
+LSTM and GRU gate-writing loops). `rnn_recording` holds the PyTorch gate-writing
 loops. The mixers and adapters dispatch among them as measured (`dispatch`; benchmarks/cpu_results.md,
 gpu_results.md). Large CPU outputs come from `buffers`' pooled huge-page mappings.
 """
