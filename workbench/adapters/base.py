@@ -18,6 +18,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from workbench.errors import EmptyInputError
+from workbench.models.generation import generate as generate_tokens
 from workbench.models.hooked import PATHS, HookedRecurrentBase
 from workbench.models.recurrence import State
 
@@ -171,6 +172,9 @@ class HookedTransformersLM(HookedRecurrentBase):
     """
 
     family = "transformers"
+    # whether a left-padded prompt batch generates each row exactly as that row alone would (the mask
+    # zeroes padded inputs, so they leave the state at zero); families whose recurrence reads padding refuse
+    generate_with_padding = False
 
     def __init__(self, hf_model: nn.Module, path: str = "fused"):
         HookedRootModule.__init__(self)
@@ -300,6 +304,55 @@ class HookedTransformersLM(HookedRecurrentBase):
         else:
             out = logits
         return (out, states) if return_state else out
+
+    # ----- generation ------------------------------------------------------------------------
+    def generate(
+        self,
+        prompt: str | Tensor,
+        max_new_tokens: int = 100,
+        temperature: float = 1.0,
+        greedy: bool = False,
+        seed: int | None = 0,
+        path: str | None = None,
+        return_text: bool | None = None,
+        attention_mask: Tensor | None = None,
+    ) -> str | Tensor:
+        """Continue `prompt` (text, or ids [batch, pos]) by `max_new_tokens` tokens, as the native models do.
+
+        The prompt runs once; then each new token steps the carried recurrent state (and Griffin's
+        sliding-window keys and values), so the cost is linear in the length and every hook fires once
+        per new token with `[batch, 1, ...]` tensors: steering and patching hooks change what is
+        generated. `greedy=True` takes the argmax; otherwise tokens are drawn at `temperature` from a
+        generator seeded with `seed` (None: the global generator). No stop at an end-of-text token.
+        `attention_mask` [batch, pos] (1 = token) allows a left-padded batch where the family ignores
+        padding exactly (Mamba, FalconMamba, Mamba2). Returns text for a text prompt, else ids
+        [batch, pos + max_new_tokens]. See `workbench.models.generation.generate`.
+        """
+        prompt_kwargs = {}
+        if attention_mask is not None:
+            self._check_generation_mask(attention_mask, self._as_tokens(prompt))
+            prompt_kwargs["attention_mask"] = attention_mask
+        return generate_tokens(self, prompt, max_new_tokens, temperature, greedy, seed, path, return_text,
+                               prompt_kwargs=prompt_kwargs)
+
+    def _check_generation_mask(self, mask: Tensor, tokens: Tensor) -> None:
+        """A mask for generation must match the prompt, pad on the left only, and suit the family."""
+        if tuple(mask.shape) != tuple(tokens.shape):
+            raise ValueError(f"attention_mask has shape {tuple(mask.shape)}, the prompt {tuple(tokens.shape)}")
+        if bool((mask == 1).all()):
+            return
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
+        if not bool(self.generate_with_padding):
+            raise ValueError(
+                f"{type(self).__name__} cannot generate from a padded batch: its recurrence reads the "
+                "padding, so padded rows would continue differently from the same prompts alone; "
+                "generate each prompt on its own (or group prompts of equal length)")
+        if bool((mask[:, 1:] < mask[:, :-1]).any()):
+            raise ValueError("generation needs left padding (zeros before the tokens); the attention_mask "
+                             "has padding after a token in some row")
+        if bool((mask.sum(1) == 0).any()):
+            raise EmptyInputError("a row of the attention_mask is all padding; give every row at least one token")
 
 
 def mask_positions(x: Tensor, mask: Tensor | None) -> Tensor:

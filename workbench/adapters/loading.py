@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from workbench.errors import EmptyInputError
+
 # transformers class name -> (adapter module, adapter class)
 ADAPTERS: dict[str, tuple[str, str]] = {
     "MambaForCausalLM": ("workbench.adapters.mamba", "HookedMamba"),
@@ -71,7 +73,7 @@ class TransformersTokenizer:
         texts = [text] if isinstance(text, str) else list(text)
         rows = [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
         if not rows or not all(rows):
-            raise ValueError("empty text gives no tokens")
+            raise EmptyInputError("empty text gives no tokens; give at least one token of text")
         if len({len(r) for r in rows}) != 1:
             raise ValueError("texts in one batch must have the same length in tokens; tokenize them "
                              "with model.tokenizer.tokenizer(..., padding=True) and pass attention_mask")
@@ -82,6 +84,10 @@ class TransformersTokenizer:
         if tokens.ndim == 2:
             tokens = tokens[0]
         return [self.tokenizer.decode([int(t)]) for t in tokens]
+
+    def decode(self, ids: Tensor) -> str:
+        """Token ids [pos] -> text, as the library's tokenizer writes it (special tokens kept)."""
+        return self.tokenizer.decode([int(t) for t in ids.reshape(-1)])
 
 
 def _adapter_for(name: str) -> type:

@@ -106,6 +106,7 @@ class HookedMamba(HookedTransformersLM):
     """MambaForCausalLM / FalconMambaForCausalLM under the hook contract (Gu & Dao 2023)."""
 
     family = "mamba"
+    generate_with_padding = True  # padded inputs are zeroed before the conv and the scan: the state stays zero
 
     def __init__(self, hf_model: nn.Module, path: str = "fused"):
         super().__init__(hf_model, path)

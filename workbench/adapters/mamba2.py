@@ -163,6 +163,7 @@ class HookedMamba2(HookedTransformersLM):
     """Mamba2ForCausalLM under the hook contract (Dao & Gu 2024)."""
 
     family = "mamba2"
+    generate_with_padding = True  # padded inputs are zeroed before the conv and the scan: the state stays zero
 
     def __init__(self, hf_model: nn.Module, path: str = "fused"):
         super().__init__(hf_model, path)

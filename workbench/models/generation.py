@@ -2,22 +2,83 @@
 
 Hooks fire at every new token with `[batch, 1, ...]` tensors, so steering and patching hooks act
 during generation exactly as in a forward pass; the prefix is never recomputed.
+
+One loop serves every hooked language model: the workbench's own (`HookedRecurrentLM`) and the
+`transformers` adapters (`HookedTransformersLM`). All it needs is a `SteppableLM`: token ids from
+`_as_tokens`, and a forward that takes `initial_state=` and returns the final state.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from workbench.models.hooked import HookedRecurrentLM
+
+class SteppableLM(Protocol):
+    """What `generate` needs of a model: tokens from its input, and a forward that carries state."""
+
+    tokenizer: Any  # has .decode(ids [pos]) -> str; None when the model has no tokenizer
+
+    def _as_tokens(self, inputs: Any) -> Tensor: ...  # [batch, pos]
+
+    def __call__(self, inputs: Any, *, initial_state: Any = None, return_state: bool = False,
+                 path: str | None = None, **kwargs: Any) -> Any: ...
+
+
+def check_generation_args(max_new_tokens: int, temperature: float, greedy: bool) -> None:
+    """Refuse a negative or non-integer length and a non-positive sampling temperature."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+        raise TypeError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if temperature <= 0 and not greedy:
+        raise ValueError("temperature must be positive (or pass greedy=True)")
+
+
+def next_tokens(last: Tensor, greedy: bool, temperature: float, generator: torch.Generator | None) -> Tensor:
+    """logits [batch, d_vocab] -> the next token per row [batch, 1]: argmax, or a seeded draw."""
+    last = last.float()
+    if greedy:
+        return last.argmax(-1, keepdim=True)
+    probs = torch.softmax(last / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)  # [batch, 1]
+
+
+@torch.no_grad()
+def continue_tokens(
+    model: SteppableLM,
+    tokens: Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    greedy: bool = False,
+    seed: int | None = 0,
+    path: str | None = None,
+    prompt_kwargs: Mapping[str, Any] | None = None,
+) -> Tensor:
+    """tokens [batch, pos] -> [batch, pos + max_new_tokens]: the prompt runs once, then one step per token.
+
+    `prompt_kwargs` go to the prompt's forward call only (an adapter's `attention_mask`). Every new
+    token also runs through the model once, so hooks see every generated token (as in a forward pass
+    over the whole output) and the returned state would continue after the last one.
+    """
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=tokens.device).manual_seed(seed)
+    logits, state = model(tokens, return_state=True, path=path, **dict(prompt_kwargs or {}))
+    pieces = [tokens]
+    for _ in range(max_new_tokens):
+        next_token = next_tokens(logits[:, -1], greedy, temperature, generator)  # [batch, 1]
+        pieces.append(next_token)
+        logits, state = model(next_token, initial_state=state, return_state=True, path=path)
+    return torch.cat(pieces, dim=1)
 
 
 @torch.no_grad()
 def generate(
-    model: HookedRecurrentLM,
+    model: SteppableLM,
     prompt: str | Tensor,
     max_new_tokens: int = 100,
     temperature: float = 1.0,
@@ -25,33 +86,20 @@ def generate(
     seed: int | None = 0,
     path: str | None = None,
     return_text: bool | None = None,
+    *,
+    prompt_kwargs: Mapping[str, Any] | None = None,
 ) -> str | Tensor:
     """Continue `prompt` by `max_new_tokens` tokens, greedily or by seeded sampling.
 
     Returns text when the prompt was text (and the model has a tokenizer), else token ids
     [batch, pos + max_new_tokens].
     """
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature <= 0 and not greedy:
-        raise ValueError("temperature must be positive (or pass greedy=True)")
+    check_generation_args(max_new_tokens, temperature, greedy)
     as_text = isinstance(prompt, str) if return_text is None else return_text
     tokens = model._as_tokens(prompt)  # [batch, pos]
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=tokens.device).manual_seed(seed)
-    logits, state = model(tokens, return_state=True, path=path)
-    pieces = [tokens]
-    for _ in range(max_new_tokens):
-        last = logits[:, -1].float()  # [batch, d_vocab]
-        if greedy:
-            next_token = last.argmax(-1, keepdim=True)
-        else:
-            probs = torch.softmax(last / temperature, dim=-1)
-            next_token = torch.multinomial(probs, 1, generator=generator)  # [batch, 1]
-        pieces.append(next_token)
-        logits, state = model(next_token, initial_state=state, return_state=True, path=path)
-    out = torch.cat(pieces, dim=1)
+    out = continue_tokens(model, tokens, max_new_tokens, temperature, greedy, seed, path, prompt_kwargs)
     if as_text:
+        if model.tokenizer is None:
+            raise ValueError("return_text=True needs a tokenizer; this model has none")
         return model.tokenizer.decode(out[0])
     return out

@@ -112,10 +112,14 @@ def resolve_hook(model: Any, hook: str, layer: int | None = None) -> str:
 
 
 def hook_shape(model: Any, name: str) -> tuple[int, ...]:
-    """Per-position shape of hook `name`: [d_model], [d_hidden] or S6's [d_inner, d_state]."""
+    """Per-position shape of hook `name`: [d_model], [d_hidden] or S6's [d_inner, d_state].
+
+    A `transformers` adapter names its own dimensions (`model.dimension_sizes`); native models' come
+    from their config."""
     from workbench.models.mixers.base import dimension_sizes
 
-    sizes = dimension_sizes(model.cfg, batch=1, pos=1)
+    own_sizes = getattr(model, "dimension_sizes", None)
+    sizes = own_sizes(1, 1) if callable(own_sizes) else dimension_sizes(model.cfg, batch=1, pos=1)
     return tuple(sizes[d] for d in model.hook_specs()[name][0][2:])
 
 
