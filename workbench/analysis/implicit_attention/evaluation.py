@@ -87,8 +87,8 @@ def exactness_report(model: Any, tokens: Tensor | str, layers: Sequence[int] | N
 
 KERNELS = {
     "decay": "S6 / Mamba: a decay per state entry, chunked segment sums (`decay_attention`)",
-    "scalar": "Mamba2: one decay per head, the SSD matrix (C Bᵀ) ⊙ exp(segsum) (`scalar_decay_attention`)",
-    "wkv": "RWKV-4: the WKV ratio in log space (`rwkv.wkv_attention`)",
+    "scalar": "Mamba2: one decay per head, the SSD matrix (C Bᵀ) ⊙ exp(segsum), chunked (`scalar_decay_attention`)",
+    "wkv": "RWKV-4: the WKV ratio in log space, chunked, max-shifted per chunk (`rwkv.wkv_attention`)",
 }
 
 

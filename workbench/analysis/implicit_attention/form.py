@@ -15,8 +15,9 @@ initial conv state) and `init` the initial state's contribution. So y = Ã v + b
 A family module fills a `LinearForm` from a cache; this module composes maps, rows and bias
 terms for any family. Mamba2 fills it with one scalar decay per head (`log_decay` [b, H, L, 1],
 C and B per head, `head_index` naming each channel's head), so α is computed once per head as the
-SSD matrix (C Bᵀ) ⊙ exp(segsum) and shared by the head's channels. RWKV's ratio (wkv = num/den)
-has its own form in `rwkv.WKVForm` with the same methods.
+SSD matrix (C Bᵀ) ⊙ exp(segsum), chunked (`kernel.scalar_decay_attention`), and shared by the
+head's channels. RWKV's ratio (wkv = num/den) has its own form in `rwkv.WKVForm` with the same
+methods.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class LinearForm:
         if queries != L:
             return element * lead * queries * L * (3 * n + 1)
         if self.scalar_decay:
-            return scalar_decay_work_bytes(lead, L, n, element)
+            return scalar_decay_work_bytes(lead, L, n, element, chunk)
         return decay_attention_work_bytes(lead, L, n, element, chunk)
 
     def per_channel(self, x: Tensor) -> Tensor:
@@ -126,7 +127,7 @@ class LinearForm:
         if queries is not None:
             alpha = torch.stack([decay_attention_row(log_decay, C, B, int(t)) for t in queries], dim=-2)
         elif self.scalar_decay:
-            alpha = scalar_decay_attention(log_decay[..., 0], C, B)
+            alpha = scalar_decay_attention(log_decay[..., 0], C, B, chunk)
         else:
             alpha = decay_attention(log_decay, C, B, chunk)
         if inverse is not None:

@@ -14,8 +14,11 @@ v, so the layer's output is exactly linear in v:
 and Ã v + bias = r ⊙ wkv, the input of the output projection, with bias_t = r_t e^{max_{−1} −
 Σ_{m<t} w_m − log D_t} num_{−1} from the initial state. Ã is the layer's own Jacobian ∂(r⊙wkv)/∂v
 (receptance, keys and denominators do not depend on v). log D_t comes from the recorded stable
-state (num, den, max) as the library's CPU path defines it, and every entry is one exponential of a
-direct sum, so nothing overflows where the layer itself does not.
+state (num, den, max) as the library's CPU path defines it. `wkv_attention` computes the map chunk by
+chunk of positions: inside a chunk each entry is one exponential of a direct sum; across chunks an
+entry is a query factor times a key factor, each the exponential of direct sums shifted by the
+chunk's largest key (both ≤ 1 for the layer's own denominators), so nothing overflows where the
+layer itself does not.
 
 `WKVForm` has the methods of `LinearForm` that `api.attend` uses (`channels`, `core`, `compose`,
 `work_bytes`, `recur`), computing its map in log space instead of through the decay kernel.
@@ -30,22 +33,70 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from workbench.analysis.implicit_attention.kernel import DEFAULT_CHUNK, segsum
+from workbench.analysis.implicit_attention.kernel import (
+    DEFAULT_CHUNK,
+    exclusive_suffix_sum,
+    scalar_chunk_size,
+    segsum,
+    sums_between_chunks,
+)
 
 __all__ = ["RWKV", "WKVForm", "wkv_attention", "wkv_attention_naive", "wkv_attention_row"]
 
 HOOKS = ("r", "k", "v", "w", "wkv", "den", "max", "initial_num", "initial_den", "initial_max")
 
 
-def wkv_attention(k: Tensor, w: Tensor, u: Tensor, log_den: Tensor, r: Tensor) -> Tensor:
-    """Ã [..., L, L] from k, w, u, log D, r [..., L] (see module); exactly 0 above the diagonal."""
-    L = k.shape[-1]
+def _wkv_block(k: Tensor, w: Tensor, u: Tensor, log_den: Tensor, r: Tensor) -> Tensor:
+    """Ã [..., T, T] computed directly (segment sums of −w over an T×T tensor): the diagonal blocks
+    of `wkv_attention`, where T is one chunk."""
+    T = k.shape[-1]
     decay = segsum(-w)  # [..., t, j]: −Σ_{m=j+1..t} w_m, −inf above
     logits = torch.cat([torch.full_like(decay[..., :1, :], -torch.inf), decay[..., :-1, :]], dim=-2)
     logits = logits + k[..., None, :]  # row t: k_j − Σ_{m=j+1..t−1} w_m for j < t
-    index = torch.arange(L, device=k.device)
+    index = torch.arange(T, device=k.device)
     logits[..., index, index] = u + k  # the bonus on the current token
     return r[..., :, None] * torch.exp(logits - log_den[..., :, None])
+
+
+def wkv_attention(k: Tensor, w: Tensor, u: Tensor, log_den: Tensor, r: Tensor,
+                  chunk: int | None = None) -> Tensor:
+    """Ã [..., L, L] from k, w, u, log D, r [..., L] (see module); exactly 0 above the diagonal.
+
+    Chunked over positions (Q = `chunk`, default `kernel.scalar_chunk_size(L)`), as Mamba2's SSD
+    matrix is: for a query t in chunk a and a key j in an earlier chunk b the exponent splits into
+    q_t = −log D_t − Σ_{m=start(a)..t−1} w_m, the whole chunks between, and κ_j = k_j − Σ_{m=j+1..end(b)}
+    w_m. Shifting by the chunk's largest key, μ_b = max_{j∈b} κ_j, each block is an outer product
+    r_t e^{q_t + between + μ_b} · e^{κ_j − μ_b}: the key factor is ≤ 1 (no overflow where e^k would),
+    and the query factor is the block row's largest entry, ≤ 1 whenever D_t holds the keys it
+    weighs (the layer's own denominators). The diagonal blocks come from the direct form, exactly.
+    """
+    k, w, u, log_den, r = torch.broadcast_tensors(k, w, u, log_den, r)
+    lead, L = k.shape[:-1], k.shape[-1]
+    Q = max(1, min(chunk or scalar_chunk_size(L), L))
+    nc = -(-L // Q)
+    if nc == 1:
+        return _wkv_block(k, w, u, log_den, r)
+    pad = nc * Q - L
+    if pad:  # padded keys: k = −inf (weight 0, never the chunk's maximum); cropped at the end
+        k = F.pad(k, (0, pad), value=-torch.inf)
+        w, u, log_den, r = (F.pad(x, (0, pad)) for x in (w, u, log_den, r))
+    k, w, u, log_den, r = (x.reshape(*lead, nc, Q) for x in (k, w, u, log_den, r))  # [..., c, q]
+    diag = _wkv_block(k, w, u, log_den, r)  # [..., c, q, r]
+
+    # The large terms (k_j, μ_b, log D_t, each up to |k|) are differenced first, where they nearly
+    # cancel, and the decay sums added after: fewer float32 roundings at |k| than the direct form.
+    to_end = exclusive_suffix_sum(w)  # [..., b, r]: Σ_{m=j+1..end(b)} w_m
+    top = (k - to_end).amax(-1).nan_to_num(neginf=0.0)  # [..., b]: μ_b (0 for a chunk of k = −inf)
+    col = torch.exp((k - top[..., None]) - to_end)  # [..., b, r]: e^{κ_j − μ_b}
+    from_start = F.pad(w.cumsum(-1)[..., :-1], (1, 0))  # [..., a, q]: Σ_{m=start(a)..t−1} w_m
+    between = sums_between_chunks(-w.sum(-1))  # [..., a, b]: −Σ of the whole chunks between, −inf for a ≤ b
+    row = (top[..., None, None, :] - log_den[..., None]) - from_start[..., None]  # [..., a, q, b]
+    row = torch.exp(row + between[..., :, None, :]) * r[..., None]  # r_t e^{q_t + between + μ_b}
+    out = torch.empty(*lead, nc * Q, nc * Q, dtype=diag.dtype, device=diag.device)  # [..., t, j]
+    blocks = out.view(*lead, nc, Q, nc, Q)  # [..., a, q, b, r]
+    torch.mul(row[..., None], col[..., None, None, :, :], out=blocks)
+    blocks.diagonal(dim1=-4, dim2=-2).copy_(diag.movedim(-3, -1))  # view [..., q, r, c]
+    return out[..., :L, :L]
 
 
 def wkv_attention_row(k: Tensor, w: Tensor, u: Tensor, log_den: Tensor, r: Tensor, t: int) -> Tensor:
@@ -98,9 +149,15 @@ class WKVForm:
     n = 1  # one state entry per channel (for the memory estimate's defaults)
 
     def work_bytes(self, lead: int, queries: int, chunk: int | None = DEFAULT_CHUNK) -> int:
-        """Peak bytes of `core` for `lead` maps: segment sums, logits, their exp (estimated)."""
+        """Peak bytes of `core` for `lead` maps (estimated): for rows, the cumulative sums, logits and
+        their exp; for the full map, the map and its cropped copy, the diagonal blocks' segment
+        sums, logits and exp, and the block factors."""
         L = self.shape[2]
-        return self.value.element_size() * lead * (queries * L * 4 if queries != L else 6 * L * L)
+        if queries != L:
+            return self.value.element_size() * lead * queries * L * 4
+        Q = max(1, min(chunk or scalar_chunk_size(L), L))
+        Lp = -(-L // Q) * Q
+        return self.value.element_size() * lead * (2 * Lp * Lp + 6 * Lp * Q + 2 * Lp * (Lp // Q) + 12 * Lp)
 
     def channels(self, index: Tensor) -> WKVForm:
         def pick(t: Tensor) -> Tensor:
@@ -115,7 +172,7 @@ class WKVForm:
         """Ã restricted to rows `queries` (all when None): [b, d, q, L]."""
         args = (self.k, self.w, self.u.expand_as(self.k), self.log_den, self.r)
         if queries is None:
-            return wkv_attention(*args)
+            return wkv_attention(*args, chunk=chunk)
         return torch.stack([wkv_attention_row(*args, int(t)) for t in queries], dim=-2)
 
     def bias(self) -> Tensor:
