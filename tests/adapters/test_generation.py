@@ -157,3 +157,15 @@ def test_bad_input_gives_clear_errors(family):
         with pytest.raises(ValueError, match="cannot generate from a padded batch"):
             model.generate(ids, 3, attention_mask=padded)
     assert torch.equal(model.generate(ids, 0), ids)  # nothing to add: the prompt back
+
+
+def test_the_docs_generation_example_runs(capsys):
+    """docs/adapters.md's generation example, executed as written."""
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "adapters.md").read_text()
+    section = doc.split("## Generation", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "docs/adapters.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert printed.count("[[") == 3, printed
