@@ -116,6 +116,22 @@ def test_wkv_float32_map_is_finite_and_as_exact_as_the_direct_form_where_exp_k_o
         assert (fast.double() - exact).abs().max() <= max(float(direct), 1e-6)
 
 
+@pytest.mark.parametrize("L", [1, 2, 3, 11])
+def test_causal_conv_on_the_right_is_the_product_with_the_conv_matrix(L):
+    """P · Conv with Conv[j, m] = w[k−1−(j−m)] for 0 ≤ j − m < k (causal depthwise conv), also when
+    the text is shorter than the conv."""
+    from workbench.analysis.implicit_attention.form import causal_conv_right
+
+    g = torch.Generator().manual_seed(4)
+    P = torch.randn(2, 3, 5, L, generator=g, dtype=torch.float64)  # [b, d, q, L]
+    weight = torch.randn(3, 4, generator=g, dtype=torch.float64)  # [d, k]
+    conv = torch.zeros(3, L, L, dtype=torch.float64)  # [d, j, m]
+    for j in range(L):
+        for m in range(max(0, j - 3), j + 1):
+            conv[:, j, m] = weight[:, 3 - (j - m)]
+    assert (causal_conv_right(P, weight) - P @ conv).abs().max() < 1e-12
+
+
 transformers = pytest.importorskip("transformers")
 
 from workbench.analysis.implicit_attention import FAMILIES, implicit_attention  # noqa: E402

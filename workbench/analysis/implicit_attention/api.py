@@ -281,7 +281,7 @@ def attend(form: LinearForm, *, channels: Tensor | None = None, queries: Tensor 
             contribution = (maps * part.value[:, :, None, :]).pow(2).sum(1)
         total = contribution if total is None else total + contribution
     if aggregate == "none":
-        maps = torch.cat(pieces, dim=1)
+        maps = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
     elif aggregate == "gradient":
         maps = total / nd
     elif aggregate == "norm":

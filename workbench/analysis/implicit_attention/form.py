@@ -141,7 +141,7 @@ class LinearForm:
             rows = torch.arange(queries.shape[0], device=alpha.device)
             alpha[..., rows, queries] += self.skip[..., queries]
         if self.col_scale is not None:
-            alpha = alpha * self.col_scale[..., None, :]
+            alpha = _scale(alpha, self.col_scale[..., None, :])
         return alpha
 
     def compose(self, alpha: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
@@ -158,7 +158,7 @@ class LinearForm:
             bias = bias + term[..., queries]
         if self.row_scale is not None:
             scale = self.row_scale[..., queries]  # [b, d, q]
-            P, bias = P * scale[..., None], bias * scale
+            P, bias = _scale(P, scale[..., None]), bias * scale
         return P, bias
 
 
@@ -197,11 +197,21 @@ class LinearForm:
         return self.row_scale * y if self.row_scale is not None else y
 
 
+def _scale(P: Tensor, factor: Tensor) -> Tensor:
+    """P ⊙ factor, in place when P already has the broadcast shape (P is the kernel's fresh map, so
+    no L×L copy is made; at L = 1024 each copy of a map costs as much as the map's own kernel)."""
+    if torch.broadcast_shapes(P.shape, factor.shape) == P.shape:
+        return P.mul_(factor)
+    return P * factor
+
+
 def causal_conv_right(P: Tensor, weight: Tensor) -> Tensor:
-    """P · Conv for a causal depthwise conv: out[.., t, m] = Σ_s P[.., t, m+s] w[k−1−s]; P [b,d,q,L]."""
+    """P · Conv for a causal depthwise conv: out[.., t, m] = Σ_s P[.., t, m+s] w[k−1−s]; P [b,d,q,L].
+
+    One new map and k in-place passes (a shifted multiply-add per tap), no padded copy."""
     k, L = weight.shape[-1], P.shape[-1]
-    padded = F.pad(P, (0, k - 1))  # [b, d, q, L+k−1]
-    out = torch.zeros_like(P)
-    for s in range(k):  # k is the conv width (4): a few passes, each vectorised over everything
-        out = out + padded[..., s : s + L] * weight[None, :, None, k - 1 - s, None]
+    taps = weight[None, :, None, :]  # [1, d, 1, k]
+    out = P * taps[..., k - 1 : k]  # s = 0
+    for s in range(1, min(k, L)):  # k is the conv width (4): columns m < L − s receive P[.., m + s]
+        out[..., : L - s].addcmul_(P[..., s:], taps[..., k - 1 - s : k - s])
     return out
