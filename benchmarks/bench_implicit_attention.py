@@ -34,6 +34,7 @@ def main() -> None:
     naive_max = 64 if args.quick else args.naive_max
     print(f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} cores; "
           f"{args.channels} channels, d_state {args.d_state}, float32")
+    print("load average (1, 5, 15 min) at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     for kernel in args.kernels:
         table = benchmark_naive(lengths, channels=args.channels, n=args.d_state, naive_max_length=naive_max,
                                 repeats=3, kernel=kernel)
@@ -42,6 +43,7 @@ def main() -> None:
         for row in table.itertuples():
             mark = " (naive extrapolated)" if row.naive_extrapolated else ""
             print(f"{row.length:>6} {row.fast_s:>10.4f} {row.naive_s:>11.2f} {row.ratio:>9.0f}x{mark}")
+    print("\nload average (1, 5, 15 min) at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":
