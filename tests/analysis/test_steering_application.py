@@ -145,10 +145,14 @@ def test_steered_generation_equals_a_manual_step_loop(family, greedy):
 def test_generation_agrees_with_one_steered_forward_pass(planted):
     v = contrastive_vector(planted, POSITIVE, NEGATIVE, "c", layer=0)
     prompt = tokens("x = 1")
-    steer = Steer(v, 1.5, positions=slice(-2, None))  # from the prompt's second-to-last token on
+    # from the prompt's second-to-last token on, as an absolute position: a negative index counts from
+    # the end of the prompt, and the forward pass below sees the whole output as its prompt
+    steer = Steer(v, 1.5, positions=slice(prompt.shape[1] - 2, None))
     out = generate_steered(planted, prompt, steer, 10, greedy=True)
     logits = run_steered(planted, out, steer)
     assert torch.equal(logits[0, prompt.shape[1] - 1 : -1].argmax(-1), out[0, prompt.shape[1]:])
+    unsteered = generate_steered(planted, prompt, Steer(v, 0.0), 10, greedy=True)
+    assert not torch.equal(unsteered, out)  # the steering changed what was generated
 
 
 def test_steering_context_restores_the_model(planted):
