@@ -66,11 +66,11 @@ class EmptyInputError(ValueError):
 class SequenceTooLongError(ValueError):
     """An input longer than the `max_length` the caller set as a guard."""
 
-    def __init__(self, length: int, max_length: int):
+    def __init__(self, length: int, max_length: int, unit: str = "characters"):
         self.length = length
         self.max_length = max_length
         super().__init__(
-            f"input has {length} characters, more than max_length={max_length}; "
+            f"input has {length} {unit}, more than max_length={max_length}; "
             "shorten it or raise max_length"
         )
 

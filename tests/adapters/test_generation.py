@@ -3,12 +3,14 @@ that steer what is generated, and clear errors, for every family on tiny random 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from workbench.adapters import from_transformers
-from workbench.analysis.steering import Steer, SteeringVector, generate_steered, run_steered
-from workbench.errors import EmptyInputError
+from workbench.analysis.steering import Steer, SteeringVector, contrastive_vector, generate_steered, run_steered
+from workbench.analysis.steering.evaluation import generation_rate, target_probability
+from workbench.errors import EmptyInputError, SequenceTooLongError
 
 from .conftest import tiny, tokens
 from .test_loading import word_tokenizer
@@ -169,3 +171,25 @@ def test_the_docs_generation_example_runs(capsys):
     exec(compile(code, "docs/adapters.md", "exec"), {})
     printed = capsys.readouterr().out
     assert printed.count("[[") == 3, printed
+
+
+def test_steering_evaluation_runs_on_an_adapter_with_its_tokenizer(tmp_path):
+    """The steering module speaks `tokenizer.encode`; the adapters' tokenizer offers it, so contrastive
+    vectors, target probabilities and generation rates work on a checkpoint with a subword tokenizer."""
+    tiny("mamba").save_pretrained(tmp_path)
+    word_tokenizer().save_pretrained(tmp_path)
+    model = from_transformers(tmp_path)
+    assert model.tokenizer.encode("w1 w2 w3").tolist() == [1, 2, 3]
+    with pytest.raises(SequenceTooLongError, match="3 tokens, more than max_length=2"):
+        model.tokenizer.encode("w1 w2 w3", max_length=2)
+    vector = contrastive_vector(model, ["w1 w2", "w3 w1"], ["w7 w8", "w9 w7"], "resid_post", layer=0)
+    prompts = ["w1 w2 w3", "w4 w5"]
+    with torch.no_grad():
+        logits = model(model.to_tokens("w1 w2 w3"))
+    expected = logits[0, -1].softmax(-1)[[5, 6]].sum()
+    plain = target_probability(model, prompts, "w5 w6")
+    assert plain[0] == pytest.approx(float(expected), rel=1e-5)
+    steered = target_probability(model, prompts, "w5 w6", [Steer(vector, 8.0)])
+    assert not np.allclose(plain, steered)
+    rates = generation_rate(model, prompts, "w5 w6", max_new_tokens=6, greedy=True)
+    assert rates.shape == (2,) and ((rates >= 0) & (rates <= 1)).all()

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from workbench.errors import EmptyInputError
+from workbench.errors import EmptyInputError, SequenceTooLongError
 
 # transformers class name -> (adapter module, adapter class)
 ADAPTERS: dict[str, tuple[str, str]] = {
@@ -78,6 +78,17 @@ class TransformersTokenizer:
             raise ValueError("texts in one batch must have the same length in tokens; tokenize them "
                              "with model.tokenizer.tokenizer(..., padding=True) and pass attention_mask")
         return torch.tensor(rows, dtype=torch.long)
+
+    def encode(self, text: str, unknown: str | None = None, max_length: int | None = None) -> Tensor:
+        """text -> ids [pos]: the native tokenizers' surface, which the steering and lens code call.
+        `unknown` is accepted for that surface and changes nothing (a subword tokenizer maps any
+        text, unknown pieces to its own unk token); `max_length` counts tokens."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode takes a str, got {type(text).__name__}")
+        ids = self.to_tokens(text)[0]  # [pos]
+        if max_length is not None and len(ids) > max_length:
+            raise SequenceTooLongError(len(ids), max_length, unit="tokens")
+        return ids
 
     def to_str_tokens(self, tokens: Tensor) -> list[str]:
         """One display string per token of the first row."""
