@@ -995,6 +995,51 @@ def compiled_causal_conv_silu(
     return out, new_state
 
 
+def _check_rnn_call(
+    name: str, family: str, n_gates: int, x: Tensor, states: dict[str, Tensor], weight_ih: Tensor,
+    weight_hh: Tensor, biases: tuple[Tensor | None, Tensor | None],
+) -> tuple[ModuleType, int, int, int]:
+    """The loaded kernels and (batch, pos, H) of a recording-loop call, after checking its shapes
+    (weights [n_gates·H, d_in] and [n_gates·H, H], states [batch, H], biases [n_gates·H] or None)
+    and that x is a CPU float32 / float64 tensor; raises with every shape named otherwise."""
+    module = _load()
+    if module is None:
+        raise RuntimeError("compiled CPU kernels are unavailable (see compiled_kernels_available())")
+    rows_name = "H" if n_gates == 1 else f"{n_gates}H"
+    if x.dim() != 3 or weight_hh.dim() != 2:
+        raise ValueError(f"x must be [batch, pos, d_in] and weight_hh [{rows_name}, H], got {tuple(x.shape)}, "
+                         f"{tuple(weight_hh.shape)}")
+    batch, _, d_in = x.shape
+    hidden = weight_hh.shape[1]
+    rows = n_gates * hidden
+    shapes_fit = (
+        weight_hh.shape == (rows, hidden) and weight_ih.shape == (rows, d_in)
+        and all(s.shape == (batch, hidden) for s in states.values())
+        and all(b is None or b.shape == (rows,) for b in biases)
+    )
+    if not shapes_fit:
+        named_states = ", ".join(f"{k} {tuple(v.shape)}" for k, v in states.items())
+        raise ValueError(
+            f"shapes do not fit {family}: x {tuple(x.shape)}, {named_states}, "
+            f"weight_ih {tuple(weight_ih.shape)}, weight_hh {tuple(weight_hh.shape)}"
+        )
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{name} runs on CPU float32/float64, got {x.device} {x.dtype}")
+    return module, batch, x.shape[1], hidden
+
+
+def _recurrent_operands(weight_hh: Tensor, batch: int, length: int, hidden: int) -> tuple[Tensor | None, object]:
+    """How the loop forms h_{t-1} W_hh^T: (W_hh^T for the in-place loop that streams it once per step,
+    used for small batches where a matmul call costs more than the product; else None) and (the
+    oneDNN-prepacked weight for the other sizes, or None where at::mm serves)."""
+    from .rnn_recording import StepMatmul
+
+    small = batch <= SMALL_BATCH and hidden <= SMALL_BATCH_MAX_HIDDEN
+    weight_t = weight_hh.T.contiguous() if small else None  # [H, n_gates·H]
+    packed = StepMatmul(weight_hh, batch).packed if length > 0 and not small else None
+    return weight_t, packed
+
+
 def compiled_lstm_forward_recording(
     x: Tensor,
     h0: Tensor,
@@ -1013,28 +1058,11 @@ def compiled_lstm_forward_recording(
     x: [batch, pos, d_in]; h0, c0: [batch, H]; weight_ih: [4H, d_in]; weight_hh: [4H, H]; biases:
     [4H] or None. Returns {"i", "f", "g", "o", "c", "h"}, each [batch, pos, H] (the gates: column
     slices of one [batch, pos, 4H] buffer). CPU, float32 / float64, no autograd."""
-    from .rnn_recording import StepMatmul, _bias, _input_projection
+    from .rnn_recording import _bias, _input_projection
 
-    module = _load()
-    if module is None:
-        raise RuntimeError("compiled CPU kernels are unavailable (see compiled_kernels_available())")
-    if x.dim() != 3 or weight_hh.dim() != 2:
-        raise ValueError(f"x must be [batch, pos, d_in] and weight_hh [4H, H], got {tuple(x.shape)}, "
-                         f"{tuple(weight_hh.shape)}")
-    batch, length, d_in = x.shape
-    hidden = weight_hh.shape[1]
-    shapes_fit = (
-        weight_hh.shape == (4 * hidden, hidden) and weight_ih.shape == (4 * hidden, d_in)
-        and h0.shape == (batch, hidden) and c0.shape == (batch, hidden)
-        and all(b is None or b.shape == (4 * hidden,) for b in (bias_ih, bias_hh))
-    )
-    if not shapes_fit:
-        raise ValueError(
-            f"shapes do not fit an LSTM: x {tuple(x.shape)}, h0 {tuple(h0.shape)}, c0 {tuple(c0.shape)}, "
-            f"weight_ih {tuple(weight_ih.shape)}, weight_hh {tuple(weight_hh.shape)}"
-        )
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"compiled_lstm_forward_recording runs on CPU float32/float64, got {x.device} {x.dtype}")
+    module, batch, length, hidden = _check_rnn_call(
+        "compiled_lstm_forward_recording", "an LSTM", 4, x, {"h0": h0, "c0": c0}, weight_ih, weight_hh,
+        (bias_ih, bias_hh))
     dtype = x.dtype
     with torch.no_grad():
         weight_ih, weight_hh = weight_ih.to(dtype), weight_hh.to(dtype).contiguous()
@@ -1042,11 +1070,7 @@ def compiled_lstm_forward_recording(
         gates = _input_projection(x.contiguous(), weight_ih, bias)  # [batch, pos, 4H], becomes i, f, g, o
         cells = recording_buffer((batch, length, hidden), dtype, "cpu")  # [batch, pos, H]
         hiddens = recording_buffer((batch, length, hidden), dtype, "cpu")
-        # small batches: the product h W_hh^T added in place by a loop streaming W_hh^T once per step (a
-        # matmul call costs more than the product there); else oneDNN with the weight prepacked, or at::mm
-        small = batch <= SMALL_BATCH and hidden <= SMALL_BATCH_MAX_HIDDEN
-        weight_t = weight_hh.T.contiguous() if small else None  # [H, 4H]
-        packed = StepMatmul(weight_hh, batch).packed if length > 0 and not small else None
+        weight_t, packed = _recurrent_operands(weight_hh, batch, length, hidden)
         h0, c0 = h0.detach().to(dtype).contiguous(), c0.detach().to(dtype).contiguous()
         if length > 0 and batch > 0:
             module.lstm_recording_forward(gates, h0, c0, weight_hh, packed, weight_t, cells, hiddens)
@@ -1071,28 +1095,10 @@ def compiled_gru_forward_recording(
     that writes r, z, n and h in place. x: [batch, pos, d_in]; h0: [batch, H]; weight_ih: [3H, d_in];
     weight_hh: [3H, H]; biases: [3H] or None. Returns {"r", "z", "n", "h"}, each [batch, pos, H]
     (r, z, n: column slices of one [batch, pos, 3H] buffer). CPU, float32 / float64, no autograd."""
-    from .rnn_recording import StepMatmul, _input_projection
+    from .rnn_recording import _input_projection
 
-    module = _load()
-    if module is None:
-        raise RuntimeError("compiled CPU kernels are unavailable (see compiled_kernels_available())")
-    if x.dim() != 3 or weight_hh.dim() != 2:
-        raise ValueError(f"x must be [batch, pos, d_in] and weight_hh [3H, H], got {tuple(x.shape)}, "
-                         f"{tuple(weight_hh.shape)}")
-    batch, length, d_in = x.shape
-    hidden = weight_hh.shape[1]
-    shapes_fit = (
-        weight_hh.shape == (3 * hidden, hidden) and weight_ih.shape == (3 * hidden, d_in)
-        and h0.shape == (batch, hidden)
-        and all(b is None or b.shape == (3 * hidden,) for b in (bias_ih, bias_hh))
-    )
-    if not shapes_fit:
-        raise ValueError(
-            f"shapes do not fit a GRU: x {tuple(x.shape)}, h0 {tuple(h0.shape)}, "
-            f"weight_ih {tuple(weight_ih.shape)}, weight_hh {tuple(weight_hh.shape)}"
-        )
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"compiled_gru_forward_recording runs on CPU float32/float64, got {x.device} {x.dtype}")
+    module, batch, length, hidden = _check_rnn_call(
+        "compiled_gru_forward_recording", "a GRU", 3, x, {"h0": h0}, weight_ih, weight_hh, (bias_ih, bias_hh))
     dtype = x.dtype
     with torch.no_grad():
         weight_ih, weight_hh = weight_ih.to(dtype), weight_hh.to(dtype).contiguous()
@@ -1100,9 +1106,7 @@ def compiled_gru_forward_recording(
         bias_hh = None if bias_hh is None else bias_hh.to(dtype).contiguous()
         gates = _input_projection(x.contiguous(), weight_ih, bias_ih)  # [batch, pos, 3H], becomes r, z, n
         hiddens = recording_buffer((batch, length, hidden), dtype, "cpu")  # [batch, pos, H]
-        small = batch <= SMALL_BATCH and hidden <= SMALL_BATCH_MAX_HIDDEN
-        weight_t = weight_hh.T.contiguous() if small else None  # [H, 3H]
-        packed = StepMatmul(weight_hh, batch).packed if length > 0 and not small else None
+        weight_t, packed = _recurrent_operands(weight_hh, batch, length, hidden)
         h0 = h0.detach().to(dtype).contiguous()
         if length > 0 and batch > 0:
             module.gru_recording_forward(gates, h0, weight_hh, bias_hh, packed, weight_t, hiddens)
@@ -1126,36 +1130,18 @@ def compiled_elman_forward_recording(
     W_hh^T once; else oneDNN with the weight prepacked, or at::mm) and one pass writing h.
     x: [batch, pos, d_in]; h0: [batch, H]; weight_ih: [H, d_in]; weight_hh: [H, H]; biases: [H] or
     None. Returns {"pre", "h"}, each [batch, pos, H]. CPU, float32 / float64, no autograd."""
-    from .rnn_recording import StepMatmul, _bias, _input_projection
+    from .rnn_recording import _bias, _input_projection
 
-    module = _load()
-    if module is None:
-        raise RuntimeError("compiled CPU kernels are unavailable (see compiled_kernels_available())")
-    if x.dim() != 3 or weight_hh.dim() != 2:
-        raise ValueError(f"x must be [batch, pos, d_in] and weight_hh [H, H], got {tuple(x.shape)}, "
-                         f"{tuple(weight_hh.shape)}")
-    batch, length, d_in = x.shape
-    hidden = weight_hh.shape[1]
-    shapes_fit = (
-        weight_hh.shape == (hidden, hidden) and weight_ih.shape == (hidden, d_in) and h0.shape == (batch, hidden)
-        and all(b is None or b.shape == (hidden,) for b in (bias_ih, bias_hh))
-    )
-    if not shapes_fit:
-        raise ValueError(
-            f"shapes do not fit an Elman RNN: x {tuple(x.shape)}, h0 {tuple(h0.shape)}, "
-            f"weight_ih {tuple(weight_ih.shape)}, weight_hh {tuple(weight_hh.shape)}"
-        )
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"compiled_elman_forward_recording runs on CPU float32/float64, got {x.device} {x.dtype}")
+    module, batch, length, hidden = _check_rnn_call(
+        "compiled_elman_forward_recording", "an Elman RNN", 1, x, {"h0": h0}, weight_ih, weight_hh,
+        (bias_ih, bias_hh))
     dtype = x.dtype
     with torch.no_grad():
         weight_ih, weight_hh = weight_ih.to(dtype), weight_hh.to(dtype).contiguous()
         bias = _bias(*(None if b is None else b.to(dtype) for b in (bias_ih, bias_hh)))
         pres = _input_projection(x.contiguous(), weight_ih, bias)  # [batch, pos, H], becomes pre
         hiddens = recording_buffer((batch, length, hidden), dtype, "cpu")  # [batch, pos, H]
-        small = batch <= SMALL_BATCH and hidden <= SMALL_BATCH_MAX_HIDDEN
-        weight_t = weight_hh.T.contiguous() if small else None  # [H, H]
-        packed = StepMatmul(weight_hh, batch).packed if length > 0 and not small else None
+        weight_t, packed = _recurrent_operands(weight_hh, batch, length, hidden)
         h0 = h0.detach().to(dtype).contiguous()
         if length > 0 and batch > 0:
             module.elman_recording_forward(pres, h0, weight_hh, packed, weight_t, hiddens)
