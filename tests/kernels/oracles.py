@@ -1,11 +1,53 @@
-"""Readable oracles shared by the kernel tests: torch.nn's LSTM/GRU equations one step at a time,
-Mamba-like S6 inputs, and the tolerance per dtype."""
+"""Readable oracles shared by the kernel tests: torch.nn's Elman/LSTM/GRU equations one step at a
+time, Mamba-like S6 inputs, the tolerance per dtype, the random RNN sizes the recording-loop tests
+draw, and the skip for machines that cannot build the compiled kernels."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import pytest
 import torch
+from hypothesis import strategies as st
+
+from workbench.kernels import cpu_compiled
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+# Sizes for the recording-loop tests: batch <= 4 takes the in-place product loop, above a matmul per
+# step; hidden 60-80 crosses the vector width and block edges.
+RNN_CASES = {
+    "seed": st.integers(0, 2**31),
+    "batch": st.sampled_from([1, 2, 4, 5, 9]),
+    "pos": st.one_of(st.just(1), st.integers(1, 30)),
+    "d_in": st.integers(1, 12),
+    "hidden": st.one_of(st.integers(1, 9), st.integers(60, 80)),
+    "bias": st.booleans(),
+    "dtype": st.sampled_from([torch.float32, torch.float64]),
+}
+
+
+def require_compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
+    """`kernel`, or a skip where the compiled kernels are switched off or cannot be built here."""
+    if cpu_compiled.os.environ.get(cpu_compiled.DISABLE_ENV, "") not in ("", "0"):
+        pytest.skip(f"{cpu_compiled.DISABLE_ENV} is set: compiled kernels disabled")
+    if not cpu_compiled.compiled_kernels_available():
+        pytest.skip("the compiled CPU kernel could not be built (no C++ compiler or ninja?)")
+    return kernel
+
+
+def elman_steps(x, h0, w_ih, w_hh, b_ih, b_hh):
+    """torch.nn.RNN's (tanh) equations, one position at a time: pre_t = W_ih x_t + b_ih + W_hh h_{t-1}
+    + b_hh, h_t = tanh(pre_t); {"pre", "h"}, each [batch, pos, H]."""
+    h, pres, hs = h0, [], []
+    for t in range(x.shape[1]):
+        pre = x[:, t] @ w_ih.T + h @ w_hh.T
+        pre = pre + (b_ih if b_ih is not None else 0) + (b_hh if b_hh is not None else 0)
+        h = torch.tanh(pre)
+        pres.append(pre)
+        hs.append(h)
+    return {"pre": torch.stack(pres, dim=1), "h": torch.stack(hs, dim=1)}
 
 
 def lstm_steps(x, h0, c0, w_ih, w_hh, b_ih, b_hh):

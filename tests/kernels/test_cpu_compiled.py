@@ -23,17 +23,13 @@ from workbench.models.config import RecurrentConfig
 from workbench.models.mixers import MIXERS
 from workbench.models.recurrence import record_every_hook
 
-from .oracles import TOL, gru_steps, lstm_steps, s6_inputs
+from .oracles import RNN_CASES, TOL, gru_steps, lstm_steps, require_compiled, s6_inputs
 
 
 @pytest.fixture(scope="module")
 def kernel():
     """Build (or load) the extension once for this module; skip if it cannot be built here."""
-    if cpu_compiled.os.environ.get(cpu_compiled.DISABLE_ENV, "") not in ("", "0"):
-        pytest.skip(f"{cpu_compiled.DISABLE_ENV} is set: compiled kernels disabled")
-    if not compiled_kernels_available():
-        pytest.skip("the compiled CPU kernel could not be built (no C++ compiler or ninja?)")
-    return compiled_selective_scan
+    return require_compiled(compiled_selective_scan)
 
 
 @settings(max_examples=40, deadline=None)
@@ -205,15 +201,7 @@ def test_compiled_conv_silu_rejects_bad_shapes(kernel):
 
 
 @settings(max_examples=30, deadline=None)
-@given(
-    seed=st.integers(0, 2**31),
-    batch=st.sampled_from([1, 2, 4, 5, 9]),  # <= 4: the in-place product loop; above: a matmul per step
-    pos=st.one_of(st.just(1), st.integers(1, 30)),
-    d_in=st.integers(1, 12),
-    hidden=st.one_of(st.integers(1, 9), st.integers(60, 80)),
-    bias=st.booleans(),
-    dtype=st.sampled_from([torch.float32, torch.float64]),
-)
+@given(**RNN_CASES)
 def test_compiled_lstm_recording_matches_the_equations(kernel, seed, batch, pos, d_in, hidden, bias, dtype):
     torch.manual_seed(seed)
     rnn = torch.nn.LSTM(d_in, hidden, batch_first=True, bias=bias).to(dtype)
@@ -267,15 +255,7 @@ def test_lstm_mixer_records_through_the_compiled_loop(kernel, monkeypatch):
 
 
 @settings(max_examples=30, deadline=None)
-@given(
-    seed=st.integers(0, 2**31),
-    batch=st.sampled_from([1, 2, 4, 5, 9]),  # <= 4: the in-place product loop; above: a matmul per step
-    pos=st.one_of(st.just(1), st.integers(1, 30)),
-    d_in=st.integers(1, 12),
-    hidden=st.one_of(st.integers(1, 9), st.integers(60, 80)),
-    bias=st.booleans(),
-    dtype=st.sampled_from([torch.float32, torch.float64]),
-)
+@given(**RNN_CASES)
 def test_compiled_gru_recording_matches_the_equations(kernel, seed, batch, pos, d_in, hidden, bias, dtype):
     torch.manual_seed(seed)
     rnn = torch.nn.GRU(d_in, hidden, batch_first=True, bias=bias).to(dtype)

@@ -11,49 +11,24 @@ from __future__ import annotations
 import pytest
 import torch
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from workbench.kernels import cpu_compiled
-from workbench.kernels.cpu_compiled import compiled_elman_forward_recording, compiled_kernels_available
+from workbench.kernels.cpu_compiled import compiled_elman_forward_recording
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers import MIXERS
 from workbench.models.recurrence import record_every_hook
 
-from .oracles import TOL
+from .oracles import RNN_CASES, TOL, elman_steps, require_compiled
 
 
 @pytest.fixture(scope="module")
 def kernel():
     """Build (or load) the extension once for this module; skip if it cannot be built here."""
-    if cpu_compiled.os.environ.get(cpu_compiled.DISABLE_ENV, "") not in ("", "0"):
-        pytest.skip(f"{cpu_compiled.DISABLE_ENV} is set: compiled kernels disabled")
-    if not compiled_kernels_available():
-        pytest.skip("the compiled CPU kernel could not be built (no C++ compiler or ninja?)")
-    return compiled_elman_forward_recording
-
-
-def elman_steps(x, h0, w_ih, w_hh, b_ih, b_hh):
-    """The step equations, one position at a time: pre_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh."""
-    h, pres, hs = h0, [], []
-    for t in range(x.shape[1]):
-        pre = x[:, t] @ w_ih.T + h @ w_hh.T
-        pre = pre + (b_ih if b_ih is not None else 0) + (b_hh if b_hh is not None else 0)
-        h = torch.tanh(pre)
-        pres.append(pre)
-        hs.append(h)
-    return {"pre": torch.stack(pres, dim=1), "h": torch.stack(hs, dim=1)}
+    return require_compiled(compiled_elman_forward_recording)
 
 
 @settings(max_examples=30, deadline=None)
-@given(
-    seed=st.integers(0, 2**31),
-    batch=st.sampled_from([1, 2, 4, 5, 9]),  # <= 4: the in-place product loop; above: a matmul per step
-    pos=st.one_of(st.just(1), st.integers(1, 30)),
-    d_in=st.integers(1, 12),
-    hidden=st.one_of(st.integers(1, 9), st.integers(60, 80)),
-    bias=st.booleans(),
-    dtype=st.sampled_from([torch.float32, torch.float64]),
-)
+@given(**RNN_CASES)
 def test_compiled_elman_recording_matches_the_equations(kernel, seed, batch, pos, d_in, hidden, bias, dtype):
     torch.manual_seed(seed)
     rnn = torch.nn.RNN(d_in, hidden, batch_first=True, bias=bias).to(dtype)

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 from workbench.kernels import cpu_compiled, g, linear_scan_reference
 from workbench.kernels.cpu_compiled import (
-    compiled_kernels_available,
     compiled_linear_scan,
     compiled_mingru_gates_scan,
     compiled_minlstm_gates_scan,
@@ -26,7 +25,7 @@ from workbench.models.config import RecurrentConfig
 from workbench.models.mixers import MIXERS
 from workbench.models.recurrence import record_every_hook
 
-from .oracles import TOL
+from .oracles import TOL, require_compiled
 
 WIDTHS = st.one_of(st.integers(1, 9), st.integers(15, 17), st.integers(60, 140))  # partial vectors and blocks
 
@@ -34,11 +33,7 @@ WIDTHS = st.one_of(st.integers(1, 9), st.integers(15, 17), st.integers(60, 140))
 @pytest.fixture(scope="module")
 def kernel():
     """Build (or load) the extension once for this module; skip if it cannot be built here."""
-    if cpu_compiled.os.environ.get(cpu_compiled.DISABLE_ENV, "") not in ("", "0"):
-        pytest.skip(f"{cpu_compiled.DISABLE_ENV} is set: compiled kernels disabled")
-    if not compiled_kernels_available():
-        pytest.skip("the compiled CPU kernel could not be built (no C++ compiler or ninja?)")
-    return compiled_linear_scan
+    return require_compiled(compiled_linear_scan)
 
 
 # 1 thread: whole rows per task; 2: the rows of a batch of 1 are cut into channel blocks
