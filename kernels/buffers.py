@@ -1,4 +1,4 @@
-"""Output buffers for large recordings on CPU: huge-page mappings, kept and reused after they are freed.
+"""Output buffers for large recordings on CPU: mappings that fault in cheaply, kept and reused once freed.
 
 A recording writes each byte of its cache once, into memory it has just allocated. On Linux every
 fresh 4 KiB page costs a page fault on first write, and on the 2-core VM this project is measured on
@@ -8,8 +8,11 @@ fault per 2 MiB). Huge pages are not always cheap either: with THP `defrag = mad
 default) the kernel compacts memory on the faulting thread, and a fresh 2 GiB S6 state buffer took
 2.3-4.1 s to fill there, against 0.04 s for the same mapping reused.
 
-So `recording_buffer` hands out anonymous huge-page mappings for CPU outputs of at least
-HUGE_PAGE_MIN_BYTES, and when the last tensor viewing one is freed the mapping goes to a pool
+So `recording_buffer` hands out anonymous mappings for CPU outputs of at least HUGE_PAGE_MIN_BYTES:
+advised as huge pages up to HUGE_PAGE_MAX_BYTES (a 32 MiB fill: 2.3-3.6 ms against 12 ms), and above
+that populated up front with MADV_POPULATE_WRITE, in address order (the S6 scan writes its states
+in a scattered order, and faulting them there made a first 2 GiB recording take 3.8 s; populated,
+1.1-2.5 s). When the last tensor viewing a buffer is freed the mapping goes to a pool
 instead of back to the OS; the next recording of a similar size reuses it, already faulted in
 (what a caching allocator does; researchers re-run the same analysis many times). The pool holds at
 most `pool_limit_bytes()` (a quarter of physical memory, at most 8 GiB; WORKBENCH_BUFFER_POOL_MB
@@ -43,6 +46,10 @@ __all__ = [
 ]
 
 HUGE_PAGE_MIN_BYTES = 8 << 20  # below this the fault savings are small next to the mmap call
+# Above this, huge pages are not advised: finding hundreds of free 2 MiB pages can stall the faulting
+# thread in memory compaction (THP defrag=madvise); such mappings are populated instead (below).
+HUGE_PAGE_MAX_BYTES = 64 << 20
+MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux >= 5.14
 # Successive mappings start their data 0, 320, 640, ... bytes in (64-byte steps, cycling below 4 KiB).
 # Equal-sized buffers mapped back to back are otherwise exactly a power of two apart, and a kernel
 # streaming several of them hits the same cache sets: the minGRU gates + scan at 3 x 256 MiB ran at
@@ -134,9 +141,15 @@ def _new_mapping(nbytes: int) -> _Mapping | None:
         _mappings_made += 1
     try:
         memory = mmap.mmap(-1, offset + nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        memory.madvise(mmap.MADV_HUGEPAGE)
     except (OSError, ValueError):
         return None
+    try:
+        if nbytes <= HUGE_PAGE_MAX_BYTES:
+            memory.madvise(mmap.MADV_HUGEPAGE)
+        else:  # fault every page in now, in address order, rather than in the kernel's scattered order
+            memory.madvise(MADV_POPULATE_WRITE)
+    except (OSError, ValueError):  # an older kernel without the advice: pages fault on first write
+        pass
     return _Mapping(memory, offset)
 
 

@@ -60,6 +60,17 @@ def test_equal_buffers_start_at_staggered_addresses():
     assert all(t.data_ptr() % 64 == 0 for t in live)  # whole cache lines, aligned for any vector width
 
 
+def test_a_buffer_above_the_huge_page_size_is_populated_and_pooled():
+    shape = ((buffers.HUGE_PAGE_MAX_BYTES >> 2) + 1000,)  # just over the cap, in float32
+    big = recording_buffer(shape, torch.float32, "cpu")
+    big.fill_(3.0)
+    assert float(big[-1]) == 3.0 and big.numel() == shape[0]
+    address = big.data_ptr()
+    del big
+    again = recording_buffer(shape, torch.float32, "cpu")
+    assert again.data_ptr() == address
+
+
 def test_pool_picks_a_close_size_and_respects_its_limit(monkeypatch):
     big = recording_buffer((4, 4 << 20), torch.float32, "cpu")  # 64 MiB
     del big
