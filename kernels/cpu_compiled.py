@@ -929,7 +929,7 @@ def compiled_selective_scan(
     u, delta, A, B, C, D = (t.detach().to(dtype).contiguous() for t in (u, delta, A, B, C, D))
     if state0 is not None:
         state0 = state0.detach().to(dtype).contiguous()
-    y = u.new_empty(batch, length, d)  # [batch, pos, d]
+    y = recording_buffer((batch, length, d), dtype, "cpu")  # [batch, pos, d], recorded as the y hook
     last = u.new_empty(batch, d, n)  # [batch, d, n]
     # [batch, pos, d, n] when recorded; otherwise an unused placeholder
     states = recording_buffer((batch, length, d, n), dtype, "cpu") if return_states else last
@@ -984,7 +984,7 @@ def compiled_causal_conv_silu(
     x, conv_state, weight = (t.detach().to(dtype).contiguous() for t in (x, conv_state, weight))
     if bias is not None:
         bias = bias.detach().to(dtype).contiguous()
-    out = x.new_empty(batch, length, d)  # [batch, pos, d]
+    out = recording_buffer((batch, length, d), dtype, "cpu")  # [batch, pos, d], recorded as the conv hook
     if out.numel() > 0:
         module.causal_conv_silu_forward(x, conv_state, weight, bias, out)
     keep = k - 1  # new conv state: the last k-1 positions of (conv_state, x)
