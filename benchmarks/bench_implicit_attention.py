@@ -7,6 +7,8 @@ extrapolated and marked, see `benchmark_naive`), and the ratio naive / fast. Run
     python benchmarks/bench_implicit_attention.py                  # L = 128..2048, naive to 512
     python benchmarks/bench_implicit_attention.py --naive-max 1024 # measure the loop further (minutes)
     python benchmarks/bench_implicit_attention.py --quick          # L = 32..128, seconds
+
+Measured tables, with their command lines and load averages: benchmarks/implicit_attention_results.md.
 """
 
 from __future__ import annotations
