@@ -187,3 +187,23 @@ def test_a_budget_that_forces_several_channel_chunks_gives_the_same_map(family):
     small = implicit_attention(model, tokens, layer=1, cache=cache, memory_budget_bytes=budget)
     assert (small.maps - full.maps).abs().max() < 1e-6
     assert small.max_error() < 1e-5 * max(1.0, float(small.output.abs().max()))
+
+
+@pytest.mark.parametrize("family, mode", [("mamba2", "exact"), ("mamba2", "normed"), ("mamba", "exact")])
+def test_composing_a_few_query_rows_at_a_time_gives_the_same_map(family, mode, monkeypatch):
+    """`LinearForm.compose` overwrites α block of query rows by block (skip, col, conv, row in cache):
+    blocks of 1 and of 3 rows (not dividing 40), full maps and chosen rows, equal one block for all."""
+    import workbench.analysis.implicit_attention.form as form_module
+
+    model = build(family)
+    tokens = ids(2, 40, seed=25)
+    cache = record(model, tokens, [1], mode)
+    whole = implicit_attention(model, tokens, layer=1, mode=mode, cache=cache)
+    row_bytes = 2 * FAMILIES[family].form(model, cache, 1, mode).shape[1] * 40 * 8  # one query row, all channels
+    for rows in (1, 3):
+        monkeypatch.setattr(form_module, "COMPOSE_BLOCK_BYTES", rows * row_bytes)
+        att = implicit_attention(model, tokens, layer=1, mode=mode, cache=cache)
+        assert (att.maps - whole.maps).abs().max() < 1e-12 and (att.bias - whole.bias).abs().max() < 1e-12
+        some = implicit_attention(model, tokens, layer=1, mode=mode, cache=cache, queries=[39, 0, 17, 5])
+        assert (some.maps - whole.maps[:, :, [39, 0, 17, 5]]).abs().max() < 1e-12
+        assert att.max_error() < 1e-10 * max(1.0, float(att.output.abs().max()))

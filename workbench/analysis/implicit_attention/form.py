@@ -40,6 +40,8 @@ from workbench.analysis.implicit_attention.kernel import (
 
 __all__ = ["LinearForm"]
 
+COMPOSE_BLOCK_BYTES = 2 << 20  # query rows composed at a time: about this many bytes of the map (fits in cache)
+
 
 @dataclass
 class LinearForm:
@@ -135,31 +137,43 @@ class LinearForm:
             alpha = alpha.index_select(1, inverse)
         return alpha
 
-    def _pre_conv(self, alpha: Tensor, queries: Tensor) -> Tensor:
-        """(α + diag(skip)) diag(col), rows `queries`: [b, d, q, L] (α is modified in place)."""
-        if self.skip is not None:
-            rows = torch.arange(queries.shape[0], device=alpha.device)
-            alpha[..., rows, queries] += self.skip[..., queries]
-        if self.col_scale is not None:
-            alpha = _scale(alpha, self.col_scale[..., None, :])
-        return alpha
-
     def compose(self, alpha: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
-        """(Ã, bias) for rows `queries` from α [b, d, q, L]: the module's equation, vectorised."""
-        P = self._pre_conv(alpha, queries)  # [b, d, q, L]
-        bias = torch.zeros(P.shape[:-1], dtype=P.dtype, device=P.device)  # [b, d, q]
-        if self.conv_weight is not None:
-            if self.conv_offset is not None:
-                bias = bias + (P @ self.conv_offset[..., :, None])[..., 0]
-            P = causal_conv_right(P, self.conv_weight)
+        """(Ã, bias) for rows `queries` from α [b, d, q, L]: the module's equation, vectorised.
+
+        α is overwritten with Ã (it is the kernel's fresh map) a block of query rows at a time, each
+        block taking every step (skip, col, the conv offset's bias, conv, row) while it is in cache:
+        one read and one write of the L×L map instead of one per step and a second map for the conv.
+        """
+        b, d, q, L = torch.broadcast_shapes(alpha.shape, self.value.shape[:2] + (1, 1))
+        if alpha.shape != (b, d, q, L) or any(st == 0 and n > 1 for st, n in zip(alpha.stride(), alpha.shape,
+                                                                                  strict=True)):
+            alpha = alpha.expand(b, d, q, L).clone()  # a broadcast α: the steps below write in place
+        bias = torch.zeros(b, d, q, dtype=alpha.dtype, device=alpha.device)  # [b, d, q]
+        rows = max(1, min(q, COMPOSE_BLOCK_BYTES // max(1, b * d * L * alpha.element_size())))
+        for r0 in range(0, q, rows):
+            r1 = min(q, r0 + rows)
+            block, tq = alpha[..., r0:r1, :], queries[r0:r1]  # [b, d, rows, L] view, [rows]
+            if self.skip is not None:
+                block[..., torch.arange(r1 - r0, device=alpha.device), tq] += self.skip[..., tq]
+            if self.col_scale is not None:
+                block.mul_(self.col_scale[..., None, :])
+            if self.conv_weight is not None:
+                if self.conv_offset is not None:
+                    bias[..., r0:r1] += (block @ self.conv_offset[..., :, None])[..., 0]
+                convolved = causal_conv_right(block, self.conv_weight)  # [b, d, rows, L], in cache
+                if self.row_scale is not None:
+                    torch.mul(convolved, self.row_scale[..., tq, None], out=block)
+                else:
+                    block.copy_(convolved)
+            elif self.row_scale is not None:
+                block.mul_(self.row_scale[..., tq, None])
         if self.initial_state is not None:
             term = initial_state_term(self.per_channel(self.log_decay), self.per_channel(self.C),
                                       self.initial_state)  # [b, d, L]
             bias = bias + term[..., queries]
         if self.row_scale is not None:
-            scale = self.row_scale[..., queries]  # [b, d, q]
-            P, bias = _scale(P, scale[..., None]), bias * scale
-        return P, bias
+            bias = bias * self.row_scale[..., queries]
+        return alpha, bias
 
 
     # ------------------------------------------------------------------------ recurrence
@@ -197,21 +211,13 @@ class LinearForm:
         return self.row_scale * y if self.row_scale is not None else y
 
 
-def _scale(P: Tensor, factor: Tensor) -> Tensor:
-    """P ⊙ factor, in place when P already has the broadcast shape (P is the kernel's fresh map, so
-    no L×L copy is made; at L = 1024 each copy of a map costs as much as the map's own kernel)."""
-    if torch.broadcast_shapes(P.shape, factor.shape) == P.shape:
-        return P.mul_(factor)
-    return P * factor
-
-
 def causal_conv_right(P: Tensor, weight: Tensor) -> Tensor:
     """P · Conv for a causal depthwise conv: out[.., t, m] = Σ_s P[.., t, m+s] w[k−1−s]; P [b,d,q,L].
 
-    One new map and k in-place passes (a shifted multiply-add per tap), no padded copy."""
+    A new map and k − 1 in-place shifted multiply-adds (no padded copy, no per-tap temporaries)."""
     k, L = weight.shape[-1], P.shape[-1]
     taps = weight[None, :, None, :]  # [1, d, 1, k]
-    out = P * taps[..., k - 1 : k]  # s = 0
+    out = P * taps[..., k - 1 : k]  # tap s = 0
     for s in range(1, min(k, L)):  # k is the conv width (4): columns m < L − s receive P[.., m + s]
         out[..., : L - s].addcmul_(P[..., s:], taps[..., k - 1 - s : k - s])
     return out
