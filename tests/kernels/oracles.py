@@ -37,6 +37,18 @@ def require_compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
     return kernel
 
 
+def library_rnn_case(cls: type, seed: int, batch: int, pos: int, d_in: int, hidden: int, bias: bool,
+                     dtype: torch.dtype) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, tuple]:
+    """A seeded torch.nn.RNN / LSTM / GRU (`cls`) and its inputs: (module, x [batch, pos, d_in],
+    h0 [batch, H], weights (w_ih, w_hh, b_ih or None, b_hh or None))."""
+    torch.manual_seed(seed)
+    rnn = cls(d_in, hidden, batch_first=True, bias=bias).to(dtype)
+    x = torch.randn(batch, pos, d_in, dtype=dtype)
+    h0 = torch.randn(batch, hidden, dtype=dtype)
+    weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, getattr(rnn, "bias_ih_l0", None), getattr(rnn, "bias_hh_l0", None))
+    return rnn, x, h0, weights
+
+
 def elman_steps(x, h0, w_ih, w_hh, b_ih, b_hh):
     """torch.nn.RNN's (tanh) equations, one position at a time: pre_t = W_ih x_t + b_ih + W_hh h_{t-1}
     + b_hh, h_t = tanh(pre_t); {"pre", "h"}, each [batch, pos, H]."""

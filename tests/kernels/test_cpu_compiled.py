@@ -23,7 +23,7 @@ from workbench.models.config import RecurrentConfig
 from workbench.models.mixers import MIXERS
 from workbench.models.recurrence import record_every_hook
 
-from .oracles import RNN_CASES, TOL, gru_steps, lstm_steps, require_compiled, s6_inputs
+from .oracles import RNN_CASES, TOL, gru_steps, library_rnn_case, lstm_steps, require_compiled, s6_inputs
 
 
 @pytest.fixture(scope="module")
@@ -203,11 +203,8 @@ def test_compiled_conv_silu_rejects_bad_shapes(kernel):
 @settings(max_examples=30, deadline=None)
 @given(**RNN_CASES)
 def test_compiled_lstm_recording_matches_the_equations(kernel, seed, batch, pos, d_in, hidden, bias, dtype):
-    torch.manual_seed(seed)
-    rnn = torch.nn.LSTM(d_in, hidden, batch_first=True, bias=bias).to(dtype)
-    x = torch.randn(batch, pos, d_in, dtype=dtype)
-    h0, c0 = torch.randn(batch, hidden, dtype=dtype), torch.randn(batch, hidden, dtype=dtype)
-    weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, getattr(rnn, "bias_ih_l0", None), getattr(rnn, "bias_hh_l0", None))
+    rnn, x, h0, weights = library_rnn_case(torch.nn.LSTM, seed, batch, pos, d_in, hidden, bias, dtype)
+    c0 = torch.randn(batch, hidden, dtype=dtype)
     with torch.no_grad():
         expected = lstm_steps(x, h0, c0, *weights)
         got = cpu_compiled.compiled_lstm_forward_recording(x, h0, c0, *weights)
@@ -257,11 +254,7 @@ def test_lstm_mixer_records_through_the_compiled_loop(kernel, monkeypatch):
 @settings(max_examples=30, deadline=None)
 @given(**RNN_CASES)
 def test_compiled_gru_recording_matches_the_equations(kernel, seed, batch, pos, d_in, hidden, bias, dtype):
-    torch.manual_seed(seed)
-    rnn = torch.nn.GRU(d_in, hidden, batch_first=True, bias=bias).to(dtype)
-    x = torch.randn(batch, pos, d_in, dtype=dtype)
-    h0 = torch.randn(batch, hidden, dtype=dtype)
-    weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, getattr(rnn, "bias_ih_l0", None), getattr(rnn, "bias_hh_l0", None))
+    rnn, x, h0, weights = library_rnn_case(torch.nn.GRU, seed, batch, pos, d_in, hidden, bias, dtype)
     with torch.no_grad():
         expected = gru_steps(x, h0, *weights)
         got = cpu_compiled.compiled_gru_forward_recording(x, h0, *weights)

@@ -18,7 +18,7 @@ from workbench.models.config import RecurrentConfig
 from workbench.models.mixers import MIXERS
 from workbench.models.recurrence import record_every_hook
 
-from .oracles import RNN_CASES, TOL, elman_steps, require_compiled
+from .oracles import RNN_CASES, TOL, elman_steps, library_rnn_case, require_compiled
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +30,7 @@ def kernel():
 @settings(max_examples=30, deadline=None)
 @given(**RNN_CASES)
 def test_compiled_elman_recording_matches_the_equations(kernel, seed, batch, pos, d_in, hidden, bias, dtype):
-    torch.manual_seed(seed)
-    rnn = torch.nn.RNN(d_in, hidden, batch_first=True, bias=bias).to(dtype)
-    x = torch.randn(batch, pos, d_in, dtype=dtype)
-    h0 = torch.randn(batch, hidden, dtype=dtype)
-    weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, getattr(rnn, "bias_ih_l0", None), getattr(rnn, "bias_hh_l0", None))
+    rnn, x, h0, weights = library_rnn_case(torch.nn.RNN, seed, batch, pos, d_in, hidden, bias, dtype)
     with torch.no_grad():
         expected = elman_steps(x, h0, *weights)
         got = kernel(x, h0, *weights)
