@@ -18,6 +18,7 @@ _LAZY = {
     "RecurrentCache": "workbench.models",
     "set_memory_budget": "workbench.models",
     "memory_budget": "workbench.models",
+    "release_recording_buffers": "workbench.kernels.buffers",
     "load": "workbench.registry",
     "list_models": "workbench.registry",
     "train": "workbench.training.train",

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import workbench
 from workbench.kernels import buffers
 from workbench.kernels.buffers import (
     POOL_ENV,
@@ -50,7 +51,7 @@ def test_a_freed_buffer_is_reused_only_after_its_last_view_dies():
     again = recording_buffer(BIG, torch.float32, "cpu")
     assert again.data_ptr() == address and pooled_bytes() == 0
     del other, again
-    assert 32 << 20 <= release_recording_buffers() < (32 << 20) + 8192 and pooled_bytes() == 0
+    assert 32 << 20 <= workbench.release_recording_buffers() < (32 << 20) + 8192 and pooled_bytes() == 0
 
 
 def test_equal_buffers_start_at_staggered_addresses():
