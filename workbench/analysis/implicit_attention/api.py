@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from workbench.analysis.implicit_attention.classic import GRU, LSTM
-from workbench.analysis.implicit_attention.form import LinearForm
+from workbench.analysis.implicit_attention.form import LinearForm, compose_work_bytes
 from workbench.analysis.implicit_attention.kernel import DEFAULT_CHUNK, decay_attention_work_bytes
 from workbench.analysis.implicit_attention.mamba2 import Mamba2
 from workbench.analysis.implicit_attention.minimal import MinGRU, MinLSTM
@@ -171,11 +171,16 @@ def layer_forms(model: Any, tokens: Tensor | str, layers: Sequence[int] | None =
 
 def attention_bytes(batch: int, channels: int, queries: int, pos: int, n: int, element: int,
                     aggregate: str, channel_chunk: int, chunk: int | None = DEFAULT_CHUNK,
-                    core_bytes: int | None = None) -> tuple[int, int]:
+                    core_bytes: int | None = None, compose_bytes: int | None = None) -> tuple[int, int]:
     """(bytes the result holds, peak bytes of the work for one chunk of `channel_chunk` channels).
 
-    `core_bytes`: the kernel's own estimate for the chunk (`form.work_bytes`); default the chunked
-    decay kernel's (d_state `n` per channel).
+    `core_bytes`: the kernel's own estimate for the chunk (`form.work_bytes`, which counts the chunk's
+    map); default the chunked decay kernel's (d_state `n` per channel). `compose_bytes`: what the
+    chunk needs besides (`form.compose_bytes`: its operands, compose's temporaries, the bias); default
+    `compose_work_bytes` of a form with a conv and an initial state. Then the aggregation's: one
+    [batch, query, key] sum over the chunk's channels, and for aggregate='gradient' the chunk's
+    gradient rows; the other reductions work in place on the chunk's map. With aggregate='none' in
+    one chunk the chunk's map is the result, counted once.
     """
     maps = element * batch * (channels if aggregate == "none" else 1) * queries * pos
     vectors = element * batch * channels * (pos + 2 * queries)
@@ -186,8 +191,14 @@ def attention_bytes(batch: int, channels: int, queries: int, pos: int, n: int, e
         core = decay_attention_work_bytes(lead, pos, n, element, chunk)
     else:
         core = element * lead * queries * pos * (3 * n + 1)
-    compose = element * lead * queries * (pos + 8) * 4  # Ã, padded, conv passes, aggregation
-    return maps + vectors, core + compose
+    if compose_bytes is None:
+        compose_bytes = compose_work_bytes(lead, queries, pos, n, element)
+    aggregation = 0 if aggregate == "none" else element * batch * queries * pos
+    if aggregate == "gradient":
+        aggregation += element * lead * (pos + queries)
+    # One chunk of per-channel maps: the kernel's map (which `core` counts) is the result itself.
+    shared = maps if aggregate == "none" and channel_chunk >= channels else 0
+    return maps + vectors, core + compose_bytes + aggregation - shared
 
 
 def _plan(form: Any, queries: int, aggregate: str, budget: int, chunk: int) -> int:
@@ -197,7 +208,8 @@ def _plan(form: Any, queries: int, aggregate: str, budget: int, chunk: int) -> i
 
     def need(step: int) -> tuple[int, int]:
         return attention_bytes(b, d, queries, L, form.n, element, aggregate, step, chunk,
-                               core_bytes=form.work_bytes(b * step, queries, chunk))
+                               core_bytes=form.work_bytes(b * step, queries, chunk),
+                               compose_bytes=form.compose_bytes(b * step, queries))
 
     held, work_one = need(1)
     if held + work_one > budget:
@@ -258,36 +270,47 @@ def attend(form: LinearForm, *, channels: Tensor | None = None, queries: Tensor 
     budget = memory_budget_bytes if memory_budget_bytes is not None else memory_budget(form.value.device)
     step = _plan(sub, len(q_index), aggregate, budget, chunk)
     nd = sub.shape[1]
-    pieces: list[Tensor] = []
+    dev = form.value.device
+    out: Tensor | None = None  # [b, nd, q, L] for aggregate="none" over several chunks, filled in place
     biases: list[Tensor] = []
-    total: Tensor | None = None
+    total: Tensor | None = None  # [b, q, L]
     for start in range(0, nd, step):
-        index = torch.arange(start, min(nd, start + step), device=form.value.device)
-        part = sub.channels(index)
+        index = torch.arange(start, min(nd, start + step), device=dev)
+        part = sub if step >= nd else sub.channels(index)
         alpha = part.core(None if queries is None else q_index, chunk)  # [b, dc, q, L]
-        maps, bias = part.compose(alpha, q_index)
+        maps, bias = part.compose(alpha, q_index)  # maps: this chunk's own (fresh), free to overwrite
+        del alpha
         biases.append(bias)
         if aggregate == "none":
-            pieces.append(maps)
+            if step >= nd:
+                out = maps
+            else:
+                if out is None:  # one result written chunk by chunk: no list of pieces and a concatenated copy
+                    out = maps.new_empty(b, nd, len(q_index), L)
+                out[:, start:start + len(index)] = maps
+            del maps
             continue
         if aggregate == "mean":
             contribution = maps.sum(1)
         elif aggregate == "abs_mean":
-            contribution = maps.abs().sum(1)
+            contribution = maps.abs_().sum(1)
         elif aggregate == "gradient":
-            g = query_weight.index_select(1, channels.to(form.value.device)[index])[..., q_index]
-            contribution = (g[..., None] * maps * part.value[:, :, None, :]).clamp_min(0).sum(1)
+            g = query_weight.index_select(1, channels.to(dev)[index])[..., q_index]  # [b, dc, q]
+            contribution = maps.mul_(g[..., None]).mul_(part.value[:, :, None, :]).clamp_min_(0).sum(1)
         else:  # "norm": ‖Ã[:, t, j] v_j‖ over channels, the value-weighted size (Kobayashi et al. 2020)
-            contribution = (maps * part.value[:, :, None, :]).pow(2).sum(1)
-        total = contribution if total is None else total + contribution
+            contribution = maps.mul_(part.value[:, :, None, :]).square_().sum(1)
+        del maps
+        if total is None:
+            total = contribution
+        else:
+            total.add_(contribution)
+        del contribution
     if aggregate == "none":
-        maps = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
-    elif aggregate == "gradient":
-        maps = total / nd
+        maps = out
     elif aggregate == "norm":
-        maps = total.sqrt()
+        maps = total.sqrt_()
     else:
-        maps = total / nd
+        maps = total.div_(nd)
     return maps, torch.cat(biases, dim=1)
 
 

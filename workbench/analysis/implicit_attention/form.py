@@ -38,9 +38,25 @@ from workbench.analysis.implicit_attention.kernel import (
     scalar_decay_work_bytes,
 )
 
-__all__ = ["LinearForm"]
+__all__ = ["LinearForm", "compose_work_bytes"]
 
 COMPOSE_BLOCK_BYTES = 2 << 20  # query rows composed at a time: about this many bytes of the map (fits in cache)
+
+
+def compose_work_bytes(lead: int, queries: int, L: int, n: int, element: int, *, conv: bool = True,
+                       initial_state: bool = True, broadcast: bool = False) -> int:
+    """Peak bytes one chunk of `lead` = batch × channels maps of `queries` rows needs besides the
+    kernel's (whose estimate counts the map itself), an upper bound: the chunk's operands picked out
+    of the form, a full copy of α when α is broadcast over batch or channels (`LinearForm.compose`
+    writes in place), compose's block of rows (the conv's output, at most `COMPOSE_BLOCK_BYTES` or one
+    row), the initial state's term and the bias."""
+    operands = 3 * L * n + 6 * L + n  # log_decay, C, B; value, output, skip, col, row, conv offset; state
+    clone = queries * L if broadcast else 0
+    rows = max(1, min(queries, COMPOSE_BLOCK_BYTES // max(1, lead * L * element)))
+    block = rows * (L + 4) if conv else 4 * rows  # conv output; gathered skips and gates
+    initial = 4 * L * n + 2 * L if initial_state else 0  # operands per channel, their products, the term
+    bias = 5 * queries  # bias, its rows of the initial term and row gate, their products
+    return element * lead * (operands + clone + block + initial + bias)
 
 
 @dataclass
@@ -83,9 +99,25 @@ class LinearForm:
         element, L, n = self.value.element_size(), self.shape[2], self.n
         if queries != L:
             return element * lead * queries * L * (3 * n + 1)
+        spread = 0
+        if self.head_index is not None:  # the kernel runs on the heads in use, then α is spread over channels
+            b = self.shape[0]
+            heads = max(x.shape[1] for x in (self.log_decay, self.C, self.B))
+            spread, lead = element * lead * L * L, b * min(heads, max(1, lead // b))
         if self.scalar_decay:
-            return scalar_decay_work_bytes(lead, L, n, element, chunk)
-        return decay_attention_work_bytes(lead, L, n, element, chunk)
+            return scalar_decay_work_bytes(lead, L, n, element, chunk) + spread
+        return decay_attention_work_bytes(lead, L, n, element, chunk) + spread
+
+    def compose_bytes(self, lead: int, queries: int) -> int:
+        """Peak bytes a chunk of `lead` = batch × channels maps needs besides `core`'s (estimated, an
+        upper bound; see `compose_work_bytes`)."""
+        b, d, L = self.shape
+        heads = (self.log_decay, self.C, self.B)
+        broadcast = self.head_index is None and (max(x.shape[0] for x in heads) < b
+                                                 or max(x.shape[1] for x in heads) < d)
+        return compose_work_bytes(lead, queries, L, self.n, self.value.element_size(),
+                                  conv=self.conv_weight is not None, initial_state=self.initial_state is not None,
+                                  broadcast=broadcast)
 
     def per_channel(self, x: Tensor) -> Tensor:
         """An operand of `log_decay`, `C`, `B` with one row per channel (indexing heads if shared)."""

@@ -60,7 +60,17 @@ class LocalAttentionForm:
         return b, d, L
 
     def work_bytes(self, lead: int, queries: int, chunk: int | None = DEFAULT_CHUNK) -> int:
-        return self.value.element_size() * lead * queries * self.shape[2] * 2
+        """Peak bytes of `core` for `lead` = batch × channels maps: the rows of every head's pattern
+        (masked), every head's scattered map and its cropped copy (`index_select` reads a contiguous
+        one), and the map spread over the channels."""
+        b, H, L, window = self.pattern.shape
+        heads = b * H * queries * (2 * window + 2 * (L + window - 1))
+        return self.value.element_size() * (heads + lead * queries * L)
+
+    def compose_bytes(self, lead: int, queries: int) -> int:
+        """Peak bytes a chunk of `lead` maps needs besides `core`'s: its value, output and state part
+        picked out of the form, and the bias rows."""
+        return self.value.element_size() * lead * (3 * self.shape[2] + queries)
 
     def channels(self, index: Tensor) -> LocalAttentionForm:
         def pick(t: Tensor) -> Tensor:

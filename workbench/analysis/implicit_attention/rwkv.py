@@ -150,14 +150,20 @@ class WKVForm:
 
     def work_bytes(self, lead: int, queries: int, chunk: int | None = DEFAULT_CHUNK) -> int:
         """Peak bytes of `core` for `lead` maps (estimated): for rows, the cumulative sums, logits and
-        their exp; for the full map, the map and its cropped copy, the diagonal blocks' segment
-        sums, logits and exp, and the block factors."""
+        their exp; for the full map, the padded map (cropped as a view, not a copy), the diagonal
+        blocks' segment sums, logits and exp, and the block factors."""
         L = self.shape[2]
         if queries != L:
             return self.value.element_size() * lead * queries * L * 4
         Q = max(1, min(chunk or scalar_chunk_size(L), L))
         Lp = -(-L // Q) * Q
-        return self.value.element_size() * lead * (2 * Lp * Lp + 6 * Lp * Q + 2 * Lp * (Lp // Q) + 12 * Lp)
+        return self.value.element_size() * lead * (Lp * Lp + 6 * Lp * Q + 2 * Lp * (Lp // Q) + 12 * Lp)
+
+    def compose_bytes(self, lead: int, queries: int) -> int:
+        """Peak bytes a chunk of `lead` maps needs besides `core`'s (estimated): its operands picked
+        out of the form (k, w, u, r, log D, max, value, output) and `bias`'s temporaries."""
+        L = self.shape[2]
+        return self.value.element_size() * lead * (8 * L + 2 + 5 * L + queries)
 
     def channels(self, index: Tensor) -> WKVForm:
         def pick(t: Tensor) -> Tensor:
