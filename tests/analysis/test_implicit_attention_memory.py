@@ -132,3 +132,40 @@ def test_a_request_the_old_estimate_refused_now_runs_within_its_budget():
     assert torch.allclose(att.maps, full.maps.mean(1), atol=1e-6)
     with pytest.raises(MemoryBudgetError):
         implicit_attention(model, tokens, layer=0, aggregate="mean", memory_budget_bytes=held)
+
+
+def test_mamba2_heads_spread_while_composing_equal_the_map_spread_by_core():
+    """Mamba2's α is computed per head; `compose(per_head=True)` spreads it over the channels itself
+    (into `out` when given: the API's slice of all channels' maps, so a chunk needs no copy)."""
+    pytest.importorskip("transformers")
+    from .test_implicit_attention_adapters import build, ids
+
+    model = build("mamba2")
+    tokens = ids(2, 40, seed=26)
+    form = FAMILIES["mamba2"].form(model, record(model, tokens, [1], "exact"), 1, "exact")
+    q = torch.arange(40)
+    for part in (form, form.channels(torch.tensor([9, 0, 31, 8, 17]))):  # heads out of order
+        maps, bias = part.compose(part.core(None, None), q)
+        heads = part.core(None, None, spread=False)
+        assert heads.shape[1] < part.shape[1]
+        folded, folded_bias = part.compose(heads, q, per_head=True)
+        assert torch.equal(folded, maps) and torch.equal(folded_bias, bias)
+        out = torch.full_like(maps, float("nan"))
+        into, _ = part.compose(part.core(None, None, spread=False), q, per_head=True, out=out)
+        assert into.data_ptr() == out.data_ptr() and torch.equal(out, maps)
+        rows = torch.tensor([3, 39])
+        row_maps, _ = part.compose(part.core(rows, None, spread=False), rows, per_head=True)
+        assert (row_maps - maps[:, :, rows]).abs().max() < 1e-10
+    one = form.channels(torch.tensor([5]))  # one channel of one head: α is already its map
+    with pytest.raises(ValueError, match="out="):
+        one.compose(one.core(None, None, spread=False), q, per_head=True, out=torch.empty(2, 1, 40, 40))
+    out = torch.full((2, 1, 40, 40), float("nan"), dtype=torch.float64)
+    into, _ = one.compose(one.core(None, None, spread=False), q, per_head=True, out=out)
+    assert into.data_ptr() == out.data_ptr() and torch.equal(out, one.compose(one.core(None, None), q)[0])
+    full = attend(form, aggregate="none", chunk=None, memory_budget_bytes=NO_BUDGET)[0]
+    b, d, L = form.shape
+    held, work = attention_bytes(b, d, L, L, form.n, form.value.element_size(), "none", 1, None,
+                                 core_bytes=form.work_bytes(b, L, None), compose_bytes=form.compose_bytes(b, L))
+    assert _plan(form, L, "none", held + work, None) == 1
+    chunked = attend(form, aggregate="none", chunk=None, memory_budget_bytes=held + work)[0]
+    assert torch.equal(chunked, full)  # one channel per chunk, each spread into the result
