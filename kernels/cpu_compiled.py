@@ -352,6 +352,31 @@ void small_batch_product(scalar_t* gates, int64_t gs, const scalar_t* h, int64_t
 
 }  // namespace
 
+namespace {
+
+// oneDNN's packed linear op, looked up once per call when the weight was prepacked (else none).
+c10::optional<c10::OperatorHandle> packed_linear_op(const c10::optional<torch::Tensor>& packed) {
+  if (!packed.has_value()) return c10::nullopt;
+  return c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
+}
+
+// The recurrent product h_prev W_hh^T (+ bias) as a fresh contiguous [batch, rows] tensor: through
+// the packed oneDNN linear when there is one, else at::addmm / at::mm over w_t = W_hh^T [H, rows].
+torch::Tensor recurrent_product(const torch::Tensor& h_prev, const c10::optional<torch::Tensor>& packed,
+                                const c10::optional<c10::OperatorHandle>& linear, const torch::Tensor& w_t,
+                                const c10::optional<torch::Tensor>& bias) {
+  if (linear.has_value()) {
+    torch::jit::Stack stack{h_prev.contiguous(), *packed, bias.has_value() ? c10::IValue(*bias) : c10::IValue(),
+                            std::string("none"), c10::List<c10::optional<at::Scalar>>(),
+                            c10::IValue(std::string(""))};
+    linear->callBoxed(&stack);
+    return stack[0].toTensor().contiguous();
+  }
+  return bias.has_value() ? at::addmm(*bias, h_prev, w_t) : at::mm(h_prev, w_t);
+}
+
+}  // namespace
+
 // gates: [batch, pos, 4H] holding W_ih x_t + b (overwritten with i, f, g, o); h0, c0: [batch, H];
 // weight_hh: [4H, H]; packed: weight_hh in oneDNN's layout (or none: at::mm); cells, hiddens:
 // [batch, pos, H]. All contiguous, one dtype; checked by the Python wrapper.
@@ -361,8 +386,7 @@ void lstm_recording_forward(torch::Tensor gates, torch::Tensor h0, torch::Tensor
                             torch::Tensor cells, torch::Tensor hiddens) {
   const int64_t batch = gates.size(0), length = gates.size(1), hidden = weight_hh.size(1);
   const torch::Tensor w_t = weight_hh.t();  // [H, 4H]
-  c10::optional<c10::OperatorHandle> linear;
-  if (packed.has_value()) linear = c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
+  const c10::optional<c10::OperatorHandle> linear = packed_linear_op(packed);
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_recording_forward", [&] {
     scalar_t* pg = gates.data_ptr<scalar_t>();
     scalar_t* pc = cells.data_ptr<scalar_t>();
@@ -379,13 +403,8 @@ void lstm_recording_forward(torch::Tensor gates, torch::Tensor h0, torch::Tensor
           small_batch_product<scalar_t>(pg + t * 4 * hidden, gs, hp, h_stride, pw, 4 * hidden, batch, hidden,
                                         col0, col1);
         });
-      } else if (linear.has_value()) {
-        torch::jit::Stack stack{h_prev.contiguous(), *packed, c10::IValue(), std::string("none"),
-                                c10::List<c10::optional<at::Scalar>>(), c10::IValue(std::string(""))};
-        linear->callBoxed(&stack);
-        rec = stack[0].toTensor().contiguous();
       } else {
-        rec = at::mm(h_prev, w_t);
+        rec = recurrent_product(h_prev, packed, linear, w_t, c10::nullopt);
       }
       const scalar_t* prec = rec.defined() ? rec.data_ptr<scalar_t>() : nullptr;
       const scalar_t* c_prev = t == 0 ? c0.data_ptr<scalar_t>() : pc + (t - 1) * hidden;
@@ -436,8 +455,7 @@ void gru_recording_forward(torch::Tensor gates, torch::Tensor h0, torch::Tensor 
                            c10::optional<torch::Tensor> weight_hh_t, torch::Tensor hiddens) {
   const int64_t batch = gates.size(0), length = gates.size(1), hidden = weight_hh.size(1);
   const torch::Tensor w_t = weight_hh.t();  // [H, 3H]
-  c10::optional<c10::OperatorHandle> linear;
-  if (packed.has_value()) linear = c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
+  const c10::optional<c10::OperatorHandle> linear = packed_linear_op(packed);
   // [batch, 3H] scratch for the small-batch product, reset to b_hh (or zeros) each step
   const torch::Tensor base = bias_hh.has_value() ? bias_hh->unsqueeze(0).expand({batch, 3 * hidden})
                                                  : at::zeros({batch, 3 * hidden}, gates.options());
@@ -459,14 +477,8 @@ void gru_recording_forward(torch::Tensor gates, torch::Tensor h0, torch::Tensor 
           small_batch_product<scalar_t>(ps, 3 * hidden, hp, h_stride, pw, 3 * hidden, batch, hidden, col0, col1);
         });
         rec = scratch;
-      } else if (linear.has_value()) {
-        torch::jit::Stack stack{h_prev.contiguous(), *packed,
-                                bias_hh.has_value() ? c10::IValue(*bias_hh) : c10::IValue(), std::string("none"),
-                                c10::List<c10::optional<at::Scalar>>(), c10::IValue(std::string(""))};
-        linear->callBoxed(&stack);
-        rec = stack[0].toTensor().contiguous();
       } else {
-        rec = bias_hh.has_value() ? at::addmm(*bias_hh, h_prev, w_t) : at::mm(h_prev, w_t);
+        rec = recurrent_product(h_prev, packed, linear, w_t, bias_hh);
       }
       const scalar_t* prec = rec.data_ptr<scalar_t>();
       const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, hidden));  // rows per task
@@ -736,8 +748,7 @@ void elman_recording_forward(torch::Tensor pres, torch::Tensor h0, torch::Tensor
                              torch::Tensor hiddens) {
   const int64_t batch = pres.size(0), length = pres.size(1), hidden = weight_hh.size(1);
   const torch::Tensor w_t = weight_hh.t();  // [H, H]
-  c10::optional<c10::OperatorHandle> linear;
-  if (packed.has_value()) linear = c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
+  const c10::optional<c10::OperatorHandle> linear = packed_linear_op(packed);
   AT_DISPATCH_FLOATING_TYPES(pres.scalar_type(), "elman_recording_forward", [&] {
     scalar_t* pp = pres.data_ptr<scalar_t>();
     scalar_t* ph = hiddens.data_ptr<scalar_t>();
@@ -753,14 +764,7 @@ void elman_recording_forward(torch::Tensor pres, torch::Tensor h0, torch::Tensor
         });
       } else {
         const torch::Tensor h_prev = t == 0 ? h0 : hiddens.select(1, t - 1);  // [batch, H]
-        if (linear.has_value()) {
-          torch::jit::Stack stack{h_prev.contiguous(), *packed, c10::IValue(), std::string("none"),
-                                  c10::List<c10::optional<at::Scalar>>(), c10::IValue(std::string(""))};
-          linear->callBoxed(&stack);
-          rec = stack[0].toTensor().contiguous();
-        } else {
-          rec = at::mm(h_prev, w_t);
-        }
+        rec = recurrent_product(h_prev, packed, linear, w_t, c10::nullopt);
       }
       const scalar_t* prec = rec.defined() ? rec.data_ptr<scalar_t>() : nullptr;
       const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, hidden));  // rows per task
