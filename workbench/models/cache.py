@@ -38,7 +38,7 @@ class RecurrentCache(dict):
 def free_memory_bytes(device: torch.device | str = "cpu") -> int:
     """Bytes a recording could use on `device` now: CUDA's free count plus what torch's caching
     allocator holds unused; on CPU MemAvailable from /proc/meminfo plus the pooled recording buffers
-    (kernels/buffers.py), which the next recording reuses."""
+    (workbench/kernels/buffers.py), which the next recording reuses."""
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)

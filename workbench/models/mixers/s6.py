@@ -100,7 +100,7 @@ class S6Mixer(Mixer):
         d_inner, n, rank = self.cfg.d_hidden, self.cfg.d_state, self.cfg.dt_rank
         compiled = fused and use_compiled_scan(x_in, conv_state, self.conv1d.weight)
         # CPU without gradients: the large activations go into pooled recording buffers, which a
-        # repeated recording reuses instead of page-faulting fresh memory (kernels/buffers.py)
+        # repeated recording reuses instead of page-faulting fresh memory (workbench/kernels/buffers.py)
         linear = buffered_linear if compiled else F.linear
         # Separate matmuls over weight slices, not a split of one output: hooked tensors must not
         # be views, so that hooks may edit them in place.
