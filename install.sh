@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# Create .venv and install the workbench with its test tools. CPU build of PyTorch where no GPU is
-# present (an unpinned `torch` would pull a CUDA build of several GB). Safe to run twice.
+# Create a virtual environment (.venv, or $VENV) and install the workbench with its test tools.
+#   bash install.sh                          the versions in requirements/lock.txt (tested together)
+#   WORKBENCH_DEPS=newest bash install.sh    the newest releases instead (tools/check_newest.sh)
+# CPU build of PyTorch where no GPU is present (an unpinned `torch` would pull a CUDA build of
+# several GB). Safe to run twice.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python3}"
+VENV="${VENV:-.venv}"
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-PIP=".venv/bin/python -m pip"
+case "${WORKBENCH_DEPS:-locked}" in
+    locked) CONSTRAINTS=(-c requirements/lock.txt) ;;
+    newest) CONSTRAINTS=() ;;
+    *) echo "WORKBENCH_DEPS must be 'locked' or 'newest', not '${WORKBENCH_DEPS}'" >&2; exit 2 ;;
+esac
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip"
 $PIP install --quiet --upgrade pip
 
-if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
         $PIP install --quiet "torch==${TORCH_VERSION}"
     elif ls ${PIP_FIND_LINKS:-/nonexistent}/torch-"${TORCH_VERSION}"+cpu* >/dev/null 2>&1; then
@@ -19,8 +28,8 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
             || $PIP install --quiet "torch==${TORCH_VERSION}"
     fi
 fi
-$PIP install --quiet -e ".[test]"
-.venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
-# Build the compiled CPU kernels once here (about 30 s, cached), not inside a timed notebook cell.
-.venv/bin/python -c "from workbench.kernels.cpu_compiled import compiled_kernels_available as built; built()"
-echo "installed: $(.venv/bin/python -c 'import torch, workbench; print("workbench", workbench.__version__, "torch", torch.__version__)')"
+$PIP install --quiet ${CONSTRAINTS[@]+"${CONSTRAINTS[@]}"} -e ".[test]"
+"$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 >/dev/null
+# Build the compiled CPU kernels once here (about a minute, cached), not inside a timed notebook cell.
+"$VENV/bin/python" -c "from workbench.kernels.cpu_compiled import compiled_kernels_available as built; built()"
+echo "installed: $("$VENV/bin/python" -c 'import torch, transformers, workbench; print("workbench", workbench.__version__, "torch", torch.__version__, "transformers", transformers.__version__)')"

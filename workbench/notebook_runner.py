@@ -42,15 +42,14 @@ def stated_seconds(notebook: str | Path) -> float:
 
 
 def notebooks_dir() -> Path:
-    """The repository's `notebooks/` folder (next to the package in a clone or editable install)."""
-    here = Path(__file__).resolve().parent.parent / "notebooks"
-    if here.is_dir():
-        return here
-    cwd = Path.cwd() / "notebooks"
-    if cwd.is_dir():
-        return cwd
+    """The notebooks: the repository's `notebooks/` in a clone or editable install, else the copy an
+    installed wheel carries (`workbench/notebooks`), else `notebooks/` in the working directory."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parent / "notebooks", package / "notebooks", Path.cwd() / "notebooks"):
+        if candidate.is_dir() and any(candidate.glob("*.ipynb")):
+            return candidate
     raise FileNotFoundError(
-        "cannot find the notebooks/ folder: run this from a clone of recurrent-workbench"
+        "cannot find the notebooks/ folder: install recurrent-workbench from a wheel or run this from a clone"
     )
 
 

@@ -1,12 +1,13 @@
-"""Every notebook in notebooks/ runs top to bottom headless, without an error, within the time its
-header states (DESIGN.md: "each runs top to bottom on the embedded default in minutes on a 2-core
-CPU, each is executed by the test suite").
+"""Every notebook in notebooks/ runs top to bottom headless, without an error (docs/design.md: "each
+runs top to bottom on the embedded default in minutes on a 2-core CPU, each is executed by the test
+suite"). Its stated time is held as a safety net only (tests/notebook_limits.py); how long each
+takes is measured by benchmarks/bench_notebooks.py.
 
 Each notebook runs in a fresh kernel through `workbench.notebook_runner.run_notebook`, the same
 function `workbench tour` uses. A notebook that its module's own test already executes (e.g.
 tests/analysis/test_cells_notebook.py) is not run a second time; the tour always runs here. The
 stated time is read from the `**Time:**` (or `**How long.**`) paragraph of the notebook's first cell
-(`workbench.notebook_runner.stated_seconds`): the largest figure named there is the limit.
+(`workbench.notebook_runner.stated_seconds`): the largest figure named there.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 pytest.importorskip("nbclient")
 nbformat = pytest.importorskip("nbformat")
 
+from tests.notebook_limits import CELL_TIMEOUT_S, assert_within_safety_net  # noqa: E402
 from workbench.notebook_runner import notebooks_dir, run_notebook, stated_seconds  # noqa: E402
 
 ALL_NOTEBOOKS = sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
@@ -34,9 +36,6 @@ def executed_elsewhere(notebook: Path) -> bool:
 
 
 NOTEBOOKS = [n for n in ALL_NOTEBOOKS if n.stem.startswith("00_") or not executed_elsewhere(n)]
-# Every cell of the notebooks run here takes seconds. (A missed zmq wake-up used to stall a run for a
-# whole cell timeout; the runner now polls the kernel's channels every second, so it costs a second.)
-CELL_TIMEOUT_S = 60
 
 
 def test_every_notebook_states_what_it_shows_and_how_long_it_takes():
@@ -66,8 +65,7 @@ def test_stated_seconds_reads_ranges_and_units_of_the_time_paragraph_only(tmp_pa
 @pytest.mark.notebook
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])
-def test_notebook_runs_without_error_within_its_stated_time(notebook: Path, tmp_path: Path):
-    limit = stated_seconds(notebook)
+def test_notebook_runs_without_error(notebook: Path, tmp_path: Path):
     result = run_notebook(notebook, tmp_path, timeout=CELL_TIMEOUT_S)
     executed = nbformat.read(result.executed, as_version=4)
     outputs = [o for cell in executed.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
@@ -76,5 +74,4 @@ def test_notebook_runs_without_error_within_its_stated_time(notebook: Path, tmp_
     tracebacks = [o.text for o in outputs if o.output_type == "stream" and "Traceback" in o.text]
     assert not tracebacks, f"{notebook.name} printed a traceback:\n{tracebacks[0][:2000]}"
     assert all(cell.get("execution_count") for cell in executed.cells if cell.cell_type == "code")
-    took = f"{notebook.name} took {result.seconds:.0f} s; its header states {limit:.0f} s"
-    assert result.seconds <= limit, took
+    assert_within_safety_net(notebook.name, result.seconds, stated_seconds(notebook))

@@ -33,6 +33,7 @@ class TrainedRNN:
     steps: int
     seconds: float
     history: list[float] = field(default_factory=list)
+    stopped_by_time: bool = False  # training hit its wall-clock limit before its step count or exactness
 
     @property
     def exact(self) -> bool:
@@ -160,7 +161,7 @@ def train_rnn(
 
     with torch.no_grad():
         initial_loss = float(loss_fn(torch.arange(min(n_train, 512))))  # the yardstick for "not learning"
-    acc, polished = 0.0, False
+    acc, polished, out_of_time = 0.0, False, False
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -185,6 +186,7 @@ def train_rnn(
             if acc == 1.0 and (classes is not None or step >= 300):
                 break
             if time.perf_counter() - start > time_limit:
+                out_of_time = True
                 break
             if spec.family == "linear" and step >= 300 and history[-1] > 0.3 * initial_loss:
                 break
@@ -199,7 +201,7 @@ def train_rnn(
         # reach the precision rounding needs, and beyond: the lattice reads integer weights off an
         # exact net only when its loss is near zero, not merely below the rounding threshold
         acc = _polish_lbfgs(model, loss_fn, n_train, accuracy, acc)
-    return TrainedRNN(task, spec, model, classes, acc, step, time.perf_counter() - start, history)
+    return TrainedRNN(task, spec, model, classes, acc, step, time.perf_counter() - start, history, out_of_time)
 
 
 def _polish_lbfgs(model: MipsRNN, loss_fn, n_train: int, accuracy, acc: float, target: float = 1e-14) -> float:

@@ -1,4 +1,4 @@
-"""One mixer per recurrent family, each with the hook quantities of DESIGN.md's table."""
+"""One mixer per recurrent family, each with the hook quantities of the hook table of docs/design.md."""
 
 from workbench.models.mixers.base import Mixer
 from workbench.models.mixers.classic import ElmanMixer, GRUMixer, LSTMMixer
