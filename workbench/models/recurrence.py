@@ -9,6 +9,10 @@ the current position is used. The result is the fixed point a per-step loop woul
 that edits position t changes every later position and no earlier one, identically on both paths.
 Hook functions on recurrent quantities must therefore be causal (their output at t depends only on
 positions <= t) and free of side effects other than recording.
+
+Which hooks are replayed is decided by an explicit mark: a hook wrapped by `read_only` (as the
+cache's `ActivationRecorder`s are) never edits, so it is not called per replayed step but once with
+the fixed point; any unmarked hook may edit and is replayed.
 """
 
 from __future__ import annotations
@@ -28,13 +32,41 @@ FusedFn = Callable[[set[str]], tuple[dict[str, Tensor], State]]
 # (values, t) -> state after position t, read off the recorded quantities
 StateAtFn = Callable[[Mapping[str, Tensor], int], State]
 
-READ_ONLY_HOOK_NAME = "workbench.ActivationRecorder(read-only)"
+
+class ReadOnlyHook:
+    """A hook marked read-only: it records but never edits, so causal replay need not call it per
+    step (it is called once more with the fixed point instead). Wrap any hook function with
+    `read_only(fn)`; its return value is dropped, so the mark cannot hide an edit."""
+
+    workbench_read_only = True  # the mark `is_read_only` checks
+
+    def __init__(self, fn: Callable[..., object] | None = None):
+        self.fn = fn
+
+    def __call__(self, tensor: Tensor, hook: HookPoint) -> None:
+        if self.fn is not None:
+            self.fn(tensor, hook=hook)
+
+    def __repr__(self) -> str:
+        return f"read_only({self.fn!r})"
 
 
-class ActivationRecorder:
+def read_only(fn: Callable[..., object]) -> ReadOnlyHook:
+    """`fn` marked read-only, for `add_hook` / `hooks()` / `run_with_hooks`:
+    `model.add_hook(name, read_only(fn))`. Unmarked hooks are treated as possibly editing."""
+    return fn if isinstance(fn, ReadOnlyHook) else ReadOnlyHook(fn)
+
+
+def is_read_only(fn: object) -> bool:
+    """True for a hook carrying the read-only mark (a `ReadOnlyHook`, e.g. the cache's recorders)."""
+    return getattr(fn, "workbench_read_only", False) is True
+
+
+class ActivationRecorder(ReadOnlyHook):
     """A read-only hook that stores a detached copy of each activation it sees in `store`."""
 
     def __init__(self, store: dict[str, Tensor], device: torch.device | str | None = None):
+        super().__init__()
         self.store = store
         self.device = device
 
@@ -43,7 +75,7 @@ class ActivationRecorder:
         self.store[hook.name] = saved.to(self.device) if self.device is not None else saved
 
     def __repr__(self) -> str:
-        return READ_ONLY_HOOK_NAME
+        return "ActivationRecorder(read-only)"
 
 
 def record_every_hook(module: torch.nn.Module, store: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -56,27 +88,29 @@ def record_every_hook(module: torch.nn.Module, store: dict[str, Tensor]) -> dict
     return store
 
 
+def forward_hooks(hook_point: HookPoint) -> list[Callable[..., Tensor | None]]:
+    """The hook functions attached to `hook_point` (TransformerLens's `add_hook`, `hooks()`,
+    `run_with_hooks`), in the order they run, as the user gave them."""
+    return [handle.user_hook for handle in hook_point.fwd_hooks if handle.user_hook is not None]
+
+
 def hook_is_active(hook_point: HookPoint) -> bool:
     """True when any forward hook is attached to `hook_point`."""
-    return len(hook_point._forward_hooks) > 0
-
-
-def _is_read_only(fn: Callable) -> bool:
-    name = getattr(fn, "__name__", "")
-    return name == READ_ONLY_HOOK_NAME or "save_hook" in name
+    return len(hook_point.fwd_hooks) > 0
 
 
 def hook_may_edit(hook_point: HookPoint) -> bool:
-    """True unless every attached forward hook is a known read-only recorder."""
-    return any(not _is_read_only(fn) for fn in hook_point._forward_hooks.values())
+    """True unless every attached forward hook carries the read-only mark (`read_only`)."""
+    return any(not is_read_only(fn) for fn in forward_hooks(hook_point))
 
 
 def call_hooks(hook_point: HookPoint, tensor: Tensor, read_only: bool) -> Tensor:
-    """Call only the editing hooks (read_only=False) or only the recorders of `hook_point`, in order."""
-    for fn in list(hook_point._forward_hooks.values()):
-        if _is_read_only(fn) != read_only:
+    """Call only the editing hooks (read_only=False) or only the read-only ones of `hook_point`, in
+    order, each on the previous one's result."""
+    for fn in forward_hooks(hook_point):
+        if is_read_only(fn) != read_only:
             continue
-        result = fn(hook_point, (tensor,), tensor)
+        result = fn(tensor, hook=hook_point)
         if result is not None:
             tensor = result
     return tensor
