@@ -92,7 +92,7 @@ def fastest_linear_scan(
 
 # Below this many elements per position (batch * d_hidden) the gate-writing loop's per-step Python
 # overhead outweighs the two large matmuls that gate recovery repeats after the library kernel
-# (benchmarks/cpu_results.md, section B).
+# (benchmarks/cpu_results.md, "Choices measured").
 RECORDING_LOOP_MIN_WIDTH = 4096
 
 RNNFamily = Literal["elman", "lstm", "gru"]
