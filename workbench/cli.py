@@ -192,9 +192,9 @@ def add_report_command(subparsers: Subparsers) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from workbench.report import write_report
 
-    path = write_report(args.model, args.text, args.out, max_chars=args.max_chars,
-                        progress=not args.no_progress)
-    print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB, opens offline in any browser)")
+    report_file = write_report(args.model, args.text, args.out, max_chars=args.max_chars,
+                               progress=not args.no_progress)
+    print(f"report: {report_file} ({report_file.stat().st_size / 1e6:.1f} MB, opens offline in any browser)")
     return 0
 
 

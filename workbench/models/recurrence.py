@@ -27,8 +27,8 @@ State = dict[str, Tensor]
 Emit = Callable[[str, Tensor], Tensor]
 # (inputs at one position [batch, ...], state before it, emit) -> state after it
 StepFn = Callable[[Mapping[str, Tensor], State, Emit], State]
-# (quantities wanted) -> (values [batch, pos, ...] per quantity, final state)
-FusedFn = Callable[[set[str]], tuple[dict[str, Tensor], State]]
+# the fused path's first pass: (quantities wanted) -> (values [batch, pos, ...] per quantity, final state)
+FirstPassFn = Callable[[set[str]], tuple[dict[str, Tensor], State]]
 # (values, t) -> state after position t, read off the recorded quantities
 StateAtFn = Callable[[Mapping[str, Tensor], int], State]
 
@@ -178,21 +178,22 @@ def run_recurrence(
     state_at: StateAtFn,
     state_quantities: Sequence[str],
     needed: Sequence[str] = (),
-    fused: FusedFn | None = None,
+    first_pass: FirstPassFn | None = None,
 ) -> tuple[dict[str, Tensor], State]:
     """Compute every quantity of a recurrence over all positions, firing hooks causally.
 
     `hook_points` maps each recurrent quantity, in step order, to its hook point. `needed` names
-    the quantities the caller uses afterwards. `fused`, when given, computes the first pass with a
-    fast kernel; otherwise the readable loop `step` does. Returns values and the final state.
+    the quantities the caller uses afterwards. `first_pass`, when given (the fused path), computes
+    the first pass with a fast kernel; otherwise the readable loop `step` does. Returns values and
+    the final state.
     """
     length = _length(inputs)
     active = {q for q, hp in hook_points.items() if hook_is_active(hp)}
     editing = {q for q in active if hook_may_edit(hook_points[q])}
     wanted = set(needed) | active | (set(state_quantities) if editing else set())
 
-    if fused is not None:
-        values, final_state = fused(wanted)
+    if first_pass is not None:
+        values, final_state = first_pass(wanted)
     else:
         values, final_state = run_reference_loop(step, inputs, initial_state, wanted, length)
 

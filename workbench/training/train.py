@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,9 @@ from workbench.training.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+
+if TYPE_CHECKING:
+    from workbench.models.paths import ExecutionPath
 
 __all__ = ["TRAIN_OPTIONS", "TrainOption", "evaluate_bpc", "reproduce_command", "train"]
 
@@ -147,7 +150,7 @@ def evaluate_bpc(
     batch_size: int = 16,
     seq_len: int = 256,
     max_chars: int | None = None,
-    path: str | None = None,
+    path: ExecutionPath | None = None,
     progress: bool = False,
 ) -> float:
     """Bits per character of `model` on `text`, predicting every character but each stream's first.
@@ -259,7 +262,7 @@ def train(
     threads: int | None = None,
     max_bytes: int | None = None,
     min_count: int = DEFAULT_MIN_COUNT,
-    path: str = "fused",
+    path: ExecutionPath = "fused",
     weights_dtype: str = "float32",
     keep_training_state: bool = True,
     corpus_root: str | Path | None = None,
@@ -329,7 +332,7 @@ def train(
         history = {}
     model.tokenizer = tokenizer
     model.to(torch_device)
-    model.path = path
+    model.set_default_path(path)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     carried: Any = None

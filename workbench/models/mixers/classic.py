@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from workbench.kernels.dispatch import RNNFamily, fastest_rnn_recording
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers.base import HookSpec, Mixer
-from workbench.models.recurrence import Emit, LazyInputs, State, run_recurrence
+from workbench.models.recurrence import Emit, FirstPassFn, LazyInputs, State, run_recurrence
 
 BPH = ("batch", "pos", "d_hidden")
 BH = ("batch", "d_hidden")
@@ -66,7 +66,7 @@ class _LibraryRecurrence(Mixer):
         out = self.hook_out(self.W_out(values["h"]))  # [batch, pos, d_model]
         return out, final
 
-    def run(self, x: Tensor, state: State, fused) -> tuple[Tensor, State]:
+    def run(self, x: Tensor, state: State, first_pass: FirstPassFn | None) -> tuple[Tensor, State]:
         values, final = run_recurrence(
             self._step,
             # built only if a step loop runs (reference path, or a replay after an edit): the fused
@@ -77,15 +77,15 @@ class _LibraryRecurrence(Mixer):
             self.state_at,
             self.state_names,
             needed=("h",),
-            fused=fused,
+            first_pass=first_pass,
         )
         return self.finish(values, final)
 
     def forward_reference(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        return self.run(x, state, fused=None)
+        return self.run(x, state, first_pass=None)
 
     def forward_fused(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        def fused(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
+        def first_pass(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
             gates = bool(wanted - {"h"})  # any recurrent quantity the library kernel does not return
             parameters = tuple(self.parameters())
             self.last_kernel, kernel = fastest_rnn_recording(
@@ -93,7 +93,7 @@ class _LibraryRecurrence(Mixer):
             return kernel(x, state, self.cell)
 
         with recording_precision(x.device):
-            return self.run(x, state, fused)
+            return self.run(x, state, first_pass)
 
     def _step(self, inputs: Mapping[str, Tensor], state: State, emit: Emit) -> State:
         raise NotImplementedError
