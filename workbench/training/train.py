@@ -282,7 +282,8 @@ class TrainConfig:
         validation every steps/10, a checkpoint every steps/5, and the default `out`."""
         d_hidden = self.d_model if self.d_hidden is None else self.d_hidden
         steps = self.steps
-        out = self.out or Path("runs") / f"{self.corpus}-{self.family}-{self.n_layers}x{d_hidden}-seed{self.seed}"
+        default_out = Path("runs") / f"{self.corpus}-{self.family}-{self.n_layers}x{d_hidden}-seed{self.seed}"
+        out = default_out if self.out is None else self.out
         return replace(
             self,
             d_hidden=d_hidden,
