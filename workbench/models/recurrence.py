@@ -104,11 +104,11 @@ def hook_may_edit(hook_point: HookPoint) -> bool:
     return any(not is_read_only(fn) for fn in forward_hooks(hook_point))
 
 
-def call_hooks(hook_point: HookPoint, tensor: Tensor, read_only: bool) -> Tensor:
-    """Call only the editing hooks (read_only=False) or only the read-only ones of `hook_point`, in
-    order, each on the previous one's result."""
+def call_hooks(hook_point: HookPoint, tensor: Tensor, marked: bool) -> Tensor:
+    """Call only the editing hooks (marked=False) or only the ones marked read-only of `hook_point`,
+    in order, each on the previous one's result."""
     for fn in forward_hooks(hook_point):
-        if is_read_only(fn) != read_only:
+        if is_read_only(fn) != marked:
             continue
         result = fn(tensor, hook=hook_point)
         if result is not None:
@@ -239,12 +239,12 @@ def _replay_from(
         buffer = buffers[name]
         buffer[:, position] = value
         if name in editing:
-            value = call_hooks(hook_points[name], buffer.clone(), read_only=False)[:, position]
+            value = call_hooks(hook_points[name], buffer.clone(), marked=False)[:, position]
             buffer[:, position] = value
         return value
 
     for position in range(start, length):
         state = step({k: v[:, position] for k, v in inputs.items()}, state, emit)
     for name in active:
-        call_hooks(hook_points[name], buffers[name], read_only=True)
+        call_hooks(hook_points[name], buffers[name], marked=True)
     return buffers, state
