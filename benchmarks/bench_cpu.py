@@ -42,11 +42,11 @@ from torch import nn
 from workbench.kernels import g, linear_scan
 from workbench.kernels.buffers import recording_buffer
 from workbench.kernels.cpu_compiled import compiled_kernels_available, compiled_linear_scan, compiled_mingru_gates_scan
+from workbench.kernels.dispatch import use_recording_loop
 from workbench.kernels.rnn_gates import gru_gates_from_hidden, lstm_gates_from_hidden
 from workbench.kernels.rnn_recording import gru_forward_recording, lstm_forward_recording
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers import MIXERS
-from workbench.models.mixers.classic import use_recording_loop
 from workbench.models.recurrence import record_every_hook
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # transformers must not reach for hub kernels
@@ -222,7 +222,7 @@ def section_library_rnn(grid, args) -> None:
                 say(f"| {family} | {batch} | {length} | {width} | | skipped (est. {est:.0f} s per call) | | |")
                 continue
             with torch.no_grad():
-                loop = use_recording_loop(x, mixer)
+                loop = use_recording_loop(x, mixer.cfg.d_hidden, mixer.parameters())
 
             def kernel_record(x=x, h0=h0, weights=weights, cell=cell, family=family, loop=loop):
                 with torch.no_grad():

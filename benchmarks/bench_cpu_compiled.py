@@ -44,6 +44,7 @@ from workbench.kernels.cpu_compiled import (  # noqa: E402
     compiled_lstm_forward_recording,
     compiled_selective_scan,
 )
+from workbench.kernels.dispatch import use_recording_loop  # noqa: E402
 from workbench.kernels.rnn_gates import (  # noqa: E402
     elman_pre_from_hidden,
     gru_gates_from_hidden,
@@ -55,7 +56,6 @@ from workbench.kernels.rnn_recording import (  # noqa: E402
     lstm_forward_recording,
 )
 from workbench.kernels.selective_scan import selective_scan  # noqa: E402
-from workbench.models.mixers.classic import use_recording_loop  # noqa: E402
 
 
 def with_compiled(fn, enabled: bool):
@@ -218,7 +218,7 @@ def section_classic(family: str, args, build_s: float, available: bool) -> list[
         states = (h0, h0) if family == "lstm" else (h0,)
         weights, cell = mixer.weights, mixer.cell
         with torch.no_grad():
-            loop = use_recording_loop(x, mixer)
+            loop = use_recording_loop(x, mixer.cfg.d_hidden, mixer.parameters())
 
         def before(x=x, states=states, weights=weights, cell=cell, loop=loop):
             with torch.no_grad():

@@ -22,6 +22,7 @@ _LAZY = {
     "load": "workbench.registry",
     "list_models": "workbench.registry",
     "train": "workbench.training.train",
+    "TrainConfig": "workbench.training.train",
     "from_transformers": "workbench.adapters",
 }
 

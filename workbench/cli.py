@@ -48,17 +48,17 @@ def add_train_command(subparsers: Subparsers) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from workbench.training.checkpoint import read_checkpoint
-    from workbench.training.train import TRAIN_OPTIONS, train
+    from workbench.training.train import TRAIN_OPTIONS, TrainConfig, train
 
-    kwargs = {option.name: getattr(args, option.name) for option in TRAIN_OPTIONS}
-    out = train(
-        **kwargs,
+    config = TrainConfig(
+        **{option.name: getattr(args, option.name) for option in TRAIN_OPTIONS},
         resume=args.resume,
         overwrite=args.overwrite,
         stop_at=args.stop_at,
         corpus_root=args.corpus_root,
         progress=not args.no_progress,
     )
+    out = train(config)
     checkpoint = read_checkpoint(out)
     metrics = {k: v for k, v in checkpoint.metrics.items() if k != "history"}
     print(f"checkpoint: {out}")
@@ -192,9 +192,9 @@ def add_report_command(subparsers: Subparsers) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from workbench.report import write_report
 
-    path = write_report(args.model, args.text, args.out, max_chars=args.max_chars,
-                        progress=not args.no_progress)
-    print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB, opens offline in any browser)")
+    report_file = write_report(args.model, args.text, args.out, max_chars=args.max_chars,
+                               progress=not args.no_progress)
+    print(f"report: {report_file} ({report_file.stat().st_size / 1e6:.1f} MB, opens offline in any browser)")
     return 0
 
 

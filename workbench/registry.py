@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import torch
 
     from workbench.models import HookedRecurrentLM
+    from workbench.models.paths import ExecutionPath
 
 __all__ = ["CHECKPOINTS_DIR", "ModelTable", "UnknownModelError", "list_models", "load", "resolve"]
 
@@ -48,34 +49,35 @@ def _looks_like_path(name: str) -> bool:
     return os.sep in name or "/" in name or name.startswith((".", "~"))
 
 
-def resolve(name_or_path: str | os.PathLike[str], directory: Path | None = None) -> Path:
-    """The checkpoint directory for an embedded model's name or a path.
+def resolve(name_or_dir: str | os.PathLike[str], directory: Path | None = None) -> Path:
+    """The checkpoint directory for an embedded model's name or a directory.
 
-    A bare name is looked up among the embedded models first; anything that looks like a path
-    (has a slash, starts with `.` or `~`) is used as a path.
+    A bare name is looked up among the embedded models first; anything that looks like a file path
+    (has a slash, starts with `.` or `~`) is used as a directory.
     """
     directory = CHECKPOINTS_DIR if directory is None else Path(directory)
-    text = os.fspath(name_or_path)
+    text = os.fspath(name_or_dir)
     if not _looks_like_path(text) and text in _names(directory):
         return directory / text
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return path
+    candidate = Path(text).expanduser()
+    if candidate.is_dir():
+        return candidate
     raise UnknownModelError(text, _names(directory))
 
 
 def load(
-    name_or_path: str | os.PathLike[str],
-    path: str = "fused",
+    name_or_dir: str | os.PathLike[str],
+    path: ExecutionPath = "fused",
     device: str | torch.device = "cpu",
 ) -> HookedRecurrentLM:
     """Load an embedded model by name, or a checkpoint directory, with `model.tokenizer` attached.
 
-    `path` picks the forward path ("fused" fast kernels, or the step-by-step "reference").
+    `name_or_dir`: an embedded model's name or a checkpoint directory. `path`: the model's default
+    execution path ("fused" fast kernels, or the step-by-step "reference").
     """
     from workbench.training.checkpoint import load_checkpoint
 
-    return load_checkpoint(resolve(name_or_path), device=device, path=path)
+    return load_checkpoint(resolve(name_or_dir), device=device, path=path)
 
 
 def _row(name: str, checkpoint: Path) -> dict[str, Any]:
@@ -96,7 +98,7 @@ def _row(name: str, checkpoint: Path) -> dict[str, Any]:
         "parameters": parameters,
         "test_bpc": document.get("metrics", {}).get("test_bpc"),
         "command": provenance.get("command"),
-        "path": str(checkpoint),
+        "directory": str(checkpoint),
     }
 
 

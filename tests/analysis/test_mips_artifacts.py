@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from workbench.analysis.mips import SolveResult, merge_results, update_results
 from workbench.analysis.mips.artifacts import load_network, save_artifacts
-from workbench.analysis.mips.benchmark import SolveResult, main, merge_results, update_results
+from workbench.analysis.mips.benchmark import main
 from workbench.analysis.mips.fsm import fsm_from_labels, minimize, planted_fsm_run
 from workbench.analysis.mips.rnn import MipsRNN, RNNSpec
 from workbench.analysis.mips.synthesis import program_from_fsm

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from workbench.analysis.mips.benchmark import extract_program
+from workbench.analysis.mips import extract_program
 from workbench.analysis.mips.fsm import fsm_from_labels, minimize, planted_fsm_run
 from workbench.analysis.mips.rnn import MipsRNN, RNNSpec
 from workbench.analysis.mips.tasks import get_task

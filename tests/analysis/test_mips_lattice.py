@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.analysis.mips.benchmark import extract_program
+from workbench.analysis.mips import extract_program
 from workbench.analysis.mips.lattice import LatticeError, integer_lattice, lattice_candidates, markov_lattice
 from workbench.analysis.mips.rnn import MipsRNN, RNNSpec
 from workbench.analysis.mips.simplify import (

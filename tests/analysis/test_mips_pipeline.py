@@ -2,7 +2,7 @@
 
 import pytest
 
-from workbench.analysis.mips.benchmark import extract_program, results_table, solve_task
+from workbench.analysis.mips import extract_program, results_table, solve_task
 from workbench.analysis.mips.rnn import RNNSpec
 from workbench.analysis.mips.simplify import is_exact, snap_weights, sparsify
 from workbench.analysis.mips.training import train_rnn

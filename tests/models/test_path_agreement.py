@@ -80,9 +80,9 @@ def test_blocks_with_mlp_and_rmsnorm_agree_between_paths(family):
 
 def test_paths_agree_without_gradients_where_cpu_recording_loops_run(family, monkeypatch):
     """Under no_grad the LSTM/GRU fused path writes gates in its own loop; same numbers."""
-    from workbench.models.mixers import classic
+    from workbench.kernels import dispatch
 
-    monkeypatch.setattr(classic, "RECORDING_LOOP_MIN_WIDTH", 0)  # the loop even at this tiny width
+    monkeypatch.setattr(dispatch, "RECORDING_LOOP_MIN_WIDTH", 0)  # the loop even at this tiny width
     model = small_lm(family, dtype=torch.float32, d_model=24, d_hidden=24)
     tokens = torch.randint(0, model.cfg.d_vocab, (3, 200), generator=torch.Generator().manual_seed(8))
     state = [{k: torch.randn_like(v) for k, v in layer.items()} for layer in model.initial_state(3)]

@@ -118,3 +118,22 @@ def test_learning_rate_warms_up_then_decays_to_floor() -> None:
 def test_reproduce_command_lists_weight_settings() -> None:
     command = reproduce_command({"corpus": "linux", "family": "gru", "n_layers": 3, "steps": 9, "seed": 1})
     assert command == "workbench train --corpus linux --family gru --layers 3 --steps 9 --seed 1"
+
+
+def test_train_takes_a_config_and_keywords_replace_its_fields(tmp_path: Path) -> None:
+    from dataclasses import fields
+
+    from workbench.training import TrainConfig
+    from workbench.training.train import TRAIN_OPTIONS
+
+    config = TrainConfig(**{**TINY, "steps": 3, "seed": 3}, out=tmp_path / "config")
+    by_config = train(config)
+    by_keywords = train(**TINY, steps=3, seed=3, out=tmp_path / "keywords")
+    _assert_same_weights(by_config, by_keywords)
+    assert read_checkpoint(by_config).provenance["train_args"]["seed"] == 3
+    overridden = train(config, out=tmp_path / "override", steps=2)  # keywords win over the config
+    assert read_checkpoint(overridden).provenance["steps"] == 2
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    assert all(option.default == defaults[option.name] for option in TRAIN_OPTIONS)
+    with pytest.raises(TypeError):
+        train(config, no_such_setting=1)

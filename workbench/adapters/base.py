@@ -19,7 +19,8 @@ from transformer_lens.hook_points import HookPoint
 
 from workbench.errors import EmptyInputError
 from workbench.models.generation import generate as generate_tokens
-from workbench.models.hooked import PATHS, HookedRecurrentBase
+from workbench.models.hooked import HookedRecurrentBase
+from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import State
 
 HookSpec = tuple[tuple[str, ...], str]
@@ -78,7 +79,7 @@ class AdapterMixer(nn.Module):
             prepared[name] = getattr(self, f"hook_initial_{name}")(state[name].to(x.dtype))
         return prepared
 
-    def forward(self, x: Tensor, state: Mapping[str, Tensor] | None, path: str,
+    def forward(self, x: Tensor, state: Mapping[str, Tensor] | None, path: ExecutionPath,
                 mask: Tensor | None) -> tuple[Tensor, State]:
         """x: [batch, pos, d_model], mask: [batch, pos] (1 = token) or None -> (out, final state)."""
         initial = self.prepare_state(state, x)
@@ -134,7 +135,7 @@ class AdapterBlock(nn.Module):
     def zero_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> State:
         return self.mixer.zero_state(batch, device, dtype)
 
-    def forward(self, resid: Tensor, state: Mapping[str, Tensor] | None, path: str,
+    def forward(self, resid: Tensor, state: Mapping[str, Tensor] | None, path: ExecutionPath,
                 mask: Tensor | None) -> tuple[Tensor, State]:
         resid = self.hook_resid_pre(resid)  # [batch, pos, d_model]
         mixed, new_state = self.mixer(self.ln1(resid), state, path, mask)
@@ -155,7 +156,7 @@ class AdapterMlpBlock(AdapterBlock):
         self.hook_resid_mid = HookPoint()
         self.hook_mlp_out = HookPoint()
 
-    def forward(self, resid: Tensor, state: Mapping[str, Tensor] | None, path: str,
+    def forward(self, resid: Tensor, state: Mapping[str, Tensor] | None, path: ExecutionPath,
                 mask: Tensor | None) -> tuple[Tensor, State]:
         resid = self.hook_resid_pre(resid)  # [batch, pos, d_model]
         mixed, new_state = self.mixer(self.ln1(resid), state, path, mask)
@@ -176,13 +177,11 @@ class HookedTransformersLM(HookedRecurrentBase):
     # zeroes padded inputs, so they leave the state at zero); families whose recurrence reads padding refuse
     generate_with_padding = False
 
-    def __init__(self, hf_model: nn.Module, path: str = "fused"):
+    def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
         HookedRootModule.__init__(self)
-        if path not in PATHS:
-            raise ValueError(f"unknown path {path!r}; use one of {PATHS}")
+        self.set_default_path(path)
         object.__setattr__(self, "hf_model", hf_model)  # not a submodule: no duplicate names
         self.hf_config = hf_model.config
-        self.path = path
         self.tokenizer: Any = None
         self.hook_embed = HookPoint()
         self.hook_logits = HookPoint()
@@ -274,16 +273,14 @@ class HookedTransformersLM(HookedRecurrentBase):
         attention_mask: Tensor | None = None,
         initial_state: list[State] | None = None,
         return_state: bool = False,
-        path: str | None = None,
+        path: ExecutionPath | None = None,
         return_type: str | None = "logits",
     ) -> Any:
         """tokens [batch, pos] -> logits [batch, pos, d_vocab] (and the final state per layer).
 
         `attention_mask` [batch, pos] (1 = token, 0 = padding) is used as the wrapped model uses it.
         """
-        path = path or self.path
-        if path not in PATHS:
-            raise ValueError(f"unknown path {path!r}; use one of {PATHS}")
+        path = self.resolve_path(path)
         tokens = self._as_tokens(inputs)
         if initial_state is not None and len(initial_state) != len(self.blocks):
             raise ValueError(f"initial_state has {len(initial_state)} layers, the model has "
@@ -313,7 +310,7 @@ class HookedTransformersLM(HookedRecurrentBase):
         temperature: float = 1.0,
         greedy: bool = False,
         seed: int | None = 0,
-        path: str | None = None,
+        path: ExecutionPath | None = None,
         return_text: bool | None = None,
         attention_mask: Tensor | None = None,
     ) -> str | Tensor:

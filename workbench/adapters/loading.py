@@ -11,12 +11,15 @@ import importlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from workbench.errors import EmptyInputError, SequenceTooLongError
+
+if TYPE_CHECKING:
+    from workbench.models.paths import ExecutionPath
 
 # transformers class name -> (adapter module, adapter class)
 ADAPTERS: dict[str, tuple[str, str]] = {
@@ -108,13 +111,13 @@ def _adapter_for(name: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
-def _resolve_directory(name_or_path: str | os.PathLike[str]) -> Path:
+def _resolve_directory(name_or_dir: str | os.PathLike[str]) -> Path:
     """A local checkpoint directory, or the cached snapshot of a hub id; never downloads."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path
-    text = str(name_or_path)
-    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:
+    candidate = Path(name_or_dir).expanduser()
+    if candidate.is_dir():
+        return candidate
+    text = str(name_or_dir)
+    if candidate.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:
         raise CheckpointNotFoundError(f"{text} is not a checkpoint directory; point at the directory "
                                       "that holds config.json and the weights")
     from huggingface_hub import snapshot_download
@@ -151,12 +154,12 @@ def load_directory(directory: Path, dtype: torch.dtype | None = None) -> tuple[n
     return model, tokenizer
 
 
-def from_transformers(model_or_path: nn.Module | str | os.PathLike[str], path: str = "fused",
+def from_transformers(model_or_dir: nn.Module | str | os.PathLike[str], path: ExecutionPath = "fused",
                       dtype: torch.dtype | None = None) -> Any:
     """A hooked workbench model over a `transformers` recurrent LM, sharing its parameters.
 
-    `model_or_path`: a model object (MambaForCausalLM, ...), a local checkpoint directory, or a hub
-    id already in the local cache. `path`: "fused" or "reference", the default for forward calls.
+    `model_or_dir`: a model object (MambaForCausalLM, ...), a local checkpoint directory, or a hub
+    id already in the local cache. `path`: "fused" or "reference", the model's default execution path.
 
     >>> from transformers import MambaConfig, MambaForCausalLM
     >>> hf = MambaForCausalLM(MambaConfig(vocab_size=11, hidden_size=8, state_size=2, num_hidden_layers=1))
@@ -166,12 +169,12 @@ def from_transformers(model_or_path: nn.Module | str | os.PathLike[str], path: s
     (1, 3, 16, 2)
     """
     tokenizer = None
-    if isinstance(model_or_path, nn.Module):
-        hf_model = model_or_path
-    elif isinstance(model_or_path, (str, os.PathLike)):
-        hf_model, tokenizer = load_directory(_resolve_directory(model_or_path), dtype)
+    if isinstance(model_or_dir, nn.Module):
+        hf_model = model_or_dir
+    elif isinstance(model_or_dir, (str, os.PathLike)):
+        hf_model, tokenizer = load_directory(_resolve_directory(model_or_dir), dtype)
     else:
-        raise TypeError(f"expected a transformers model or a path, got {type(model_or_path).__name__}")
+        raise TypeError(f"expected a transformers model or a checkpoint directory, got {type(model_or_dir).__name__}")
     adapter = _adapter_for(type(hf_model).__name__)
     model = adapter(hf_model.eval(), path=path)
     if tokenizer is not None:

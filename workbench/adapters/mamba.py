@@ -24,6 +24,7 @@ from workbench.adapters.base import (
 )
 from workbench.kernels.dispatch import fastest_selective_scan
 from workbench.models.mixers.s6 import S6_HOOK_SPECS, S6_STATE_SPECS
+from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import Emit, State, run_recurrence
 
 BPD = ("batch", "pos", "d_inner")
@@ -95,7 +96,7 @@ class HookedMambaMixer(AdapterMixer):
 
         values, final = run_recurrence(
             self._step, inputs, {"state": state["state"]}, self.hook_points(("state", "y")),
-            self._state_at, ("state",), needed=("y",), fused=scan if fused else None,
+            self._state_at, ("state",), needed=("y",), first_pass=scan if fused else None,
         )
         gate = self.hook_gate(F.silu(z))  # [batch, pos, d_inner]
         out = self.hook_out(hf.out_proj(values["y"] * gate))  # [batch, pos, d_model]
@@ -108,7 +109,7 @@ class HookedMamba(HookedTransformersLM):
     family = "mamba"
     generate_with_padding = True  # padded inputs are zeroed before the conv and the scan: the state stays zero
 
-    def __init__(self, hf_model: nn.Module, path: str = "fused"):
+    def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
         super().__init__(hf_model, path)
         cfg, backbone = hf_model.config, hf_model.backbone
         falcon = type(hf_model).__name__.startswith("FalconMamba")

@@ -24,6 +24,7 @@ from workbench.adapters.base import (
     mask_positions,
 )
 from workbench.kernels.dispatch import fastest_selective_scan
+from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import Emit, State, run_recurrence
 
 BPH = ("batch", "pos", "n_heads")
@@ -139,7 +140,7 @@ class HookedMamba2Mixer(AdapterMixer):
         values, final = run_recurrence(
             self._step, inputs, {"state": state["state"]}, self.hook_points(("state", "y")),
             self._state_at, ("state",), needed=("y",),
-            fused=(lambda wanted: self._scan(inputs, state["state"], wanted)) if fused else None,
+            first_pass=(lambda wanted: self._scan(inputs, state["state"], wanted)) if fused else None,
         )
         gate = self.hook_gate(F.silu(z))  # [batch, pos, d_inner]
         y = values["y"].reshape(batch, pos, d_inner)
@@ -165,7 +166,7 @@ class HookedMamba2(HookedTransformersLM):
     family = "mamba2"
     generate_with_padding = True  # padded inputs are zeroed before the conv and the scan: the state stays zero
 
-    def __init__(self, hf_model: nn.Module, path: str = "fused"):
+    def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
         super().__init__(hf_model, path)
         cfg, backbone = hf_model.config, hf_model.backbone
         mixer = backbone.layers[0].mixer

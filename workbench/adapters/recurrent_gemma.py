@@ -36,6 +36,7 @@ from workbench.adapters.base import (
     SoftCappedHead,
 )
 from workbench.kernels.dispatch import fastest_linear_scan
+from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import Emit, State, run_recurrence
 
 BPL = ("batch", "pos", "d_lru")
@@ -128,7 +129,7 @@ class HookedRgLru(AdapterMixer):
 
         values, final = run_recurrence(
             self._step, inputs, {"h": state["h"]}, self.hook_points(("h",)), self._state_at, ("h",),
-            needed=("h",), fused=scan if fused else None,
+            needed=("h",), first_pass=scan if fused else None,
         )
         gate = self.hook_gate(hf.act_fn(hf.linear_y(x_in)))  # [batch, pos, d_lru]
         out = self.hook_out(hf.linear_out(values["h"] * gate))  # [batch, pos, d_model]
@@ -259,7 +260,7 @@ class HookedRecurrentGemma(HookedTransformersLM):
 
     family = "recurrent_gemma"
 
-    def __init__(self, hf_model: nn.Module, path: str = "fused"):
+    def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
         super().__init__(hf_model, path)
         cfg, backbone = hf_model.config, hf_model.model
         self.sizes = {

@@ -30,6 +30,7 @@ from workbench.adapters.base import (
     HookSpec,
 )
 from workbench.kernels import linear_scan
+from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import Emit, State, run_recurrence
 
 BPA = ("batch", "pos", "d_att")
@@ -151,7 +152,7 @@ class HookedRwkvTimeMix(AdapterMixer):
 
         values, final = run_recurrence(
             self._step, inputs, recurrent, self.hook_points(("wkv", "num", "den", "max")),
-            self._state_at, ("num", "den", "max"), needed=("wkv",), fused=scan if fused else None,
+            self._state_at, ("num", "den", "max"), needed=("wkv",), first_pass=scan if fused else None,
         )
         out = self.hook_out(hf.output(r * values["wkv"]))  # [batch, pos, d_model]
         return out, {"shift": x[:, -1], **final}
@@ -201,7 +202,7 @@ class HookedRwkvBlock(AdapterBlock):
         state["ffn_shift"] = torch.zeros_like(state["shift"])
         return state
 
-    def forward(self, resid: Tensor, state: Mapping[str, Tensor] | None, path: str,
+    def forward(self, resid: Tensor, state: Mapping[str, Tensor] | None, path: ExecutionPath,
                 mask: Tensor | None) -> tuple[Tensor, State]:
         state = self.zero_state(resid.shape[0], resid.device, resid.dtype) if state is None else state
         resid = self.hook_resid_pre(resid)  # [batch, pos, d_model]
@@ -219,7 +220,7 @@ class HookedRwkv(HookedTransformersLM):
 
     family = "rwkv"
 
-    def __init__(self, hf_model: nn.Module, path: str = "fused"):
+    def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
         super().__init__(hf_model, path)
         cfg, rwkv = hf_model.config, hf_model.rwkv
         d_att = cfg.attention_hidden_size or cfg.hidden_size

@@ -34,6 +34,7 @@ from workbench.adapters.base import (
     SoftCappedHead,
 )
 from workbench.kernels import linear_scan
+from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import Emit, State, run_recurrence
 
 BPH = ("batch", "pos", "n_heads")
@@ -219,7 +220,7 @@ class HookedMlstm(AdapterMixer):
 
         values, final = run_recurrence(
             self._step, inputs, recurrent, self.hook_points(("m", "C", "n", "h")), self._state_at,
-            STATE_QUANTITIES, needed=("h",), fused=parallel if fused else None,
+            STATE_QUANTITIES, needed=("h",), first_pass=parallel if fused else None,
         )
         normed = self.hook_normed(self.hf.multihead_norm(values["h"]))  # [batch, pos, d_v_total]
         o = self.hook_o(torch.sigmoid(proj["o"]))
@@ -269,7 +270,7 @@ class HookedXlstm(HookedTransformersLM):
 
     family = "xlstm"
 
-    def __init__(self, hf_model: nn.Module, path: str = "fused"):
+    def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
         super().__init__(hf_model, path)
         cfg, backbone = hf_model.config, hf_model.backbone
         layer = backbone.blocks[0].mlstm_layer

@@ -1,18 +1,16 @@
 """Output buffers for large recordings on CPU: mappings that fault in cheaply, kept and reused once freed.
 
 A recording writes each byte of its cache once, into memory it has just allocated. On Linux every
-fresh 4 KiB page costs a page fault on first write, and on the 2-core VM this project is measured on
-that first touch dominated writing the output: filling a fresh 32 MiB float32 tensor took ~13 ms,
-against ~2 ms for reused memory and ~3.3 ms for memory advised as huge pages (MADV_HUGEPAGE: one
-fault per 2 MiB). Huge pages are not always cheap either: with THP `defrag = madvise` (a common
-default) the kernel compacts memory on the faulting thread, and a fresh 2 GiB S6 state buffer took
-2.3-4.1 s to fill there, against 0.04 s for the same mapping reused.
+fresh 4 KiB page costs a page fault on first write, and that first touch can dominate writing the
+output; memory advised as huge pages (MADV_HUGEPAGE: one fault per 2 MiB) or reused is much cheaper
+to fill. Huge pages are not always cheap either: with THP `defrag = madvise` (a common default) the
+kernel compacts memory on the faulting thread, which makes very large fresh buffers slow to fill.
+(Timings: benchmarks/cpu_results.md, "Choices measured".)
 
 So `recording_buffer` hands out anonymous mappings for CPU outputs of at least HUGE_PAGE_MIN_BYTES:
-advised as huge pages up to HUGE_PAGE_MAX_BYTES (a 32 MiB fill: 2.3-3.6 ms against 12 ms), and above
-that populated up front with MADV_POPULATE_WRITE, in address order (the S6 scan writes its states
-in a scattered order, and faulting them there made a first 2 GiB recording take 3.8 s; populated,
-1.1-2.5 s). When the last tensor viewing a buffer is freed the mapping goes to a pool
+advised as huge pages up to HUGE_PAGE_MAX_BYTES, and above that populated up front with
+MADV_POPULATE_WRITE, in address order (the S6 scan writes its states in a scattered order, and
+faulting them there is slower). When the last tensor viewing a buffer is freed the mapping goes to a pool
 instead of back to the OS; the next recording of a similar size reuses it, already faulted in
 (what a caching allocator does; researchers re-run the same analysis many times). The pool holds at
 most `pool_limit_bytes()` (a quarter of physical memory, at most 8 GiB; WORKBENCH_BUFFER_POOL_MB

@@ -106,9 +106,9 @@ def _input_projection(x: Tensor, weight_ih: Tensor, bias: Tensor | None) -> Tens
 def _tanh_via_sigmoid_(pre_doubled: Tensor, two: Tensor, one: Tensor) -> Tensor:
     """tanh(v) = 2 sigmoid(2 v) - 1, in place on 2 v (abs. error < 2e-7 in float32).
 
-    torch's CPU tanh is several times slower than its sigmoid on [batch, H] rows (measured 22 µs vs
-    4 µs at 16 x 512), and the recurrent loop needs it twice per position. `two` and `one` are 0-dim
-    tensors of the data's dtype: a Python scalar costs ~5 µs more per op (measured)."""
+    torch's CPU tanh is several times slower than its sigmoid on [batch, H] rows, and the recurrent
+    loop needs it twice per position. `two` and `one` are 0-dim tensors of the data's dtype: a
+    Python scalar costs more per op (benchmarks/cpu_results.md, "Choices measured")."""
     return pre_doubled.sigmoid_().mul_(two).sub_(one)
 
 

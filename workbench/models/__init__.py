@@ -3,13 +3,16 @@
 from workbench.models.cache import RecurrentCache, memory_budget, set_memory_budget
 from workbench.models.config import MIXER_FAMILIES, RecurrentConfig
 from workbench.models.hooked import HookedRecurrentLM, HookedRecurrentSeq2Seq
+from workbench.models.recurrence import ReadOnlyHook, read_only
 
 __all__ = [
     "MIXER_FAMILIES",
     "HookedRecurrentLM",
     "HookedRecurrentSeq2Seq",
     "RecurrentCache",
+    "ReadOnlyHook",
     "RecurrentConfig",
     "memory_budget",
+    "read_only",
     "set_memory_budget",
 ]

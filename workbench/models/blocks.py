@@ -11,6 +11,7 @@ from transformer_lens.hook_points import HookPoint
 
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers import MIXERS
+from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import State
 
 
@@ -64,7 +65,7 @@ class RecurrentBlock(nn.Module):
         self.hook_resid_post = HookPoint()
 
     def forward(
-        self, resid: Tensor, state: Mapping[str, Tensor] | None, path: str
+        self, resid: Tensor, state: Mapping[str, Tensor] | None, path: ExecutionPath
     ) -> tuple[Tensor, State]:
         resid = self.hook_resid_pre(resid)  # [batch, pos, d_model]
         mixed, new_state = self.mixer(self.ln1(resid), state, path)

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from workbench.models.paths import ExecutionPath
+
 
 class SteppableLM(Protocol):
     """What `generate` needs of a model: tokens from its input, and a forward that carries state."""
@@ -25,7 +27,7 @@ class SteppableLM(Protocol):
     def _as_tokens(self, inputs: Any) -> Tensor: ...  # [batch, pos]
 
     def __call__(self, inputs: Any, *, initial_state: Any = None, return_state: bool = False,
-                 path: str | None = None, **kwargs: Any) -> Any: ...
+                 path: ExecutionPath | None = None, **kwargs: Any) -> Any: ...
 
 
 def check_generation_args(max_new_tokens: int, temperature: float, greedy: bool) -> None:
@@ -55,7 +57,7 @@ def continue_tokens(
     temperature: float = 1.0,
     greedy: bool = False,
     seed: int | None = 0,
-    path: str | None = None,
+    path: ExecutionPath | None = None,
     prompt_kwargs: Mapping[str, Any] | None = None,
 ) -> Tensor:
     """tokens [batch, pos] -> [batch, pos + max_new_tokens]: the prompt runs once, then one step per token.
@@ -84,7 +86,7 @@ def generate(
     temperature: float = 1.0,
     greedy: bool = False,
     seed: int | None = 0,
-    path: str | None = None,
+    path: ExecutionPath | None = None,
     return_text: bool | None = None,
     *,
     prompt_kwargs: Mapping[str, Any] | None = None,

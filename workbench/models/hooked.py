@@ -22,15 +22,16 @@ from workbench.models.blocks import RecurrentBlock
 from workbench.models.cache import RecurrentCache, memory_budget
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers.base import dimension_sizes
+from workbench.models.paths import DefaultPath, ExecutionPath
 from workbench.models.recurrence import ActivationRecorder, State
 
-PATHS = ("reference", "fused")
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 ModelState = list[State]  # one state dict per layer
 
 
-class HookedRecurrentBase(HookedRootModule):
-    """Blocks, final norm, hook bookkeeping; subclasses add the input and output maps."""
+class HookedRecurrentBase(DefaultPath, HookedRootModule):
+    """Blocks, final norm, hook bookkeeping; subclasses add the input and output maps. `path` is the
+    default execution path (`set_default_path`)."""
 
     def __init__(self, cfg: RecurrentConfig):
         super().__init__()
@@ -39,17 +40,14 @@ class HookedRecurrentBase(HookedRootModule):
         from workbench.models.blocks import Norm
 
         self.ln_final = Norm(cfg)
-        self.path = "fused"
         self.tokenizer: Any = None
 
     # ----- running -------------------------------------------------------------------------
     def run_blocks(
-        self, resid: Tensor, initial_state: ModelState | None, path: str | None
+        self, resid: Tensor, initial_state: ModelState | None, path: ExecutionPath | None
     ) -> tuple[Tensor, ModelState]:
         """resid: [batch, pos, d_model] through every block; returns it and the final states."""
-        path = path or self.path
-        if path not in PATHS:
-            raise ValueError(f"unknown path {path!r}; use one of {PATHS}")
+        path = self.resolve_path(path)
         if initial_state is not None and len(initial_state) != len(self.blocks):
             raise ValueError(
                 f"initial_state has {len(initial_state)} layers, the model has {len(self.blocks)}"
@@ -196,7 +194,7 @@ class HookedRecurrentBase(HookedRootModule):
                 out.backward()
         specs = self.hook_specs()
         cache = RecurrentCache(metadata={
-            "path": model_kwargs.get("path") or self.path,
+            "path": self.resolve_path(model_kwargs.get("path")),
             "kernels": self.kernels_used(),
         })
         for name in names:
@@ -316,7 +314,7 @@ class HookedRecurrentLM(HookedRecurrentBase):
         inputs: Tensor | str | Sequence[str],
         initial_state: ModelState | None = None,
         return_state: bool = False,
-        path: str | None = None,
+        path: ExecutionPath | None = None,
         return_type: str | None = "logits",
     ) -> Any:
         """tokens [batch, pos] (or text) -> logits [batch, pos, d_vocab] (and the final state).
@@ -385,7 +383,7 @@ class HookedRecurrentSeq2Seq(HookedRecurrentBase):
         x: Tensor,
         initial_state: ModelState | None = None,
         return_state: bool = False,
-        path: str | None = None,
+        path: ExecutionPath | None = None,
     ) -> Any:
         """x [batch, pos, d_input] -> y [batch, pos, d_output] (and the final state)."""
         x = self._as_inputs(x)

@@ -9,6 +9,10 @@ the current position is used. The result is the fixed point a per-step loop woul
 that edits position t changes every later position and no earlier one, identically on both paths.
 Hook functions on recurrent quantities must therefore be causal (their output at t depends only on
 positions <= t) and free of side effects other than recording.
+
+Which hooks are replayed is decided by an explicit mark: a hook wrapped by `read_only` (as the
+cache's `ActivationRecorder`s are) never edits, so it is not called per replayed step but once with
+the fixed point; any unmarked hook may edit and is replayed.
 """
 
 from __future__ import annotations
@@ -23,18 +27,46 @@ State = dict[str, Tensor]
 Emit = Callable[[str, Tensor], Tensor]
 # (inputs at one position [batch, ...], state before it, emit) -> state after it
 StepFn = Callable[[Mapping[str, Tensor], State, Emit], State]
-# (quantities wanted) -> (values [batch, pos, ...] per quantity, final state)
-FusedFn = Callable[[set[str]], tuple[dict[str, Tensor], State]]
+# the fused path's first pass: (quantities wanted) -> (values [batch, pos, ...] per quantity, final state)
+FirstPassFn = Callable[[set[str]], tuple[dict[str, Tensor], State]]
 # (values, t) -> state after position t, read off the recorded quantities
 StateAtFn = Callable[[Mapping[str, Tensor], int], State]
 
-READ_ONLY_HOOK_NAME = "workbench.ActivationRecorder(read-only)"
+
+class ReadOnlyHook:
+    """A hook marked read-only: it records but never edits, so causal replay need not call it per
+    step (it is called once more with the fixed point instead). Wrap any hook function with
+    `read_only(fn)`; its return value is dropped, so the mark cannot hide an edit."""
+
+    workbench_read_only = True  # the mark `is_read_only` checks
+
+    def __init__(self, fn: Callable[..., object] | None = None):
+        self.fn = fn
+
+    def __call__(self, tensor: Tensor, hook: HookPoint) -> None:
+        if self.fn is not None:
+            self.fn(tensor, hook=hook)
+
+    def __repr__(self) -> str:
+        return f"read_only({self.fn!r})"
 
 
-class ActivationRecorder:
+def read_only(fn: Callable[..., object]) -> ReadOnlyHook:
+    """`fn` marked read-only, for `add_hook` / `hooks()` / `run_with_hooks`:
+    `model.add_hook(name, read_only(fn))`. Unmarked hooks are treated as possibly editing."""
+    return fn if isinstance(fn, ReadOnlyHook) else ReadOnlyHook(fn)
+
+
+def is_read_only(fn: object) -> bool:
+    """True for a hook carrying the read-only mark (a `ReadOnlyHook`, e.g. the cache's recorders)."""
+    return getattr(fn, "workbench_read_only", False) is True
+
+
+class ActivationRecorder(ReadOnlyHook):
     """A read-only hook that stores a detached copy of each activation it sees in `store`."""
 
     def __init__(self, store: dict[str, Tensor], device: torch.device | str | None = None):
+        super().__init__()
         self.store = store
         self.device = device
 
@@ -43,7 +75,7 @@ class ActivationRecorder:
         self.store[hook.name] = saved.to(self.device) if self.device is not None else saved
 
     def __repr__(self) -> str:
-        return READ_ONLY_HOOK_NAME
+        return "ActivationRecorder(read-only)"
 
 
 def record_every_hook(module: torch.nn.Module, store: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -56,27 +88,29 @@ def record_every_hook(module: torch.nn.Module, store: dict[str, Tensor]) -> dict
     return store
 
 
+def forward_hooks(hook_point: HookPoint) -> list[Callable[..., Tensor | None]]:
+    """The hook functions attached to `hook_point` (TransformerLens's `add_hook`, `hooks()`,
+    `run_with_hooks`), in the order they run, as the user gave them."""
+    return [handle.user_hook for handle in hook_point.fwd_hooks if handle.user_hook is not None]
+
+
 def hook_is_active(hook_point: HookPoint) -> bool:
     """True when any forward hook is attached to `hook_point`."""
-    return len(hook_point._forward_hooks) > 0
-
-
-def _is_read_only(fn: Callable) -> bool:
-    name = getattr(fn, "__name__", "")
-    return name == READ_ONLY_HOOK_NAME or "save_hook" in name
+    return len(hook_point.fwd_hooks) > 0
 
 
 def hook_may_edit(hook_point: HookPoint) -> bool:
-    """True unless every attached forward hook is a known read-only recorder."""
-    return any(not _is_read_only(fn) for fn in hook_point._forward_hooks.values())
+    """True unless every attached forward hook carries the read-only mark (`read_only`)."""
+    return any(not is_read_only(fn) for fn in forward_hooks(hook_point))
 
 
-def call_hooks(hook_point: HookPoint, tensor: Tensor, read_only: bool) -> Tensor:
-    """Call only the editing hooks (read_only=False) or only the recorders of `hook_point`, in order."""
-    for fn in list(hook_point._forward_hooks.values()):
-        if _is_read_only(fn) != read_only:
+def call_hooks(hook_point: HookPoint, tensor: Tensor, marked: bool) -> Tensor:
+    """Call only the editing hooks (marked=False) or only the ones marked read-only of `hook_point`,
+    in order, each on the previous one's result."""
+    for fn in forward_hooks(hook_point):
+        if is_read_only(fn) != marked:
             continue
-        result = fn(hook_point, (tensor,), tensor)
+        result = fn(tensor, hook=hook_point)
         if result is not None:
             tensor = result
     return tensor
@@ -144,21 +178,22 @@ def run_recurrence(
     state_at: StateAtFn,
     state_quantities: Sequence[str],
     needed: Sequence[str] = (),
-    fused: FusedFn | None = None,
+    first_pass: FirstPassFn | None = None,
 ) -> tuple[dict[str, Tensor], State]:
     """Compute every quantity of a recurrence over all positions, firing hooks causally.
 
     `hook_points` maps each recurrent quantity, in step order, to its hook point. `needed` names
-    the quantities the caller uses afterwards. `fused`, when given, computes the first pass with a
-    fast kernel; otherwise the readable loop `step` does. Returns values and the final state.
+    the quantities the caller uses afterwards. `first_pass`, when given (the fused path), computes
+    the first pass with a fast kernel; otherwise the readable loop `step` does. Returns values and
+    the final state.
     """
     length = _length(inputs)
     active = {q for q, hp in hook_points.items() if hook_is_active(hp)}
     editing = {q for q in active if hook_may_edit(hook_points[q])}
     wanted = set(needed) | active | (set(state_quantities) if editing else set())
 
-    if fused is not None:
-        values, final_state = fused(wanted)
+    if first_pass is not None:
+        values, final_state = first_pass(wanted)
     else:
         values, final_state = run_reference_loop(step, inputs, initial_state, wanted, length)
 
@@ -204,12 +239,12 @@ def _replay_from(
         buffer = buffers[name]
         buffer[:, position] = value
         if name in editing:
-            value = call_hooks(hook_points[name], buffer.clone(), read_only=False)[:, position]
+            value = call_hooks(hook_points[name], buffer.clone(), marked=False)[:, position]
             buffer[:, position] = value
         return value
 
     for position in range(start, length):
         state = step({k: v[:, position] for k, v in inputs.items()}, state, emit)
     for name in active:
-        call_hooks(hook_points[name], buffers[name], read_only=True)
+        call_hooks(hook_points[name], buffers[name], marked=True)
     return buffers, state

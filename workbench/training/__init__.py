@@ -7,10 +7,11 @@ from workbench.training.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from workbench.training.train import evaluate_bpc, train
+from workbench.training.train import TrainConfig, evaluate_bpc, train
 
 __all__ = [
     "Checkpoint",
+    "TrainConfig",
     "TrainingState",
     "evaluate_bpc",
     "load_checkpoint",

@@ -39,6 +39,7 @@ from workbench.errors import CheckpointError
 
 if TYPE_CHECKING:
     from workbench.models import HookedRecurrentLM, RecurrentConfig
+    from workbench.models.paths import ExecutionPath
 
 __all__ = [
     "CONFIG_FILENAME",
@@ -364,7 +365,7 @@ def save_checkpoint(
 class Checkpoint:
     """A checkpoint's description, read from its JSON files without touching the weights."""
 
-    path: Path
+    directory: Path
     config: RecurrentConfig
     tokenizer: CharTokenizer
     provenance: dict[str, Any]
@@ -373,23 +374,24 @@ class Checkpoint:
 
     @property
     def has_training_state(self) -> bool:
-        return (self.path / TRAINING_STATE_FILENAME).is_file()
+        return (self.directory / TRAINING_STATE_FILENAME).is_file()
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
         """Stored tensor names and shapes, read from the safetensors header (no data loaded)."""
-        with safe_open(str(self.path / WEIGHTS_FILENAME), framework="pt") as handle:
+        with safe_open(str(self.directory / WEIGHTS_FILENAME), framework="pt") as handle:
             return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
 
     def n_parameters(self) -> int:
         """Parameters stored in the checkpoint (tied weights counted once)."""
         return sum(math.prod(shape) for shape in self.tensor_shapes().values())
 
-    def load_model(self, device: str | torch.device = "cpu", path: str = "fused") -> HookedRecurrentLM:
-        """Build the model from the config, check every tensor against it, load the weights."""
+    def load_model(self, device: str | torch.device = "cpu", path: ExecutionPath = "fused") -> HookedRecurrentLM:
+        """Build the model from the config, check every tensor against it, load the weights; `path`
+        becomes the model's default execution path."""
         return _load_model(self, device=device, path=path)
 
     def load_training_state(self) -> TrainingState | None:
-        return TrainingState.load(self.path)
+        return TrainingState.load(self.directory)
 
 
 def read_checkpoint(directory: str | Path) -> Checkpoint:
@@ -422,7 +424,7 @@ def read_checkpoint(directory: str | Path) -> Checkpoint:
             f"{len(tokenizer)} characters"
         )
     return Checkpoint(
-        path=path,
+        directory=path,
         config=config,
         tokenizer=tokenizer,
         provenance=document.get("provenance", {}),
@@ -438,7 +440,7 @@ def _check_names_and_shapes(
     aliases: Mapping[str, str],
 ) -> None:
     """Raise CheckpointError naming the first tensor that is missing, extra, or misshapen."""
-    where = f"checkpoint {checkpoint.path} does not match its config"
+    where = f"checkpoint {checkpoint.directory} does not match its config"
     present = set(found) | set(aliases)
     missing = [name for name in expected if name not in present]
     if missing:
@@ -453,13 +455,13 @@ def _check_names_and_shapes(
 
 
 def _load_model(
-    checkpoint: Checkpoint, device: str | torch.device = "cpu", path: str = "fused"
+    checkpoint: Checkpoint, device: str | torch.device = "cpu", path: ExecutionPath = "fused"
 ) -> HookedRecurrentLM:
     from workbench.models import HookedRecurrentLM
 
     model = HookedRecurrentLM(checkpoint.config)
     expected = model.state_dict()  # name -> tensor [shape the config implies]
-    weights_path = checkpoint.path / WEIGHTS_FILENAME
+    weights_path = checkpoint.directory / WEIGHTS_FILENAME
     try:
         with safe_open(str(weights_path), framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -477,7 +479,7 @@ def _load_model(
         state[name] = tensor.to(reference.dtype) if tensor.is_floating_point() else tensor
     model.load_state_dict(state, strict=True)
     model.to(device)
-    model.path = path
+    model.set_default_path(path)
     model.tokenizer = checkpoint.tokenizer
     model.checkpoint = checkpoint
     model.eval()
@@ -485,7 +487,8 @@ def _load_model(
 
 
 def load_checkpoint(
-    directory: str | Path, device: str | torch.device = "cpu", path: str = "fused"
+    directory: str | Path, device: str | torch.device = "cpu", path: ExecutionPath = "fused"
 ) -> HookedRecurrentLM:
-    """Load a checkpoint directory as a model in eval mode, with `model.tokenizer` attached."""
+    """Load a checkpoint directory as a model in eval mode, with `model.tokenizer` attached and
+    `path` as its default execution path."""
     return read_checkpoint(directory).load_model(device=device, path=path)

@@ -18,9 +18,9 @@ import shlex
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -36,52 +36,59 @@ from workbench.training.checkpoint import (
     save_checkpoint,
 )
 
-__all__ = ["TRAIN_OPTIONS", "TrainOption", "evaluate_bpc", "reproduce_command", "train"]
+if TYPE_CHECKING:
+    from workbench.models.paths import ExecutionPath
+
+__all__ = ["TRAIN_OPTIONS", "TrainConfig", "TrainOption", "evaluate_bpc", "reproduce_command", "train"]
 
 LN2 = math.log(2.0)
 
 
 @dataclass(frozen=True)
 class TrainOption:
-    """One argument of `train`, as the command line spells it (shared by the CLI and provenance)."""
+    """One field of `TrainConfig` as the command line spells it (shared by the CLI and provenance)."""
 
-    name: str  # keyword argument of train()
+    name: str  # field of TrainConfig (keyword argument of train())
     flag: str  # command-line flag
     type: type
-    default: Any
     help: str
     # False: does not change the weights (where to write, how often to report), so a resumed run
     # may change it freely, and it is left out of the reproduce command when at its default.
     affects_weights: bool = True
 
+    @property
+    def default(self) -> Any:
+        """The field's default in `TrainConfig`."""
+        return TrainConfig.__dataclass_fields__[self.name].default
+
 
 TRAIN_OPTIONS: tuple[TrainOption, ...] = (
-    TrainOption("corpus", "--corpus", str, DEFAULT_CORPUS, "corpus name: python-stdlib or linux"),
-    TrainOption("family", "--family", str, "lstm", "mixer family: elman lstm gru mingru minlstm s6"),
-    TrainOption("n_layers", "--layers", int, 2, "number of recurrent blocks"),
-    TrainOption("d_model", "--d-model", int, 128, "residual width"),
-    TrainOption("d_hidden", "--hidden", int, None, "recurrent width of each mixer (default d_model)"),
-    TrainOption("d_mlp", "--d-mlp", int, 0, "MLP width in each block (0: no MLP)"),
-    TrainOption("steps", "--steps", int, 2000, "optimizer steps in total"),
-    TrainOption("batch_size", "--batch-size", int, 32, "parallel text streams per step"),
-    TrainOption("seq_len", "--seq-len", int, 128, "characters per window (TBPTT length)"),
-    TrainOption("lr", "--lr", float, 3e-3, "peak learning rate (AdamW)"),
-    TrainOption("min_lr_ratio", "--min-lr-ratio", float, 0.1, "final LR as a fraction of peak"),
-    TrainOption("warmup_steps", "--warmup-steps", int, None, "linear warmup (default steps/20)"),
-    TrainOption("weight_decay", "--weight-decay", float, 0.0, "AdamW weight decay"),
-    TrainOption("grad_clip", "--grad-clip", float, 1.0, "clip the gradient's global norm to this"),
-    TrainOption("seed", "--seed", int, 0, "seed for initialisation (same seed, same weights)"),
-    TrainOption("max_bytes", "--max-bytes", int, None, "cap the corpus at this many bytes"),
-    TrainOption("min_count", "--min-count", int, DEFAULT_MIN_COUNT, "vocabulary: min occurrences"),
-    TrainOption("path", "--path", str, "fused", "forward path to train on: fused or reference"),
-    TrainOption("out", "--out", str, None, "checkpoint directory", affects_weights=False),
-    TrainOption("eval_every", "--eval-every", int, None, "validate every N (steps/10)", False),
-    TrainOption("eval_chars", "--eval-chars", int, 100_000, "validation characters", False),
-    TrainOption("test_chars", "--test-chars", int, None, "test characters (default all)", False),
-    TrainOption("checkpoint_every", "--checkpoint-every", int, None, "save every N (steps/5)", False),
-    TrainOption("weights_dtype", "--weights-dtype", str, "float32", "float32 or float16", False),
-    TrainOption("device", "--device", str, "cpu", "cpu or cuda", affects_weights=False),
-    TrainOption("threads", "--threads", int, None, "CPU threads (default: torch's)", False),
+    TrainOption("corpus", "--corpus", str, "corpus name: python-stdlib or linux"),
+    TrainOption("family", "--family", str, "mixer family: elman lstm gru mingru minlstm s6"),
+    TrainOption("n_layers", "--layers", int, "number of recurrent blocks"),
+    TrainOption("d_model", "--d-model", int, "residual width"),
+    TrainOption("d_hidden", "--hidden", int, "recurrent width of each mixer (default d_model)"),
+    TrainOption("d_mlp", "--d-mlp", int, "MLP width in each block (0: no MLP)"),
+    TrainOption("steps", "--steps", int, "optimizer steps in total"),
+    TrainOption("batch_size", "--batch-size", int, "parallel text streams per step"),
+    TrainOption("seq_len", "--seq-len", int, "characters per window (TBPTT length)"),
+    TrainOption("lr", "--lr", float, "peak learning rate (AdamW)"),
+    TrainOption("min_lr_ratio", "--min-lr-ratio", float, "final LR as a fraction of peak"),
+    TrainOption("warmup_steps", "--warmup-steps", int, "linear warmup (default steps/20)"),
+    TrainOption("weight_decay", "--weight-decay", float, "AdamW weight decay"),
+    TrainOption("grad_clip", "--grad-clip", float, "clip the gradient's global norm to this"),
+    TrainOption("seed", "--seed", int, "seed for initialisation (same seed, same weights)"),
+    TrainOption("max_bytes", "--max-bytes", int, "cap the corpus at this many bytes"),
+    TrainOption("min_count", "--min-count", int, "vocabulary: min occurrences"),
+    TrainOption("path", "--path", str, "forward path to train on: fused or reference"),
+    TrainOption("out", "--out", str, "checkpoint directory", affects_weights=False),
+    TrainOption("eval_every", "--eval-every", int, "validate every N (steps/10)", False),
+    TrainOption("eval_chars", "--eval-chars", int, "validation characters", False),
+    TrainOption("test_chars", "--test-chars", int, "test characters (default all)", False),
+    TrainOption("checkpoint_every", "--checkpoint-every", int, "save every N (steps/5)", False),
+    TrainOption("weights_dtype", "--weights-dtype", str, "float32 or float16", False),
+    TrainOption("device", "--device", str, "cpu or cuda", affects_weights=False),
+    TrainOption("threads", "--threads", int, "CPU threads (default: torch's)", False),
 )
 _OPTIONS_BY_NAME = {option.name: option for option in TRAIN_OPTIONS}
 
@@ -147,7 +154,7 @@ def evaluate_bpc(
     batch_size: int = 16,
     seq_len: int = 256,
     max_chars: int | None = None,
-    path: str | None = None,
+    path: ExecutionPath | None = None,
     progress: bool = False,
 ) -> float:
     """Bits per character of `model` on `text`, predicting every character but each stream's first.
@@ -231,41 +238,70 @@ def _check_resumable(saved: Mapping[str, Any], args: Mapping[str, Any], out: Pat
 
 
 # --------------------------------------------------------------------------------------- train
-def train(
-    corpus: str = DEFAULT_CORPUS,
-    family: str = "lstm",
-    n_layers: int = 2,
-    d_model: int = 128,
-    d_hidden: int | None = None,
-    d_mlp: int = 0,
-    steps: int = 2000,
-    batch_size: int = 32,
-    seq_len: int = 128,
-    lr: float = 3e-3,
-    min_lr_ratio: float = 0.1,
-    warmup_steps: int | None = None,
-    weight_decay: float = 0.0,
-    grad_clip: float = 1.0,
-    seed: int = 0,
-    out: str | Path | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    eval_every: int | None = None,
-    eval_chars: int | None = 100_000,
-    test_chars: int | None = None,
-    checkpoint_every: int | None = None,
-    stop_at: int | None = None,
-    device: str = "cpu",
-    threads: int | None = None,
-    max_bytes: int | None = None,
-    min_count: int = DEFAULT_MIN_COUNT,
-    path: str = "fused",
-    weights_dtype: str = "float32",
-    keep_training_state: bool = True,
-    corpus_root: str | Path | None = None,
-    progress: bool = True,
-) -> Path:
-    """Train a character-level `HookedRecurrentLM` on `corpus` and return its checkpoint directory.
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a `train` run. The command-line options (`TRAIN_OPTIONS`) are its fields
+    with a flag; their defaults are the defaults here. `None` widths and intervals are derived
+    from the others by `resolved`."""
+
+    corpus: str = DEFAULT_CORPUS
+    family: str = "lstm"
+    n_layers: int = 2
+    d_model: int = 128
+    d_hidden: int | None = None
+    d_mlp: int = 0
+    steps: int = 2000
+    batch_size: int = 32
+    seq_len: int = 128
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int | None = None
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    out: str | Path | None = None  # checkpoint directory (default runs/<corpus>-<family>-<layers>x<hidden>-seed<seed>)
+    resume: bool = False  # continue the training state in `out` (fresh if none)
+    overwrite: bool = False  # replace a checkpoint already in `out`
+    eval_every: int | None = None
+    eval_chars: int | None = 100_000
+    test_chars: int | None = None
+    checkpoint_every: int | None = None
+    stop_at: int | None = None  # end after this step, resumable, as if interrupted
+    device: str = "cpu"
+    threads: int | None = None
+    max_bytes: int | None = None
+    min_count: int = DEFAULT_MIN_COUNT
+    path: ExecutionPath = "fused"
+    weights_dtype: str = "float32"
+    keep_training_state: bool = True  # keep the optimizer state in the final checkpoint
+    corpus_root: str | Path | None = None  # another corpus source directory or tarball
+    progress: bool = True  # tqdm progress bars
+
+    def resolved(self) -> TrainConfig:
+        """This config with the derived defaults filled in: d_hidden = d_model, warmup steps/20,
+        validation every steps/10, a checkpoint every steps/5, and the default `out`."""
+        d_hidden = self.d_model if self.d_hidden is None else self.d_hidden
+        steps = self.steps
+        default_out = Path("runs") / f"{self.corpus}-{self.family}-{self.n_layers}x{d_hidden}-seed{self.seed}"
+        out = default_out if self.out is None else self.out
+        return replace(
+            self,
+            d_hidden=d_hidden,
+            warmup_steps=max(1, steps // 20) if self.warmup_steps is None else self.warmup_steps,
+            eval_every=max(1, steps // 10) if self.eval_every is None else self.eval_every,
+            checkpoint_every=max(1, steps // 5) if self.checkpoint_every is None else self.checkpoint_every,
+            out=Path(out),
+        )
+
+    def train_args(self) -> dict[str, Any]:
+        """The command-line options' values (`out` as text): the checkpoint's `train_args`."""
+        args = {option.name: getattr(self, option.name) for option in TRAIN_OPTIONS}
+        return {**args, "out": None if self.out is None else str(self.out)}
+
+
+def train(config: TrainConfig | None = None, /, **settings: Any) -> Path:
+    """Train a character-level `HookedRecurrentLM` as `config` says (keyword `settings` replace
+    its fields, e.g. `train(family="gru", steps=500)`) and return its checkpoint directory.
 
     Same seed and corpus give the same weights. `resume=True` continues from the training state in
     `out` (starting fresh if there is none); `stop_at` ends the run after that step with a
@@ -275,77 +311,64 @@ def train(
     """
     from workbench.models import HookedRecurrentLM, RecurrentConfig
 
+    given = replace(config or TrainConfig(), **settings)
     # Settings that do not change the weights enter the reproduce command as the user gave them.
-    requested = {"eval_every": eval_every, "checkpoint_every": checkpoint_every}
-    d_hidden = d_model if d_hidden is None else d_hidden
-    warmup_steps = max(1, steps // 20) if warmup_steps is None else warmup_steps
-    eval_every = max(1, steps // 10) if eval_every is None else eval_every
-    checkpoint_every = max(1, steps // 5) if checkpoint_every is None else checkpoint_every
-    if out is None:
-        out = Path("runs") / f"{corpus}-{family}-{n_layers}x{d_hidden}-seed{seed}"
-    out = Path(out)
-    args = {
-        "corpus": corpus, "family": family, "n_layers": n_layers, "d_model": d_model,
-        "d_hidden": d_hidden, "d_mlp": d_mlp, "steps": steps, "batch_size": batch_size,
-        "seq_len": seq_len, "lr": lr, "min_lr_ratio": min_lr_ratio, "warmup_steps": warmup_steps,
-        "weight_decay": weight_decay, "grad_clip": grad_clip, "seed": seed, "max_bytes": max_bytes,
-        "min_count": min_count, "path": path, "out": str(out), "eval_every": eval_every,
-        "eval_chars": eval_chars, "test_chars": test_chars, "checkpoint_every": checkpoint_every,
-        "weights_dtype": weights_dtype, "device": device, "threads": threads,
-    }  # fmt: skip
+    requested = {"eval_every": given.eval_every, "checkpoint_every": given.checkpoint_every}
+    config = given.resolved()
+    args = config.train_args()
     for name in ("steps", "batch_size", "seq_len", "eval_every", "checkpoint_every"):
         if args[name] <= 0:
             raise ValueError(f"{name} must be positive, got {args[name]}")
-    torch_device = torch.device(device)
+    torch_device = torch.device(config.device)
 
-    data_corpus = load_corpus(corpus, max_bytes=max_bytes, root=corpus_root)
-    saved = read_checkpoint(out) if resume and is_checkpoint(out) else None
+    data_corpus = load_corpus(config.corpus, max_bytes=config.max_bytes, root=config.corpus_root)
+    saved = read_checkpoint(config.out) if config.resume and is_checkpoint(config.out) else None
     state_saved = saved.load_training_state() if saved is not None else None
-    if resume and saved is not None and state_saved is None:
-        raise ValueError(f"{out} holds a checkpoint without training state; it cannot be resumed")
-    if not resume and not overwrite and is_checkpoint(out):
+    if config.resume and saved is not None and state_saved is None:
+        raise ValueError(f"{config.out} holds a checkpoint without training state; it cannot be resumed")
+    if not config.resume and not config.overwrite and is_checkpoint(config.out):
         raise FileExistsError(
-            f"{out} already holds a checkpoint; pass resume=True (--resume) to continue it or "
+            f"{config.out} already holds a checkpoint; pass resume=True (--resume) to continue it or "
             "overwrite=True (--overwrite) to replace it"
         )
 
     if saved is not None and state_saved is not None:
-        _check_resumable(saved.provenance.get("train_args", {}), args, out)
+        _check_resumable(saved.provenance.get("train_args", {}), args, config.out)
         tokenizer = saved.tokenizer
-        model = saved.load_model(device="cpu", path=path)
+        model = saved.load_model(device="cpu", path=config.path)
         if state_saved.master_weights is not None:
             model.load_state_dict(state_saved.master_weights)
         start_step = state_saved.step
         history = dict(state_saved.extra.get("history", {}))
     else:
-        tokenizer = data_corpus.build_tokenizer(min_count=min_count)
-        torch.manual_seed(seed)
+        tokenizer = data_corpus.build_tokenizer(min_count=config.min_count)
+        torch.manual_seed(config.seed)
         cfg = RecurrentConfig(
-            family=family, n_layers=n_layers, d_model=d_model, d_hidden=d_hidden, d_mlp=d_mlp,
-            d_vocab=len(tokenizer),
+            family=config.family, n_layers=config.n_layers, d_model=config.d_model, d_hidden=config.d_hidden,
+            d_mlp=config.d_mlp, d_vocab=len(tokenizer),
         )  # fmt: skip
         model = HookedRecurrentLM(cfg)
         start_step = 0
         history = {}
     model.tokenizer = tokenizer
     model.to(torch_device)
-    model.path = path
+    model.set_default_path(config.path)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     carried: Any = None
     if state_saved is not None:
         optimizer.load_state_dict(state_saved.optimizer)
         _set_rng_state(state_saved.rng, torch_device)
         carried = _move_state(state_saved.carried_state, torch_device)
 
-    with torch_threads(threads):
+    with torch_threads(config.threads):
         ids = tokenizer.encode(data_corpus.train, unknown="map")  # [n_train]
-        data = _streams(ids.to(torch.int32), batch_size)  # [batch, stream_len], int32 to save memory
-        windows = (data.shape[1] - 1) // seq_len
+        data = _streams(ids.to(torch.int32), config.batch_size)  # [batch, stream_len], int32 to save memory
+        windows = (data.shape[1] - 1) // config.seq_len
         if windows < 1:
             raise ValueError(
                 f"the training split ({ids.shape[0]:,} characters) is too short for batch_size="
-                f"{batch_size} streams of seq_len={seq_len}; lower them or raise max_bytes"
+                f"{config.batch_size} streams of seq_len={config.seq_len}; lower them or raise max_bytes"
             )
         val_history: list[list[float]] = history.setdefault("validation_bpc", [])
         train_history: list[list[float]] = history.setdefault("train_bpc", [])
@@ -355,28 +378,28 @@ def train(
 
         def evaluate(split: str, max_chars: int | None) -> float:
             return evaluate_bpc(
-                model, tokenizer, data_corpus.split(split), max_chars=max_chars, path=path,
-                seq_len=max(seq_len, 256),
+                model, tokenizer, data_corpus.split(split), max_chars=max_chars, path=config.path,
+                seq_len=max(config.seq_len, 256),
             )  # fmt: skip
 
         def checkpoint(step: int, final: bool) -> None:
             metrics: dict[str, Any] = {
                 "train_bpc": train_history[-1][1] if train_history else None,
                 "validation_bpc": val_history[-1][1] if val_history else None,
-                "tokens_seen": step * batch_size * seq_len,
+                "tokens_seen": step * config.batch_size * config.seq_len,
             }
             if final:
-                metrics["test_bpc"] = evaluate("test", test_chars)
-                metrics["test_chars"] = min(len(data_corpus.test), test_chars or len(data_corpus.test))
+                metrics["test_bpc"] = evaluate("test", config.test_chars)
+                metrics["test_chars"] = min(len(data_corpus.test), config.test_chars or len(data_corpus.test))
             metrics["history"] = history
             provenance = {
-                "corpus": corpus,
+                "corpus": config.corpus,
                 "corpus_source": data_corpus.source,
                 "corpus_fingerprint": data_corpus.fingerprint,
                 "corpus_chars": data_corpus.char_counts,
-                "max_bytes": max_bytes,
+                "max_bytes": config.max_bytes,
                 "steps": step,
-                "seed": seed,
+                "seed": config.seed,
                 "command": reproduce_command({**args, **requested}),
                 "train_args": args,
                 "python": platform.python_version(),
@@ -385,7 +408,7 @@ def train(
                 "train_seconds": round(time.time() - started, 1),
             }
             training_state = None
-            if keep_training_state or not final:
+            if config.keep_training_state or not final:
                 training_state = TrainingState(
                     step=step,
                     optimizer=optimizer.state_dict(),
@@ -394,28 +417,28 @@ def train(
                     extra={"history": history, "recent_train_bpc": recent},
                 )
             save_checkpoint(
-                out, model, tokenizer, provenance=provenance, metrics=metrics, dtype=weights_dtype,
+                config.out, model, tokenizer, provenance=provenance, metrics=metrics, dtype=config.weights_dtype,
                 training_state=training_state,
             )  # fmt: skip
 
-        last_step = steps if stop_at is None else min(steps, stop_at)
-        bar = tqdm(total=steps, initial=start_step, disable=not progress, unit="step", desc="train")
+        last_step = config.steps if config.stop_at is None else min(config.steps, config.stop_at)
+        bar = tqdm(total=config.steps, initial=start_step, disable=not config.progress, unit="step", desc="train")
         step = start_step
         for step in range(start_step, last_step):
             window = step % windows
             if window == 0:
                 carried = None  # the streams wrapped around to their start: a fresh state
-            lo = window * seq_len
-            inputs = data[:, lo : lo + seq_len].to(torch_device, torch.long)  # [batch, seq_len]
-            targets = data[:, lo + 1 : lo + seq_len + 1].to(torch_device, torch.long)  # [batch, seq]
+            lo = window * config.seq_len
+            inputs = data[:, lo : lo + config.seq_len].to(torch_device, torch.long)  # [batch, seq_len]
+            targets = data[:, lo + 1 : lo + config.seq_len + 1].to(torch_device, torch.long)  # [batch, seq]
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, lr, steps, warmup_steps, min_lr_ratio)
-            logits, carried = model(inputs, initial_state=carried, return_state=True, path=path)
+                group["lr"] = learning_rate(step, config.lr, config.steps, config.warmup_steps, config.min_lr_ratio)
+            logits, carried = model(inputs, initial_state=carried, return_state=True, path=config.path)
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # logits [b*seq, vocab]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            if config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             carried = detach_state(carried)
             bpc = loss.item() / LN2
@@ -423,18 +446,18 @@ def train(
                 raise FloatingPointError(f"loss became {bpc} at step {step + 1}; lower the lr")
             recent.append(bpc)
             done = step + 1
-            if done % eval_every == 0 or done == steps:
+            if done % config.eval_every == 0 or done == config.steps:
                 train_history.append([done, sum(recent) / len(recent)])
                 recent.clear()
-                val_history.append([done, evaluate("validation", eval_chars)])
+                val_history.append([done, evaluate("validation", config.eval_chars)])
                 bar.set_postfix(bpc=f"{bpc:.3f}", val_bpc=f"{val_history[-1][1]:.3f}")
             else:
                 bar.set_postfix(bpc=f"{bpc:.3f}", refresh=False)
             bar.update(1)
-            if done % checkpoint_every == 0 and done < last_step:
+            if done % config.checkpoint_every == 0 and done < last_step:
                 checkpoint(done, final=False)
         bar.close()
         final_step = max(start_step, last_step)
-        if final_step > start_step or not is_checkpoint(out) or final_step == steps:
-            checkpoint(final_step, final=final_step == steps)
-        return out
+        if final_step > start_step or not is_checkpoint(config.out) or final_step == config.steps:
+            checkpoint(final_step, final=final_step == config.steps)
+        return config.out

@@ -280,8 +280,8 @@ def attend(form: LinearForm, *, channels: Tensor | None = None, queries: Tensor 
         rows = None if queries is None else q_index
         if aggregate == "none" and step < nd and isinstance(part, LinearForm) and part.head_index is not None:
             # α per head, spread by compose straight into this chunk's slice of the result: no map of the
-            # chunk to copy over (Mamba2, L = 1024 through the API: 0.21 s -> 0.14 s). In one chunk the
-            # spread stays in `core` (measured faster there: 0.037 s against 0.043 s at L = 512).
+            # chunk to copy over. In one chunk the spread stays in `core`, where it is faster
+            # (benchmarks/implicit_attention_results.md, "Choices measured").
             alpha = part.core(rows, chunk, spread=False)  # [b, heads, q, L]
             if out is None:
                 out = alpha.new_empty(b, nd, len(q_index), L)

@@ -180,9 +180,9 @@ class LinearForm:
         one read and one write of the L×L map instead of one per step and a second map for the conv.
         A broadcast α, or with `per_head` α per head in use (`core(spread=False)`), is first copied out
         to the channels into a new map; `out` [b, d, q, L] (a caller's result, e.g. a slice of all
-        channels' maps) takes that map's place, saving a copy. (Copying block by block inside the
-        loop measured slower: 0.146 s against 0.124 s for Mamba2's 32 channels at L = 1024, the new
-        pages' first touch scattered over the channels.)
+        channels' maps) takes that map's place, saving a copy. The copy is made before the loop, not
+        block by block inside it: the new pages' first touch would scatter over the channels
+        (benchmarks/implicit_attention_results.md, "Choices measured").
         """
         b, d = self.value.shape[:2]
         q, L = alpha.shape[-2:]

@@ -49,8 +49,8 @@ DEFAULT_CHUNK: int | None = None  # None: `chunk_size(L)`
 
 def chunk_size(L: int) -> int:
     """Positions per chunk: a power of two near sqrt(L/2) in [8, 32], balancing the L·n·Q work of
-    the diagonal blocks against the L²·n/Q of the off-diagonal factors (measured on one CPU core:
-    8 at L = 48, 16 at L = 256, 16–32 at L = 1024, each 2–5x faster than 64)."""
+    the diagonal blocks against the L²·n/Q of the off-diagonal factors (the best sizes measured:
+    benchmarks/implicit_attention_results.md, "Choices measured")."""
     return 1 << min(5, max(3, round(math.log2(max(L / 2, 1)) / 2)))
 
 
@@ -164,9 +164,8 @@ def initial_state_term(log_decay: Tensor, C: Tensor, state0: Tensor) -> Tensor:
 def scalar_chunk_size(L: int) -> int:
     """Positions per chunk of `scalar_decay_attention` (and RWKV's `wkv_attention`): 32, or L if
     shorter. The off-diagonal work (one L×L×n product, one scaling pass) does not depend on it; the
-    diagonal blocks cost L·Q·n, the block scales (L/Q)². Measured on one CPU core at L = 128..2048
-    (both kernels, 16 channels): 16 and 32 within 10% of each other, 64 up to 1.5x slower at
-    L ≤ 512 and 128 slower still, 8 15% slower at L = 1024."""
+    diagonal blocks cost L·Q·n, the block scales (L/Q)²; 16 and 32 measured best
+    (benchmarks/implicit_attention_results.md, "Choices measured")."""
     return max(1, min(32, L))
 
 

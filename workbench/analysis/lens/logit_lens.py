@@ -72,8 +72,8 @@ def resolve_readout(model: Any, layer: Layer) -> int:
 def model_name(model: Any) -> str:
     """The name a lens records for its model: the checkpoint directory's name, else a description."""
     checkpoint = getattr(model, "checkpoint", None)
-    if checkpoint is not None and getattr(checkpoint, "path", None) is not None:
-        return checkpoint.path.name
+    if checkpoint is not None and getattr(checkpoint, "directory", None) is not None:
+        return checkpoint.directory.name
     named = getattr(model.cfg, "metadata", {}).get("name")
     if named:
         return str(named)

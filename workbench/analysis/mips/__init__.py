@@ -1,1 +1,69 @@
-"""MIPS (Michaud et al. 2024): RNN -> finite state machine -> Python program."""
+"""MIPS (Michaud et al. 2024): RNN -> finite state machine -> Python program.
+
+>>> from workbench.analysis.mips import solve_task
+>>> result = solve_task("Bitwise_Not", time_budget=20)  # doctest: +SKIP
+
+The pipeline per task is `solve_task` (`pipeline`), the 62-task suite `run_benchmark` (`suite`),
+the command line `python -m workbench.analysis.mips.benchmark`. Imports are lazy (PEP 562, as in
+`workbench`): importing the package is cheap, each name loads its module when first touched.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    # the pipeline and the suite
+    "SolveResult": "pipeline",
+    "extract_program": "pipeline",
+    "extraction_candidates": "pipeline",
+    "solve_task": "pipeline",
+    "merge_results": "suite",
+    "results_table": "suite",
+    "run_benchmark": "suite",
+    "update_results": "suite",
+    # tasks, networks, training
+    "TASKS": "tasks",
+    "Task": "tasks",
+    "UnknownTaskError": "tasks",
+    "get_task": "tasks",
+    "list_tasks": "tasks",
+    "register_task": "tasks",
+    "MipsRNN": "rnn",
+    "RNNSpec": "rnn",
+    "TrainedRNN": "training",
+    "candidate_specs": "training",
+    "predict": "training",
+    "train_rnn": "training",
+    # the stages: simplify, extract, synthesise, verify
+    "simplify_linear": "simplify",
+    "FSM": "fsm",
+    "minimize": "fsm",
+    "Lattice": "lattice",
+    "LatticeError": "lattice",
+    "lattice_candidates": "lattice",
+    "state_machines": "clustering",
+    "Program": "synthesis",
+    "program_from_fsm": "synthesis",
+    "program_from_lattice": "synthesis",
+    "Verification": "verify",
+    "verify_program": "verify",
+    # artefacts and figures
+    "load_network": "artifacts",
+    "save_artifacts": "artifacts",
+    "fsm_figure": "figures",
+    "state_cloud_figure": "figures",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_LAZY))

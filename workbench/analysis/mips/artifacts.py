@@ -26,7 +26,7 @@ from workbench.analysis.mips.lattice import Lattice
 from workbench.analysis.mips.rnn import MipsRNN, RNNSpec
 
 if TYPE_CHECKING:
-    from workbench.analysis.mips.benchmark import SolveResult
+    from workbench.analysis.mips.pipeline import SolveResult
 
 __all__ = ["load_network", "save_artifacts", "states_record"]
 

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from workbench.models.config import RecurrentConfig
+from workbench.models.paths import ExecutionPath, check_path
 from workbench.models.recurrence import State
 
 # A hook's documented shape as dimension names, resolved against `dimension_sizes`.
@@ -76,16 +77,15 @@ class Mixer(nn.Module):
         return prepared
 
     def forward(
-        self, x: Tensor, state: Mapping[str, Tensor] | None = None, path: str = "fused"
+        self, x: Tensor, state: Mapping[str, Tensor] | None = None, path: ExecutionPath = "fused"
     ) -> tuple[Tensor, State]:
         """x: [batch, pos, d_model] -> (out [batch, pos, d_model], final state)."""
+        path = check_path(path)
         initial = self.prepare_state(state, x)
         if path == "reference":
             self.last_kernel = "reference loop"
             return self.forward_reference(x, initial)
-        if path == "fused":
-            return self.forward_fused(x, initial)
-        raise ValueError(f"unknown path {path!r}; use 'reference' or 'fused'")
+        return self.forward_fused(x, initial)
 
     def forward_reference(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         raise NotImplementedError

@@ -1,8 +1,9 @@
 """The classic nonlinear recurrences: Elman RNN, LSTM and GRU, one readable step each.
 
-The reference path runs `_step` position by position. The fused path runs PyTorch's own kernel
-(torch.nn.RNN / LSTM / GRU, cuDNN or oneDNN) and recovers every gate and the cell state afterwards
-in parallel from the hidden states it returns (`workbench.kernels.rnn_gates`).
+The reference path runs `_step` position by position. The fused path runs the kernel
+`workbench.kernels.dispatch.fastest_rnn_recording` picks: a gate-writing loop (compiled C++, or
+Python on wide CPU steps) when no gradient is needed, else PyTorch's own kernel (torch.nn.RNN /
+LSTM / GRU, cuDNN or oneDNN) with every gate recovered afterwards in parallel from h.
 """
 
 from __future__ import annotations
@@ -13,22 +14,10 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
-from workbench.kernels import elman_pre_from_hidden, gru_gates_from_hidden, lstm_gates_from_hidden
-from workbench.kernels.cpu_compiled import (
-    compiled_elman_forward_recording,
-    compiled_gru_forward_recording,
-    compiled_lstm_forward_recording,
-    use_compiled_kernels,
-)
-from workbench.kernels.rnn_recording import (
-    elman_forward_recording,
-    gru_forward_recording,
-    lstm_forward_recording,
-    onednn_step_matmul_available,
-)
+from workbench.kernels.dispatch import RNNFamily, fastest_rnn_recording
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers.base import HookSpec, Mixer
-from workbench.models.recurrence import Emit, LazyInputs, State, run_recurrence
+from workbench.models.recurrence import Emit, FirstPassFn, LazyInputs, State, run_recurrence
 
 BPH = ("batch", "pos", "d_hidden")
 BH = ("batch", "d_hidden")
@@ -48,33 +37,12 @@ def recording_precision(device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-# Below this many elements per position (batch * d_hidden) the gate-writing loop's per-step Python
-# overhead outweighs the two large matmuls that gate recovery repeats after the library kernel
-# (benchmarks/bench_cpu.py: at batch 1, width 256 and 1024 recovery won; at batch 16 the loop).
-RECORDING_LOOP_MIN_WIDTH = 4096
-
-
-def use_recording_loop(x: Tensor, module: nn.Module) -> bool:
-    """CPU, no gradient wanted and wide enough steps: the gate-writing loop beats the library
-    kernel plus recovery."""
-    if x.device.type != "cpu" or x.shape[0] * module.cfg.d_hidden < RECORDING_LOOP_MIN_WIDTH:
-        return False
-    return not torch.is_grad_enabled() or not (
-        x.requires_grad or any(p.requires_grad for p in module.parameters())
-    )
-
-
-def step_matmul_backend(x: Tensor) -> str:
-    """The recurrent matmul the recording loops use for x (kernels.rnn_recording.StepMatmul)."""
-    packed = x.dtype == torch.float32 and onednn_step_matmul_available()
-    return "oneDNN packed matmul" if packed else "torch.addmm"
-
-
 class _LibraryRecurrence(Mixer):
     """Shared frame: a single-layer torch.nn recurrent module holds the weights, a Linear maps out."""
 
     recurrent: tuple[str, ...] = ()
     library_class: type[nn.RNNBase] = nn.RNN
+    family: RNNFamily = "elman"  # which kernels `fastest_rnn_recording` picks among
 
     def __init__(self, cfg: RecurrentConfig):
         super().__init__(cfg)
@@ -98,7 +66,7 @@ class _LibraryRecurrence(Mixer):
         out = self.hook_out(self.W_out(values["h"]))  # [batch, pos, d_model]
         return out, final
 
-    def run(self, x: Tensor, state: State, fused) -> tuple[Tensor, State]:
+    def run(self, x: Tensor, state: State, first_pass: FirstPassFn | None) -> tuple[Tensor, State]:
         values, final = run_recurrence(
             self._step,
             # built only if a step loop runs (reference path, or a replay after an edit): the fused
@@ -109,12 +77,23 @@ class _LibraryRecurrence(Mixer):
             self.state_at,
             self.state_names,
             needed=("h",),
-            fused=fused,
+            first_pass=first_pass,
         )
         return self.finish(values, final)
 
     def forward_reference(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        return self.run(x, state, fused=None)
+        return self.run(x, state, first_pass=None)
+
+    def forward_fused(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        def first_pass(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
+            gates = bool(wanted - {"h"})  # any recurrent quantity the library kernel does not return
+            parameters = tuple(self.parameters())
+            self.last_kernel, kernel = fastest_rnn_recording(
+                self.family, x, state, gates, self.cfg.d_hidden, parameters)
+            return kernel(x, state, self.cell)
+
+        with recording_precision(x.device):
+            return self.run(x, state, first_pass)
 
     def _step(self, inputs: Mapping[str, Tensor], state: State, emit: Emit) -> State:
         raise NotImplementedError
@@ -127,6 +106,7 @@ class ElmanMixer(_LibraryRecurrence):
     recurrent = ("pre", "h")
     state_names = ("h",)
     library_class = nn.RNN
+    family = "elman"
 
     def hook_specs(self) -> dict[str, HookSpec]:
         return {
@@ -144,26 +124,6 @@ class ElmanMixer(_LibraryRecurrence):
         h = emit("h", torch.tanh(pre))
         return {"h": h}
 
-    def forward_fused(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        self.last_kernel = f"torch.nn.RNN ({x.device.type}) + parallel pre-activation recovery"
-
-        def fused(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
-            if "pre" in wanted and use_compiled_kernels(x, state["h"], *self.parameters()):
-                self.last_kernel = "compiled C++ pre-activation-writing Elman loop (CPU, no grad)"  # any width
-                values = compiled_elman_forward_recording(x, state["h"], *self.weights)
-                return values, {"h": values["h"][:, -1]}
-            if "pre" in wanted and use_recording_loop(x, self):
-                self.last_kernel = f"pre-activation-writing Elman loop (CPU, no grad, {step_matmul_backend(x)})"
-                values = elman_forward_recording(x, state["h"], *self.weights)
-                return values, {"h": values["h"][:, -1]}
-            h, h_last = self.cell(x, state["h"][None].contiguous())
-            values = {"h": h}
-            if "pre" in wanted:
-                values["pre"] = elman_pre_from_hidden(x, h, state["h"], *self.weights)
-            return values, {"h": h_last[0]}
-
-        with recording_precision(x.device):
-            return self.run(x, state, fused)
 
 
 class LSTMMixer(_LibraryRecurrence):
@@ -173,6 +133,7 @@ class LSTMMixer(_LibraryRecurrence):
     recurrent = ("i", "f", "g", "o", "c", "h")
     state_names = ("h", "c")
     library_class = nn.LSTM
+    family = "lstm"
 
     def hook_specs(self) -> dict[str, HookSpec]:
         return {
@@ -200,29 +161,6 @@ class LSTMMixer(_LibraryRecurrence):
         h = emit("h", o * torch.tanh(c))
         return {"h": h, "c": c}
 
-    def forward_fused(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        self.last_kernel = f"torch.nn.LSTM ({x.device.type})"
-
-        def fused(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
-            if wanted - {"h"} and use_compiled_kernels(x, state["h"], state["c"], *self.parameters()):
-                self.last_kernel = "compiled C++ gate-writing LSTM loop (CPU, no grad)"  # any width
-                values = compiled_lstm_forward_recording(x, state["h"], state["c"], *self.weights)
-                return values, {"h": values["h"][:, -1], "c": values["c"][:, -1]}
-            if wanted - {"h"} and use_recording_loop(x, self):
-                self.last_kernel = f"gate-writing LSTM loop (CPU, no grad, {step_matmul_backend(x)})"
-                values = lstm_forward_recording(x, state["h"], state["c"], *self.weights)
-                return values, {"h": values["h"][:, -1], "c": values["c"][:, -1]}
-            h0, c0 = state["h"][None].contiguous(), state["c"][None].contiguous()
-            h, (h_last, c_last) = self.cell(x, (h0, c0))
-            values = {"h": h}
-            if wanted - {"h"}:
-                self.last_kernel += " + parallel gate recovery"
-                gates = lstm_gates_from_hidden(x, h, state["h"], state["c"], *self.weights)
-                values.update(gates)
-            return values, {"h": h_last[0], "c": c_last[0]}
-
-        with recording_precision(x.device):
-            return self.run(x, state, fused)
 
 
 class GRUMixer(_LibraryRecurrence):
@@ -232,6 +170,7 @@ class GRUMixer(_LibraryRecurrence):
     recurrent = ("r", "z", "n", "h")
     state_names = ("h",)
     library_class = nn.GRU
+    family = "gru"
 
     def hook_specs(self) -> dict[str, HookSpec]:
         return {
@@ -255,24 +194,3 @@ class GRUMixer(_LibraryRecurrence):
         h = emit("h", (1 - z) * n + z * state["h"])
         return {"h": h}
 
-    def forward_fused(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        self.last_kernel = f"torch.nn.GRU ({x.device.type})"
-
-        def fused(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
-            if wanted - {"h"} and use_compiled_kernels(x, state["h"], *self.parameters()):
-                self.last_kernel = "compiled C++ gate-writing GRU loop (CPU, no grad)"  # any width
-                values = compiled_gru_forward_recording(x, state["h"], *self.weights)
-                return values, {"h": values["h"][:, -1]}
-            if wanted - {"h"} and use_recording_loop(x, self):
-                self.last_kernel = f"gate-writing GRU loop (CPU, no grad, {step_matmul_backend(x)})"
-                values = gru_forward_recording(x, state["h"], *self.weights)
-                return values, {"h": values["h"][:, -1]}
-            h, h_last = self.cell(x, state["h"][None].contiguous())
-            values = {"h": h}
-            if wanted - {"h"}:
-                self.last_kernel += " + parallel gate recovery"
-                values.update(gru_gates_from_hidden(x, h, state["h"], *self.weights))
-            return values, {"h": h_last[0]}
-
-        with recording_precision(x.device):
-            return self.run(x, state, fused)

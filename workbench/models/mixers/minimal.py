@@ -105,7 +105,7 @@ class _MinimalRecurrence(Mixer):
         inputs = LazyInputs({"a": lambda: coefficient("a"), "b": lambda: coefficient("b")}, x.shape[1])
         values, final = run_recurrence(
             self._step, inputs, state, {"h": self.hook_h}, self._state_at, ("h",), needed=("h",),
-            fused=lambda wanted: ({"h": h}, {"h": h[:, -1]}),
+            first_pass=lambda wanted: ({"h": h}, {"h": h[:, -1]}),
         )
         named.clear()  # free the gates (unless recorded) and a, b before the output projection
         built.clear()
@@ -154,7 +154,7 @@ class _MinimalRecurrence(Mixer):
 
         values, final = run_recurrence(
             self._step, dict(coefficients), state, {"h": self.hook_h}, self._state_at, ("h",),
-            needed=("h",), fused=scan if fused else None,
+            needed=("h",), first_pass=scan if fused else None,
         )
         coefficients.clear()  # free a, b (not recorded) before the output projection allocates
         return self.hook_out(self.W_out(values["h"])), final

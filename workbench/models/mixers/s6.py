@@ -150,7 +150,7 @@ class S6Mixer(Mixer):
         values, final = run_recurrence(
             self._step, inputs, {"state": state["state"]},
             self.hook_points(("state", "y")), self._state_at, ("state",),
-            needed=("y",), fused=scan if fused else None,
+            needed=("y",), first_pass=scan if fused else None,
         )
         gate = self.hook_gate(F.silu(z, inplace=compiled))  # z is not hooked: SiLU in place when no grad
         if compiled:

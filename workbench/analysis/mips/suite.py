@@ -1,0 +1,160 @@
+"""The whole 62-task MIPS suite (Michaud et al. 2024, Table 1): run it (or a shard), write the
+results table and per-task artefacts, merge shards, replace re-run rows.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from workbench.analysis.mips.artifacts import save_artifacts
+from workbench.analysis.mips.pipeline import SolveResult, solve_task
+from workbench.analysis.mips.tasks import get_task, list_tasks
+
+__all__ = ["merge_results", "results_table", "run_benchmark", "update_results"]
+
+
+def results_table(rows: list[dict], budget: float, rerun: list[str] | None = None, rerun_note: str = "") -> str:
+    """Markdown table of result rows (`SolveResult.row()`), with solved counts against the paper.
+
+    `rerun`: tasks whose rows come from a later run than the rest (marked `*`), said with `rerun_note`.
+    """
+    rerun = rerun or []
+    solved = sum(r["solved"] for r in rows)
+    tasks = [get_task(r["task"]) for r in rows]
+    both = sum(r["solved"] and t.paper_mips for r, t in zip(rows, tasks, strict=True))
+    only_here = sum(r["solved"] and not t.paper_mips for r, t in zip(rows, tasks, strict=True))
+    only_paper = sum(t.paper_mips and not r["solved"] for r, t in zip(rows, tasks, strict=True))
+    lines = [
+        "# MIPS benchmark results (Michaud et al. 2024 tasks)",
+        "",
+        f"Solved **{solved} / {len(rows)}** under strict verification (every sequence up to length N, "
+        "10,000 random of length 10 and 1,000 of length 100). Paper: MIPS 32/62, GPT-4 30/62, union 43/62.",
+        f"Per-task training-search budget: {budget:.0f} s, one CPU thread. States: integer state variables "
+        "(lattice) or FSM states after minimisation.",
+        "",
+        f"- solved here and by the paper's MIPS: {both}; here but not by MIPS: {only_here}; "
+        f"by MIPS but not here: {only_paper}",
+        *(
+            [
+                f"- re-run after the full run, same budget{f' ({rerun_note})' if rerun_note else ''}, "
+                f"marked `*` below: {', '.join(rerun)}"
+            ]
+            if rerun
+            else []
+        ),
+        "",
+        "| # | task | solved | RNN | states | method | lines | verification | train s | extract s | verify s |"
+        " paper MIPS | GPT-4 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r, t in zip(rows, tasks, strict=True):
+        sec = r["seconds"]
+        lines.append(
+            f"| {t.number} | {r['task']}{'*' if r['task'] in rerun else ''} | {'yes' if r['solved'] else 'no'} | "
+            f"{r['rnn'] or '-'} | "
+            f"{r['states'] if r['states'] is not None else '-'} | {r['method'] or '-'} | "
+            f"{r['program_lines'] or '-'} | {str(r['verification']).replace('|', '/')} | {sec['train']:.1f} | "
+            f"{sec['extract']:.1f} | {sec['verify']:.1f} | {'yes' if t.paper_mips else 'no'} | "
+            f"{'yes' if t.paper_gpt4 else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_benchmark(
+    tasks: list[str] | None = None,
+    *,
+    time_budget: float = 60.0,
+    out: str | Path | None = None,
+    programs_dir: str | Path | None = None,
+    verbose: bool = True,
+) -> list[SolveResult]:
+    """Solve every task (all 62 by default); write the table to `out` (+ `.json` rows) and artefacts per task."""
+    names = tasks or list_tasks()
+    results = []
+    for name in tqdm(names, desc="MIPS benchmark", unit="task", disable=not verbose):
+        t0 = time.perf_counter()
+        r = solve_task(name, time_budget=time_budget, verbose=False)
+        results.append(r)
+        if verbose:
+            tqdm.write(
+                f"{name}: {'SOLVED' if r.solved else 'no'} ({r.method or r.note[:80]}) "
+                f"{time.perf_counter() - t0:.0f} s"
+            )
+        if out is not None:
+            rows = [x.row() for x in results]
+            Path(out).write_text(results_table(rows, time_budget))
+            Path(out).with_suffix(".json").write_text(json.dumps({"budget": time_budget, "rows": rows}, indent=1))
+        if programs_dir is not None:
+            save_artifacts(r, programs_dir)
+    return results
+
+
+def merge_results(paths: list[str | Path], report: str | Path | None = None) -> list[dict]:
+    """Rows of several shard runs (their `.json` files, or the `.md` beside them) in task order; writes `report`.
+
+    The report's budget is the shards' budget (they must agree). A task present in several shards
+    keeps its solved row if any. Also writes the merged rows beside the report as `.json`.
+    """
+    rows: dict[str, dict] = {}
+    budgets = set()
+    for p in paths:
+        p = Path(p)
+        p = p if p.suffix == ".json" else p.with_suffix(".json")
+        if not p.exists():
+            raise FileNotFoundError(f"no shard results at {p}")
+        data = json.loads(p.read_text())
+        shard_rows = data["rows"] if isinstance(data, dict) else data
+        budgets.add(float(data["budget"]) if isinstance(data, dict) else float("nan"))
+        for row in shard_rows:
+            if row["task"] not in rows or (row["solved"] and not rows[row["task"]]["solved"]):
+                rows[row["task"]] = row
+    known = [b for b in budgets if b == b]
+    if len(set(known)) > 1:
+        raise ValueError(f"the shards ran with different budgets: {sorted(set(known))}")
+    budget = known[0] if known else float("nan")
+    merged = sorted(rows.values(), key=lambda r: get_task(r["task"]).number or 10**6)
+    if report is not None:
+        Path(report).write_text(results_table(merged, budget))
+        Path(report).with_suffix(".json").write_text(json.dumps({"budget": budget, "rows": merged}, indent=1))
+    return merged
+
+
+def update_results(
+    base: str | Path, shards: list[str | Path], report: str | Path | None = None, note: str = ""
+) -> list[dict]:
+    """Replace the rows of `base` (a merged results `.json`) for the tasks re-run in `shards`; rewrite both files.
+
+    Every shard must have run with `base`'s budget. The re-run tasks are listed (cumulatively, in
+    the JSON's `rerun`) and marked in the markdown, with `note` saying where they ran. Writes
+    `base` and `report` (default: `base` with `.md`).
+    """
+    base = Path(base)
+    data = json.loads(base.read_text())
+    budget = float(data["budget"])
+    rows = {r["task"]: r for r in data["rows"]}
+    rerun = list(data.get("rerun", []))
+    notes = [n for n in [data.get("rerun_note", ""), note] if n]
+    for p in shards:
+        p = Path(p)
+        p = p if p.suffix == ".json" else p.with_suffix(".json")
+        if not p.exists():
+            raise FileNotFoundError(f"no shard results at {p}")
+        shard = json.loads(p.read_text())
+        if float(shard["budget"]) != budget:
+            raise ValueError(f"{p} ran with budget {shard['budget']} s, the results with {budget} s")
+        for row in shard["rows"]:
+            rows[row["task"]] = row
+            if row["task"] not in rerun:
+                rerun.append(row["task"])
+    merged = sorted(rows.values(), key=lambda r: get_task(r["task"]).number or 10**6)
+    rerun.sort(key=lambda name: get_task(name).number or 10**6)
+    rerun_note = "; ".join(dict.fromkeys(notes))
+    Path(report or base.with_suffix(".md")).write_text(results_table(merged, budget, rerun, rerun_note))
+    base.write_text(
+        json.dumps({"budget": budget, "rows": merged, "rerun": rerun, "rerun_note": rerun_note}, indent=1)
+    )
+    return merged
