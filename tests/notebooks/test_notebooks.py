@@ -5,7 +5,7 @@ takes is measured by benchmarks/bench_notebooks.py.
 
 Each notebook runs in a fresh kernel through `workbench.notebook_runner.run_notebook`, the same
 function `workbench tour` uses. A notebook that its module's own test already executes (e.g.
-tests/analysis/test_cells_notebook.py) is not run a second time; the tour always runs here. The
+tests/notebooks/test_cells_notebook.py) is not run a second time; the tour always runs here. The
 stated time is read from the `**Time:**` (or `**How long.**`) paragraph of the notebook's first cell
 (`workbench.notebook_runner.stated_seconds`): the largest figure named there.
 """
@@ -27,12 +27,12 @@ TESTS = Path(__file__).resolve().parents[1]
 
 
 def executed_elsewhere(notebook: Path) -> bool:
-    """Whether a test outside tests/notebooks names this notebook (its module's own notebook test,
-    with its own content checks and time limit): then it is not executed a second time here, which
-    would cost minutes of the suite's 2-core budget."""
-    here = Path(__file__).resolve().parent
+    """Whether another test file names this notebook (its module's own notebook test, with its own
+    content checks): then it is not executed a second time here, which would cost minutes of the
+    suite's 2-core budget."""
+    here = Path(__file__).resolve()
     return any(notebook.name in path.read_text(encoding="utf-8", errors="replace")
-               for path in TESTS.rglob("test_*.py") if here not in path.parents)
+               for path in TESTS.rglob("test_*.py") if path.resolve() != here)
 
 
 NOTEBOOKS = [n for n in ALL_NOTEBOOKS if n.stem.startswith("00_") or not executed_elsewhere(n)]

@@ -49,7 +49,7 @@ def model_of(family: str):
         if family in ADAPTERS:
             if importlib.util.find_spec("transformers") is None:
                 pytest.skip("transformers is not installed")
-            from .test_implicit_attention_adapters import build
+            from .test_adapters import build
 
             _MODELS[family] = build(family, torch.float32)
         else:
@@ -138,7 +138,7 @@ def test_mamba2_heads_spread_while_composing_equal_the_map_spread_by_core():
     """Mamba2's α is computed per head; `compose(per_head=True)` spreads it over the channels itself
     (into `out` when given: the API's slice of all channels' maps, so a chunk needs no copy)."""
     pytest.importorskip("transformers")
-    from .test_implicit_attention_adapters import build, ids
+    from .test_adapters import build, ids
 
     model = build("mamba2")
     tokens = ids(2, 40, seed=26)

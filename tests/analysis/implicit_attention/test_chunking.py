@@ -138,7 +138,7 @@ from workbench.analysis.implicit_attention import FAMILIES, implicit_attention  
 from workbench.analysis.implicit_attention.api import _plan, record  # noqa: E402
 from workbench.analysis.implicit_attention.evaluation import jacobian  # noqa: E402
 
-from .test_implicit_attention_adapters import build, ids  # noqa: E402
+from .test_adapters import build, ids  # noqa: E402
 
 
 @pytest.mark.parametrize("family, mode", [("mamba2", "exact"), ("mamba2", "paper"), ("rwkv", "exact")])
