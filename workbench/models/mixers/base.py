@@ -11,9 +11,9 @@ from transformer_lens.hook_points import HookPoint
 from workbench.models.config import RecurrentConfig
 from workbench.models.paths import ExecutionPath, check_path
 from workbench.models.recurrence import State
+from workbench.models.specs import HookSpec
 
-# A hook's documented shape as dimension names, resolved against `dimension_sizes`.
-HookSpec = tuple[tuple[str, ...], str]
+__all__ = ["HookSpec", "Mixer", "dimension_sizes"]
 
 
 class Mixer(nn.Module):

@@ -16,11 +16,9 @@ from torch import Tensor, nn
 
 from workbench.kernels.dispatch import RNNFamily, fastest_rnn_recording
 from workbench.models.config import RecurrentConfig
-from workbench.models.mixers.base import HookSpec, Mixer
+from workbench.models.mixers.base import Mixer
 from workbench.models.recurrence import Emit, FirstPassFn, LazyInputs, State, run_recurrence
-
-BPH = ("batch", "pos", "d_hidden")
-BH = ("batch", "d_hidden")
+from workbench.models.specs import B_HIDDEN, BP_HIDDEN, RESID, HookSpec
 
 
 @contextlib.contextmanager
@@ -110,13 +108,13 @@ class ElmanMixer(_LibraryRecurrence):
 
     def hook_specs(self) -> dict[str, HookSpec]:
         return {
-            "pre": (BPH, "pre-activation W_ih x_t + W_hh h_{t-1} + b"),
-            "h": (BPH, "hidden state h_t = tanh(pre)"),
-            "out": (("batch", "pos", "d_model"), "mixer output W_out h_t + b_out"),
+            "pre": (BP_HIDDEN, "pre-activation W_ih x_t + W_hh h_{t-1} + b"),
+            "h": (BP_HIDDEN, "hidden state h_t = tanh(pre)"),
+            "out": (RESID, "mixer output W_out h_t + b_out"),
         }
 
     def state_specs(self) -> dict[str, HookSpec]:
-        return {"h": (BH, "initial hidden state h_{-1}")}
+        return {"h": (B_HIDDEN, "initial hidden state h_{-1}")}
 
     def _step(self, inputs: Mapping[str, Tensor], state: State, emit: Emit) -> State:
         _, weight_hh, _, bias_hh = self.weights
@@ -137,17 +135,17 @@ class LSTMMixer(_LibraryRecurrence):
 
     def hook_specs(self) -> dict[str, HookSpec]:
         return {
-            "i": (BPH, "input gate i_t = σ(W_i [x_t, h_{t-1}] + b_i)"),
-            "f": (BPH, "forget gate f_t = σ(W_f [x_t, h_{t-1}] + b_f)"),
-            "g": (BPH, "candidate cell g_t = tanh(W_g [x_t, h_{t-1}] + b_g)"),
-            "o": (BPH, "output gate o_t = σ(W_o [x_t, h_{t-1}] + b_o)"),
-            "c": (BPH, "cell state c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t"),
-            "h": (BPH, "hidden state h_t = o_t ⊙ tanh(c_t)"),
-            "out": (("batch", "pos", "d_model"), "mixer output W_out h_t + b_out"),
+            "i": (BP_HIDDEN, "input gate i_t = σ(W_i [x_t, h_{t-1}] + b_i)"),
+            "f": (BP_HIDDEN, "forget gate f_t = σ(W_f [x_t, h_{t-1}] + b_f)"),
+            "g": (BP_HIDDEN, "candidate cell g_t = tanh(W_g [x_t, h_{t-1}] + b_g)"),
+            "o": (BP_HIDDEN, "output gate o_t = σ(W_o [x_t, h_{t-1}] + b_o)"),
+            "c": (BP_HIDDEN, "cell state c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t"),
+            "h": (BP_HIDDEN, "hidden state h_t = o_t ⊙ tanh(c_t)"),
+            "out": (RESID, "mixer output W_out h_t + b_out"),
         }
 
     def state_specs(self) -> dict[str, HookSpec]:
-        return {"h": (BH, "initial hidden state h_{-1}"), "c": (BH, "initial cell state c_{-1}")}
+        return {"h": (B_HIDDEN, "initial hidden state h_{-1}"), "c": (B_HIDDEN, "initial cell state c_{-1}")}
 
     def _step(self, inputs: Mapping[str, Tensor], state: State, emit: Emit) -> State:
         _, weight_hh, _, bias_hh = self.weights
@@ -174,15 +172,15 @@ class GRUMixer(_LibraryRecurrence):
 
     def hook_specs(self) -> dict[str, HookSpec]:
         return {
-            "r": (BPH, "reset gate r_t = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)"),
-            "z": (BPH, "update gate z_t = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)"),
-            "n": (BPH, "candidate n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))"),
-            "h": (BPH, "hidden state h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t-1}"),
-            "out": (("batch", "pos", "d_model"), "mixer output W_out h_t + b_out"),
+            "r": (BP_HIDDEN, "reset gate r_t = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)"),
+            "z": (BP_HIDDEN, "update gate z_t = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)"),
+            "n": (BP_HIDDEN, "candidate n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))"),
+            "h": (BP_HIDDEN, "hidden state h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t-1}"),
+            "out": (RESID, "mixer output W_out h_t + b_out"),
         }
 
     def state_specs(self) -> dict[str, HookSpec]:
-        return {"h": (BH, "initial hidden state h_{-1}")}
+        return {"h": (B_HIDDEN, "initial hidden state h_{-1}")}
 
     def _step(self, inputs: Mapping[str, Tensor], state: State, emit: Emit) -> State:
         _, weight_hh, _, bias_hh = self.weights

@@ -25,11 +25,9 @@ from workbench.kernels.cpu_compiled import (
 )
 from workbench.kernels.dispatch import use_triton
 from workbench.models.config import RecurrentConfig
-from workbench.models.mixers.base import HookSpec, Mixer
+from workbench.models.mixers.base import Mixer
 from workbench.models.recurrence import Emit, LazyInputs, State, hook_may_edit, run_recurrence
-
-BPH = ("batch", "pos", "d_hidden")
-BH = ("batch", "d_hidden")
+from workbench.models.specs import B_HIDDEN, BP_HIDDEN, RESID, HookSpec
 
 
 def _needs_grad(x: Tensor, module: nn.Module) -> bool:
@@ -64,7 +62,7 @@ class _MinimalRecurrence(Mixer):
         self.W_out = nn.Linear(cfg.d_hidden, cfg.d_model)
 
     def state_specs(self) -> dict[str, HookSpec]:
-        return {"h": (BH, "initial hidden state h_{-1}")}
+        return {"h": (B_HIDDEN, "initial hidden state h_{-1}")}
 
     def coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(a, b), each [batch, pos, d_hidden], firing the hooks of the parallel quantities."""
@@ -180,10 +178,10 @@ class MinGRUMixer(_MinimalRecurrence):
 
     def hook_specs(self) -> dict[str, HookSpec]:
         return {
-            "z": (BPH, "update gate z_t = σ(W_z x_t + b_z)"),
-            "h_tilde": (BPH, "candidate h̃_t = g(W_h x_t + b_h), g(v) = v + ½ (v ≥ 0) else σ(v)"),
-            "h": (BPH, "hidden state h_t = (1 − z_t) ⊙ h_{t−1} + z_t ⊙ h̃_t"),
-            "out": (("batch", "pos", "d_model"), "mixer output W_out h_t + b_out"),
+            "z": (BP_HIDDEN, "update gate z_t = σ(W_z x_t + b_z)"),
+            "h_tilde": (BP_HIDDEN, "candidate h̃_t = g(W_h x_t + b_h), g(v) = v + ½ (v ≥ 0) else σ(v)"),
+            "h": (BP_HIDDEN, "hidden state h_t = (1 − z_t) ⊙ h_{t−1} + z_t ⊙ h̃_t"),
+            "out": (RESID, "mixer output W_out h_t + b_out"),
         }
 
     def coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -225,11 +223,11 @@ class MinLSTMMixer(_MinimalRecurrence):
 
     def hook_specs(self) -> dict[str, HookSpec]:
         return {
-            "f": (BPH, "normalised forget gate f'_t = f_t / (f_t + i_t), f_t = σ(W_f x_t + b_f)"),
-            "i": (BPH, "normalised input gate i'_t = i_t / (f_t + i_t), i_t = σ(W_i x_t + b_i)"),
-            "h_tilde": (BPH, "candidate h̃_t = g(W_h x_t + b_h)"),
-            "h": (BPH, "hidden state h_t = f'_t ⊙ h_{t−1} + i'_t ⊙ h̃_t"),
-            "out": (("batch", "pos", "d_model"), "mixer output W_out h_t + b_out"),
+            "f": (BP_HIDDEN, "normalised forget gate f'_t = f_t / (f_t + i_t), f_t = σ(W_f x_t + b_f)"),
+            "i": (BP_HIDDEN, "normalised input gate i'_t = i_t / (f_t + i_t), i_t = σ(W_i x_t + b_i)"),
+            "h_tilde": (BP_HIDDEN, "candidate h̃_t = g(W_h x_t + b_h)"),
+            "h": (BP_HIDDEN, "hidden state h_t = f'_t ⊙ h_{t−1} + i'_t ⊙ h̃_t"),
+            "out": (RESID, "mixer output W_out h_t + b_out"),
         }
 
     def coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:

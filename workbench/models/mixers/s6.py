@@ -19,25 +19,22 @@ from workbench.kernels.cpu_compiled import compiled_causal_conv_silu, use_compil
 from workbench.kernels.dispatch import fastest_selective_scan
 from workbench.kernels.selective_scan_grad import selective_scan_trainable
 from workbench.models.config import RecurrentConfig
-from workbench.models.mixers.base import HookSpec, Mixer
+from workbench.models.mixers.base import Mixer
 from workbench.models.recurrence import Emit, State, run_recurrence
-
-BPD = ("batch", "pos", "d_inner")
-BPN = ("batch", "pos", "d_state")
-
+from workbench.models.specs import BP_INNER, BP_STATE, RESID, HookSpec
 
 # The Mamba block's hooks (shared with the Hugging Face Mamba adapter).
 S6_HOOK_SPECS: dict[str, HookSpec] = {
-    "x": (BPD, "in-projected input x_t (before the conv)"),
-    "conv": (BPD, "u_t = SiLU(causal depthwise conv(x)_t), the scan's input"),
-    "delta": (BPD, "step size Δ_t = softplus(W_Δ u_t + b_Δ)"),
-    "B": (BPN, "input matrix B_t = W_B u_t"),
-    "C": (BPN, "output matrix C_t = W_C u_t"),
+    "x": (BP_INNER, "in-projected input x_t (before the conv)"),
+    "conv": (BP_INNER, "u_t = SiLU(causal depthwise conv(x)_t), the scan's input"),
+    "delta": (BP_INNER, "step size Δ_t = softplus(W_Δ u_t + b_Δ)"),
+    "B": (BP_STATE, "input matrix B_t = W_B u_t"),
+    "C": (BP_STATE, "output matrix C_t = W_C u_t"),
     "state": (("batch", "pos", "d_inner", "d_state"),
               "SSM state s_t = exp(Δ_t A) ⊙ s_{t−1} + Δ_t B_t u_t"),
-    "y": (BPD, "scan output y_t = C_t · s_t + D ⊙ u_t"),
-    "gate": (BPD, "gate SiLU(z_t)"),
-    "out": (("batch", "pos", "d_model"), "block output out_proj(y_t ⊙ gate_t)"),
+    "y": (BP_INNER, "scan output y_t = C_t · s_t + D ⊙ u_t"),
+    "gate": (BP_INNER, "gate SiLU(z_t)"),
+    "out": (RESID, "block output out_proj(y_t ⊙ gate_t)"),
 }
 S6_STATE_SPECS: dict[str, HookSpec] = {
     "conv": (("batch", "d_inner", "d_conv-1"), "the last d_conv − 1 conv inputs x"),
