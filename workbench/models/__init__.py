@@ -2,11 +2,13 @@
 
 from workbench.models.cache import RecurrentCache, memory_budget, set_memory_budget
 from workbench.models.config import MIXER_FAMILIES, RecurrentConfig
-from workbench.models.hooked import HookedRecurrentLM, HookedRecurrentSeq2Seq
+from workbench.models.hooked import HookedRecurrentSeq2Seq
+from workbench.models.language_model import HookedLanguageModel, HookedRecurrentLM
 from workbench.models.recurrence import ReadOnlyHook, read_only
 
 __all__ = [
     "MIXER_FAMILIES",
+    "HookedLanguageModel",
     "HookedRecurrentLM",
     "HookedRecurrentSeq2Seq",
     "RecurrentCache",

@@ -10,9 +10,10 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from workbench.models.config import RecurrentConfig
-from workbench.models.mixers import MIXERS
+from workbench.models.mixers import MIXERS, Mixer
 from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import State
+from workbench.models.specs import RESID, HookSpec
 
 
 class Norm(nn.Module):
@@ -48,7 +49,33 @@ class MLP(nn.Module):
         return self.W_out(self.hook_post(F.gelu(self.W_in(x))))
 
 
-class RecurrentBlock(nn.Module):
+class ResidualBlock(nn.Module):
+    """What every residual block shares, native or adapted: a mixer (`self.mixer`) whose state is the
+    block's, and the hook specs in firing order; subclasses add theirs after the mixer's output."""
+
+    mixer: Mixer
+
+    def hook_specs(self, layer: int) -> dict[str, HookSpec]:
+        """Hook names relative to the block -> (dims, meaning), in firing order."""
+        return {
+            "hook_resid_pre": (RESID, f"residual stream entering block {layer}"),
+            "ln1.hook_normalized": (RESID, "normalised input to the mixer"),
+            **self.mixer.block_hook_specs(),
+            "hook_mixer_out": (RESID, "mixer output added to the residual"),
+            **self.extra_hook_specs(),
+            "hook_resid_post": (RESID, f"residual stream leaving block {layer}"),
+        }
+
+    def extra_hook_specs(self) -> dict[str, HookSpec]:
+        """The block's hooks between `hook_mixer_out` and `hook_resid_post` (residual mid, MLP)."""
+        return {}
+
+    def zero_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> State:
+        """The block's zero state: its mixer's (the model's `initial_state` asks every block)."""
+        return self.mixer.zero_state(batch, device, dtype)
+
+
+class RecurrentBlock(ResidualBlock):
     """resid_post = resid_mid + MLP(norm(resid_mid)), resid_mid = resid_pre + mixer(norm(resid_pre))."""
 
     def __init__(self, cfg: RecurrentConfig):
@@ -64,11 +91,21 @@ class RecurrentBlock(nn.Module):
             self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
+    def extra_hook_specs(self) -> dict[str, HookSpec]:
+        specs: dict[str, HookSpec] = {"hook_resid_mid": (RESID, "residual after the mixer")}
+        if self.mlp is not None:
+            specs["ln2.hook_normalized"] = (RESID, "normalised input to the MLP")
+            specs["mlp.hook_post"] = (("batch", "pos", "d_mlp"), "MLP hidden GELU")
+            specs["hook_mlp_out"] = (RESID, "MLP output added to the residual")
+        return specs
+
     def forward(
-        self, resid: Tensor, state: Mapping[str, Tensor] | None, path: ExecutionPath
+        self, resid: Tensor, state: Mapping[str, Tensor] | None, path: ExecutionPath,
+        mask: Tensor | None = None,
     ) -> tuple[Tensor, State]:
+        """resid [batch, pos, d_model] -> (resid_post, the mixer's final state); mask: see `Mixer`."""
         resid = self.hook_resid_pre(resid)  # [batch, pos, d_model]
-        mixed, new_state = self.mixer(self.ln1(resid), state, path)
+        mixed, new_state = self.mixer(self.ln1(resid), state, path, mask)
         resid = self.hook_resid_mid(resid + self.hook_mixer_out(mixed))
         if self.mlp is not None:
             resid = resid + self.hook_mlp_out(self.mlp(self.ln2(resid)))

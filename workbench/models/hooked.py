@@ -1,8 +1,10 @@
-"""`HookedRecurrentLM` and `HookedRecurrentSeq2Seq`: recurrent models with every state and gate hooked.
+"""`HookedRecurrentBase` and `HookedRecurrentSeq2Seq`: recurrent models with every state and gate hooked.
 
 Built on TransformerLens's `HookedRootModule`, so `run_with_cache`, `run_with_hooks`, `hooks()` and
 names filters work as TransformerLens users expect; positions are always axis 1, including for the
-`[batch, pos, d_inner, d_state]` states of S6.
+`[batch, pos, d_inner, d_state]` states of S6. The language-model frame that native models and
+`transformers` adapters share (`HookedLanguageModel`, and `HookedRecurrentLM`) lives in
+`workbench.models.language_model`; `HookedRecurrentLM` is importable from here too.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
@@ -24,6 +25,7 @@ from workbench.models.config import RecurrentConfig
 from workbench.models.mixers.base import dimension_sizes
 from workbench.models.paths import DefaultPath, ExecutionPath
 from workbench.models.recurrence import ActivationRecorder, State
+from workbench.models.specs import RESID, HookSpec
 
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 ModelState = list[State]  # one state dict per layer
@@ -33,20 +35,29 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
     """Blocks, final norm, hook bookkeeping; subclasses add the input and output maps. `path` is the
     default execution path (`set_default_path`)."""
 
-    def __init__(self, cfg: RecurrentConfig):
+    def __init__(
+        self, cfg: RecurrentConfig | Any, blocks: Sequence[nn.Module] | None = None,
+        ln_final: nn.Module | None = None,
+    ):
+        """Native models build their blocks and final norm from `cfg`; adapters pass the ones that
+        wrap a `transformers` model (their `cfg` is a `TransformersConfig`)."""
         super().__init__()
         self.cfg = cfg
-        self.blocks = nn.ModuleList([RecurrentBlock(cfg) for _ in range(cfg.n_layers)])
+        if blocks is None:
+            blocks = [RecurrentBlock(cfg) for _ in range(cfg.n_layers)]
+        self.blocks = nn.ModuleList(blocks)
         from workbench.models.blocks import Norm
 
-        self.ln_final = Norm(cfg)
+        self.ln_final = Norm(cfg) if ln_final is None else ln_final
         self.tokenizer: Any = None
 
     # ----- running -------------------------------------------------------------------------
     def run_blocks(
-        self, resid: Tensor, initial_state: ModelState | None, path: ExecutionPath | None
+        self, resid: Tensor, initial_state: ModelState | None, path: ExecutionPath | None,
+        mask: Tensor | None = None,
     ) -> tuple[Tensor, ModelState]:
-        """resid: [batch, pos, d_model] through every block; returns it and the final states."""
+        """resid: [batch, pos, d_model] through every block and the final norm; returns it and the
+        final states. mask: [batch, pos] (1 = token, 0 = padding) for blocks that read padding."""
         path = self.resolve_path(path)
         if initial_state is not None and len(initial_state) != len(self.blocks):
             raise ValueError(
@@ -54,50 +65,40 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
             )
         states: ModelState = []
         for layer, block in enumerate(self.blocks):
-            resid, state = block(resid, None if initial_state is None else initial_state[layer], path)
+            resid, state = block(resid, None if initial_state is None else initial_state[layer], path, mask)
             states.append(state)
         return self.ln_final(resid), states
 
     def initial_state(self, batch: int = 1) -> ModelState:
         """The zero state, one dict per layer, on the model's device and dtype."""
         param = next(self.parameters())
-        return [b.mixer.zero_state(batch, param.device, param.dtype) for b in self.blocks]
+        return [b.zero_state(batch, param.device, param.dtype) for b in self.blocks]
 
     def kernels_used(self) -> dict[int, str]:
         """Which kernel each layer's mixer ran in the last forward pass."""
         return {layer: block.mixer.last_kernel for layer, block in enumerate(self.blocks)}
 
     # ----- hooks ---------------------------------------------------------------------------
-    def hook_specs(self) -> dict[str, tuple[tuple[str, ...], str]]:
+    def hook_specs(self) -> dict[str, HookSpec]:
         """Every hook name -> (dimension names, meaning), in the order they fire."""
-        resid = ("batch", "pos", "d_model")
-        specs: dict[str, tuple[tuple[str, ...], str]] = {"hook_embed": self._embed_spec()}
+        specs: dict[str, HookSpec] = {"hook_embed": self._embed_spec()}
         for layer, block in enumerate(self.blocks):
-            prefix = f"blocks.{layer}"
-            specs[f"{prefix}.hook_resid_pre"] = (resid, f"residual stream entering block {layer}")
-            specs[f"{prefix}.ln1.hook_normalized"] = (resid, "normalised input to the mixer")
-            mixer = block.mixer
-            for name, (dims, meaning) in mixer.state_specs().items():
-                specs[f"{prefix}.mixer.hook_initial_{name}"] = (dims, meaning)
-            for name, (dims, meaning) in mixer.hook_specs().items():
-                specs[f"{prefix}.mixer.hook_{name}"] = (dims, meaning)
-            specs[f"{prefix}.hook_mixer_out"] = (resid, "mixer output added to the residual")
-            specs[f"{prefix}.hook_resid_mid"] = (resid, "residual after the mixer")
-            if block.mlp is not None:
-                specs[f"{prefix}.ln2.hook_normalized"] = (resid, "normalised input to the MLP")
-                specs[f"{prefix}.mlp.hook_post"] = (("batch", "pos", "d_mlp"), "MLP hidden GELU")
-                specs[f"{prefix}.hook_mlp_out"] = (resid, "MLP output added to the residual")
-            specs[f"{prefix}.hook_resid_post"] = (resid, f"residual stream leaving block {layer}")
-        specs["ln_final.hook_normalized"] = (resid, "final normalised residual stream")
+            for name, spec in block.hook_specs(layer).items():
+                specs[f"blocks.{layer}.{name}"] = spec
+        specs["ln_final.hook_normalized"] = (RESID, "final normalised residual stream")
         specs[self._output_hook] = self._output_spec()
         missing = set(self.hook_dict) - set(specs)
         if missing:
             raise AssertionError(f"hooks without a spec: {sorted(missing)}")
         return specs
 
+    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
+        """Size of every dimension name the hook specs use, for `batch` x `pos`."""
+        return dimension_sizes(self.cfg, batch=batch, pos=pos)
+
     def hook_table(self, batch: int = 1, pos: int = 1) -> list[dict[str, Any]]:
         """One row per hook: name, shape (names and sizes for `batch` x `pos`), meaning."""
-        sizes = dimension_sizes(self.cfg, batch=batch, pos=pos)
+        sizes = self.dimension_sizes(batch, pos)
         rows = []
         for name, (dims, meaning) in self.hook_specs().items():
             shape = [sizes[d] for d in dims]
@@ -149,7 +150,7 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
 
     def recording_bytes(self, batch: int, pos: int, names: Sequence[str]) -> int:
         """Bytes a cache of `names` holds for `batch` x `pos`, computed before anything runs."""
-        sizes = dimension_sizes(self.cfg, batch=batch, pos=pos)
+        sizes = self.dimension_sizes(batch, pos)
         specs = self.hook_specs()
         element = next(self.parameters()).element_size()
         return sum(math.prod(sizes[d] for d in specs[n][0]) * element for n in names)
@@ -217,12 +218,12 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
     def _batch_and_length(self, inputs: Any) -> tuple[int, int]:
         raise NotImplementedError
 
-    def _embed_spec(self) -> tuple[tuple[str, ...], str]:
+    def _embed_spec(self) -> HookSpec:
         raise NotImplementedError
 
     _output_hook = "hook_logits"
 
-    def _output_spec(self) -> tuple[tuple[str, ...], str]:
+    def _output_spec(self) -> HookSpec:
         raise NotImplementedError
 
 
@@ -244,104 +245,6 @@ def _slice_positions(tensor: Tensor, pos_slice: int | slice | Sequence[int]) -> 
     return tensor[:, list(pos_slice)]
 
 
-class HookedRecurrentLM(HookedRecurrentBase):
-    """A recurrent language model: embedding, recurrent blocks, final norm, unembedding.
-
-    >>> from workbench.models import HookedRecurrentLM, RecurrentConfig
-    >>> model = HookedRecurrentLM(RecurrentConfig(family="lstm", n_layers=1, d_model=8,
-    ...                                           d_hidden=8, d_vocab=5))
-    >>> logits, cache = model.run_with_cache(torch.tensor([[1, 2, 3]]))
-    >>> tuple(cache["blocks.0.mixer.hook_c"].shape)
-    (1, 3, 8)
-    """
-
-    def __init__(self, cfg: RecurrentConfig):
-        if cfg.d_vocab <= 0:
-            raise ValueError("a language model needs d_vocab > 0")
-        super().__init__(cfg)
-        self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
-        self.hook_embed = HookPoint()
-        self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab)
-        if cfg.tie_embeddings:
-            self.unembed.weight = self.embed.weight
-        self.hook_logits = HookPoint()
-        self.setup()
-
-    def _embed_spec(self) -> tuple[tuple[str, ...], str]:
-        return ("batch", "pos", "d_model"), "token embedding"
-
-    def _output_spec(self) -> tuple[tuple[str, ...], str]:
-        return ("batch", "pos", "d_vocab"), "next-token logits"
-
-    def to_tokens(self, text: str | Sequence[str]) -> Tensor:
-        """Text (or equal-length texts) -> token ids [batch, pos] with the attached tokenizer."""
-        if self.tokenizer is None:
-            raise ValueError("this model has no tokenizer; load it with workbench.load(...)")
-        texts = [text] if isinstance(text, str) else list(text)
-        if not texts:
-            raise EmptyInputError("no text given")
-        rows = [self.tokenizer.encode(t) for t in texts]
-        if len({len(r) for r in rows}) != 1:
-            raise ValueError("texts in one batch must have the same length in tokens")
-        return torch.stack(rows).to(self._device())
-
-    def to_str_tokens(self, text_or_tokens: str | Tensor) -> list[str]:
-        """One display string per token, for plots."""
-        tokens = self.to_tokens(text_or_tokens)[0] if isinstance(text_or_tokens, str) else text_or_tokens
-        if tokens.ndim == 2:
-            tokens = tokens[0]
-        return list(self.tokenizer.to_strings(tokens))
-
-    def _as_tokens(self, inputs: Tensor | str | Sequence[str]) -> Tensor:
-        if isinstance(inputs, (str, list, tuple)):
-            return self.to_tokens(inputs)
-        tokens = inputs if inputs.ndim == 2 else inputs[None]  # [batch, pos]
-        if tokens.shape[0] == 0 or tokens.shape[1] == 0:
-            raise EmptyInputError(f"empty input of shape {tuple(tokens.shape)}; give at least one token")
-        if tokens.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"tokens must be integer ids, got {tokens.dtype}")
-        low, high = int(tokens.min()), int(tokens.max())
-        if low < 0 or high >= self.cfg.d_vocab:
-            raise ValueError(f"token ids must lie in [0, {self.cfg.d_vocab}), got [{low}, {high}]")
-        return tokens
-
-    def _batch_and_length(self, inputs: Any) -> tuple[int, int]:
-        tokens = self._as_tokens(inputs)
-        return tokens.shape[0], tokens.shape[1]
-
-    def forward(
-        self,
-        inputs: Tensor | str | Sequence[str],
-        initial_state: ModelState | None = None,
-        return_state: bool = False,
-        path: ExecutionPath | None = None,
-        return_type: str | None = "logits",
-    ) -> Any:
-        """tokens [batch, pos] (or text) -> logits [batch, pos, d_vocab] (and the final state).
-
-        `return_type="loss"` gives the mean next-token cross-entropy in nats, as TransformerLens.
-        """
-        tokens = self._as_tokens(inputs)
-        resid = self.hook_embed(self.embed(tokens))  # [batch, pos, d_model]
-        resid, states = self.run_blocks(resid, initial_state, path)
-        logits = self.hook_logits(self.unembed(resid))  # [batch, pos, d_vocab]
-        if return_type == "loss":
-            if tokens.shape[1] < 2:
-                raise ValueError("the loss needs at least two tokens")
-            out: Any = F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
-        elif return_type is None:
-            out = None
-        else:
-            out = logits
-        return (out, states) if return_state else out
-
-    def generate(self, *args: Any, **kwargs: Any) -> Any:
-        """See `workbench.models.generation.generate`."""
-        from workbench.models.generation import generate
-
-        return generate(self, *args, **kwargs)
-
-
 class HookedRecurrentSeq2Seq(HookedRecurrentBase):
     """Vector sequences in, vector sequences out (no embedding, no softmax), for algorithmic tasks.
 
@@ -360,10 +263,10 @@ class HookedRecurrentSeq2Seq(HookedRecurrentBase):
         self.hook_output = HookPoint()
         self.setup()
 
-    def _embed_spec(self) -> tuple[tuple[str, ...], str]:
-        return ("batch", "pos", "d_model"), "input vectors mapped to the residual width"
+    def _embed_spec(self) -> HookSpec:
+        return RESID, "input vectors mapped to the residual width"
 
-    def _output_spec(self) -> tuple[tuple[str, ...], str]:
+    def _output_spec(self) -> HookSpec:
         return ("batch", "pos", "d_output"), "output vectors"
 
     def _as_inputs(self, x: Tensor) -> Tensor:
@@ -391,3 +294,12 @@ class HookedRecurrentSeq2Seq(HookedRecurrentBase):
         resid, states = self.run_blocks(resid, initial_state, path)
         y = self.hook_output(self.W_out(resid))  # [batch, pos, d_output]
         return (y, states) if return_state else y
+
+
+def __getattr__(name: str) -> Any:
+    """`HookedRecurrentLM` moved to `workbench.models.language_model`; still importable from here."""
+    if name == "HookedRecurrentLM":
+        from workbench.models.language_model import HookedRecurrentLM
+
+        return HookedRecurrentLM
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,13 +21,15 @@ class Mixer(nn.Module):
 
     Subclasses set `quantities` (hooked per position, `[batch, pos, ...]`, in computation order),
     `state_names` (the recurrent state, hooked as `hook_initial_{name}`, `[batch, ...]`) and
-    implement `forward_reference` / `forward_fused`.
+    implement `forward_reference` / `forward_fused` (native mixers) or `mix` (adapters, which take
+    a padding mask). `cfg` sizes the dimensions (`dimension_sizes`); adapters, which size theirs from
+    the wrapped model, pass None and override `dimension_sizes`.
     """
 
     quantities: tuple[str, ...] = ()
     state_names: tuple[str, ...] = ()
 
-    def __init__(self, cfg: RecurrentConfig):
+    def __init__(self, cfg: RecurrentConfig | None):
         super().__init__()
         self.cfg = cfg
         for name in self.quantities:
@@ -50,8 +52,18 @@ class Mixer(nn.Module):
         """Per state tensor: its dimension names (no pos axis) and meaning."""
         raise NotImplementedError
 
+    def block_hook_specs(self) -> dict[str, HookSpec]:
+        """Every hook of the mixer, named as its block sees it, in firing order: initial state first."""
+        specs = {f"mixer.hook_initial_{name}": spec for name, spec in self.state_specs().items()}
+        specs.update({f"mixer.hook_{name}": spec for name, spec in self.hook_specs().items()})
+        return specs
+
+    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
+        """Size of every dimension name the specs use; adapters read theirs from the wrapped model."""
+        return dimension_sizes(self.cfg, batch=batch, pos=pos)
+
     def zero_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> State:
-        sizes = dimension_sizes(self.cfg, batch=batch, pos=1)
+        sizes = self.dimension_sizes(batch=batch, pos=1)
         return {
             name: torch.zeros([sizes[d] for d in dims], device=device, dtype=dtype)
             for name, (dims, _) in self.state_specs().items()
@@ -77,15 +89,22 @@ class Mixer(nn.Module):
         return prepared
 
     def forward(
-        self, x: Tensor, state: Mapping[str, Tensor] | None = None, path: ExecutionPath = "fused"
+        self, x: Tensor, state: Mapping[str, Tensor] | None = None, path: ExecutionPath = "fused",
+        mask: Tensor | None = None,
     ) -> tuple[Tensor, State]:
-        """x: [batch, pos, d_model] -> (out [batch, pos, d_model], final state)."""
+        """x: [batch, pos, d_model], mask: [batch, pos] (1 = token) or None
+        -> (out [batch, pos, d_model], final state)."""
         path = check_path(path)
         initial = self.prepare_state(state, x)
         if path == "reference":
             self.last_kernel = "reference loop"
-            return self.forward_reference(x, initial)
-        return self.forward_fused(x, initial)
+        return self.mix(x, initial, fused=path == "fused", mask=mask)
+
+    def mix(self, x: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
+        """One path from the prepared initial state. Native mixers read every position: no mask."""
+        if mask is not None:
+            raise ValueError(f"a {type(self).__name__} reads every position; it takes no padding mask")
+        return self.forward_fused(x, state) if fused else self.forward_reference(x, state)
 
     def forward_reference(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         raise NotImplementedError

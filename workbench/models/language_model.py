@@ -1,0 +1,201 @@
+"""`HookedLanguageModel`: what every hooked language model shares, native or a `transformers` adapter.
+
+Token ids in, next-token logits out, through `HookedRecurrentBase`'s blocks: tokenisation
+(`to_tokens`, `to_str_tokens`), the checks on token inputs, the forward pass with its loss, and
+generation. `HookedRecurrentLM` (the workbench's own models) and `HookedTransformersLM`
+(`workbench.adapters`) subclass it, so both take the same `forward` keywords and raise the same errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+
+from workbench.errors import EmptyInputError
+from workbench.models.config import RecurrentConfig
+from workbench.models.generation import generate as generate_tokens
+from workbench.models.hooked import HookedRecurrentBase, ModelState
+from workbench.models.paths import ExecutionPath
+from workbench.models.specs import LOGITS, RESID, HookSpec
+
+
+class HookedLanguageModel(HookedRecurrentBase):
+    """Embedding, blocks, final norm, unembedding: subclasses register `embed`, `hook_embed`,
+    `unembed` and `hook_logits`, then call `setup()`."""
+
+    # whether a left-padded prompt batch generates each row exactly as that row alone would
+    generate_with_padding = False
+    # why `forward` refuses an attention mask with padding (one of all ones is accepted); None: the
+    # blocks read the mask
+    padding_refusal: str | None = "this model has no attention mask (padding enters the recurrent state)"
+    # how to attach a tokenizer, said when `to_tokens` finds none
+    tokenizer_hint = "load it with workbench.load(...)"
+
+    def _embed_spec(self) -> HookSpec:
+        return RESID, "token embedding"
+
+    def _output_spec(self) -> HookSpec:
+        return LOGITS, "next-token logits"
+
+    # ----- tokens ----------------------------------------------------------------------------
+    def to_tokens(self, text: str | Sequence[str]) -> Tensor:
+        """Text (or equal-length texts) -> token ids [batch, pos] with the attached tokenizer."""
+        if self.tokenizer is None:
+            raise ValueError(f"this model has no tokenizer; {self.tokenizer_hint}")
+        return self._encode(text).to(self._device())
+
+    def _encode(self, text: str | Sequence[str]) -> Tensor:
+        """Text -> ids [batch, pos] with a tokenizer that encodes one text to ids [pos]."""
+        texts = [text] if isinstance(text, str) else list(text)
+        if not texts:
+            raise EmptyInputError("no text given")
+        rows = [self.tokenizer.encode(t) for t in texts]
+        if len({len(r) for r in rows}) != 1:
+            raise ValueError("texts in one batch must have the same length in tokens")
+        return torch.stack(rows)
+
+    def to_str_tokens(self, text_or_tokens: str | Tensor) -> list[str]:
+        """One display string per token (of the first row), for plots."""
+        tokens = self.to_tokens(text_or_tokens) if isinstance(text_or_tokens, str) else text_or_tokens
+        if tokens.ndim == 2:
+            tokens = tokens[0]  # [pos]
+        return list(self.tokenizer.to_strings(tokens))
+
+    def _as_tokens(self, inputs: Tensor | str | Sequence[str]) -> Tensor:
+        """Text or ids [pos] / [batch, pos] -> ids [batch, pos], checked: non-empty, integer, in vocabulary."""
+        if isinstance(inputs, (str, list, tuple)):
+            return self.to_tokens(inputs)
+        tokens = inputs if inputs.ndim == 2 else inputs[None]  # [batch, pos]
+        if tokens.shape[0] == 0 or tokens.shape[1] == 0:
+            raise EmptyInputError(f"empty input of shape {tuple(tokens.shape)}; give at least one token")
+        if tokens.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"tokens must be integer ids, got {tokens.dtype}")
+        low, high = int(tokens.min()), int(tokens.max())
+        if low < 0 or high >= self.cfg.d_vocab:
+            raise ValueError(f"token ids must lie in [0, {self.cfg.d_vocab}), got [{low}, {high}]")
+        return tokens
+
+    def _batch_and_length(self, inputs: Any) -> tuple[int, int]:
+        tokens = self._as_tokens(inputs)
+        return tokens.shape[0], tokens.shape[1]
+
+    # ----- running ---------------------------------------------------------------------------
+    def embed_tokens(self, tokens: Tensor) -> Tensor:
+        """tokens [batch, pos] -> the residual stream's start [batch, pos, d_model] (before `hook_embed`)."""
+        return self.embed(tokens)
+
+    def _padding_mask(self, mask: Tensor | None) -> Tensor | None:
+        """The mask the blocks get: [batch, pos] where they read one, else None (refusing padding)."""
+        if mask is None or self.padding_refusal is None:
+            return mask
+        if not bool(torch.all(mask == 1)):
+            raise ValueError(f"{self.padding_refusal}; run rows of unequal length separately")
+        return None
+
+    def forward(
+        self,
+        inputs: Tensor | str | Sequence[str],
+        initial_state: ModelState | None = None,
+        return_state: bool = False,
+        path: ExecutionPath | None = None,
+        return_type: str | None = "logits",
+        attention_mask: Tensor | None = None,
+    ) -> Any:
+        """tokens [batch, pos] (or text) -> logits [batch, pos, d_vocab] (and the final state per layer).
+
+        `return_type="loss"` gives the mean next-token cross-entropy in nats, as TransformerLens;
+        `attention_mask` [batch, pos] (1 = token, 0 = padding) is used as the wrapped model uses it
+        (models that cannot honour padding accept only a mask of ones).
+        """
+        tokens = self._as_tokens(inputs)
+        mask = self._padding_mask(attention_mask)
+        resid = self.hook_embed(self.embed_tokens(tokens))  # [batch, pos, d_model]
+        resid, states = self.run_blocks(resid, initial_state, path, mask)
+        logits = self.hook_logits(self.unembed(resid))  # [batch, pos, d_vocab]
+        if return_type == "loss":
+            if tokens.shape[1] < 2:
+                raise ValueError("the loss needs at least two tokens")
+            out: Any = F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+        elif return_type is None:
+            out = None
+        else:
+            out = logits
+        return (out, states) if return_state else out
+
+    # ----- generation ------------------------------------------------------------------------
+    def generate(
+        self,
+        prompt: str | Tensor,
+        max_new_tokens: int = 100,
+        temperature: float = 1.0,
+        greedy: bool = False,
+        seed: int | None = 0,
+        path: ExecutionPath | None = None,
+        return_text: bool | None = None,
+        attention_mask: Tensor | None = None,
+    ) -> str | Tensor:
+        """Continue `prompt` (text, or ids [batch, pos]) by `max_new_tokens` tokens.
+
+        The prompt runs once; then each new token steps the carried recurrent state (and Griffin's
+        sliding-window keys and values), so the cost is linear in the length and every hook fires once
+        per new token with `[batch, 1, ...]` tensors: steering and patching hooks change what is
+        generated. `greedy=True` takes the argmax; otherwise tokens are drawn at `temperature` from a
+        generator seeded with `seed` (None: the global generator). No stop at an end-of-text token.
+        `attention_mask` [batch, pos] (1 = token) allows a left-padded batch where the family ignores
+        padding exactly (Mamba, FalconMamba, Mamba2). Returns text for a text prompt, else ids
+        [batch, pos + max_new_tokens]. See `workbench.models.generation.generate`.
+        """
+        prompt_kwargs = {}
+        if attention_mask is not None:
+            self._check_generation_mask(attention_mask, self._as_tokens(prompt))
+            prompt_kwargs["attention_mask"] = attention_mask
+        return generate_tokens(self, prompt, max_new_tokens, temperature, greedy, seed, path, return_text,
+                               prompt_kwargs=prompt_kwargs)
+
+    def _check_generation_mask(self, mask: Tensor, tokens: Tensor) -> None:
+        """A mask for generation must match the prompt, pad on the left only, and suit the family."""
+        if tuple(mask.shape) != tuple(tokens.shape):
+            raise ValueError(f"attention_mask has shape {tuple(mask.shape)}, the prompt {tuple(tokens.shape)}")
+        if bool((mask == 1).all()):
+            return
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
+        if not bool(self.generate_with_padding):
+            raise ValueError(
+                f"{type(self).__name__} cannot generate from a padded batch: its recurrence reads the "
+                "padding, so padded rows would continue differently from the same prompts alone; "
+                "generate each prompt on its own (or group prompts of equal length)")
+        if bool((mask[:, 1:] < mask[:, :-1]).any()):
+            raise ValueError("generation needs left padding (zeros before the tokens); the attention_mask "
+                             "has padding after a token in some row")
+        if bool((mask.sum(1) == 0).any()):
+            raise EmptyInputError("a row of the attention_mask is all padding; give every row at least one token")
+
+
+class HookedRecurrentLM(HookedLanguageModel):
+    """A recurrent language model: embedding, recurrent blocks, final norm, unembedding.
+
+    >>> from workbench.models import HookedRecurrentLM, RecurrentConfig
+    >>> model = HookedRecurrentLM(RecurrentConfig(family="lstm", n_layers=1, d_model=8,
+    ...                                           d_hidden=8, d_vocab=5))
+    >>> logits, cache = model.run_with_cache(torch.tensor([[1, 2, 3]]))
+    >>> tuple(cache["blocks.0.mixer.hook_c"].shape)
+    (1, 3, 8)
+    """
+
+    def __init__(self, cfg: RecurrentConfig):
+        if cfg.d_vocab <= 0:
+            raise ValueError("a language model needs d_vocab > 0")
+        super().__init__(cfg)
+        self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
+        self.hook_embed = HookPoint()
+        self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab)
+        if cfg.tie_embeddings:
+            self.unembed.weight = self.embed.weight
+        self.hook_logits = HookPoint()
+        self.setup()
