@@ -93,11 +93,15 @@ class TransformersTokenizer:
             raise SequenceTooLongError(len(ids), max_length, unit="tokens")
         return ids
 
+    def to_strings(self, ids: Tensor) -> list[str]:
+        """ids [pos] -> one display string per token: the native tokenizers' surface for plot labels."""
+        return [self.tokenizer.decode([int(t)]) for t in ids.reshape(-1)]
+
     def to_str_tokens(self, tokens: Tensor) -> list[str]:
         """One display string per token of the first row."""
         if tokens.ndim == 2:
             tokens = tokens[0]
-        return [self.tokenizer.decode([int(t)]) for t in tokens]
+        return self.to_strings(tokens)
 
     def decode(self, ids: Tensor) -> str:
         """Token ids [pos] -> text, as the library's tokenizer writes it (special tokens kept)."""

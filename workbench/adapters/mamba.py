@@ -17,18 +17,14 @@ from torch import Tensor, nn
 from workbench.adapters.base import (
     AdapterBlock,
     AdapterMixer,
-    HookedNorm,
     HookedTransformersLM,
-    HookSpec,
     mask_positions,
 )
 from workbench.kernels.dispatch import fastest_selective_scan
 from workbench.models.mixers.s6 import S6_HOOK_SPECS, S6_STATE_SPECS
 from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import Emit, State, run_recurrence
-
-BPD = ("batch", "pos", "d_inner")
-BPN = ("batch", "pos", "d_state")
+from workbench.models.specs import HookSpec
 
 
 class HookedMambaMixer(AdapterMixer):
@@ -66,7 +62,7 @@ class HookedMambaMixer(AdapterMixer):
     def _state_at(values: Mapping[str, Tensor], t: int) -> State:
         return {"state": values["state"][:, t]}
 
-    def run(self, x_in: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
+    def mix(self, x_in: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
         hf = self.hf
         d_inner, n, rank = self.sizes["d_inner"], self.sizes["d_state"], self.sizes["dt_rank"]
         x_in = mask_positions(x_in, mask)
@@ -110,20 +106,14 @@ class HookedMamba(HookedTransformersLM):
     generate_with_padding = True  # padded inputs are zeroed before the conv and the scan: the state stays zero
 
     def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
-        super().__init__(hf_model, path)
         cfg, backbone = hf_model.config, hf_model.backbone
         falcon = type(hf_model).__name__.startswith("FalconMamba")
-        self.family = "falcon_mamba" if falcon else "mamba"
-        self.sizes = {
+        sizes = {
             "d_model": cfg.hidden_size, "d_inner": cfg.intermediate_size, "d_state": cfg.state_size,
             "d_conv": cfg.conv_kernel, "d_conv-1": cfg.conv_kernel - 1, "dt_rank": int(cfg.time_step_rank),
             "d_vocab": cfg.vocab_size,
         }
-        self.embed = backbone.embeddings
-        self.blocks = nn.ModuleList([
-            AdapterBlock(layer.norm, HookedMambaMixer(layer.mixer, self.sizes, falcon))
-            for layer in backbone.layers
-        ])
-        self.ln_final = HookedNorm(backbone.norm_f)
-        self.unembed = hf_model.lm_head
+        blocks = [AdapterBlock(layer.norm, HookedMambaMixer(layer.mixer, sizes, falcon)) for layer in backbone.layers]
+        super().__init__(hf_model, sizes, blocks, ln_final=backbone.norm_f, embed=backbone.embeddings,
+                         unembed=hf_model.lm_head, path=path, family="falcon_mamba" if falcon else "mamba")
         self.setup()

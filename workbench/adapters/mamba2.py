@@ -15,19 +15,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workbench.adapters.base import (
-    RESID,
     AdapterBlock,
     AdapterMixer,
-    HookedNorm,
     HookedTransformersLM,
-    HookSpec,
     mask_positions,
 )
 from workbench.kernels.dispatch import fastest_selective_scan
 from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import Emit, State, run_recurrence
+from workbench.models.specs import BP_HEADS, RESID, HookSpec
 
-BPH = ("batch", "pos", "n_heads")
 BPHP = ("batch", "pos", "n_heads", "d_head")
 BPGN = ("batch", "pos", "n_groups", "d_state")
 
@@ -48,7 +45,7 @@ class HookedMamba2Mixer(AdapterMixer):
             "x": (BPHP, "x_t per head: act(conv(xBC))'s x part, the scan's input"),
             "B": (BPGN, "input matrix B_t per group"),
             "C": (BPGN, "output matrix C_t per group"),
-            "delta": (BPH, "step size Δ_t = softplus(dt_t + b_Δ) per head"),
+            "delta": (BP_HEADS, "step size Δ_t = softplus(dt_t + b_Δ) per head"),
             "state": (("batch", "pos", "n_heads", "d_head", "d_state"),
                       "SSM state s_t = exp(Δ_t A) s_{t−1} + Δ_t x_t ⊗ B_t, per head"),
             "y": (BPHP, "scan output y_t = s_t C_t + D x_t, per head"),
@@ -113,7 +110,7 @@ class HookedMamba2Mixer(AdapterMixer):
             return values, {"state": values["state"][:, -1]}
         return values, {"state": torch.cat(finals, dim=1)}
 
-    def run(self, x_in: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
+    def mix(self, x_in: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
         hf, sz = self.hf, self.sizes
         d_inner, H, P, G, N = sz["d_inner"], sz["n_heads"], sz["d_head"], sz["n_groups"], sz["d_state"]
         batch, pos = x_in.shape[:2]
@@ -167,20 +164,16 @@ class HookedMamba2(HookedTransformersLM):
     generate_with_padding = True  # padded inputs are zeroed before the conv and the scan: the state stays zero
 
     def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
-        super().__init__(hf_model, path)
         cfg, backbone = hf_model.config, hf_model.backbone
         mixer = backbone.layers[0].mixer
         d_inner = mixer.intermediate_size
-        self.sizes = {
+        sizes = {
             "d_model": cfg.hidden_size, "d_inner": d_inner, "n_heads": mixer.num_heads,
             "d_head": mixer.head_dim, "n_groups": mixer.n_groups, "d_state": mixer.ssm_state_size,
             "d_conv": cfg.conv_kernel, "d_conv-1": cfg.conv_kernel - 1, "d_conv_channels": mixer.conv_dim,
             "d_vocab": cfg.vocab_size,
         }
-        self.embed = backbone.embeddings
-        self.blocks = nn.ModuleList([
-            AdapterBlock(layer.norm, HookedMamba2Mixer(layer.mixer, self.sizes)) for layer in backbone.layers
-        ])
-        self.ln_final = HookedNorm(backbone.norm_f)
-        self.unembed = hf_model.lm_head
+        blocks = [AdapterBlock(layer.norm, HookedMamba2Mixer(layer.mixer, sizes)) for layer in backbone.layers]
+        super().__init__(hf_model, sizes, blocks, ln_final=backbone.norm_f, embed=backbone.embeddings,
+                         unembed=hf_model.lm_head, path=path)
         self.setup()

@@ -27,17 +27,15 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from workbench.adapters.base import (
-    RESID,
     AdapterMixer,
     AdapterMlpBlock,
-    HookedNorm,
     HookedTransformersLM,
-    HookSpec,
     SoftCappedHead,
 )
 from workbench.kernels.dispatch import fastest_linear_scan
 from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import Emit, State, run_recurrence
+from workbench.models.specs import RESID, HookSpec, shared_dims
 
 BPL = ("batch", "pos", "d_lru")
 RECURRENCE_SCALE = 8.0  # c in a_t = a^{c r_t} (Griffin, section 2.4)
@@ -61,17 +59,18 @@ class HookedRgLru(AdapterMixer):
         self.hf = hf_block  # shares linear_x, linear_y, conv_1d, linear_out, rg_lru's gates and Λ
 
     def hook_specs(self) -> dict[str, HookSpec]:
-        return {
-            "x": (BPL, "x_t = W_x x'_t, the recurrent branch before the conv"),
-            "conv": (BPL, "u_t = causal depthwise conv(x)_t, the RG-LRU input"),
-            "r": (BPL, "recurrence gate r_t = σ(W_a u_t + b_a)"),
-            "i": (BPL, "input gate i_t = σ(W_i u_t + b_i)"),
-            "a": (BPL, "decay a_t = exp(−8 r_t softplus(Λ)), 0 at absolute position 0"),
-            "normalized_x": (BPL, "b_t = sqrt(1 − a_t²) ⊙ i_t ⊙ u_t, the scan input"),
-            "h": (BPL, "RG-LRU state h_t = a_t ⊙ h_{t−1} + b_t"),
-            "gate": (BPL, "GeLU branch GeLU(W_y x'_t)"),
-            "out": (RESID, "block output W_out(h_t ⊙ gate_t)"),
-        }
+        specs = shared_dims(BPL, {
+            "x": "x_t = W_x x'_t, the recurrent branch before the conv",
+            "conv": "u_t = causal depthwise conv(x)_t, the RG-LRU input",
+            "r": "recurrence gate r_t = σ(W_a u_t + b_a)",
+            "i": "input gate i_t = σ(W_i u_t + b_i)",
+            "a": "decay a_t = exp(−8 r_t softplus(Λ)), 0 at absolute position 0",
+            "normalized_x": "b_t = sqrt(1 − a_t²) ⊙ i_t ⊙ u_t, the scan input",
+            "h": "RG-LRU state h_t = a_t ⊙ h_{t−1} + b_t",
+            "gate": "GeLU branch GeLU(W_y x'_t)",
+        })
+        specs["out"] = (RESID, "block output W_out(h_t ⊙ gate_t)")
+        return specs
 
     def state_specs(self) -> dict[str, HookSpec]:
         return {
@@ -97,7 +96,7 @@ class HookedRgLru(AdapterMixer):
     def _state_at(values: Mapping[str, Tensor], t: int) -> State:
         return {"h": values["h"][:, t]}
 
-    def run(self, x_in: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
+    def mix(self, x_in: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
         """The library ignores the attention mask in recurrent blocks (padding enters the state); so do we."""
         hf, lru = self.hf, self.hf.rg_lru
         batch, pos = x_in.shape[:2]
@@ -178,7 +177,7 @@ class HookedLocalAttention(AdapterMixer):
             "position": POSITION_SPEC,
         }
 
-    def run(self, x_in: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
+    def mix(self, x_in: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
         hf, sz = self.hf, self.sizes
         batch, pos = x_in.shape[:2]
         window, d_head = sz["window"], sz["d_head"]
@@ -255,37 +254,36 @@ class HookedGriffinBlock(AdapterMlpBlock):
         }
 
 
+def temporal_mixer(temporal_block: nn.Module, kind: str, sizes: Mapping[str, int]) -> AdapterMixer:
+    """The hooked mixer for one of the library's temporal blocks: RG-LRU or local attention."""
+    if kind == "linear_attention":
+        return HookedRgLru(temporal_block, sizes)
+    if kind == "sliding_attention":
+        return HookedLocalAttention(temporal_block, sizes)
+    raise ValueError(f"unknown RecurrentGemma block type {kind!r}")
+
+
 class HookedRecurrentGemma(HookedTransformersLM):
     """RecurrentGemmaForCausalLM (Griffin) under the hook contract (De et al. 2024)."""
 
     family = "recurrent_gemma"
 
     def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
-        super().__init__(hf_model, path)
         cfg, backbone = hf_model.config, hf_model.model
-        self.sizes = {
+        sizes = {
             "d_model": cfg.hidden_size, "d_lru": cfg.lru_width, "d_inner": cfg.lru_width,
             "n_heads": cfg.num_attention_heads, "n_kv_heads": cfg.num_key_value_heads, "d_head": cfg.head_dim,
             "window": cfg.attention_window_size, "window-1": cfg.attention_window_size - 1,
             "d_conv": cfg.conv1d_width, "d_conv-1": cfg.conv1d_width - 1,
             "d_mlp": cfg.intermediate_size // 2, "d_vocab": cfg.vocab_size,
         }
-        self.block_types = list(cfg.layers_block_type)  # "linear_attention" (RG-LRU) or "sliding_attention"
-        self.embed = backbone.embed_tokens
-        self.blocks = nn.ModuleList([
-            HookedGriffinBlock(layer, self._mixer(layer.temporal_block, kind))
-            for layer, kind in zip(backbone.layers, self.block_types, strict=True)
-        ])
-        self.ln_final = HookedNorm(backbone.final_norm)
-        self.unembed = SoftCappedHead(hf_model.lm_head, cfg.logits_soft_cap)
+        block_types = list(cfg.layers_block_type)  # "linear_attention" (RG-LRU) or "sliding_attention"
+        blocks = [HookedGriffinBlock(layer, temporal_mixer(layer.temporal_block, kind, sizes))
+                  for layer, kind in zip(backbone.layers, block_types, strict=True)]
+        super().__init__(hf_model, sizes, blocks, ln_final=backbone.final_norm, embed=backbone.embed_tokens,
+                         unembed=SoftCappedHead(hf_model.lm_head, cfg.logits_soft_cap), path=path)
+        self.block_types = block_types
         self.setup()
-
-    def _mixer(self, temporal_block: nn.Module, kind: str) -> AdapterMixer:
-        if kind == "linear_attention":
-            return HookedRgLru(temporal_block, self.sizes)
-        if kind == "sliding_attention":
-            return HookedLocalAttention(temporal_block, self.sizes)
-        raise ValueError(f"unknown RecurrentGemma block type {kind!r}")
 
     @property
     def recurrent_layers(self) -> list[int]:

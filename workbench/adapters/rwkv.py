@@ -14,7 +14,8 @@ is hooked per position, so an edit to it acts at that step only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,16 +23,15 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from workbench.adapters.base import (
-    RESID,
     AdapterBlock,
     AdapterMixer,
     HookedNorm,
     HookedTransformersLM,
-    HookSpec,
 )
 from workbench.kernels import linear_scan
 from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import Emit, State, run_recurrence
+from workbench.models.specs import RESID, HookSpec, shared_dims
 
 BPA = ("batch", "pos", "d_att")
 NO_HISTORY = -1e38  # max_{-1}: the stable form's exponent before any token (as the library's CPU path)
@@ -98,17 +98,18 @@ class HookedRwkvTimeMix(AdapterMixer):
         self.hf = hf_attention  # shares time_decay, time_first, time_mix_*, key, value, receptance, output
 
     def hook_specs(self) -> dict[str, HookSpec]:
-        return {
-            "r": (BPA, "receptance r_t = σ(W_r (μ_r x_t + (1−μ_r) x_{t−1}))"),
-            "k": (BPA, "key k_t = W_k (μ_k x_t + (1−μ_k) x_{t−1})"),
-            "v": (BPA, "value v_t = W_v (μ_v x_t + (1−μ_v) x_{t−1})"),
-            "w": (BPA, "channel decay w = e^{time_decay} applied at step t"),
-            "wkv": (BPA, "wkv_t: decayed average of past values with the bonus u on the current one"),
-            "num": (BPA, "numerator state num_t = a_t e^{−max_t}"),
-            "den": (BPA, "denominator state den_t = b_t e^{−max_t}"),
-            "max": (BPA, "exponent max_t of the stable form"),
-            "out": (RESID, "time-mixing output W_o (r_t ⊙ wkv_t)"),
-        }
+        specs = shared_dims(BPA, {
+            "r": "receptance r_t = σ(W_r (μ_r x_t + (1−μ_r) x_{t−1}))",
+            "k": "key k_t = W_k (μ_k x_t + (1−μ_k) x_{t−1})",
+            "v": "value v_t = W_v (μ_v x_t + (1−μ_v) x_{t−1})",
+            "w": "channel decay w = e^{time_decay} applied at step t",
+            "wkv": "wkv_t: decayed average of past values with the bonus u on the current one",
+            "num": "numerator state num_t = a_t e^{−max_t}",
+            "den": "denominator state den_t = b_t e^{−max_t}",
+            "max": "exponent max_t of the stable form",
+        })
+        specs["out"] = (RESID, "time-mixing output W_o (r_t ⊙ wkv_t)")
+        return specs
 
     def state_specs(self) -> dict[str, HookSpec]:
         return {
@@ -132,7 +133,7 @@ class HookedRwkvTimeMix(AdapterMixer):
     def _state_at(values: Mapping[str, Tensor], t: int) -> State:
         return {name: values[name][:, t] for name in ("num", "den", "max")}
 
-    def run(self, x: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
+    def mix(self, x: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
         hf = self.hf
         shifted = token_shift(x, state["shift"])  # [batch, pos, d_model]
 
@@ -203,7 +204,7 @@ class HookedRwkvBlock(AdapterBlock):
         return state
 
     def forward(self, resid: Tensor, state: Mapping[str, Tensor] | None, path: ExecutionPath,
-                mask: Tensor | None) -> tuple[Tensor, State]:
+                mask: Tensor | None = None) -> tuple[Tensor, State]:
         state = self.zero_state(resid.shape[0], resid.device, resid.dtype) if state is None else state
         resid = self.hook_resid_pre(resid)  # [batch, pos, d_model]
         mixed, new_state = self.mixer(self.ln1(resid), state, path, mask)
@@ -219,36 +220,31 @@ class HookedRwkv(HookedTransformersLM):
     """RwkvForCausalLM (RWKV-4) under the hook contract (Peng et al. 2023)."""
 
     family = "rwkv"
+    padding_refusal = ("RwkvForCausalLM has no attention mask (transformers ignores it, and padding "
+                       "enters the recurrent state)")
 
     def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
-        super().__init__(hf_model, path)
         cfg, rwkv = hf_model.config, hf_model.rwkv
         d_att = cfg.attention_hidden_size or cfg.hidden_size
-        self.sizes = {"d_model": cfg.hidden_size, "d_att": d_att,
-                      "d_mlp": cfg.intermediate_size or 4 * cfg.hidden_size, "d_vocab": cfg.vocab_size}
-        self.embed = rwkv.embeddings
-        self.pre_ln = rwkv.blocks[0].pre_ln
+        sizes = {"d_model": cfg.hidden_size, "d_att": d_att,
+                 "d_mlp": cfg.intermediate_size or 4 * cfg.hidden_size, "d_vocab": cfg.vocab_size}
         every = cfg.rescale_every
-        self.blocks = nn.ModuleList([
-            HookedRwkvBlock(block, self.sizes, halve=every > 0 and (i + 1) % every == 0)
-            for i, block in enumerate(rwkv.blocks)
-        ])
-        for block in self.blocks:
+        blocks = [HookedRwkvBlock(block, sizes, halve=every > 0 and (i + 1) % every == 0)
+                  for i, block in enumerate(rwkv.blocks)]
+        for block in blocks:
             block.rescaled = lambda: bool(rwkv.layers_are_rescaled)
-        self.ln_final = HookedNorm(rwkv.ln_out)
-        self.unembed = hf_model.head
+        super().__init__(hf_model, sizes, blocks, ln_final=rwkv.ln_out, embed=rwkv.embeddings,
+                         unembed=hf_model.head, path=path)
+        self.pre_ln = rwkv.blocks[0].pre_ln
         self.setup()
 
     def embed_tokens(self, tokens: Tensor) -> Tensor:
         """The embedding after RWKV's extra LayerNorm (the library applies it inside block 0)."""
         return self.pre_ln(self.embed(tokens))
 
-    def forward(self, inputs, attention_mask=None, **kwargs):  # type: ignore[override]
-        """As `HookedTransformersLM.forward`; RWKV takes no attention mask (the library ignores it)."""
-        if attention_mask is not None and not bool(torch.all(attention_mask == 1)):
-            raise ValueError("RwkvForCausalLM has no attention mask (transformers ignores it, and padding "
-                             "enters the recurrent state); run rows of unequal length separately")
+    def forward(self, inputs: Tensor | str | Sequence[str], *args: Any, **kwargs: Any) -> Any:
+        """As `HookedLanguageModel.forward`, after the library's inference-time rescaling of the weights."""
         if not self.hf_model.training:
             # as the library does on every inference call: output weights divided by 2^(layer // every)
             self.hf_model.rwkv._rescale_layers()
-        return super().forward(inputs, None, **kwargs)
+        return super().forward(inputs, *args, **kwargs)

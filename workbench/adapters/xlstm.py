@@ -25,19 +25,16 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from workbench.adapters.base import (
-    RESID,
     AdapterMixer,
     AdapterMlpBlock,
-    HookedNorm,
     HookedTransformersLM,
-    HookSpec,
     SoftCappedHead,
 )
 from workbench.kernels import linear_scan
 from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import Emit, State, run_recurrence
+from workbench.models.specs import BP_HEADS, RESID, HookSpec
 
-BPH = ("batch", "pos", "n_heads")
 CHUNK = 64  # positions per chunk of the fused path: the within-chunk cumulative log-forget stays small
 STATE_QUANTITIES = ("m", "C", "n")
 
@@ -155,9 +152,9 @@ class HookedMlstm(AdapterMixer):
             "q": (("batch", "pos", "n_heads", "d_qk"), "query q_t per head"),
             "k": (("batch", "pos", "n_heads", "d_qk"), "key k_t per head"),
             "v": (("batch", "pos", "n_heads", "d_v"), "value v_t per head"),
-            "i": (BPH, "input gate pre-activation ĩ_t (soft-capped); the gate is exp(ĩ_t)"),
-            "f": (BPH, "forget gate pre-activation f̃_t (soft-capped); the gate is σ(f̃_t)"),
-            "m": (BPH, "stabiliser m_t = max(log σ(f̃_t) + m_{t−1}, ĩ_t)"),
+            "i": (BP_HEADS, "input gate pre-activation ĩ_t (soft-capped); the gate is exp(ĩ_t)"),
+            "f": (BP_HEADS, "forget gate pre-activation f̃_t (soft-capped); the gate is σ(f̃_t)"),
+            "m": (BP_HEADS, "stabiliser m_t = max(log σ(f̃_t) + m_{t−1}, ĩ_t)"),
             "C": (("batch", "pos", "n_heads", "d_qk", "d_v"), "matrix memory C_t (stabilised: true C = e^{m_t} C_t)"),
             "n": (("batch", "pos", "n_heads", "d_qk"), "normaliser n_t (stabilised like C)"),
             "h": (("batch", "pos", "n_heads", "d_v"), "readout h̃_t = C_tᵀ q̂_t / (max(|n_tᵀ q̂_t|, e^{−m_t}) + ε)"),
@@ -197,7 +194,7 @@ class HookedMlstm(AdapterMixer):
     def _state_at(values: Mapping[str, Tensor], t: int) -> State:
         return {name: values[name][:, t] for name in STATE_QUANTITIES}
 
-    def run(self, x: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
+    def mix(self, x: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
         batch, pos = x.shape[:2]
         H = self.sizes["n_heads"]
         proj = self._projections(x)
@@ -269,29 +266,19 @@ class HookedXlstm(HookedTransformersLM):
     """xLSTMForCausalLM (mLSTM blocks) under the hook contract (Beck et al. 2024)."""
 
     family = "xlstm"
+    padding_refusal = "xLSTMForCausalLM has no attention mask (padding enters the recurrent state)"
 
     def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
-        super().__init__(hf_model, path)
         cfg, backbone = hf_model.config, hf_model.backbone
         layer = backbone.blocks[0].mlstm_layer
         H = cfg.num_heads
         d_mlp = backbone.blocks[0].ffn.up_proj_dim
-        self.sizes = {
+        sizes = {
             "d_model": cfg.hidden_size, "n_heads": H, "d_qk": layer.qk_dim // H, "d_v": layer.v_dim // H,
             "d_v_total": layer.v_dim, "d_inner": layer.v_dim, "d_mlp": d_mlp, "d_vocab": cfg.vocab_size,
         }
-        self.embed = backbone.embeddings
-        self.blocks = nn.ModuleList([
-            HookedXlstmBlock(block, HookedMlstm(block.mlstm_layer, self.sizes, cfg.gate_soft_cap, cfg.eps), d_mlp)
-            for block in backbone.blocks
-        ])
-        self.ln_final = HookedNorm(backbone.out_norm)
-        self.unembed = SoftCappedHead(hf_model.lm_head, cfg.output_logit_soft_cap)
+        blocks = [HookedXlstmBlock(block, HookedMlstm(block.mlstm_layer, sizes, cfg.gate_soft_cap, cfg.eps), d_mlp)
+                  for block in backbone.blocks]
+        super().__init__(hf_model, sizes, blocks, ln_final=backbone.out_norm, embed=backbone.embeddings,
+                         unembed=SoftCappedHead(hf_model.lm_head, cfg.output_logit_soft_cap), path=path)
         self.setup()
-
-    def forward(self, inputs, attention_mask=None, **kwargs):  # type: ignore[override]
-        """As `HookedTransformersLM.forward`; xLSTM takes no attention mask (the library has none)."""
-        if attention_mask is not None and not bool(torch.all(attention_mask == 1)):
-            raise ValueError("xLSTMForCausalLM has no attention mask (padding enters the recurrent state); "
-                             "run rows of unequal length separately")
-        return super().forward(inputs, None, **kwargs)
