@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from workbench.errors import EmptyInputError, MemoryBudgetError, UnknownHookError
+from workbench.utils import block_name, get_act_name
 
 __all__ = [
     "GATES",
@@ -45,7 +46,7 @@ DEFAULT_CHUNK = 2048  # positions per forward pass; the state is carried across 
 
 def hook_name(layer: int, quantity: str) -> str:
     """The hook of `quantity` in layer `layer`: `blocks.{layer}.mixer.hook_{quantity}`."""
-    return f"blocks.{layer}.mixer.hook_{quantity}"
+    return get_act_name(quantity, layer, "mixer")
 
 
 def mixer_quantities(model: Any) -> tuple[str, ...]:
@@ -69,7 +70,7 @@ def resolve_layers(model: Any, layers: int | Sequence[int] | None) -> list[int]:
     for layer in chosen:
         if not isinstance(layer, (int, np.integer)) or not -n <= layer < n:
             raise UnknownHookError(
-                f"blocks.{layer}",
+                block_name(layer),
                 message=f"unknown layer {layer!r}: the model has {n} layer(s), 0..{n - 1}",
             )
         out.append(int(layer) % n)

@@ -33,6 +33,7 @@ from workbench.analysis.implicit_attention.recurrent_gemma import RecurrentGemma
 from workbench.analysis.implicit_attention.rwkv import RWKV
 from workbench.analysis.implicit_attention.s6 import S6
 from workbench.errors import EmptyInputError, MemoryBudgetError, UnknownHookError
+from workbench.utils import block_name
 
 __all__ = [
     "AGGREGATIONS",
@@ -130,7 +131,7 @@ def to_tokens(model: Any, tokens: Tensor | str | Sequence[str]) -> Tensor:
 def _check_layer(model: Any, layer: int) -> int:
     n = len(model.blocks)
     if not isinstance(layer, int) or not -n <= layer < n:
-        raise UnknownHookError(f"blocks.{layer}",
+        raise UnknownHookError(block_name(layer),
                                message=f"unknown layer {layer!r}: the model has {n} layer(s), 0..{n - 1}")
     return layer % n
 

@@ -27,6 +27,7 @@ from workbench.analysis.implicit_attention.api import (
     record,
     to_tokens,
 )
+from workbench.utils import get_act_name
 
 __all__ = [
     "METHODS",
@@ -90,7 +91,7 @@ def output_gradients(model: Any, tokens: Tensor, query: int, target: Tensor,
         store[hook.name] = tensor
         return tensor
 
-    names = ["hook_embed"] + [f"blocks.{layer}.mixer.hook_out" for layer in layers]
+    names = ["hook_embed"] + [get_act_name("out", layer) for layer in layers]
     with torch.enable_grad(), model.hooks(fwd_hooks=[(n, keep) for n in names]):
         logits = model(tokens)  # [b, L, d_vocab]
         logp = torch.log_softmax(logits[:, query].float(), -1).gather(-1, target[:, None])[:, 0]

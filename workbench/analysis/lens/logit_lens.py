@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from workbench.errors import EmptyInputError, UnknownHookError
+from workbench.utils import get_act_name
 
 __all__ = [
     "EMBED",
@@ -44,7 +45,7 @@ def readout_layers(model: Any) -> list[Layer]:
 
 def readout_hook(layer: Layer) -> str:
     """The hook a read-out decodes: `hook_embed` or `blocks.{l}.hook_resid_post`."""
-    return "hook_embed" if layer == EMBED else f"blocks.{layer}.hook_resid_post"
+    return get_act_name(EMBED) if layer == EMBED else get_act_name("resid_post", layer)
 
 
 def layer_label(layer: Layer) -> str:
@@ -63,7 +64,7 @@ def resolve_readout(model: Any, layer: Layer) -> int:
     if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool) and -n <= layer < n:
         return int(layer) % n + 1
     raise UnknownHookError(
-        f"blocks.{layer}.hook_resid_post",
+        get_act_name("resid_post", layer),
         message=f"unknown layer {layer!r}: the model has {n} layer(s), 0..{n - 1}, and {EMBED!r} "
         "(the token embedding)",
     )

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from workbench.models import HookedRecurrentLM, RecurrentConfig
+from workbench.utils import get_act_name
 
 __all__ = ["planted_affine_lm"]
 
@@ -66,8 +67,8 @@ def planted_affine_lm(
         h = block_input["h"]
         return h @ (a - torch.eye(d_model, dtype=h.dtype)).T.to(h.device) + b.to(h)
 
-    model.add_hook(f"blocks.{last}.hook_resid_pre", keep_input, is_permanent=True)
-    model.add_hook(f"blocks.{last}.hook_mixer_out", affine_mixer, is_permanent=True)
+    model.add_hook(get_act_name("resid_pre", last), keep_input, is_permanent=True)
+    model.add_hook(get_act_name("mixer_out", last), affine_mixer, is_permanent=True)
     model.tokenizer = tok
     model.planted = {"layer": last - 1, "A": a, "b": b}
     model.eval()

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from workbench.analysis.lens.logit_lens import Layer, Unembedding, model_name
 from workbench.analysis.lens.tuned_lens import LensMismatchError, fit_translators
 from workbench.errors import UnknownHookError
+from workbench.utils import get_act_name
 
 __all__ = ["VECTOR_STATES", "StateLens"]
 
@@ -48,7 +49,7 @@ class StateLens(nn.Module):
         quantity = quantity or VECTOR_STATES[family][0]
         if quantity not in VECTOR_STATES[family]:
             raise UnknownHookError(
-                f"blocks.0.mixer.hook_{quantity}",
+                get_act_name(quantity, 0),
                 message=f"{quantity!r} is not a {family} state; use one of "
                 + ", ".join(VECTOR_STATES[family]),
             )
@@ -68,14 +69,14 @@ class StateLens(nn.Module):
 
     def hooks(self) -> dict[Layer, str]:
         """Layer -> the state hook it reads, `blocks.{l}.mixer.hook_{quantity}`."""
-        return {layer: f"blocks.{layer}.mixer.hook_{self.quantity}" for layer in self.layers}
+        return {layer: get_act_name(self.quantity, layer) for layer in self.layers}
 
     def forward(self, state: Tensor, layer: Layer) -> Tensor:
         """state [..., d_hidden] of `layer` -> logits [..., d_vocab]."""
         n = len(self.translators)
         if isinstance(layer, bool) or not isinstance(layer, int) or not -n <= layer < n:
             raise UnknownHookError(
-                f"blocks.{layer}.mixer.hook_{self.quantity}",
+                get_act_name(self.quantity, layer),
                 message=f"unknown layer {layer!r}: a state lens reads the model's {n} layer(s), 0..{n - 1}",
             )
         return self.unembedding(self.translators[layer](state))

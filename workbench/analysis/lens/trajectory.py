@@ -21,6 +21,7 @@ from workbench.analysis.lens.logit_lens import (
     tokenize,
 )
 from workbench.errors import MemoryBudgetError, UnknownHookError
+from workbench.utils import block_name
 
 __all__ = ["STATISTICS", "PredictionTrajectory", "prediction_trajectory"]
 
@@ -88,7 +89,7 @@ class PredictionTrajectory:
             layer = blocks[layer]
         if str(layer) not in labels:
             raise UnknownHookError(
-                f"blocks.{layer}",
+                block_name(layer),
                 message=f"unknown layer {layer!r}: this trajectory reads out layers {', '.join(labels)}",
             )
         if (

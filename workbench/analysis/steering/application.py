@@ -20,6 +20,7 @@ from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
 from workbench.analysis.steering.vectors import SteeringVector, hook_layer, hook_shape
+from workbench.utils import in_layer
 
 __all__ = [
     "PositionClock",
@@ -120,9 +121,7 @@ class Steer:
         layer = hook_layer(self.vector.hook)
         if layer is None:
             raise ValueError(f"layers= needs a per-block hook; {self.vector.hook!r} is not one")
-        prefix = f"blocks.{layer}."
-        rest = self.vector.hook[len(prefix):]
-        return [f"blocks.{int(lay)}.{rest}" for lay in self.layers]
+        return [in_layer(self.vector.hook, lay) for lay in self.layers]
 
 
 class SteeringHook:

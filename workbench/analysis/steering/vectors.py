@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from workbench.errors import EmptyInputError, UnknownHookError
+from workbench.utils import BLOCK_HOOKS, block_name, get_act_name, hook_layer
 
 __all__ = [
     "BLOCK_HOOKS",
@@ -38,8 +39,6 @@ __all__ = [
     "weights_hash",
 ]
 
-# Residual-stream hooks of each block, by short name.
-BLOCK_HOOKS: tuple[str, ...] = ("resid_pre", "resid_mid", "resid_post", "mixer_out", "mlp_out")
 # The carried recurrent state of each family, as hooked quantities (Paulo et al. 2024 steer these).
 STATE_QUANTITIES: dict[str, tuple[str, ...]] = {
     "elman": ("h",),
@@ -76,15 +75,15 @@ def resolve_hook(model: Any, hook: str, layer: int | None = None) -> str:
         chosen = n // 2 if layer is None else layer
         if not isinstance(chosen, int) or not -n <= chosen < n:
             raise UnknownHookError(
-                f"blocks.{chosen}",
+                block_name(chosen),
                 message=f"unknown layer {chosen!r}: the model has {n} layer(s), 0..{n - 1}",
             )
         chosen %= n
         quantities = tuple(model.blocks[chosen].mixer.quantities)
         if hook in BLOCK_HOOKS:
-            name = f"blocks.{chosen}.hook_{hook}"
+            name = get_act_name(hook, chosen)
         elif hook in quantities:
-            name = f"blocks.{chosen}.mixer.hook_{hook}"
+            name = get_act_name(hook, chosen, "mixer")
         else:
             short = (*BLOCK_HOOKS, *quantities)
             close = difflib.get_close_matches(hook, [*short, *model.hook_dict], n=3, cutoff=0.6)
@@ -121,12 +120,6 @@ def hook_shape(model: Any, name: str) -> tuple[int, ...]:
     own_sizes = getattr(model, "dimension_sizes", None)
     sizes = own_sizes(1, 1) if callable(own_sizes) else dimension_sizes(model.cfg, batch=1, pos=1)
     return tuple(sizes[d] for d in model.hook_specs()[name][0][2:])
-
-
-def hook_layer(name: str) -> int | None:
-    """The block index in a hook name (`blocks.3.hook_resid_post` -> 3), None outside blocks."""
-    parts = name.split(".")
-    return int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" else None
 
 
 def hook_kind(model: Any, name: str) -> str:
