@@ -13,9 +13,9 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from workbench.analysis.cells.recording import tokenize
 from workbench.analysis.implicit_attention import channel_count, family_of, implicit_attention
 from workbench.analysis.implicit_attention.figures import map_figure, row_heatmap
+from workbench.analysis.tokens import tokenize
 from workbench.errors import SequenceTooLongError
 from workbench.widgets.display import BusyState, error_html
 from workbench.widgets.display import in_kernel as _in_kernel

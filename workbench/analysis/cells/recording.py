@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from workbench.errors import EmptyInputError, MemoryBudgetError, UnknownHookError
+from workbench.analysis.tokens import tokenize
+from workbench.errors import MemoryBudgetError, UnknownHookError
 from workbench.utils import block_name, get_act_name
 
 __all__ = [
@@ -28,7 +29,6 @@ __all__ = [
     "record",
     "resolve_layers",
     "resolve_quantities",
-    "tokenize",
 ]
 
 # The sigmoid gates of each family, whose values lie in [0, 1] (paper, section 4.2).
@@ -97,20 +97,6 @@ def resolve_quantities(model: Any, quantities: str | Sequence[str] | None) -> li
                 ),
             )
     return chosen
-
-
-def tokenize(model: Any, text: str, tokenizer: Any = None) -> Tensor:
-    """text -> ids [pos] with `tokenizer` or the model's; empty text and unknown characters raise."""
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    if not text:
-        raise EmptyInputError("the text is empty: type at least one character")
-    tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-    if tok is None:
-        raise ValueError(
-            "this model has no tokenizer: pass tokenizer=... or load it with workbench.load(...)"
-        )
-    return tok.encode(text)  # UnknownCharacterError names the character and where it is
 
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from workbench.errors import EmptyInputError, UnknownHookError
+from workbench.errors import UnknownHookError
 from workbench.utils import get_act_name
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "readout_hook",
     "readout_layers",
     "resolve_readout",
-    "tokenize",
 ]
 
 EMBED = "embed"
@@ -80,20 +79,6 @@ def model_name(model: Any) -> str:
         return str(named)
     cfg = model.cfg
     return f"unnamed-{cfg.family}-{cfg.n_layers}x{cfg.d_hidden}"
-
-
-def tokenize(model: Any, text: str, tokenizer: Any = None) -> Tensor:
-    """text -> ids [pos] with `tokenizer` or the model's; empty text and unknown characters raise."""
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    if not text:
-        raise EmptyInputError("the text is empty: type at least one character")
-    tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-    if tok is None:
-        raise ValueError(
-            "this model has no tokenizer: pass tokenizer=... or load it with workbench.load(...)"
-        )
-    return tok.encode(text)  # UnknownCharacterError names the character and its position
 
 
 class Unembedding:

@@ -18,8 +18,8 @@ from workbench.analysis.lens.logit_lens import (
     collect_hooks,
     layer_label,
     model_name,
-    tokenize,
 )
+from workbench.analysis.tokens import tokenize, tokenizer_of
 from workbench.errors import MemoryBudgetError, UnknownHookError
 from workbench.utils import block_name
 
@@ -149,7 +149,7 @@ def prediction_trajectory(
     if hasattr(lens, "check_model"):
         lens.check_model(model)
     tokens = tokenize(model, text, tokenizer)  # [pos]
-    tok = tokenizer if tokenizer is not None else model.tokenizer
+    tok = tokenizer_of(model, tokenizer)
     layers = lens.layers
     needed = (len(layers) + 1) * tokens.shape[0] * model.cfg.d_vocab * 4
     limit = memory_budget_bytes if memory_budget_bytes is not None else memory_budget(model._device())

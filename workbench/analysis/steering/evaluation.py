@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from workbench.analysis.steering.application import Positions, Steer, steering
-from workbench.analysis.steering.vectors import SteeringVector, _encode
+from workbench.analysis.steering.vectors import SteeringVector
+from workbench.analysis.tokens import group_by_length, tokenize, tokenize_texts
 from workbench.errors import EmptyInputError
 
 __all__ = [
@@ -51,7 +52,7 @@ def _target_ids(model: Any, targets: str) -> Tensor:
     """Token ids of the characters in `targets`; unknown characters raise, naming them."""
     if not isinstance(targets, str) or not targets:
         raise EmptyInputError("targets must be a non-empty string of characters")
-    return torch.unique(model.tokenizer.encode(targets))
+    return torch.unique(tokenize(model, targets, label="targets"))
 
 
 @torch.no_grad()
@@ -71,14 +72,11 @@ def target_probability(
     prompt (or `score(logits, tokens)` per prompt), with `steers` applied."""
     if (targets is None) == (score is None):
         raise ValueError("give exactly one of targets= (characters) or score= (a function)")
-    encoded = _encode(model, prompts, "prompt")
+    encoded = tokenize_texts(model, prompts, "prompt")
     ids = _target_ids(model, targets) if targets is not None else None
     out = np.zeros(len(encoded))
-    by_length: dict[int, list[int]] = {}
-    for i, e in enumerate(encoded):
-        by_length.setdefault(len(e), []).append(i)
-    for members in by_length.values():
-        tokens = torch.stack([encoded[i] for i in members]).to(model._device())  # [b, pos]
+    for members in group_by_length(encoded).values():
+        tokens = torch.stack([encoded[i] for i in members]).to(model.device)  # [b, pos]
         logits = _steered_logits(model, tokens, steers, path, allow_other_model)
         for row, i in enumerate(members):
             if ids is not None:
@@ -98,11 +96,11 @@ def generation_rate(
     """[prompts]: the fraction of generated characters that are in `targets` (seeded sampling)."""
     from workbench.analysis.steering.application import generate_steered
 
-    _encode(model, prompts, "prompt")
+    encoded = tokenize_texts(model, prompts, "prompt")
     ids = _target_ids(model, targets)
     rates = []
-    for i, prompt in enumerate(prompts):
-        out = generate_steered(model, model.tokenizer.encode(prompt)[None], steers, max_new_tokens,
+    for i, prompt in enumerate(encoded):
+        out = generate_steered(model, prompt[None], steers, max_new_tokens,
                                greedy=greedy, seed=seed + i, path=path,
                                allow_other_model=allow_other_model)
         new = out[0, -max_new_tokens:] if max_new_tokens else out[0, :0]
@@ -120,7 +118,7 @@ def fluency_cost(
     `clean` may pass the unsteered log-probabilities [1, pos, d_vocab] when already computed."""
     if not isinstance(text, str) or len(text) < 2:
         raise EmptyInputError("the neutral text needs at least two characters")
-    tokens = model.tokenizer.encode(text, unknown="map")[None].to(model._device())  # [1, pos]
+    tokens = tokenize(model, text, unknown="map")[None].to(model.device)  # [1, pos]
     if clean is None:
         clean = model(tokens, path=path).float().log_softmax(-1)  # [1, pos, d_vocab]
     steered = _steered_logits(model, tokens, steers, path, allow_other_model).log_softmax(-1)
@@ -192,7 +190,7 @@ def multiplier_sweep(
     rows, per_prompt = [], []
     clean = None
     if neutral_text is not None and len(neutral_text) >= 2:
-        ids = model.tokenizer.encode(neutral_text, unknown="map")[None].to(model._device())
+        ids = tokenize(model, neutral_text, unknown="map")[None].to(model.device)
         clean = model(ids, path=path).float().log_softmax(-1)  # [1, pos, d_vocab], once per sweep
     for m in multipliers:
         steers = _steers(vectors, m, positions, relative, layers)
@@ -269,7 +267,7 @@ def persistence(
     k >= 0, KL(clean ‖ steered) of the next-character distribution at at + k, the largest logit
     change, and the norm of the change in the carried state (all layers) relative to offset 0."""
     texts = [texts] if isinstance(texts, str) else list(texts)
-    encoded = [model.tokenizer.encode(t, unknown="map") for t in _encode_checked(model, texts)]
+    encoded = tokenize_texts(model, texts, "persistence")
     rows = []
     for tokens in encoded:
         length = len(tokens)
@@ -291,11 +289,6 @@ def persistence(
     return table.groupby("offset", as_index=False).mean()
 
 
-def _encode_checked(model: Any, texts: Sequence[str]) -> list[str]:
-    _encode(model, texts, "persistence")
-    return list(texts)
-
-
 def _stepwise(model: Any, tokens: Tensor, steers: Sequence[Steer], path: str | None,
               allow_other_model: bool) -> tuple[Tensor, Tensor]:
     """Run one sequence a token at a time under `steers`: (log-probs [pos, d_vocab], carried state
@@ -303,7 +296,7 @@ def _stepwise(model: Any, tokens: Tensor, steers: Sequence[Steer], path: str | N
     logps, states, state = [], [], None
     with steering(model, steers, allow_other_model):
         for t in range(len(tokens)):
-            logits, state = model(tokens[t : t + 1][None].to(model._device()), initial_state=state,
+            logits, state = model(tokens[t : t + 1][None].to(model.device), initial_state=state,
                                   return_state=True, path=path)
             logps.append(logits[0, -1].float().log_softmax(-1))
             states.append(_flat_state(state)[0])

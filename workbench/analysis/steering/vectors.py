@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from workbench.analysis.tokens import group_by_length, tokenize_texts
 from workbench.errors import EmptyInputError, UnknownHookError
 from workbench.utils import BLOCK_HOOKS, block_name, get_act_name, hook_layer
 
@@ -148,24 +149,6 @@ def model_name(model: Any) -> str | None:
 
 
 # ---------------------------------------------------------------------------- recording
-def _encode(model: Any, texts: Sequence[str], what: str) -> list[Tensor]:
-    """Each text -> ids [pos]; a non-list, an empty list or an empty text raises."""
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise TypeError(f"{what} must be a list of texts, got {type(texts).__name__}")
-    if not texts:
-        raise EmptyInputError(f"no {what} texts given: give at least one")
-    if model.tokenizer is None:
-        raise ValueError("this model has no tokenizer; load it with workbench.load(...)")
-    out = []
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"{what} text {i} is a {type(text).__name__}, not a str")
-        if not text:
-            raise EmptyInputError(f"{what} text {i} is empty: every text needs at least one character")
-        out.append(model.tokenizer.encode(text))
-    return out
-
-
 @torch.no_grad()
 def activation_samples(
     model: Any, texts: Sequence[str], hook: str, position: Position = "last", *, what: str = "input",
@@ -178,13 +161,10 @@ def activation_samples(
     """
     if not (position in POSITIONS or isinstance(position, int)) or isinstance(position, bool):
         raise ValueError(f"unknown position {position!r}; use one of {POSITIONS} or an int index")
-    encoded = _encode(model, texts, what)
-    by_length: dict[int, list[int]] = {}
-    for i, ids in enumerate(encoded):
-        by_length.setdefault(len(ids), []).append(i)
+    encoded = tokenize_texts(model, texts, what)
     per_text: list[Tensor | None] = [None] * len(encoded)
-    for length, members in by_length.items():
-        tokens = torch.stack([encoded[i] for i in members]).to(model._device())  # [b, pos]
+    for length, members in group_by_length(encoded).items():
+        tokens = torch.stack([encoded[i] for i in members]).to(model.device)  # [b, pos]
         _, cache = model.run_with_cache(tokens, names_filter=[hook], path=path)
         acts = cache[hook].float()  # [b, pos, *shape]
         for row, i in enumerate(members):
