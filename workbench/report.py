@@ -93,7 +93,7 @@ def _state_quantity(model: Any) -> str:
 def cells_section(model: Any, text: str, units_per_layer: int = 3) -> ReportSection:
     """Per layer, the `units_per_layer` units of the recurrent state that vary most over `text`."""
     from workbench.analysis.cells import record
-    from workbench.analysis.cells.heatmap import heatmap_grid
+    from workbench.analysis.heatmap import heatmap_grid
 
     quantity = _state_quantity(model)
     if quantity == "state":  # [pos, d, n] states: use the layer output h-like quantity instead

@@ -86,7 +86,7 @@ def assert_busy_then_idle(seen: list[dict], busy: BusyState, controls: list[widg
 
 
 def tiny_model(family: str) -> Any:
-    from workbench.analysis.cells.planted import printable_tokenizer
+    from workbench.analysis.tokens import printable_tokenizer
     from workbench.models import HookedRecurrentLM, RecurrentConfig
 
     tokenizer = printable_tokenizer()
@@ -107,7 +107,7 @@ def cells_explorer():
 
 
 def lens_explorer():
-    from workbench.analysis.lens.planted import planted_affine_lm
+    from workbench.analysis.planted import planted_affine_lm
     from workbench.widgets.lens import LensExplorer
 
     e = LensExplorer(planted_affine_lm(n_layers=2, seed=0), text="for i in range(3):\n")

@@ -14,8 +14,8 @@ import numpy as np
 
 from workbench.analysis.cells.discovery import CellDiscovery
 from workbench.analysis.cells.features import FeatureSpec, compute_features
-from workbench.analysis.cells.heatmap import TextHeatmap, heatmap_grid, text_heatmap
 from workbench.analysis.cells.recording import GATES, CellRecording, record
+from workbench.analysis.heatmap import TextHeatmap, heatmap_grid, text_heatmap
 
 __all__ = ["cell_heatmap", "colour_scale", "top_units_heatmap"]
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from workbench.analysis.planted.base import planted_lm
+
 __all__ = ["COMMENT_CELL", "COMMENT_DIRECTION", "LOGIT_GAIN", "planted_steering_lstm"]
 
 COMMENT_CELL = 0  # unit of layer 0's cell state that is 1 inside a comment, else 0
@@ -34,18 +36,11 @@ def planted_steering_lstm(
     W_out = 1/tanh(1)) to residual direction 3, later blocks add nothing, and the unembedding maps
     that direction to logit('#') with gain 5; every other logit is 0.
     """
-    from workbench.analysis.cells.planted import printable_tokenizer
-    from workbench.models import HookedRecurrentLM, RecurrentConfig
-
-    tok = tokenizer if tokenizer is not None else printable_tokenizer()
     if d_model < 4 or d_hidden < 1:
         raise ValueError("a planted steering LSTM needs d_model >= 4 and d_hidden >= 1")
-    torch.manual_seed(seed)
-    cfg = RecurrentConfig(family="lstm", n_layers=n_layers, d_model=d_model, d_hidden=d_hidden,
-                          d_vocab=len(tok), norm="none",
-                          metadata={"planted": "comment cell -> logit('#')"})
-    model = HookedRecurrentLM(cfg)
-    model.tokenizer = tok
+    model = planted_lm(tokenizer, seed, family="lstm", n_layers=n_layers, d_model=d_model, d_hidden=d_hidden,
+                       norm="none", metadata={"planted": "comment cell -> logit('#')"})
+    tok = model.tokenizer
     for p in model.parameters():
         p.zero_()
     emb = model.embed.weight  # [d_vocab, d_model]
