@@ -45,6 +45,8 @@ from workbench.analysis.lens.logit_lens import (
 )
 from workbench.analysis.lens.streaming import corpus_text, encode_corpus, streams, windows
 from workbench.errors import CheckpointError
+from workbench.files import atomic_directory
+from workbench.threads import torch_threads
 
 __all__ = ["FORMAT", "LensMismatchError", "Translator", "TunedLens", "fit_translators", "kl_divergence"]
 
@@ -217,15 +219,13 @@ class TunedLens(nn.Module):
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write `lens.safetensors` (translators.{i}.weight/bias, float32) and `config.json`, atomically."""
-        from workbench.training.checkpoint import atomic_directory
-
         tensors = {
             f"translators.{i}.{part}": getattr(t, part).detach().to("cpu", torch.float32).contiguous()
             for i, t in enumerate(self.translators)
             for part in ("weight", "bias")
         }
         target = Path(directory)
-        with atomic_directory(target) as staging:
+        with atomic_directory(target, marker=CONFIG_FILENAME) as staging:
             save_file(tensors, str(staging / WEIGHTS_FILENAME), metadata={"format": FORMAT})
             document = {**self.config(), "history": self.history_}
             (staging / CONFIG_FILENAME).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -296,8 +296,6 @@ def fit_translators(
     the model's hooks over windows of the streamed text, the state carried across windows.
     """
     from tqdm.auto import tqdm
-
-    from workbench.training.train import torch_threads
 
     for key, value in {"steps": steps, "batch_size": batch_size, "seq_len": seq_len}.items():
         if value <= 0:
