@@ -80,22 +80,14 @@ def _figure_html(figure: Any, first: list[bool]) -> str:
                           config={"displaylogo": False, "responsive": True})
 
 
-def _state_quantity(model: Any) -> str:
-    """The mixer quantity that holds the recurrent state: c (LSTM-like), else state, else h."""
-    quantities = tuple(model.blocks[0].mixer.quantities)
-    for name in ("c", "state", "h"):
-        if name in quantities:
-            return name
-    return quantities[-1]
-
-
 # ------------------------------------------------------------------------------------- sections
 def cells_section(model: Any, text: str, units_per_layer: int = 3) -> ReportSection:
     """Per layer, the `units_per_layer` units of the recurrent state that vary most over `text`."""
     from workbench.analysis.cells import record
     from workbench.analysis.heatmap import heatmap_grid
+    from workbench.models.protocol import carried_state
 
-    quantity = _state_quantity(model)
+    quantity = carried_state(model, 0)  # LSTM c, S6 state, else h
     if quantity == "state":  # [pos, d, n] states: use the layer output h-like quantity instead
         quantity = "out" if "out" in model.blocks[0].mixer.quantities else quantity
     rec = record(model, text, [quantity])

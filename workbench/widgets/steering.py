@@ -17,7 +17,6 @@ import ipywidgets as widgets
 
 from workbench.analysis.steering import (
     BEHAVIOURS,
-    STATE_QUANTITIES,
     Steer,
     SteeringSweep,
     SteeringVector,
@@ -129,13 +128,14 @@ class SteeringExplorer:
 
     def _sync_model_controls(self) -> None:
         model = self.model
-        hooks = ["resid_post", "resid_pre", *STATE_QUANTITIES.get(model.cfg.family, ())]
+        layer = len(model.blocks) // 2
+        hooks = ["resid_post", "resid_pre", *reversed(model.state_quantities(layer))]  # the carried state first
         self._updating = True
         try:
             self.hook_select.options = hooks
             self.hook_select.value = "resid_post"
             self.layer_select.options = list(range(len(model.blocks)))
-            self.layer_select.value = len(model.blocks) // 2
+            self.layer_select.value = layer
         finally:
             self._updating = False
 

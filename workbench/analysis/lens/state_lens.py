@@ -11,7 +11,7 @@ before training it decodes exactly what the state contributes directly.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -21,16 +21,20 @@ from workbench.analysis.lens.tuned_lens import LensMismatchError, fit_translator
 from workbench.errors import UnknownHookError
 from workbench.utils import get_act_name
 
-__all__ = ["VECTOR_STATES", "StateLens"]
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
-# The vector state each family carries from step to step (S6's state is a [d_inner, d_state] matrix).
-VECTOR_STATES: dict[str, tuple[str, ...]] = {
-    "elman": ("h",),
-    "lstm": ("h", "c"),
-    "gru": ("h",),
-    "mingru": ("h",),
-    "minlstm": ("h",),
-}
+__all__ = ["StateLens", "vector_states"]
+
+
+def vector_states(model: HookedModel, layer: int = 0) -> tuple[str, ...]:
+    """The carried states of `layer` hooked as [batch, pos, d_hidden], the width a state lens's map
+    reads (LSTM h and c, GRU h; none for S6, whose state is a [d_inner, d_state] matrix)."""
+    specs = model.hook_specs()
+    return tuple(
+        q for q in model.state_quantities(layer)
+        if specs[get_act_name(q, layer)][0] == ("batch", "pos", "d_hidden")
+    )
 
 
 class StateLens(nn.Module):
@@ -40,18 +44,17 @@ class StateLens(nn.Module):
 
     def __init__(self, model: Any, quantity: str | None = None):
         super().__init__()
-        family = model.cfg.family
-        if family not in VECTOR_STATES:
+        family, states = model.cfg.family, vector_states(model)
+        if not states:
             raise ValueError(
                 f"a {family} mixer's recurrent state is not a vector (S6 carries a [d_inner, d_state] "
-                f"matrix); a state lens reads the vector states of {', '.join(VECTOR_STATES)}"
+                "matrix); a state lens reads a [d_hidden] state, such as an LSTM's h and c"
             )
-        quantity = quantity or VECTOR_STATES[family][0]
-        if quantity not in VECTOR_STATES[family]:
+        quantity = quantity or states[0]  # h first: what the block's own output projection reads
+        if quantity not in states:
             raise UnknownHookError(
                 get_act_name(quantity, 0),
-                message=f"{quantity!r} is not a {family} state; use one of "
-                + ", ".join(VECTOR_STATES[family]),
+                message=f"{quantity!r} is not a {family} state; use one of " + ", ".join(states),
             )
         self.__dict__["model"] = model  # a reference, not a registered submodule
         self.unembedding = Unembedding(model)

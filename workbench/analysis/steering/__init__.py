@@ -48,7 +48,6 @@ from workbench.analysis.steering.evaluation import (
     target_probability,
 )
 from workbench.analysis.steering.vectors import (
-    STATE_QUANTITIES,
     ModelMismatchError,
     SteeringVector,
     activation_samples,
@@ -63,7 +62,6 @@ __all__ = [
     "COMMENT_CELL",
     "COMMENT_DIRECTION",
     "LOGIT_GAIN",
-    "STATE_QUANTITIES",
     "Behaviour",
     "ModelMismatchError",
     "PositionClock",

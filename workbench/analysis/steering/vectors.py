@@ -29,7 +29,6 @@ __all__ = [
     "BLOCK_HOOKS",
     "NORMALIZATIONS",
     "POSITIONS",
-    "STATE_QUANTITIES",
     "ModelMismatchError",
     "SteeringVector",
     "activation_samples",
@@ -40,15 +39,6 @@ __all__ = [
     "weights_hash",
 ]
 
-# The carried recurrent state of each family, as hooked quantities (Paulo et al. 2024 steer these).
-STATE_QUANTITIES: dict[str, tuple[str, ...]] = {
-    "elman": ("h",),
-    "lstm": ("c", "h"),
-    "gru": ("h",),
-    "mingru": ("h",),
-    "minlstm": ("h",),
-    "s6": ("state",),
-}
 # Where in each text the activation is read.
 POSITIONS: tuple[str, ...] = ("last", "mean", "all")
 # `None`: the raw mean difference; "unit": norm 1; "relative": norm = the hook's typical norm.
@@ -129,7 +119,7 @@ def hook_kind(model: Any, name: str) -> str:
     if layer is None or ".mixer." not in name:
         return "resid"
     quantity = name.rsplit("hook_", 1)[1]
-    return "state" if quantity in STATE_QUANTITIES.get(model.cfg.family, ()) else "quantity"
+    return "state" if quantity in model.state_quantities(layer) else "quantity"
 
 
 # ----------------------------------------------------------------------------- identity
