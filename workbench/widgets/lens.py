@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
@@ -25,6 +25,9 @@ from workbench.analysis.lens.figures import top_k_figure, top_k_layers_figure, t
 from workbench.errors import SequenceTooLongError
 from workbench.widgets.display import BusyState, error_html
 from workbench.widgets.display import in_kernel as _in_kernel
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["LensExplorer"]
 
@@ -126,7 +129,7 @@ class LensExplorer:
         """The selected (layer, position)."""
         return _parse_layer(self.layer_slider.value), int(self.position_slider.value)
 
-    def lenses_for(self, model: Any) -> list[str]:
+    def lenses_for(self, model: HookedModel) -> list[str]:
         """Names of the lenses offered for `model`: the logit lens and the tuned lenses trained for it."""
         names = [LOGIT]
         for name, lens in self.lenses.items():

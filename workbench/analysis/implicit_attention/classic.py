@@ -11,12 +11,15 @@ themselves depend on the state.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from workbench.analysis.implicit_attention.form import LinearForm
 from workbench.utils import get_act_name
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["GRU", "LSTM"]
 
@@ -29,11 +32,11 @@ class LSTM:
     channel_name = "d_hidden"
 
     @staticmethod
-    def hook_names(layer: int, mode: str, model: Any = None) -> list[str]:
+    def hook_names(layer: int, mode: str, model: HookedModel | None = None) -> list[str]:
         return [get_act_name(q, layer) for q in ("i", "f", "g", "o", "c", "initial_c")]
 
     @staticmethod
-    def form(model: Any, cache: dict, layer: int, mode: str) -> LinearForm:
+    def form(model: HookedModel, cache: dict, layer: int, mode: str) -> LinearForm:
         hook = partial(get_act_name, layer=layer)
         i, f, g, c = (cache[hook(q)].transpose(1, 2) for q in ("i", "f", "g", "c"))  # [b, d, L]
         return LinearForm(
@@ -43,7 +46,7 @@ class LSTM:
         )
 
     @staticmethod
-    def output_grad(model: Any, layer: int, mode: str, grad_out: torch.Tensor,
+    def output_grad(model: HookedModel, layer: int, mode: str, grad_out: torch.Tensor,
                     cache: dict) -> torch.Tensor:
         """∂target/∂c_t through the readout h_t = o_t tanh(c_t), W_out (gates held fixed)."""
         hook = partial(get_act_name, layer=layer)
@@ -60,11 +63,11 @@ class GRU:
     channel_name = "d_hidden"
 
     @staticmethod
-    def hook_names(layer: int, mode: str, model: Any = None) -> list[str]:
+    def hook_names(layer: int, mode: str, model: HookedModel | None = None) -> list[str]:
         return [get_act_name(q, layer) for q in ("z", "n", "h", "initial_h")]
 
     @staticmethod
-    def form(model: Any, cache: dict, layer: int, mode: str) -> LinearForm:
+    def form(model: HookedModel, cache: dict, layer: int, mode: str) -> LinearForm:
         hook = partial(get_act_name, layer=layer)
         z, n, h = (cache[hook(q)].transpose(1, 2) for q in ("z", "n", "h"))  # [b, d, L]
         return LinearForm(
@@ -75,7 +78,7 @@ class GRU:
         )
 
     @staticmethod
-    def output_grad(model: Any, layer: int, mode: str, grad_out: torch.Tensor,
+    def output_grad(model: HookedModel, layer: int, mode: str, grad_out: torch.Tensor,
                     cache: dict) -> torch.Tensor:
         """∂target/∂h through the readout W_out only, [b, d, L]."""
         weight = model.blocks[layer].mixer.W_out.weight.detach().to(grad_out.dtype)

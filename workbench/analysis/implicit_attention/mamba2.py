@@ -27,7 +27,7 @@ Channels are d_inner = H·P in the layer's order (head-major), as `hook_y` flatt
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,9 @@ from torch import Tensor
 
 from workbench.analysis.implicit_attention.form import LinearForm
 from workbench.utils import get_act_name
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["Mamba2", "gated_norm_factor"]
 
@@ -71,11 +74,11 @@ class Mamba2:
     channel_name = "d_inner"
 
     @staticmethod
-    def hook_names(layer: int, mode: str, model: Any = None) -> list[str]:
+    def hook_names(layer: int, mode: str, model: HookedModel | None = None) -> list[str]:
         return [get_act_name(q, layer) for q in HOOKS]
 
     @staticmethod
-    def form(model: Any, cache: dict, layer: int, mode: str) -> LinearForm:
+    def form(model: HookedModel, cache: dict, layer: int, mode: str) -> LinearForm:
         """The layer's operands from the cache; per-head decay and scores, per-channel gates."""
         mixer = model.blocks[layer].mixer
         hf, sz = mixer.hf, mixer.sizes
@@ -126,7 +129,7 @@ class Mamba2:
         )
 
     @staticmethod
-    def norm_factor(model: Any, cache: dict, layer: int) -> Tensor:
+    def norm_factor(model: HookedModel, cache: dict, layer: int) -> Tensor:
         """The gated norm's per-channel factor w_c / rms_t[g], [b, d, L] ("normed" mode's extra gate)."""
         mixer = model.blocks[layer].mixer
         hook = partial(get_act_name, layer=layer)
@@ -134,7 +137,7 @@ class Mamba2:
         return gated_norm_factor(mixer, pre).to(pre.dtype).transpose(1, 2)
 
     @staticmethod
-    def output_grad(model: Any, layer: int, mode: str, grad_out: Tensor, cache: dict) -> Tensor:
+    def output_grad(model: HookedModel, layer: int, mode: str, grad_out: Tensor, cache: dict) -> Tensor:
         """∂target/∂(output of the form), [b, d, L], from the gradient at hook_out [b, L, d_model].
 
         Through out_proj, then (exact and paper modes) back through the gated RMSNorm by autograd,

@@ -9,12 +9,15 @@ The gates depend on the input only, so these maps are the layers themselves: Ã 
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from workbench.analysis.implicit_attention.form import LinearForm
 from workbench.utils import get_act_name
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["MinGRU", "MinLSTM"]
 
@@ -28,7 +31,7 @@ class _Minimal:
     gate_hooks: tuple[str, str] = ("", "")
 
     @classmethod
-    def hook_names(cls, layer: int, mode: str, model: Any = None) -> list[str]:
+    def hook_names(cls, layer: int, mode: str, model: HookedModel | None = None) -> list[str]:
         names = (*cls.gate_hooks, "h_tilde", "h", "initial_h")
         return [get_act_name(q, layer) for q in names]
 
@@ -37,7 +40,7 @@ class _Minimal:
         raise NotImplementedError
 
     @classmethod
-    def form(cls, model: Any, cache: dict, layer: int, mode: str) -> LinearForm:
+    def form(cls, model: HookedModel, cache: dict, layer: int, mode: str) -> LinearForm:
         hook = partial(get_act_name, layer=layer)
         first, second = (cache[hook(q)].transpose(1, 2) for q in cls.gate_hooks)  # [b, d, L]
         decay, weight = cls.decay_and_weight(first, second)
@@ -52,7 +55,7 @@ class _Minimal:
         )
 
     @staticmethod
-    def output_grad(model: Any, layer: int, mode: str, grad_out: torch.Tensor,
+    def output_grad(model: HookedModel, layer: int, mode: str, grad_out: torch.Tensor,
                     cache: dict) -> torch.Tensor:
         """∂target/∂h through the readout W_out only, [b, d, L] (the recurrence is inside Ã)."""
         weight = model.blocks[layer].mixer.W_out.weight.detach().to(grad_out.dtype)

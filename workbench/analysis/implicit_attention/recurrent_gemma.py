@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,9 @@ from torch import Tensor
 from workbench.analysis.implicit_attention.form import LinearForm
 from workbench.analysis.implicit_attention.kernel import DEFAULT_CHUNK
 from workbench.utils import get_act_name
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["LocalAttentionForm", "RecurrentGemma"]
 
@@ -113,16 +116,16 @@ class RecurrentGemma:
     channel_name = "d_lru"
 
     @staticmethod
-    def is_recurrent(model: Any, layer: int) -> bool:
+    def is_recurrent(model: HookedModel, layer: int) -> bool:
         return model.block_types[layer] == "linear_attention"
 
     @staticmethod
-    def hook_names(layer: int, mode: str, model: Any = None) -> list[str]:
+    def hook_names(layer: int, mode: str, model: HookedModel | None = None) -> list[str]:
         hooks = RG_LRU_HOOKS if model is None or RecurrentGemma.is_recurrent(model, layer) else ATTENTION_HOOKS
         return [get_act_name(q, layer) for q in hooks]
 
     @staticmethod
-    def form(model: Any, cache: dict, layer: int, mode: str) -> LinearForm | LocalAttentionForm:
+    def form(model: HookedModel, cache: dict, layer: int, mode: str) -> LinearForm | LocalAttentionForm:
         if not RecurrentGemma.is_recurrent(model, layer):
             return RecurrentGemma.attention_form(model, cache, layer)
         mixer = model.blocks[layer].mixer
@@ -152,7 +155,7 @@ class RecurrentGemma:
         )
 
     @staticmethod
-    def attention_form(model: Any, cache: dict, layer: int) -> LocalAttentionForm:
+    def attention_form(model: HookedModel, cache: dict, layer: int) -> LocalAttentionForm:
         """A local-attention block: pattern per head, values per key/value head, output z."""
         mixer = model.blocks[layer].mixer
         sz = mixer.sizes
@@ -177,7 +180,7 @@ class RecurrentGemma:
         )
 
     @staticmethod
-    def output_grad(model: Any, layer: int, mode: str, grad_out: Tensor, cache: dict) -> Tensor:
+    def output_grad(model: HookedModel, layer: int, mode: str, grad_out: Tensor, cache: dict) -> Tensor:
         """∂target/∂(output of the form), [b, d, L]: through linear_out (exact), and the gate (paper)."""
         mixer = model.blocks[layer].mixer
         if not RecurrentGemma.is_recurrent(model, layer):

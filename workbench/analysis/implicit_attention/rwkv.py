@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,9 @@ from workbench.analysis.implicit_attention.kernel import (
     sums_between_chunks,
 )
 from workbench.utils import get_act_name
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["RWKV", "WKVForm", "wkv_attention", "wkv_attention_naive", "wkv_attention_row"]
 
@@ -217,11 +220,11 @@ class RWKV:
     channel_name = "d_att"
 
     @staticmethod
-    def hook_names(layer: int, mode: str, model: Any = None) -> list[str]:
+    def hook_names(layer: int, mode: str, model: HookedModel | None = None) -> list[str]:
         return [get_act_name(q, layer) for q in HOOKS]
 
     @staticmethod
-    def form(model: Any, cache: dict, layer: int, mode: str) -> WKVForm:
+    def form(model: HookedModel, cache: dict, layer: int, mode: str) -> WKVForm:
         """The layer's operands from the cache; log D_t from the state before each step."""
         mixer = model.blocks[layer].mixer
         hook = partial(get_act_name, layer=layer)
@@ -240,7 +243,7 @@ class RWKV:
         )
 
     @staticmethod
-    def output_grad(model: Any, layer: int, mode: str, grad_out: Tensor, cache: dict) -> Tensor:
+    def output_grad(model: HookedModel, layer: int, mode: str, grad_out: Tensor, cache: dict) -> Tensor:
         """∂target/∂(r ⊙ wkv), [b, d, L], through the output projection W_o."""
         weight = model.blocks[layer].mixer.hf.output.weight.detach().to(grad_out.dtype)
         return (grad_out @ weight).transpose(1, 2)

@@ -18,13 +18,16 @@ FalconMamba's RMS norms act on Δ, B and C, which the form takes from the cache 
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from workbench.analysis.implicit_attention.form import LinearForm
 from workbench.utils import get_act_name
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["S6", "s6_parameters"]
 
@@ -53,11 +56,11 @@ class S6:
     channel_name = "d_inner"
 
     @staticmethod
-    def hook_names(layer: int, mode: str, model: Any = None) -> list[str]:
+    def hook_names(layer: int, mode: str, model: HookedModel | None = None) -> list[str]:
         return [get_act_name(q, layer) for q in HOOKS]
 
     @staticmethod
-    def form(model: Any, cache: dict, layer: int, mode: str) -> LinearForm:
+    def form(model: HookedModel, cache: dict, layer: int, mode: str) -> LinearForm:
         """The layer's operands from the cache (parameters detached: the map is data, not a graph)."""
         A, D, conv1d, out_proj = s6_parameters(model.blocks[layer].mixer)
         hook = partial(get_act_name, layer=layer)
@@ -90,7 +93,7 @@ class S6:
         )
 
     @staticmethod
-    def output_grad(model: Any, layer: int, mode: str, grad_out: torch.Tensor,
+    def output_grad(model: HookedModel, layer: int, mode: str, grad_out: torch.Tensor,
                     cache: dict) -> torch.Tensor:
         """∂target/∂(output of the form), [b, d, L], from the gradient at hook_out [b, L, d_model]."""
         out_proj = s6_parameters(model.blocks[layer].mixer)[3]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ from torch import Tensor
 
 from workbench.errors import UnknownHookError
 from workbench.utils import get_act_name
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = [
     "EMBED",
@@ -37,7 +40,7 @@ EMBED = "embed"
 Layer = int | str  # "embed" or a block index
 
 
-def readout_layers(model: Any) -> list[Layer]:
+def readout_layers(model: HookedModel) -> list[Layer]:
     """The read-outs of a model in depth order: `["embed", 0, 1, ..., n_layers - 1]`."""
     return [EMBED, *range(len(model.blocks))]
 
@@ -52,7 +55,7 @@ def layer_label(layer: Layer) -> str:
     return str(layer)
 
 
-def resolve_readout(model: Any, layer: Layer) -> int:
+def resolve_readout(model: HookedModel, layer: Layer) -> int:
     """Index of a read-out in `readout_layers(model)`; negative blocks count from the end.
 
     An unknown layer raises `UnknownHookError` saying which layers exist.
@@ -69,7 +72,7 @@ def resolve_readout(model: Any, layer: Layer) -> int:
     )
 
 
-def model_name(model: Any) -> str:
+def model_name(model: HookedModel) -> str:
     """The name a lens records for its model: the checkpoint directory's name, else a description."""
     checkpoint = getattr(model, "checkpoint", None)
     if checkpoint is not None and getattr(checkpoint, "directory", None) is not None:
@@ -89,7 +92,7 @@ class Unembedding:
     refuses another.
     """
 
-    def __init__(self, model: Any):
+    def __init__(self, model: HookedModel):
         for part in ("ln_final", "unembed"):
             if not hasattr(model, part):
                 raise TypeError(
@@ -124,7 +127,7 @@ class Lens(Protocol):
     """What every lens offers: a name, a model, its read-outs, the hook each reads, read-out -> logits."""
 
     name: str
-    model: Any
+    model: HookedModel
 
     @property
     def layers(self) -> list[Layer]: ...
@@ -147,7 +150,7 @@ class LogitLens:
 
     name = "logit lens"
 
-    def __init__(self, model: Any):
+    def __init__(self, model: HookedModel):
         self.model = model
         self.unembedding = Unembedding(model)
 
@@ -170,7 +173,7 @@ class LogitLens:
 
 @torch.no_grad()
 def collect_residuals(
-    model: Any,
+    model: HookedModel,
     tokens: Tensor,
     initial_state: Any = None,
     *,
@@ -189,7 +192,7 @@ def collect_residuals(
 
 @torch.no_grad()
 def collect_hooks(
-    model: Any,
+    model: HookedModel,
     tokens: Tensor,
     names: Sequence[str],
     initial_state: Any = None,
@@ -209,7 +212,7 @@ def collect_hooks(
     return dict(cache), logits, state
 
 
-def check_layers(model: Any, layers: Layer | Sequence[Layer] | None) -> list[Layer]:
+def check_layers(model: HookedModel, layers: Layer | Sequence[Layer] | None) -> list[Layer]:
     """Read-outs to use (None: all); each unknown one raises `UnknownHookError`."""
     if layers is None:
         return readout_layers(model)

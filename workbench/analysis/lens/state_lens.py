@@ -42,7 +42,7 @@ class StateLens(nn.Module):
     them with the tuned lens's recipe. `quantity` is the mixer's state hook (`h`, or `c` for an LSTM).
     """
 
-    def __init__(self, model: Any, quantity: str | None = None):
+    def __init__(self, model: HookedModel, quantity: str | None = None):
         super().__init__()
         family, states = model.cfg.family, vector_states(model)
         if not states:
@@ -84,7 +84,7 @@ class StateLens(nn.Module):
             )
         return self.unembedding(self.translators[layer](state))
 
-    def check_model(self, model: Any) -> None:
+    def check_model(self, model: HookedModel) -> None:
         """Raise `LensMismatchError` unless `model` has this lens's unembedding."""
         found = Unembedding(model).fingerprint()
         if found != self.unembedding_hash or len(model.blocks) != len(self.translators):

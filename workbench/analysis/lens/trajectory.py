@@ -152,7 +152,7 @@ def prediction_trajectory(
     tok = tokenizer_of(model, tokenizer)
     layers = lens.layers
     needed = (len(layers) + 1) * tokens.shape[0] * model.cfg.d_vocab * 4
-    limit = memory_budget_bytes if memory_budget_bytes is not None else memory_budget(model._device())
+    limit = memory_budget_bytes if memory_budget_bytes is not None else memory_budget(model.device)
     if needed > limit:
         raise MemoryBudgetError(
             needed,
@@ -160,7 +160,7 @@ def prediction_trajectory(
             what=f"a {len(layers)}-layer trajectory over {tokens.shape[0]} characters",
             hint="use a shorter text or raise memory_budget_bytes",
         )
-    device = next(model.parameters()).device
+    device = model.device
     hooks = lens.hooks()
     cache, logits, _ = collect_hooks(
         model, tokens[None].to(device), list(hooks.values()), memory_budget_bytes=memory_budget_bytes

@@ -26,7 +26,7 @@ import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,9 @@ from workbench.analysis.lens.streaming import corpus_text, encode_corpus, stream
 from workbench.errors import CheckpointError
 from workbench.files import atomic_directory
 from workbench.threads import torch_threads
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["FORMAT", "LensMismatchError", "Translator", "TunedLens", "fit_translators", "kl_divergence"]
 
@@ -96,7 +99,7 @@ class TunedLens(nn.Module):
 
     name = "tuned lens"
 
-    def __init__(self, model: Any, *, name: str | None = None):
+    def __init__(self, model: HookedModel, *, name: str | None = None):
         super().__init__()
         self.__dict__["model"] = model  # a reference, not a registered submodule
         self.unembedding = Unembedding(model)  # a plain object: not registered either
@@ -116,7 +119,7 @@ class TunedLens(nn.Module):
 
     # ----------------------------------------------------------------------------- construction
     @classmethod
-    def from_model(cls, model: Any, *, name: str | None = None) -> TunedLens:
+    def from_model(cls, model: HookedModel, *, name: str | None = None) -> TunedLens:
         """A lens for `model` with identity translators (equal to the logit lens until fitted)."""
         return cls(model, name=name)
 
@@ -143,7 +146,7 @@ class TunedLens(nn.Module):
         """resid [..., d_model] at `layer` -> tuned-lens logits [..., d_vocab] (eq. 3)."""
         return self.unembedding(self.translate(resid, layer))
 
-    def check_model(self, model: Any) -> None:
+    def check_model(self, model: HookedModel) -> None:
         """Raise `LensMismatchError` unless `model` has the unembedding this lens was trained for."""
         found = Unembedding(model).fingerprint()
         cfg = model.cfg
@@ -232,7 +235,7 @@ class TunedLens(nn.Module):
         return target
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str], model: Any) -> TunedLens:
+    def load(cls, directory: str | os.PathLike[str], model: HookedModel) -> TunedLens:
         """Read a saved lens for `model`; a model with another unembedding raises `LensMismatchError`."""
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_FILENAME, directory / WEIGHTS_FILENAME
@@ -323,7 +326,7 @@ def fit_translators(
             if reset:
                 state = None
             cache, logits, state = collect_hooks(
-                model, window.to(_device(model)), names, state, memory_budget_bytes=memory_budget_bytes
+                model, window.to(model.device), names, state, memory_budget_bytes=memory_budget_bytes
             )  # cache: hook -> [batch, seq, ...], logits [batch, seq, d_vocab]
             target = logits.float().log_softmax(-1)  # [batch, seq, d_vocab]
             losses = torch.stack(
@@ -365,7 +368,3 @@ def _frozen(model: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-
-
-def _device(model: Any) -> torch.device:
-    return next(model.parameters()).device

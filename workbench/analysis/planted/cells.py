@@ -7,11 +7,14 @@ can check that `discover_cells` recovers them. Every other unit keeps its random
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from workbench.analysis.planted.base import planted_lm
+
+if TYPE_CHECKING:
+    from workbench.models import HookedRecurrentLM
 
 __all__ = ["PLANTED_CELLS", "planted_lstm"]
 
@@ -32,7 +35,7 @@ def planted_lstm(
     strength: float = 20.0,
     step: float = 0.1,
     seed: int = 0,
-) -> Any:
+) -> HookedRecurrentLM:
     """An LSTM language model (no norms) whose layer-0 cell state has three planted cells.
 
     With B = `strength`, i_t = σ(±B), f_t = σ(±B) are saturated, so c_t = f_t c_{t-1} + i_t g_t:

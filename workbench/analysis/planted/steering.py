@@ -10,11 +10,14 @@ moves exactly one logit by a known amount.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from workbench.analysis.planted.base import planted_lm
+
+if TYPE_CHECKING:
+    from workbench.models import HookedRecurrentLM
 
 __all__ = ["COMMENT_CELL", "COMMENT_DIRECTION", "LOGIT_GAIN", "planted_steering_lstm"]
 
@@ -28,7 +31,7 @@ _HASH, _NEWLINE, _ONE = 0, 1, 2  # embedding directions the cell reads
 def planted_steering_lstm(
     tokenizer: Any = None, *, n_layers: int = 1, d_model: int = 8, d_hidden: int = 4,
     strength: float = 20.0, seed: int = 0,
-) -> Any:
+) -> HookedRecurrentLM:
     """An LSTM language model (no norms) with a planted comment cell in layer 0.
 
     With B = `strength`: i = σ(B(2·[#] − 1)), f = σ(B(1 − 2·[newline])), g = tanh(B) ≈ 1, o ≈ 1,

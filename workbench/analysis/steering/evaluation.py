@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,9 @@ from workbench.analysis.steering.application import Positions, Steer, steering
 from workbench.analysis.steering.vectors import SteeringVector
 from workbench.analysis.tokens import group_by_length, tokenize, tokenize_texts
 from workbench.errors import EmptyInputError
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = [
     "SteeringComparison",
@@ -48,7 +51,7 @@ def _steers(vectors: Vectors, multiplier: float, positions: Positions, relative:
     return [Steer(v, multiplier, positions, layers, relative) for v in items]
 
 
-def _target_ids(model: Any, targets: str) -> Tensor:
+def _target_ids(model: HookedModel, targets: str) -> Tensor:
     """Token ids of the characters in `targets`; unknown characters raise, naming them."""
     if not isinstance(targets, str) or not targets:
         raise EmptyInputError("targets must be a non-empty string of characters")
@@ -56,7 +59,7 @@ def _target_ids(model: Any, targets: str) -> Tensor:
 
 
 @torch.no_grad()
-def _steered_logits(model: Any, tokens: Tensor, steers: Sequence[Steer], path: str | None,
+def _steered_logits(model: HookedModel, tokens: Tensor, steers: Sequence[Steer], path: str | None,
                     allow_other_model: bool) -> Tensor:
     """logits [batch, pos, d_vocab] of one batch of equal-length sequences under `steers`."""
     with steering(model, steers, allow_other_model):
@@ -65,7 +68,7 @@ def _steered_logits(model: Any, tokens: Tensor, steers: Sequence[Steer], path: s
 
 @torch.no_grad()
 def target_probability(
-    model: Any, prompts: Sequence[str], targets: str | None = None, steers: Sequence[Steer] = (),
+    model: HookedModel, prompts: Sequence[str], targets: str | None = None, steers: Sequence[Steer] = (),
     *, score: ScoreFn | None = None, path: str | None = None, allow_other_model: bool = False,
 ) -> np.ndarray:
     """[prompts]: the probability the model gives any character of `targets` right after each
@@ -89,7 +92,7 @@ def target_probability(
 
 @torch.no_grad()
 def generation_rate(
-    model: Any, prompts: Sequence[str], targets: str, steers: Sequence[Steer] = (), *,
+    model: HookedModel, prompts: Sequence[str], targets: str, steers: Sequence[Steer] = (), *,
     max_new_tokens: int = 40, greedy: bool = False, seed: int = 0, path: str | None = None,
     allow_other_model: bool = False,
 ) -> np.ndarray:
@@ -110,7 +113,7 @@ def generation_rate(
 
 @torch.no_grad()
 def fluency_cost(
-    model: Any, text: str, steers: Sequence[Steer] = (), *, path: str | None = None,
+    model: HookedModel, text: str, steers: Sequence[Steer] = (), *, path: str | None = None,
     allow_other_model: bool = False, clean: Tensor | None = None,
 ) -> dict[str, float]:
     """Cross-entropy on `text` in bits per character with and without `steers`, and the mean
@@ -165,7 +168,7 @@ class SteeringSweep:
 
 @torch.no_grad()
 def multiplier_sweep(
-    model: Any,
+    model: HookedModel,
     vectors: Vectors,
     multipliers: Sequence[float],
     prompts: Sequence[str],
@@ -237,7 +240,7 @@ class SteeringComparison:
 
 
 def compare_steering(
-    model: Any, methods: Mapping[str, Vectors], multipliers: Sequence[float], prompts: Sequence[str],
+    model: HookedModel, methods: Mapping[str, Vectors], multipliers: Sequence[float], prompts: Sequence[str],
     targets: str | None = None, *, relative: bool = True, **sweep_kwargs: Any,
 ) -> SteeringComparison:
     """Sweep each method (a vector, or vectors applied together) over the same multipliers; with
@@ -259,7 +262,7 @@ def _flat_state(state: list[dict[str, Tensor]]) -> Tensor:
 
 @torch.no_grad()
 def persistence(
-    model: Any, vector: SteeringVector, texts: str | Sequence[str], multiplier: float = 1.0, *,
+    model: HookedModel, vector: SteeringVector, texts: str | Sequence[str], multiplier: float = 1.0, *,
     at: int | None = None, relative: bool = True, horizon: int | None = None, path: str | None = None,
     allow_other_model: bool = False,
 ) -> pd.DataFrame:
@@ -289,7 +292,7 @@ def persistence(
     return table.groupby("offset", as_index=False).mean()
 
 
-def _stepwise(model: Any, tokens: Tensor, steers: Sequence[Steer], path: str | None,
+def _stepwise(model: HookedModel, tokens: Tensor, steers: Sequence[Steer], path: str | None,
               allow_other_model: bool) -> tuple[Tensor, Tensor]:
     """Run one sequence a token at a time under `steers`: (log-probs [pos, d_vocab], carried state
     after each position [pos, total]); stepping reads the true state the recurrence carries."""

@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -24,6 +24,9 @@ from torch import Tensor
 from workbench.analysis.tokens import group_by_length, tokenize_texts
 from workbench.errors import EmptyInputError, UnknownHookError
 from workbench.utils import BLOCK_HOOKS, block_name, get_act_name, hook_layer
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = [
     "BLOCK_HOOKS",
@@ -53,7 +56,7 @@ class ModelMismatchError(ValueError):
 
 
 # ----------------------------------------------------------------------------------- hooks
-def resolve_hook(model: Any, hook: str, layer: int | None = None) -> str:
+def resolve_hook(model: HookedModel, hook: str, layer: int | None = None) -> str:
     """The full hook name for `hook`: a full name, or a short one (`resid_post`, `c`, `state`, ...)
     in `layer` (default: the middle layer, where Rimsky et al. 2024 find steering works best).
     """
@@ -101,7 +104,7 @@ def resolve_hook(model: Any, hook: str, layer: int | None = None) -> str:
     return name
 
 
-def hook_shape(model: Any, name: str) -> tuple[int, ...]:
+def hook_shape(model: HookedModel, name: str) -> tuple[int, ...]:
     """Per-position shape of hook `name`: [d_model], [d_hidden] or S6's [d_inner, d_state].
 
     A `transformers` adapter names its own dimensions (`model.dimension_sizes`); native models' come
@@ -113,7 +116,7 @@ def hook_shape(model: Any, name: str) -> tuple[int, ...]:
     return tuple(sizes[d] for d in model.hook_specs()[name][0][2:])
 
 
-def hook_kind(model: Any, name: str) -> str:
+def hook_kind(model: HookedModel, name: str) -> str:
     """"state" for a family's carried recurrent state, "resid" for block-level hooks, else "quantity"."""
     layer = hook_layer(name)
     if layer is None or ".mixer." not in name:
@@ -123,7 +126,7 @@ def hook_kind(model: Any, name: str) -> str:
 
 
 # ----------------------------------------------------------------------------- identity
-def weights_hash(model: Any) -> str:
+def weights_hash(model: HookedModel) -> str:
     """A short SHA-256 of every parameter and buffer, in name order: which weights a vector fits."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -132,7 +135,7 @@ def weights_hash(model: Any) -> str:
     return digest.hexdigest()[:16]
 
 
-def model_name(model: Any) -> str | None:
+def model_name(model: HookedModel) -> str | None:
     """The model's registry name when it has one (`model.name` or `cfg.metadata["name"]`)."""
     name = getattr(model, "name", None) or model.cfg.metadata.get("name")
     return str(name) if name else None
@@ -141,7 +144,7 @@ def model_name(model: Any) -> str | None:
 # ---------------------------------------------------------------------------- recording
 @torch.no_grad()
 def activation_samples(
-    model: Any, texts: Sequence[str], hook: str, position: Position = "last", *, what: str = "input",
+    model: HookedModel, texts: Sequence[str], hook: str, position: Position = "last", *, what: str = "input",
     path: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Activations of `hook` over `texts` at `position`: (samples [n, *shape], text index [n]).
@@ -222,7 +225,7 @@ class SteeringVector:
         """The same direction with L2 norm `norm`."""
         return replace(self, vector=self.vector * (norm / max(self.norm, 1e-30)))
 
-    def check_model(self, model: Any, allow_other_model: bool = False) -> None:
+    def check_model(self, model: HookedModel, allow_other_model: bool = False) -> None:
         """Refuse a model whose weights differ from the ones the vector was computed on."""
         if allow_other_model or not self.weights_hash:
             return
@@ -293,7 +296,7 @@ def _whitened(pos: Tensor, neg: Tensor, diff: Tensor, shrinkage: float) -> Tenso
 
 
 def contrastive_vector(
-    model: Any,
+    model: HookedModel,
     positive: Sequence[str],
     negative: Sequence[str],
     hook: str = "resid_post",
