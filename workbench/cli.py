@@ -107,7 +107,8 @@ def add_eval_command(subparsers: Subparsers) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from workbench.data.corpora import load_corpus
     from workbench.registry import load
-    from workbench.training.train import evaluate_bpc, torch_threads
+    from workbench.threads import torch_threads
+    from workbench.training.train import evaluate_bpc
 
     model = load(args.model, path=args.path, device=args.device)
     provenance = model.checkpoint.provenance

@@ -22,11 +22,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from workbench.errors import EmptyInputError
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["ReportSection", "build_report", "load_text", "report_sections", "write_report"]
 
@@ -64,7 +67,7 @@ def load_text(path: str | Path) -> str:
     return text
 
 
-def _in_vocab(model: Any, text: str) -> tuple[str, int]:
+def _in_vocab(model: HookedModel, text: str) -> tuple[str, int]:
     """`text` with characters outside the vocabulary mapped to the unknown token, and their count."""
     tokenizer = model.tokenizer
     mapped = tokenizer.decode(tokenizer.encode(text, unknown="map"))
@@ -80,22 +83,14 @@ def _figure_html(figure: Any, first: list[bool]) -> str:
                           config={"displaylogo": False, "responsive": True})
 
 
-def _state_quantity(model: Any) -> str:
-    """The mixer quantity that holds the recurrent state: c (LSTM-like), else state, else h."""
-    quantities = tuple(model.blocks[0].mixer.quantities)
-    for name in ("c", "state", "h"):
-        if name in quantities:
-            return name
-    return quantities[-1]
-
-
 # ------------------------------------------------------------------------------------- sections
-def cells_section(model: Any, text: str, units_per_layer: int = 3) -> ReportSection:
+def cells_section(model: HookedModel, text: str, units_per_layer: int = 3) -> ReportSection:
     """Per layer, the `units_per_layer` units of the recurrent state that vary most over `text`."""
     from workbench.analysis.cells import record
-    from workbench.analysis.cells.heatmap import heatmap_grid
+    from workbench.analysis.heatmap import heatmap_grid
+    from workbench.models.protocol import carried_state
 
-    quantity = _state_quantity(model)
+    quantity = carried_state(model, 0)  # LSTM c, S6 state, else h
     if quantity == "state":  # [pos, d, n] states: use the layer output h-like quantity instead
         quantity = "out" if "out" in model.blocks[0].mixer.quantities else quantity
     rec = record(model, text, [quantity])
@@ -122,7 +117,7 @@ def cells_section(model: Any, text: str, units_per_layer: int = 3) -> ReportSect
     )
 
 
-def lens_section(model: Any, text: str, first: list[bool]) -> ReportSection:
+def lens_section(model: HookedModel, text: str, first: list[bool]) -> ReportSection:
     """Logit-lens trajectory of the first `LENS_WINDOW` characters: entropy and top-1 per layer."""
     from workbench.analysis.lens import LogitLens, prediction_trajectory
     from workbench.analysis.lens.figures import trajectory_figure
@@ -141,7 +136,7 @@ def lens_section(model: Any, text: str, first: list[bool]) -> ReportSection:
     )
 
 
-def implicit_attention_section(model: Any, text: str, first: list[bool]) -> ReportSection:
+def implicit_attention_section(model: HookedModel, text: str, first: list[bool]) -> ReportSection:
     """The last layer's implicit-attention map (channel mean) over the first characters."""
     import plotly.graph_objects as go
 
@@ -175,7 +170,7 @@ def implicit_attention_section(model: Any, text: str, first: list[bool]) -> Repo
     )
 
 
-def _reproduction_error(model: Any, window: str, layer: int) -> float:
+def _reproduction_error(model: HookedModel, window: str, layer: int) -> float:
     """Largest |Ã v + bias - y| over a few channels, the check that the map is the layer."""
     from workbench.analysis.implicit_attention import implicit_attention
 
@@ -195,7 +190,7 @@ def steering_prompts(text: str, width: int = STEERING_WINDOW) -> tuple[list[str]
     return positive, negative
 
 
-def steering_section(model: Any, text: str, first: list[bool]) -> ReportSection:
+def steering_section(model: HookedModel, text: str, first: list[bool]) -> ReportSection:
     """A line-end steering vector from half of this text's lines, swept on the other half."""
     import plotly.graph_objects as go
 
@@ -240,7 +235,7 @@ SECTIONS: tuple[Callable[..., ReportSection], ...] = (
 )
 
 
-def report_sections(model: Any, text: str, progress: bool = False) -> list[ReportSection]:
+def report_sections(model: HookedModel, text: str, progress: bool = False) -> list[ReportSection]:
     """Compute every section; a section that cannot be drawn for this text says why in its place."""
     from tqdm.auto import tqdm
 
@@ -272,7 +267,7 @@ pre.source { background: #f8f8f8; padding: 0.6em; max-height: 14em; overflow: au
 """
 
 
-def build_report(model: Any, text: str, *, name: str = "", source: str = "",
+def build_report(model: HookedModel, text: str, *, name: str = "", source: str = "",
                  max_chars: int = DEFAULT_MAX_CHARS, progress: bool = False) -> str:
     """The report page for `model` on (the first `max_chars` characters of) `text`, as HTML."""
     if not text.strip():

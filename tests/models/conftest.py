@@ -7,9 +7,6 @@ import torch
 
 from workbench.models import MIXER_FAMILIES, HookedRecurrentLM, RecurrentConfig
 
-# The recurrent state each family carries, as a hooked quantity.
-STATE_QUANTITY = {"elman": "h", "lstm": "c", "gru": "h", "mingru": "h", "minlstm": "h", "s6": "state"}
-
 
 def small_lm(
     family: str, dtype: torch.dtype = torch.float64, seed: int = 0, **overrides

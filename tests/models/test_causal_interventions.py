@@ -9,8 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from workbench.models import MIXER_FAMILIES
+from workbench.models.protocol import carried_state
+from workbench.utils import get_act_name
 
-from .conftest import STATE_QUANTITY, small_lm
+from .conftest import small_lm
 
 
 def add_at(position: int, amount: float):
@@ -32,7 +34,7 @@ def test_state_edit_changes_later_positions_only_and_paths_agree(family, length,
     position = data.draw(st.integers(0, length - 1))
     model = small_lm(family)
     tokens = torch.randint(0, model.cfg.d_vocab, (2, length), generator=torch.Generator().manual_seed(length))
-    name = f"blocks.{layer}.mixer.hook_{STATE_QUANTITY[family]}"
+    name = get_act_name(carried_state(model, layer), layer)
     clean = model(tokens, path="reference")
     edited = {
         path: model.run_with_hooks(tokens, fwd_hooks=[(name, add_at(position, 0.7))], path=path)
@@ -50,7 +52,7 @@ def test_ablating_a_unit_at_every_position_holds_it_at_zero(family):
     """An edit applied at every position acts at every step (a fixed point, not a one-off patch)."""
     model = small_lm(family)
     tokens = torch.randint(0, model.cfg.d_vocab, (2, 12), generator=torch.Generator().manual_seed(5))
-    name = f"blocks.0.mixer.hook_{STATE_QUANTITY[family]}"
+    name = get_act_name(carried_state(model), 0)
 
     def ablate(x, hook):
         x[:, :, 3] = 0.0
@@ -113,7 +115,7 @@ def test_initial_state_is_hooked_and_differentiable(family):
 def test_state_edit_is_causal_without_gradients(family):
     model = small_lm(family)
     tokens = torch.randint(0, model.cfg.d_vocab, (2, 14), generator=torch.Generator().manual_seed(9))
-    name = f"blocks.0.mixer.hook_{STATE_QUANTITY[family]}"
+    name = get_act_name(carried_state(model), 0)
     with torch.no_grad():
         clean = model(tokens, path="reference")
         outs = [model.run_with_hooks(tokens, fwd_hooks=[(name, add_at(5, 0.5))], path=p)
@@ -127,7 +129,7 @@ def test_cache_beside_an_edit_records_each_edit_once(family):
     """A recorder after an editing hook holds the values the model used: c_t + v, not c_t + 2v."""
     model = small_lm(family)
     tokens = torch.randint(0, model.cfg.d_vocab, (2, 10), generator=torch.Generator().manual_seed(11))
-    name = f"blocks.0.mixer.hook_{STATE_QUANTITY[family]}"
+    name = get_act_name(carried_state(model), 0)
     for path in ("reference", "fused"):
         _, clean = model.run_with_cache(tokens, names_filter=name, path=path)
         with model.hooks(fwd_hooks=[(name, add_at(4, 0.25))]):

@@ -86,7 +86,7 @@ def assert_busy_then_idle(seen: list[dict], busy: BusyState, controls: list[widg
 
 
 def tiny_model(family: str) -> Any:
-    from workbench.analysis.cells.planted import printable_tokenizer
+    from workbench.analysis.tokens import printable_tokenizer
     from workbench.models import HookedRecurrentLM, RecurrentConfig
 
     tokenizer = printable_tokenizer()
@@ -107,7 +107,7 @@ def cells_explorer():
 
 
 def lens_explorer():
-    from workbench.analysis.lens.planted import planted_affine_lm
+    from workbench.analysis.planted import planted_affine_lm
     from workbench.widgets.lens import LensExplorer
 
     e = LensExplorer(planted_affine_lm(n_layers=2, seed=0), text="for i in range(3):\n")
@@ -165,7 +165,7 @@ def test_an_error_shows_inside_the_explorer_and_it_keeps_working(make):
 
 
 def test_mips_explorer_is_busy_during_the_search_and_shows_errors_inside(monkeypatch):
-    from workbench.analysis.mips import benchmark
+    from workbench.analysis.mips import pipeline
     from workbench.widgets.mips import RUN_LABEL, MipsExplorer
 
     explorer = MipsExplorer("No_Such_Task", time_budget=600)  # a safety net: the step counts decide
@@ -175,7 +175,7 @@ def test_mips_explorer_is_busy_during_the_search_and_shows_errors_inside(monkeyp
     assert not button.disabled and button.description == RUN_LABEL and "failed after" in explorer.busy.status.value
 
     explorer.task_select.value = "Bitwise_Not"  # solved by the smallest linear net in well under a second
-    seen = spy_on(monkeypatch, benchmark, "solve_task", explorer.busy, explorer.busy.controls)
+    seen = spy_on(monkeypatch, pipeline, "solve_task", explorer.busy, explorer.busy.controls)
     button.click()
     assert seen and all(seen[0]["disabled"]) and seen[0]["buttons"] == ["searching…"]
     assert "wb-spinner" in seen[0]["status"]

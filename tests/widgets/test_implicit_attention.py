@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from workbench.analysis.cells.planted import printable_tokenizer
+from workbench.analysis.tokens import printable_tokenizer
 from workbench.models import HookedRecurrentLM, RecurrentConfig
 from workbench.widgets.implicit_attention import ImplicitAttentionExplorer
 

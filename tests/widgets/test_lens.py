@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from workbench.analysis.lens import TunedLens
-from workbench.analysis.lens.planted import planted_affine_lm
+from workbench.analysis.planted import planted_affine_lm
 from workbench.widgets.lens import LensExplorer
 
 TEXT = "for i in range(3):\n    print(i)\n"

@@ -246,5 +246,5 @@ class HookedRwkv(HookedTransformersLM):
         """As `HookedLanguageModel.forward`, after the library's inference-time rescaling of the weights."""
         if not self.hf_model.training:
             # as the library does on every inference call: output weights divided by 2^(layer // every)
-            self.hf_model.rwkv._rescale_layers()
+            self.hf_model.rwkv._rescale_layers()  # noqa: SLF001 (the library's own inference step)
         return super().forward(inputs, *args, **kwargs)

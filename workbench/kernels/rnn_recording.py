@@ -47,8 +47,8 @@ def onednn_step_matmul_available() -> bool:
         weight = torch.randn(24, 8, generator=gen)  # [out, in]
         h = torch.randn(3, 8, generator=gen)  # [batch, in]
         other = torch.randn(3, 24, generator=gen)  # [batch, out]
-        packed = ops._reorder_linear_weight(weight, 3)
-        got = ops._linear_pointwise.binary(h, other, packed, None, "add")
+        packed = ops._reorder_linear_weight(weight, 3)  # noqa: SLF001 (torch private op, probed above)
+        got = ops._linear_pointwise.binary(h, other, packed, None, "add")  # noqa: SLF001 (torch private op, probed above)
         return bool(torch.allclose(got, torch.addmm(other, h, weight.T), rtol=1e-5, atol=1e-5))
     except (AttributeError, RuntimeError, TypeError):
         return False
@@ -68,7 +68,7 @@ class StepMatmul:
         self.bias = None if bias is None else bias.detach()
         self.packed: Tensor | None = None
         if weight.device.type == "cpu" and weight.dtype == torch.float32 and onednn_step_matmul_available():
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), batch)
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), batch)  # noqa: SLF001 (torch private op, probed above)
         self.backend = "oneDNN packed matmul" if self.packed is not None else "torch.addmm"
 
     def __call__(self, h: Tensor, other: Tensor | None = None) -> Tensor:
@@ -76,8 +76,8 @@ class StepMatmul:
         place and returned); without, h W^T + bias in a new tensor."""
         if self.packed is not None:
             if other is not None:
-                return torch.ops.mkldnn._linear_pointwise.binary(h, other, self.packed, None, "add")
-            return torch.ops.mkldnn._linear_pointwise(h, self.packed, self.bias, "none", [], "")
+                return torch.ops.mkldnn._linear_pointwise.binary(h, other, self.packed, None, "add")  # noqa: SLF001 (torch private op, probed above)
+            return torch.ops.mkldnn._linear_pointwise(h, self.packed, self.bias, "none", [], "")  # noqa: SLF001 (torch private op, probed above)
         if other is not None:
             return other.addmm_(h, self.weight_t)
         return h @ self.weight_t if self.bias is None else torch.addmm(self.bias, h, self.weight_t)

@@ -4,8 +4,8 @@ Hooks fire at every new token with `[batch, 1, ...]` tensors, so steering and pa
 during generation exactly as in a forward pass; the prefix is never recomputed.
 
 One loop serves every hooked language model: the workbench's own (`HookedRecurrentLM`) and the
-`transformers` adapters (`HookedTransformersLM`). All it needs is a `SteppableLM`: token ids from
-`_as_tokens`, and a forward that takes `initial_state=` and returns the final state.
+`transformers` adapters (`HookedTransformersLM`). All it needs is a `SteppableLM`: a forward that takes
+`initial_state=` and returns the final state (the model turns its prompt into ids first).
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ from workbench.models.paths import ExecutionPath
 
 
 class SteppableLM(Protocol):
-    """What `generate` needs of a model: tokens from its input, and a forward that carries state."""
+    """What `generate` needs of a model: a tokenizer to decode with, and a forward that carries state."""
 
     tokenizer: Any  # has .decode(ids [pos]) -> str; None when the model has no tokenizer
-
-    def _as_tokens(self, inputs: Any) -> Tensor: ...  # [batch, pos]
 
     def __call__(self, inputs: Any, *, initial_state: Any = None, return_state: bool = False,
                  path: ExecutionPath | None = None, **kwargs: Any) -> Any: ...
@@ -81,24 +79,20 @@ def continue_tokens(
 @torch.no_grad()
 def generate(
     model: SteppableLM,
-    prompt: str | Tensor,
+    tokens: Tensor,
     max_new_tokens: int = 100,
     temperature: float = 1.0,
     greedy: bool = False,
     seed: int | None = 0,
     path: ExecutionPath | None = None,
-    return_text: bool | None = None,
+    as_text: bool = False,
     *,
     prompt_kwargs: Mapping[str, Any] | None = None,
 ) -> str | Tensor:
-    """Continue `prompt` by `max_new_tokens` tokens, greedily or by seeded sampling.
-
-    Returns text when the prompt was text (and the model has a tokenizer), else token ids
-    [batch, pos + max_new_tokens].
-    """
+    """Continue the prompt `tokens` [batch, pos] by `max_new_tokens` tokens, greedily or by seeded
+    sampling. Returns the decoded first row when `as_text` (the model needs a tokenizer), else token
+    ids [batch, pos + max_new_tokens]."""
     check_generation_args(max_new_tokens, temperature, greedy)
-    as_text = isinstance(prompt, str) if return_text is None else return_text
-    tokens = model._as_tokens(prompt)  # [batch, pos]
     out = continue_tokens(model, tokens, max_new_tokens, temperature, greedy, seed, path, prompt_kwargs)
     if as_text:
         if model.tokenizer is None:

@@ -69,6 +69,24 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
             states.append(state)
         return self.ln_final(resid), states
 
+    @property
+    def device(self) -> torch.device:
+        """The device of the parameters, where inputs and recordings go (`HookedModel.device`)."""
+        return next(self.parameters()).device
+
+    def state_quantities(self, layer: int) -> tuple[str, ...]:
+        """The mixer's `state_names` of `layer` that are also hooked per position, in declared order.
+
+        A state s [batch, *dims] counts when `blocks.{layer}.mixer.hook_{s}` is [batch, pos, *dims]:
+        LSTM (h, c), S6 (state,) but not its conv window; the one source of "which quantity is the state".
+        """
+        mixer = self.blocks[layer].mixer
+        per_position, states = mixer.hook_specs(), mixer.state_specs()
+        return tuple(
+            name for name in mixer.state_names
+            if name in per_position and per_position[name][0] == _with_pos(states[name][0])
+        )
+
     def initial_state(self, batch: int = 1) -> ModelState:
         """The zero state, one dict per layer, on the model's device and dtype."""
         param = next(self.parameters())
@@ -177,7 +195,7 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
         names = self.resolve_names(names_filter)
         batch, pos = self._batch_and_length(model_args[0] if model_args else model_kwargs.get("input"))
         needed = self.recording_bytes(batch, pos, names) * (2 if incl_bwd else 1)
-        budget = memory_budget_bytes or memory_budget(device or self._device())
+        budget = memory_budget_bytes or memory_budget(device or self.device)
         if needed > budget:
             raise MemoryBudgetError(
                 needed, budget, what=f"recording {len(names)} hooks over {batch} x {pos} positions",
@@ -212,9 +230,6 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
                 cache[key] = tensor
         return out, cache
 
-    def _device(self) -> torch.device:
-        return next(self.parameters()).device
-
     def _batch_and_length(self, inputs: Any) -> tuple[int, int]:
         raise NotImplementedError
 
@@ -233,6 +248,11 @@ class _GradientRecorder(ActivationRecorder):
     def __call__(self, tensor: Tensor, hook: HookPoint) -> None:
         saved = tensor.detach()
         self.store[f"{hook.name}_grad"] = saved.to(self.device) if self.device else saved
+
+
+def _with_pos(dims: tuple[str, ...]) -> tuple[str, ...]:
+    """A state's dimension names [batch, *rest] as a per-position hook's: [batch, pos, *rest]."""
+    return (dims[0], "pos", *dims[1:])
 
 
 def _slice_positions(tensor: Tensor, pos_slice: int | slice | Sequence[int]) -> Tensor:

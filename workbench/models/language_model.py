@@ -47,7 +47,7 @@ class HookedLanguageModel(HookedRecurrentBase):
         """Text (or equal-length texts) -> token ids [batch, pos] with the attached tokenizer."""
         if self.tokenizer is None:
             raise ValueError(f"this model has no tokenizer; {self.tokenizer_hint}")
-        return self._encode(text).to(self._device())
+        return self._encode(text).to(self.device)
 
     def _encode(self, text: str | Sequence[str]) -> Tensor:
         """Text -> ids [batch, pos] with a tokenizer that encodes one text to ids [pos]."""
@@ -150,11 +150,13 @@ class HookedLanguageModel(HookedRecurrentBase):
         padding exactly (Mamba, FalconMamba, Mamba2). Returns text for a text prompt, else ids
         [batch, pos + max_new_tokens]. See `workbench.models.generation.generate`.
         """
+        tokens = self._as_tokens(prompt)  # [batch, pos]
         prompt_kwargs = {}
         if attention_mask is not None:
-            self._check_generation_mask(attention_mask, self._as_tokens(prompt))
+            self._check_generation_mask(attention_mask, tokens)
             prompt_kwargs["attention_mask"] = attention_mask
-        return generate_tokens(self, prompt, max_new_tokens, temperature, greedy, seed, path, return_text,
+        as_text = isinstance(prompt, str) if return_text is None else return_text
+        return generate_tokens(self, tokens, max_new_tokens, temperature, greedy, seed, path, as_text,
                                prompt_kwargs=prompt_kwargs)
 
     def _check_generation_mask(self, mask: Tensor, tokens: Tensor) -> None:

@@ -16,15 +16,10 @@ run killed mid-write leaves the previous checkpoint whole.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import shutil
-import tempfile
-import uuid
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +31,7 @@ from torch import Tensor, nn
 
 from workbench.data.tokenizer import VOCAB_FILENAME, CharTokenizer
 from workbench.errors import CheckpointError
+from workbench.files import atomic_directory, fsync_path, recover_interrupted_swap
 
 if TYPE_CHECKING:
     from workbench.models import HookedRecurrentLM, RecurrentConfig
@@ -156,20 +152,6 @@ class TrainingState:
 
 
 # --------------------------------------------------------------------------------------- files
-def _fsync(path: Path) -> None:
-    """Flush a file (or directory) to disk, where the platform allows it."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_text(path: Path, text: str) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(text if text.endswith("\n") else text + "\n")
@@ -181,7 +163,7 @@ def _write_safetensors(
     tensors: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None
 ) -> None:
     save_file(tensors, str(path), metadata=metadata)
-    _fsync(path)
+    fsync_path(path)
 
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
@@ -193,94 +175,6 @@ def is_checkpoint(directory: str | Path) -> bool:
     """True when `directory` holds a workbench checkpoint's config and weights."""
     directory = Path(directory)
     return (directory / CONFIG_FILENAME).is_file() and (directory / WEIGHTS_FILENAME).is_file()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_staging(target: Path) -> None:
-    """Delete hidden staging directories that runs killed mid-write left beside `target`."""
-    for staging in target.parent.glob(f".{target.name}.tmp-*"):
-        try:
-            pid = int(staging.name.rsplit(".tmp-", 1)[1].split("-", 1)[0])
-        except ValueError:
-            continue
-        if pid != os.getpid() and not _pid_alive(pid):
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def _backups(target: Path) -> list[Path]:
-    return sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
-
-
-def _recover_interrupted_swap(target: Path, tidy: bool = False) -> None:
-    """If a run died between moving the old checkpoint aside and moving the new one in, restore.
-
-    With `tidy`, also delete backups left by a run that died after its swap had completed.
-    """
-    backups = _backups(target)
-    if target.exists():
-        for backup in backups if tidy else []:
-            shutil.rmtree(backup, ignore_errors=True)
-        return
-    if backups:
-        warnings.warn(
-            f"restoring {target} from {backups[-1].name}: a previous save was interrupted",
-            stacklevel=3,
-        )
-        os.rename(backups[-1], target)
-
-
-def _apply_umask(directory: Path) -> None:
-    """Give the staged files ordinary permissions (mkdtemp and safetensors create them 0o600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(directory, 0o777 & ~mask)
-    for child in directory.iterdir():
-        os.chmod(child, 0o666 & ~mask)
-
-
-@contextlib.contextmanager
-def atomic_directory(target: str | Path) -> Iterator[Path]:
-    """Yield an empty staging directory; on success it replaces `target`, on failure it vanishes.
-
-    The staging directory is a hidden sibling of `target` (same filesystem, so the rename is
-    atomic). An existing `target` is moved aside, the new one renamed in, then the old one removed.
-    """
-    target = Path(target).absolute()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(target)
-    _recover_interrupted_swap(target, tidy=True)
-    if target.exists() and not target.is_dir():
-        raise FileExistsError(f"{target} exists and is not a directory")
-    if target.is_dir() and any(target.iterdir()) and not (target / CONFIG_FILENAME).exists():
-        raise FileExistsError(
-            f"{target} is a non-empty directory that is not a workbench checkpoint; "
-            "refusing to replace it (choose another output directory)"
-        )
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
-    try:
-        yield staging
-        _apply_umask(staging)
-        _fsync(staging)
-        if target.exists():
-            backup = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(target, backup)
-            os.rename(staging, target)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.rename(staging, target)
-        _fsync(target.parent)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------- weights
@@ -349,12 +243,12 @@ def save_checkpoint(
         "metrics": dict(metrics or {}),
     }
     target = Path(directory)
-    with atomic_directory(target) as staging:
+    with atomic_directory(target, marker=CONFIG_FILENAME) as staging:
         metadata = {"format": "pt", _ALIASES_KEY: json.dumps(aliases, sort_keys=True)}
         _write_safetensors(tensors, staging / WEIGHTS_FILENAME, metadata)
         _write_text(staging / CONFIG_FILENAME, json.dumps(document, indent=2, sort_keys=False))
         tokenizer.save(staging / VOCAB_FILENAME)
-        _fsync(staging / VOCAB_FILENAME)
+        fsync_path(staging / VOCAB_FILENAME)
         if training_state is not None:
             training_state.save(staging)
     return target
@@ -399,7 +293,7 @@ def read_checkpoint(directory: str | Path) -> Checkpoint:
     from workbench.models import RecurrentConfig
 
     path = Path(directory)
-    _recover_interrupted_swap(path.absolute())
+    recover_interrupted_swap(path.absolute())
     if not path.is_dir():
         raise CheckpointError(f"no checkpoint directory at {path}")
     for name in (CONFIG_FILENAME, WEIGHTS_FILENAME, VOCAB_FILENAME):

@@ -11,13 +11,12 @@ Losses are reported in bits per character (bpc): cross-entropy in nats divided b
 
 from __future__ import annotations
 
-import contextlib
 import math
 import platform
 import shlex
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from tqdm.auto import tqdm
 
 from workbench.data.corpora import DEFAULT_CORPUS, DEFAULT_MIN_COUNT, load_corpus
 from workbench.data.tokenizer import CharTokenizer
+from workbench.threads import torch_threads
 from workbench.training.checkpoint import (
     TrainingState,
     is_checkpoint,
@@ -189,24 +189,6 @@ def evaluate_bpc(
     finally:
         model.train(was_training)
     return total_nats / count / LN2
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run with `threads` CPU threads (None: leave torch's setting), restoring it afterwards.
-
-    On a small shared machine one thread is often much faster for small models: OpenMP threads
-    spin-wait for each other when another process holds the other cores.
-    """
-    previous = torch.get_num_threads()
-    if threads is not None:
-        if threads <= 0:
-            raise ValueError(f"threads must be positive, got {threads}")
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:

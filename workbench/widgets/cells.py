@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
@@ -26,9 +26,11 @@ from workbench.analysis.cells import (
 )
 from workbench.analysis.cells.figures import saturation_figure
 from workbench.analysis.cells.recording import mixer_quantities
-from workbench.errors import SequenceTooLongError
-from workbench.widgets.display import BusyState, error_html
-from workbench.widgets.display import in_kernel as _in_kernel
+from workbench.widgets.display import BusyState
+from workbench.widgets.explorer import Explorer, clear, show
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["CellExplorer"]
 
@@ -36,7 +38,7 @@ DEFAULT_TEXT = 'def area(w, h):\n    """Area of a (w x h) box."""\n    return ma
 MODES = ("unit", "top units for feature")
 
 
-class CellExplorer:
+class CellExplorer(Explorer):
     """Heatmap, feature ranking and saturation for one model (or a dict of named models).
 
     `explorer.widget` is the box to display (the explorer also displays itself). `update()` reruns
@@ -46,24 +48,18 @@ class CellExplorer:
 
     def __init__(
         self,
-        models: Any,
+        models: HookedModel | Mapping[str, HookedModel],
         text: str = DEFAULT_TEXT,
         *,
         max_chars: int = 5000,
         memory_budget_bytes: int | None = None,
         top_k: int = 3,
     ):
-        self.models: dict[str, Any] = (
-            dict(models) if isinstance(models, Mapping) else {"model": models}
-        )
-        if not self.models:
-            raise ValueError("give at least one model")
-        self.max_chars, self.memory_budget_bytes, self.top_k = max_chars, memory_budget_bytes, top_k
+        super().__init__(models, max_chars=max_chars)
+        self.memory_budget_bytes, self.top_k = memory_budget_bytes, top_k
         self.recording: CellRecording | None = None
         self.saturation_figure: Any = None
-        names = list(self.models)
         style = {"description_width": "initial"}
-        self.model_select = widgets.Dropdown(options=names, value=names[0], description="model")
         self.layer_select = widgets.Dropdown(description="layer", style=style)
         self.quantity_select = widgets.Dropdown(description="quantity", style=style)
         self.mode_select = widgets.ToggleButtons(options=MODES, value="unit")
@@ -75,7 +71,6 @@ class CellExplorer:
                                            layout={"width": "100%", "height": "120px"})
         self.busy = BusyState([self.model_select, self.layer_select, self.quantity_select, self.mode_select,
                                self.unit_select, self.feature_select, self.text_input])
-        self.error = widgets.HTML(value="")
         self.heatmap = widgets.HTML(value="")
         self.ranking = widgets.HTML(value="")
         self.saturation = widgets.Output()
@@ -83,61 +78,31 @@ class CellExplorer:
         tabs = widgets.Tab(children=[self.heatmap, self.ranking, self.saturation])
         for i, title in enumerate(("heatmap", "feature ranking", "gate saturation")):
             tabs.set_title(i, title)
-        self.widget = widgets.VBox([
-            widgets.HBox([self.model_select, self.layer_select, self.quantity_select]),
-            widgets.HBox([self.mode_select, self.unit_select, self.feature_select]),
-            self.text_input, self.busy.widget, self.error, tabs,
-        ])
-        self.model_select.observe(self._on_model, names="value")
-        for control in (self.layer_select, self.quantity_select, self.mode_select,
-                        self.unit_select, self.feature_select, self.text_input):
-            control.observe(lambda _change: self.update(), names="value")
-        self.update()
-
-    # ----------------------------------------------------------------------------- state
-    @property
-    def model(self) -> Any:
-        return self.models[self.model_select.value]
+        self._assemble(
+            [widgets.HBox([self.model_select, self.layer_select, self.quantity_select]),
+             widgets.HBox([self.mode_select, self.unit_select, self.feature_select]), self.text_input],
+            [tabs],
+            [self.layer_select, self.quantity_select, self.mode_select, self.unit_select, self.feature_select,
+             self.text_input],
+        )
 
     def _sync_model_controls(self) -> None:
         model = self.model
         quantities = [q for q in mixer_quantities(model) if q != "out"]
-        self._updating = True
-        try:
+        with self._quiet():
             self.layer_select.options = list(range(len(model.blocks)))
             self.layer_select.value = 0
             self.quantity_select.options = quantities
             self.quantity_select.value = "c" if "c" in quantities else quantities[-1]
             self.unit_select.max = model.cfg.d_hidden - 1
             self.unit_select.value = min(self.unit_select.value, self.unit_select.max)
-        finally:
-            self._updating = False
 
-    def _on_model(self, _change: Any) -> None:
-        self._sync_model_controls()
-        self.update()
-
-    # ----------------------------------------------------------------------------- update
-    def update(self) -> None:
-        """Recompute everything for the current controls (busy meanwhile); an error goes to `self.error`."""
-        if getattr(self, "_updating", False):
-            return
-        try:
-            with self.busy():
-                self._compute()
-        except Exception as exc:  # shown in the widget: the kernel keeps running
-            self.error.value = error_html(exc)
-            self.heatmap.value = self.ranking.value = ""
-        else:
-            self.error.value = ""
+    def _clear(self) -> None:
+        self.heatmap.value = self.ranking.value = ""
 
     def _compute(self) -> None:
         text = self.text_input.value
-        if len(text) > self.max_chars:
-            error = SequenceTooLongError(len(text), self.max_chars)
-            error.args = (f"the text has {len(text)} characters, more than this explorer's "
-                          f"max_chars={self.max_chars}; shorten it or pass max_chars=...",)
-            raise error
+        self._check_length(text)
         model = self.model
         layer, quantity = int(self.layer_select.value), str(self.quantity_select.value)
         gates = list(GATES.get(model.cfg.family, ()))
@@ -167,20 +132,11 @@ class CellExplorer:
         self._draw_saturation(rec, gates)
 
     def _draw_saturation(self, rec: CellRecording, gates: list[str]) -> None:
-        self.saturation.clear_output()
         if not gates:
             self.saturation_figure = None
+            clear(self.saturation)
             with self.saturation:
                 print(f"a {rec.family} model has no sigmoid gates")
             return
         self.saturation_figure = saturation_figure(gate_saturation(rec, gates=gates))
-        if _in_kernel():  # outside a kernel, display() would print the figure's repr
-            from IPython.display import display
-
-            with self.saturation:
-                display(self.saturation_figure)
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+        show(self.saturation, self.saturation_figure)

@@ -9,16 +9,18 @@ the memory budget, a family without a form) is shown inside the widget; the kern
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from workbench.analysis.cells.recording import tokenize
 from workbench.analysis.implicit_attention import channel_count, family_of, implicit_attention
 from workbench.analysis.implicit_attention.figures import map_figure, row_heatmap
-from workbench.errors import SequenceTooLongError
-from workbench.widgets.display import BusyState, error_html
-from workbench.widgets.display import in_kernel as _in_kernel
+from workbench.analysis.tokens import tokenize
+from workbench.widgets.display import BusyState
+from workbench.widgets.explorer import Explorer, clear, show
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["ImplicitAttentionExplorer"]
 
@@ -26,25 +28,20 @@ DEFAULT_TEXT = "def area(w, h):\n    return max(0, w) * (h + 1)\n"
 AGGREGATES = ("mean", "abs_mean", "norm", "channel")
 
 
-class ImplicitAttentionExplorer:
+class ImplicitAttentionExplorer(Explorer):
     """Map heatmap and query row for one model (or a dict of named models).
 
     `explorer.widget` is the box to display (the explorer also displays itself); setting any
     control's value recomputes. `max_chars` and `memory_budget_bytes` guard the computation.
     """
 
-    def __init__(self, models: Any, text: str = DEFAULT_TEXT, *, tokenizer: Any = None,
-                 max_chars: int = 400, memory_budget_bytes: int | None = None):
-        self.models: dict[str, Any] = dict(models) if isinstance(models, Mapping) else {"model": models}
-        if not self.models:
-            raise ValueError("give at least one model")
-        self.tokenizer, self.max_chars = tokenizer, max_chars
-        self.memory_budget_bytes = memory_budget_bytes
+    def __init__(self, models: HookedModel | Mapping[str, HookedModel], text: str = DEFAULT_TEXT, *,
+                 tokenizer: Any = None, max_chars: int = 400, memory_budget_bytes: int | None = None):
+        super().__init__(models, max_chars=max_chars)
+        self.tokenizer, self.memory_budget_bytes = tokenizer, memory_budget_bytes
         self.attention: Any = None
         self.map_figure: Any = None
-        names = list(self.models)
         style = {"description_width": "initial"}
-        self.model_select = widgets.Dropdown(options=names, value=names[0], description="model")
         self.layer_select = widgets.IntSlider(value=0, min=0, max=0, description="layer",
                                               continuous_update=False)
         self.mode_select = widgets.ToggleButtons(options=["exact"], value="exact", style=style)
@@ -58,30 +55,20 @@ class ImplicitAttentionExplorer:
                                            layout={"width": "100%", "height": "90px"})
         self.busy = BusyState([self.model_select, self.layer_select, self.mode_select, self.aggregate_select,
                                self.channel_select, self.query_select, self.text_input])
-        self.error = widgets.HTML(value="")
         self.heatmap = widgets.Output()
         self.row = widgets.HTML(value="")
-        self._updating = False
         self._sync_model_controls()
-        self.widget = widgets.VBox([
-            widgets.HBox([self.model_select, self.layer_select, self.mode_select]),
-            widgets.HBox([self.aggregate_select, self.channel_select, self.query_select]),
-            self.text_input, self.busy.widget, self.error, self.row, self.heatmap,
-        ])
-        self.model_select.observe(self._on_model, names="value")
-        for control in (self.layer_select, self.mode_select, self.aggregate_select,
-                        self.channel_select, self.query_select, self.text_input):
-            control.observe(lambda _change: self.update(), names="value")
-        self.update()
-
-    @property
-    def model(self) -> Any:
-        return self.models[self.model_select.value]
+        self._assemble(
+            [widgets.HBox([self.model_select, self.layer_select, self.mode_select]),
+             widgets.HBox([self.aggregate_select, self.channel_select, self.query_select]), self.text_input],
+            [self.row, self.heatmap],
+            [self.layer_select, self.mode_select, self.aggregate_select, self.channel_select, self.query_select,
+             self.text_input],
+        )
 
     def _sync_model_controls(self) -> None:
         model = self.model
-        self._updating = True
-        try:
+        with self._quiet():
             self.layer_select.max = len(model.blocks) - 1
             self.layer_select.value = min(self.layer_select.value, self.layer_select.max)
             try:
@@ -92,44 +79,21 @@ class ImplicitAttentionExplorer:
             self.mode_select.value = "exact"
             self.channel_select.max = channels - 1
             self.channel_select.value = min(self.channel_select.value, self.channel_select.max)
-        finally:
-            self._updating = False
 
-    def _on_model(self, _change: Any) -> None:
-        self._sync_model_controls()
-        self.update()
-
-    def update(self) -> None:
-        """Recompute for the current controls (busy meanwhile); an error goes to `self.error`."""
-        if self._updating:
-            return
-        try:
-            with self.busy():
-                self._compute()
-        except Exception as exc:  # shown in the widget: the kernel keeps running
-            self.error.value = error_html(exc)
-            self.row.value = ""
-            self.heatmap.clear_output()
-            self.map_figure = None
-        else:
-            self.error.value = ""
+    def _clear(self) -> None:
+        self.row.value = ""
+        clear(self.heatmap)
+        self.map_figure = None
 
     def _compute(self) -> None:
         text = self.text_input.value
-        if len(text) > self.max_chars:
-            error = SequenceTooLongError(len(text), self.max_chars)
-            error.args = (f"the text has {len(text)} characters, more than this explorer's "
-                          f"max_chars={self.max_chars}; shorten it or pass max_chars=...",)
-            raise error
+        self._check_length(text)
         model = self.model
         tokens = tokenize(model, text, self.tokenizer)[None]  # [1, pos]
-        self._updating = True
-        try:
+        with self._quiet():
             self.query_select.max = len(text) - 1
             if self.query_select.value > self.query_select.max or self.query_select.value == 0:
                 self.query_select.value = self.query_select.max
-        finally:
-            self._updating = False
         aggregate = self.aggregate_select.value
         channel = int(self.channel_select.value) if aggregate == "channel" else None
         self.attention = implicit_attention(
@@ -148,14 +112,4 @@ class ImplicitAttentionExplorer:
                   f"({text[query]!r}) reads",
         ).html
         self.map_figure = map_figure(self.attention, list(text), channel=0 if channel is not None else None)
-        self.heatmap.clear_output()
-        if _in_kernel():  # outside a kernel, display() would print the figure's repr
-            from IPython.display import display
-
-            with self.heatmap:
-                display(self.map_figure)
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+        show(self.heatmap, self.map_figure)

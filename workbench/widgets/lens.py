@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
@@ -22,9 +22,11 @@ from workbench.analysis.lens import (
     prediction_trajectory,
 )
 from workbench.analysis.lens.figures import top_k_figure, top_k_layers_figure, trajectory_figure
-from workbench.errors import SequenceTooLongError
 from workbench.widgets.display import BusyState, error_html
-from workbench.widgets.display import in_kernel as _in_kernel
+from workbench.widgets.explorer import Explorer, clear, show
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["LensExplorer"]
 
@@ -32,7 +34,7 @@ DEFAULT_TEXT = "def mean(xs):\n    return sum(xs) / len(xs)\n"
 LOGIT = "logit lens"
 
 
-class LensExplorer:
+class LensExplorer(Explorer):
     """Trajectory and top-k views for one model (or a dict of named models) and its lenses.
 
     `lenses` are tuned (or state) lenses, a sequence or a dict name -> lens; each is offered for the
@@ -43,7 +45,7 @@ class LensExplorer:
 
     def __init__(
         self,
-        models: Any,
+        models: HookedModel | Mapping[str, HookedModel],
         lenses: Sequence[Any] | Mapping[str, Any] | None = None,
         text: str = DEFAULT_TEXT,
         *,
@@ -52,9 +54,7 @@ class LensExplorer:
         max_chars: int = 400,
         memory_budget_bytes: int | None = None,
     ):
-        self.models: dict[str, Any] = dict(models) if isinstance(models, Mapping) else {"model": models}
-        if not self.models:
-            raise ValueError("give at least one model")
+        super().__init__(models, max_chars=max_chars)
         if lenses is None:
             lenses = {}
         self.lenses: dict[str, Any] = (
@@ -64,14 +64,11 @@ class LensExplorer:
         )
         if statistic not in STATISTICS:
             raise KeyError(f"unknown statistic {statistic!r}; choose one of {', '.join(STATISTICS)}")
-        self.k, self.max_chars, self.memory_budget_bytes = k, max_chars, memory_budget_bytes
+        self.k, self.memory_budget_bytes = k, memory_budget_bytes
         self.trajectory: PredictionTrajectory | None = None
         self.trajectory_figure: Any = None
         self.top_k_figure: Any = None
         self.layers_figure: Any = None
-        self._updating = False
-        names = list(self.models)
-        self.model_select = widgets.Dropdown(options=names, value=names[0], description="model")
         self.lens_select = widgets.Dropdown(description="lens")
         self.statistic_select = widgets.ToggleButtons(
             options=list(STATISTICS), value=statistic, tooltips=list(STATISTICS.values())
@@ -87,34 +84,18 @@ class LensExplorer:
         )
         self.busy = BusyState([self.model_select, self.lens_select, self.statistic_select, self.text_input,
                                self.layer_slider, self.position_slider])
-        self.error = widgets.HTML(value="")
         self.top_k_table = widgets.HTML(value="")
         self.trajectory_output = widgets.Output()
         self.top_k_output = widgets.Output()
-        self._sync_lenses()
-        self.widget = widgets.VBox(
-            [
-                widgets.HBox([self.model_select, self.lens_select]),
-                self.statistic_select,
-                self.text_input,
-                self.busy.widget,
-                self.error,
-                self.trajectory_output,
-                widgets.HBox([self.layer_slider, self.position_slider]),
-                widgets.HBox([self.top_k_output, self.top_k_table]),
-            ]
-        )
-        self.model_select.observe(self._on_model, names="value")
-        for control in (self.lens_select, self.statistic_select, self.text_input):
-            control.observe(lambda _change: self.update(), names="value")
+        self._sync_model_controls()
         for control in (self.layer_slider, self.position_slider):
             control.observe(lambda _change: self._update_selection(), names="value")
-        self.update()
-
-    # ----------------------------------------------------------------------------- state
-    @property
-    def model(self) -> Any:
-        return self.models[self.model_select.value]
+        self._assemble(
+            [widgets.HBox([self.model_select, self.lens_select]), self.statistic_select, self.text_input],
+            [self.trajectory_output, widgets.HBox([self.layer_slider, self.position_slider]),
+             widgets.HBox([self.top_k_output, self.top_k_table])],
+            [self.lens_select, self.statistic_select, self.text_input],
+        )
 
     @property
     def lens(self) -> Any:
@@ -126,7 +107,7 @@ class LensExplorer:
         """The selected (layer, position)."""
         return _parse_layer(self.layer_slider.value), int(self.position_slider.value)
 
-    def lenses_for(self, model: Any) -> list[str]:
+    def lenses_for(self, model: HookedModel) -> list[str]:
         """Names of the lenses offered for `model`: the logit lens and the tuned lenses trained for it."""
         names = [LOGIT]
         for name, lens in self.lenses.items():
@@ -137,10 +118,9 @@ class LensExplorer:
             names.append(name)
         return names
 
-    def _sync_lenses(self) -> None:
+    def _sync_model_controls(self) -> None:
         model = self.model
-        self._updating = True
-        try:
+        with self._quiet():
             options = self.lenses_for(model)
             previous = self.lens_select.value
             self.lens_select.options = options
@@ -148,55 +128,26 @@ class LensExplorer:
             layers = ["embed", *(str(i) for i in range(len(model.blocks)))]
             self.layer_slider.options = layers
             self.layer_slider.value = layers[-2] if len(layers) > 1 else layers[0]
-        finally:
-            self._updating = False
-
-    def _on_model(self, _change: Any) -> None:
-        self._sync_lenses()
-        self.update()
 
     def select(self, layer: Any, position: int) -> None:
         """Select a cell: the sliders move and the top-k views follow."""
-        self._updating = True
-        try:
+        with self._quiet():
             self.layer_slider.value = str(layer)
             self.position_slider.value = int(position)
-        finally:
-            self._updating = False
         self._update_selection()
 
     # ----------------------------------------------------------------------------- update
-    def update(self) -> None:
-        """Recompute the trajectory for the current controls (busy meanwhile); an error goes to `self.error`."""
-        if self._updating:
-            return
-        try:
-            with self.busy():
-                self._compute()
-        except Exception as exc:  # shown in the widget: the kernel keeps running
-            self._show_error(exc)
-            self.trajectory = self.trajectory_figure = self.top_k_figure = self.layers_figure = None
-            self.top_k_table.value = ""
-            _clear(self.trajectory_output)
-            _clear(self.top_k_output)
-        else:
-            self.error.value = ""
-
-    def _show_error(self, exc: Exception) -> None:
-        self.error.value = error_html(exc)
+    def _clear(self) -> None:
+        self.trajectory = self.trajectory_figure = self.top_k_figure = self.layers_figure = None
+        self.top_k_table.value = ""
+        clear(self.trajectory_output, wait=True)
+        clear(self.top_k_output, wait=True)
 
     def _compute(self) -> None:
         text = self.text_input.value
-        if len(text) > self.max_chars:
-            error = SequenceTooLongError(len(text), self.max_chars)
-            error.args = (
-                f"the text has {len(text)} characters, more than this explorer's "
-                f"max_chars={self.max_chars}; shorten it or pass max_chars=...",
-            )
-            raise error
+        self._check_length(text)
         self.trajectory = prediction_trajectory(self.lens, text, memory_budget_bytes=self.memory_budget_bytes)
-        self._updating = True
-        try:
+        with self._quiet():
             labels = self.trajectory.labels  # a state lens has no `embed` read-out
             if list(self.layer_slider.options) != labels:
                 value = self.layer_slider.value
@@ -204,8 +155,6 @@ class LensExplorer:
                 self.layer_slider.value = value if value in labels else labels[max(0, len(labels) - 2)]
             self.position_slider.max = self.trajectory.n_positions - 1
             self.position_slider.value = min(self.position_slider.value, self.position_slider.max)
-        finally:
-            self._updating = False
         self._draw_trajectory()
         self._draw_selection()
 
@@ -217,7 +166,7 @@ class LensExplorer:
                 self._draw_selection()
                 self._draw_trajectory()
         except Exception as exc:
-            self._show_error(exc)
+            self.error.value = error_html(exc)
         else:
             self.error.value = ""
 
@@ -227,12 +176,7 @@ class LensExplorer:
         figure = trajectory_figure(trajectory, str(self.statistic_select.value), selected=self.selection)
         figure = _as_figure_widget(figure, self._on_click)
         self.trajectory_figure = figure
-        _clear(self.trajectory_output)
-        if _in_kernel():  # outside a kernel, display() would print the figure's repr
-            from IPython.display import display
-
-            with self.trajectory_output:
-                display(figure)
+        show(self.trajectory_output, figure, wait=True)
 
     def _draw_selection(self) -> None:
         trajectory = self.trajectory
@@ -246,23 +190,12 @@ class LensExplorer:
         )
         self.top_k_figure = top_k_figure(trajectory, layer, position, self.k)
         self.layers_figure = top_k_layers_figure(trajectory, position)
-        _clear(self.top_k_output)
-        if _in_kernel():
-            from IPython.display import display
-
-            with self.top_k_output:
-                display(self.top_k_figure)
-                display(self.layers_figure)
+        show(self.top_k_output, self.top_k_figure, self.layers_figure, wait=True)
 
     def _on_click(self, trace: Any, points: Any, _state: Any) -> None:
         """FigureWidget click on a heatmap cell: select it."""
         if points.xs and points.ys:
             self.select(points.ys[0], int(points.xs[0]))
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
 
 
 def _lens_name(lens: Any, i: int) -> str:
@@ -284,8 +217,3 @@ def _as_figure_widget(figure: Any, on_click: Any) -> Any:
     widget.data[0].on_click(on_click)
     return widget
 
-
-def _clear(output: widgets.Output) -> None:
-    """Clear an Output widget (outside a kernel, clear_output would print escape codes instead)."""
-    if _in_kernel():
-        output.clear_output(wait=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from workbench.analysis.mips import benchmark
+from workbench.analysis.mips import pipeline
 from workbench.analysis.mips.figures import fsm_figure, state_cloud_figure
 from workbench.analysis.mips.fsm import FSM
 from workbench.analysis.mips.tasks import get_task, list_tasks
@@ -30,7 +30,7 @@ RUN_LABEL = "train + extract"
 class MipsExplorer:
     """Task picker, run button, and the result: state cloud, FSM graph, program, verification.
 
-    `result=` shows a search already run (`benchmark.solve_task`) without running it again;
+    `result=` shows a search already run (`pipeline.solve_task`) without running it again;
     `trained=` shows one network already trained (`training.train_rnn`): its states, program and
     verification. The button runs a new search for the chosen task.
     """
@@ -41,10 +41,10 @@ class MipsExplorer:
         time_budget: float = 60.0,
         *,
         run: bool = False,
-        result: benchmark.SolveResult | None = None,
+        result: pipeline.SolveResult | None = None,
         trained: TrainedRNN | None = None,
     ):
-        self.result: benchmark.SolveResult | None = None
+        self.result: pipeline.SolveResult | None = None
         self.cloud_figure: Any = None
         self.fsm_figure: Any = None
         if result is not None and trained is not None:
@@ -84,14 +84,14 @@ class MipsExplorer:
         try:
             with self.busy("searching…"):
                 task = get_task(str(self.task_select.value))
-                result = benchmark.solve_task(task, time_budget=float(self.budget.value), progress=_in_kernel())
+                result = pipeline.solve_task(task, time_budget=float(self.budget.value), progress=_in_kernel())
                 self._render(result)
         except Exception as exc:  # shown in the widget: the kernel keeps running
             self._show_error(exc)
         else:
             self.error.value = ""
 
-    def show(self, result: benchmark.SolveResult) -> None:
+    def show(self, result: pipeline.SolveResult) -> None:
         """Show a finished search (its program, state cloud and FSM); a failed one shows its reason."""
         try:
             self._render(result)
@@ -114,7 +114,7 @@ class MipsExplorer:
         self.error.value = error_html(exc)
         self.summary.value = self.program.value = ""
 
-    def _render(self, result: benchmark.SolveResult) -> None:
+    def _render(self, result: pipeline.SolveResult) -> None:
         task = get_task(result.task)
         self.result = result
         if result.program is None:
@@ -159,12 +159,12 @@ class MipsExplorer:
         display(self.widget)
 
 
-def network_result(trained: TrainedRNN) -> benchmark.SolveResult:
+def network_result(trained: TrainedRNN) -> pipeline.SolveResult:
     """One trained network as a search result of one attempt: its first state reading (lattice or
     minimised FSM), the program written from it, and that program's strict verification."""
-    reading, program = benchmark.extract_program(trained)
+    reading, program = pipeline.extract_program(trained)
     verification = verify_program(program.source, trained.task)
-    return benchmark.SolveResult(
+    return pipeline.SolveResult(
         trained.task.name, solved=verification.passed, rnn=trained.spec.label(),
         n_states=reading.n_states if isinstance(reading, FSM) else reading.rank, method=program.method,
         program=program, verification=verification, attempts=1, exact_nets=int(trained.exact),

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
 from workbench.analysis.steering import (
     BEHAVIOURS,
-    STATE_QUANTITIES,
     Steer,
     SteeringSweep,
     SteeringVector,
@@ -26,8 +25,11 @@ from workbench.analysis.steering import (
     multiplier_sweep,
 )
 from workbench.analysis.steering.figures import sweep_figure
-from workbench.widgets.display import BusyState, error_html
-from workbench.widgets.display import in_kernel as _in_kernel
+from workbench.widgets.display import BusyState
+from workbench.widgets.explorer import Explorer, clear, show
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["SteeringExplorer"]
 
@@ -48,7 +50,7 @@ def _escaped(texts: tuple[str, ...]) -> str:
     return "\n".join(t.replace("\n", "\\n").replace("\t", "\\t") for t in texts)
 
 
-class SteeringExplorer:
+class SteeringExplorer(Explorer):
     """Steered vs unsteered generation and the multiplier sweep for one model (or a dict).
 
     `explorer.widget` is the box to display (the explorer also displays itself). `update()`
@@ -57,12 +59,11 @@ class SteeringExplorer:
     """
 
     def __init__(
-        self, models: Any, behaviour: str = "open_quote", *, prompt: str = "def main(argv):\n    ",
+        self, models: HookedModel | Mapping[str, HookedModel], behaviour: str = "open_quote", *,
+        prompt: str = "def main(argv):\n    ",
         max_new_tokens: int = 60, sweep_multipliers: tuple[float, ...] = (-1, -0.5, -0.25, 0, 0.25, 0.5, 1),
     ):
-        self.models: dict[str, Any] = dict(models) if isinstance(models, Mapping) else {"model": models}
-        if not self.models:
-            raise ValueError("give at least one model")
+        super().__init__(models)
         if behaviour not in BEHAVIOURS and behaviour != CUSTOM:
             raise KeyError(f"unknown behaviour {behaviour!r}; built-in: {', '.join(BEHAVIOURS)}")
         self.sweep_multipliers = sweep_multipliers
@@ -71,8 +72,6 @@ class SteeringExplorer:
         self.sweep_figure: Any = None
         self.unsteered_text = self.steered_text = ""
         style = {"description_width": "initial"}
-        names = list(self.models)
-        self.model_select = widgets.Dropdown(options=names, value=names[0], description="model")
         self.behaviour_select = widgets.Dropdown(options=[*BEHAVIOURS, CUSTOM], value=behaviour,
                                                  description="behaviour", style=style)
         self.positive_input = widgets.Textarea(description="positive", continuous_update=False,
@@ -99,82 +98,54 @@ class SteeringExplorer:
                                self.targets_input, self.hook_select, self.layer_select, self.position_select,
                                self.apply_select, self.multiplier_slider, self.prompt_input, self.tokens_slider,
                                self.greedy_check, self.seed_input])
-        self.error = widgets.HTML(value="")
         self.info = widgets.HTML(value="")
         self.generations = widgets.HTML(value="")
         self.sweep_output = widgets.Output()
-        self._updating = False
         self._sync_model_controls()
         self._fill_behaviour()
-        self.widget = widgets.VBox([
-            widgets.HBox([self.model_select, self.behaviour_select, self.targets_input]),
-            widgets.HBox([self.positive_input, self.negative_input]),
-            widgets.HBox([self.hook_select, self.layer_select, self.position_select, self.apply_select]),
-            widgets.HBox([self.multiplier_slider, self.tokens_slider, self.greedy_check, self.seed_input]),
-            self.prompt_input, self.busy.widget, self.error, self.info, self.generations, self.sweep_output,
-        ])
-        self.model_select.observe(self._on_model, names="value")
         self.behaviour_select.observe(self._on_behaviour, names="value")
-        for control in (self.positive_input, self.negative_input, self.targets_input, self.hook_select,
-                        self.layer_select, self.position_select, self.apply_select,
-                        self.multiplier_slider, self.prompt_input, self.tokens_slider,
-                        self.greedy_check, self.seed_input):
-            control.observe(lambda _change: self.update(), names="value")
-        self.update()
+        self._assemble(
+            [widgets.HBox([self.model_select, self.behaviour_select, self.targets_input]),
+             widgets.HBox([self.positive_input, self.negative_input]),
+             widgets.HBox([self.hook_select, self.layer_select, self.position_select, self.apply_select]),
+             widgets.HBox([self.multiplier_slider, self.tokens_slider, self.greedy_check, self.seed_input]),
+             self.prompt_input],
+            [self.info, self.generations, self.sweep_output],
+            [self.positive_input, self.negative_input, self.targets_input, self.hook_select, self.layer_select,
+             self.position_select, self.apply_select, self.multiplier_slider, self.prompt_input,
+             self.tokens_slider, self.greedy_check, self.seed_input],
+        )
 
     # ----------------------------------------------------------------------------- state
-    @property
-    def model(self) -> Any:
-        return self.models[self.model_select.value]
-
     def _sync_model_controls(self) -> None:
         model = self.model
-        hooks = ["resid_post", "resid_pre", *STATE_QUANTITIES.get(model.cfg.family, ())]
-        self._updating = True
-        try:
+        layer = len(model.blocks) // 2
+        hooks = ["resid_post", "resid_pre", *reversed(model.state_quantities(layer))]  # the carried state first
+        with self._quiet():
             self.hook_select.options = hooks
             self.hook_select.value = "resid_post"
             self.layer_select.options = list(range(len(model.blocks)))
-            self.layer_select.value = len(model.blocks) // 2
-        finally:
-            self._updating = False
+            self.layer_select.value = layer
 
     def _fill_behaviour(self) -> None:
         name = self.behaviour_select.value
         if name == CUSTOM:
             return
         b = BEHAVIOURS[name]
-        self._updating = True
-        try:
+        with self._quiet():
             self.positive_input.value = _escaped(b.positive)
             self.negative_input.value = _escaped(b.negative)
             self.targets_input.value = b.targets
             self.position_select.value = b.position
-        finally:
-            self._updating = False
-
-    def _on_model(self, _change: Any) -> None:
-        self._sync_model_controls()
-        self.update()
 
     def _on_behaviour(self, _change: Any) -> None:
         self._fill_behaviour()
         self.update()
 
     # ----------------------------------------------------------------------------- update
-    def update(self) -> None:
-        """Recompute everything for the current controls (busy meanwhile); an error goes to `self.error`."""
-        if self._updating:
-            return
-        try:
-            with self.busy():
-                self._compute()
-        except Exception as exc:  # shown in the widget: the kernel keeps running
-            self.error.value = error_html(exc)
-            self.generations.value = self.info.value = ""
-            self.sweep_output.clear_output()
-        else:
-            self.error.value = ""
+    def _clear(self) -> None:
+        self.generations.value = self.info.value = ""
+        clear(self.sweep_output)
 
     def _compute(self) -> None:
         model = self.model
@@ -221,9 +192,9 @@ class SteeringExplorer:
         name = self.behaviour_select.value
         targets = self.targets_input.value
         prompts = list(BEHAVIOURS[name].prompts) if name in BEHAVIOURS else [prompt]
-        self.sweep_output.clear_output()
         if not targets:
             self.sweep, self.sweep_figure = None, None
+            clear(self.sweep_output)
             with self.sweep_output:
                 print("type target characters to sweep the multiplier")
             return
@@ -231,13 +202,4 @@ class SteeringExplorer:
                                       neutral_text=NEUTRAL_TEXT, positions=positions, relative=True,
                                       label=f"{name} @ {v.hook}")
         self.sweep_figure = sweep_figure(self.sweep, behaviour_name=f"p(next in {targets!r})")
-        if _in_kernel():  # outside a kernel, display() would print the figure's repr
-            from IPython.display import display
-
-            with self.sweep_output:
-                display(self.sweep_figure)
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+        show(self.sweep_output, self.sweep_figure)

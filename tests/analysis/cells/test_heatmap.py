@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from workbench.analysis.cells import cell_heatmap, heatmap_grid, planted_lstm, text_heatmap
-from workbench.analysis.cells.heatmap import color_of
+from workbench.analysis.heatmap import color_of
 from workbench.errors import EmptyInputError
 
 SPAN = re.compile(r'<span class="wb-c" style="background:(rgb\(\d+,\d+,\d+\))[^"]*" title="[^"]*">'

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from workbench.analysis.lens import LogitLens, TunedLens, evaluate_lenses, prediction_trajectory
-from workbench.analysis.lens.planted import planted_affine_lm
+from workbench.analysis.planted import planted_affine_lm
 from workbench.errors import EmptyInputError, MemoryBudgetError, UnknownCharacterError, UnknownHookError
 from workbench.models import HookedRecurrentLM, HookedRecurrentSeq2Seq, RecurrentConfig
 

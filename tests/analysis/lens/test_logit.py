@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from workbench.analysis.cells.planted import printable_tokenizer
 from workbench.analysis.lens import (
     LogitLens,
     TunedLens,
@@ -12,6 +11,7 @@ from workbench.analysis.lens import (
     readout_hook,
     readout_layers,
 )
+from workbench.analysis.tokens import printable_tokenizer
 from workbench.models import HookedRecurrentLM, RecurrentConfig
 from workbench.training import evaluate_bpc
 

@@ -6,7 +6,7 @@ import torch
 
 from workbench.analysis.lens import LogitLens, StateLens, TunedLens, evaluate_lenses, prediction_trajectory
 from workbench.analysis.lens.figures import depth_comparison_figure
-from workbench.analysis.lens.planted import planted_affine_lm
+from workbench.analysis.planted import planted_affine_lm
 from workbench.errors import UnknownHookError
 from workbench.widgets.lens import LensExplorer
 

@@ -12,7 +12,7 @@ from workbench.analysis.lens.figures import (
     training_figure,
     trajectory_figure,
 )
-from workbench.analysis.lens.planted import planted_affine_lm
+from workbench.analysis.planted import planted_affine_lm
 
 TEXT = "print(len([1, 2, 3]))\n"
 

@@ -16,8 +16,8 @@ from workbench.analysis.lens import (
     evaluate_lenses,
     prediction_trajectory,
 )
-from workbench.analysis.lens.planted import planted_affine_lm
 from workbench.analysis.lens.streaming import streams, windows
+from workbench.analysis.planted import planted_affine_lm
 from workbench.errors import CheckpointError
 
 _rnd = random.Random(0)

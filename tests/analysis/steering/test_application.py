@@ -8,7 +8,6 @@ import torch
 from workbench.analysis.cells import printable_tokenizer
 from workbench.analysis.steering import (
     LOGIT_GAIN,
-    STATE_QUANTITIES,
     Steer,
     contrastive_vector,
     generate_steered,
@@ -17,6 +16,7 @@ from workbench.analysis.steering import (
     steering,
 )
 from workbench.models import MIXER_FAMILIES, HookedRecurrentLM, RecurrentConfig
+from workbench.models.protocol import carried_state
 
 TOK = printable_tokenizer()
 POSITIVE = ["x = 1  # set it", "def f():  # a"]
@@ -73,7 +73,7 @@ def test_state_steering_grows_with_the_multiplier(planted):
 def test_steering_at_t_leaves_earlier_logits_alone_and_paths_agree(family):
     model = small(family)
     t = 7
-    for hook in ("resid_post", STATE_QUANTITIES[family][0]):
+    for hook in ("resid_post", carried_state(model)):
         v = contrastive_vector(model, POSITIVE, NEGATIVE, hook, layer=0)
         clean = model(tokens(), path="reference")
         for positions in (t, slice(t, None), [t, t + 3]):
@@ -102,7 +102,7 @@ def test_state_injected_once_is_carried_and_differs_from_adding_everywhere(plant
 @pytest.mark.parametrize("greedy", [True, False])
 def test_steered_generation_equals_a_manual_step_loop(family, greedy):
     model = small(family)
-    v = contrastive_vector(model, POSITIVE, NEGATIVE, STATE_QUANTITIES[family][0], layer=1)
+    v = contrastive_vector(model, POSITIVE, NEGATIVE, carried_state(model, 1), layer=1)
     r = contrastive_vector(model, POSITIVE, NEGATIVE, "resid_post", layer=0)
     prompt, n = tokens("def f(x):\n"), 12
     length = prompt.shape[1]

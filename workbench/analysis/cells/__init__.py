@@ -20,7 +20,6 @@ from workbench.analysis.cells.discovery import (
     unit_profile,
 )
 from workbench.analysis.cells.features import FEATURES, Feature, compute_features, regex_feature
-from workbench.analysis.cells.heatmap import TextHeatmap, heatmap_grid, text_heatmap
 from workbench.analysis.cells.ngram import (
     ERROR_CATEGORIES,
     ErrorAnalysis,
@@ -28,7 +27,6 @@ from workbench.analysis.cells.ngram import (
     error_analysis,
     long_range_analysis,
 )
-from workbench.analysis.cells.planted import PLANTED_CELLS, planted_lstm, printable_tokenizer
 from workbench.analysis.cells.recording import (
     GATES,
     CellRecording,
@@ -37,6 +35,9 @@ from workbench.analysis.cells.recording import (
 )
 from workbench.analysis.cells.saturation import GateSaturation, gate_saturation, saturation_fractions
 from workbench.analysis.cells.views import cell_heatmap, top_units_heatmap
+from workbench.analysis.heatmap import TextHeatmap, heatmap_grid, text_heatmap
+from workbench.analysis.planted.cells import PLANTED_CELLS, planted_lstm
+from workbench.analysis.tokens import printable_tokenizer
 
 __all__ = [
     "ERROR_CATEGORIES",

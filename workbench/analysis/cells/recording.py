@@ -10,13 +10,18 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from workbench.errors import EmptyInputError, MemoryBudgetError, UnknownHookError
+from workbench.analysis.tokens import tokenize
+from workbench.errors import MemoryBudgetError, UnknownHookError
+from workbench.utils import block_name, get_act_name
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = [
     "GATES",
@@ -27,7 +32,6 @@ __all__ = [
     "record",
     "resolve_layers",
     "resolve_quantities",
-    "tokenize",
 ]
 
 # The sigmoid gates of each family, whose values lie in [0, 1] (paper, section 4.2).
@@ -45,15 +49,15 @@ DEFAULT_CHUNK = 2048  # positions per forward pass; the state is carried across 
 
 def hook_name(layer: int, quantity: str) -> str:
     """The hook of `quantity` in layer `layer`: `blocks.{layer}.mixer.hook_{quantity}`."""
-    return f"blocks.{layer}.mixer.hook_{quantity}"
+    return get_act_name(quantity, layer, "mixer")
 
 
-def mixer_quantities(model: Any) -> tuple[str, ...]:
+def mixer_quantities(model: HookedModel) -> tuple[str, ...]:
     """The per-position quantities the model's mixers hook (the same in every layer)."""
     return tuple(model.blocks[0].mixer.quantities)
 
 
-def resolve_layers(model: Any, layers: int | Sequence[int] | None) -> list[int]:
+def resolve_layers(model: HookedModel, layers: int | Sequence[int] | None) -> list[int]:
     """Layer indices to analyse (negative counts from the end); out-of-range layers raise.
 
     The default is every recurrent layer: all blocks, or `model.recurrent_layers` where a model mixes
@@ -69,14 +73,14 @@ def resolve_layers(model: Any, layers: int | Sequence[int] | None) -> list[int]:
     for layer in chosen:
         if not isinstance(layer, (int, np.integer)) or not -n <= layer < n:
             raise UnknownHookError(
-                f"blocks.{layer}",
+                block_name(layer),
                 message=f"unknown layer {layer!r}: the model has {n} layer(s), 0..{n - 1}",
             )
         out.append(int(layer) % n)
     return out
 
 
-def resolve_quantities(model: Any, quantities: str | Sequence[str] | None) -> list[str]:
+def resolve_quantities(model: HookedModel, quantities: str | Sequence[str] | None) -> list[str]:
     """Quantity names to record; a name the mixer does not hook raises with suggestions."""
     known = mixer_quantities(model)
     if quantities is None:
@@ -96,20 +100,6 @@ def resolve_quantities(model: Any, quantities: str | Sequence[str] | None) -> li
                 ),
             )
     return chosen
-
-
-def tokenize(model: Any, text: str, tokenizer: Any = None) -> Tensor:
-    """text -> ids [pos] with `tokenizer` or the model's; empty text and unknown characters raise."""
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    if not text:
-        raise EmptyInputError("the text is empty: type at least one character")
-    tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-    if tok is None:
-        raise ValueError(
-            "this model has no tokenizer: pass tokenizer=... or load it with workbench.load(...)"
-        )
-    return tok.encode(text)  # UnknownCharacterError names the character and where it is
 
 
 @dataclass
@@ -163,7 +153,7 @@ class CellRecording:
 
 @torch.no_grad()
 def _run_chunks(
-    model: Any, tokens: Tensor, names: list[str], chunk: int, budget: int | None, progress: bool = False
+    model: HookedModel, tokens: Tensor, names: list[str], chunk: int, budget: int | None, progress: bool = False
 ) -> tuple[dict[str, np.ndarray], list[Tensor]]:
     """Run tokens [pos] through the model in chunks, carrying the state; returns hook -> array."""
     from tqdm.auto import tqdm
@@ -173,7 +163,7 @@ def _run_chunks(
     state = None
     bar = tqdm(total=tokens.shape[0], desc="recording", unit="char", unit_scale=True, disable=not progress)
     for start in range(0, tokens.shape[0], chunk):
-        part = tokens[start : start + chunk][None].to(model._device())  # [1, chunk]
+        part = tokens[start : start + chunk][None].to(model.device)  # [1, chunk]
         (out, state), cache = model.run_with_cache(
             part, names_filter=names, initial_state=state, return_state=True,
             memory_budget_bytes=budget,
@@ -187,12 +177,12 @@ def _run_chunks(
     return {n: np.concatenate(p) for n, p in pieces.items()}, logits
 
 
-def _check_budget(model: Any, pos: int, names: list[str], budget: int | None) -> None:
+def _check_budget(model: HookedModel, pos: int, names: list[str], budget: int | None) -> None:
     """Refuse before running when the whole recording (kept as float32) would exceed the budget."""
     from workbench.models.cache import memory_budget
 
     needed = model.recording_bytes(1, pos, names) * 4 // next(model.parameters()).element_size()
-    limit = budget if budget is not None else memory_budget(model._device())
+    limit = budget if budget is not None else memory_budget(model.device)
     if needed > limit:
         raise MemoryBudgetError(
             needed, limit, what=f"recording {len(names)} quantities over {pos} characters",
@@ -201,7 +191,7 @@ def _check_budget(model: Any, pos: int, names: list[str], budget: int | None) ->
 
 
 def record(
-    model: Any,
+    model: HookedModel,
     text: str,
     quantities: str | Sequence[str] | None = None,
     layers: int | Sequence[int] | None = None,
@@ -229,7 +219,7 @@ def record(
 
 @torch.no_grad()
 def next_char_probs(
-    model: Any, text: str, *, tokenizer: Any = None, chunk: int = DEFAULT_CHUNK
+    model: HookedModel, text: str, *, tokenizer: Any = None, chunk: int = DEFAULT_CHUNK
 ) -> np.ndarray:
     """[pos, d_vocab] softmax of the model's logits: row t predicts character t + 1 (paper 4.3)."""
     tokens = tokenize(model, text, tokenizer)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from workbench.analysis.cells.recording import GATES, CellRecording, record, resolve_layers
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["GateSaturation", "gate_saturation", "saturation_fractions"]
 
@@ -70,7 +73,7 @@ class GateSaturation:
 
 
 def gate_saturation(
-    model_or_recording: Any,
+    model_or_recording: HookedModel | CellRecording,
     text: str | None = None,
     *,
     gates: str | Sequence[str] | None = None,

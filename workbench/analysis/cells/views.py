@@ -8,14 +8,17 @@ feature, next to the feature itself.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from workbench.analysis.cells.discovery import CellDiscovery
 from workbench.analysis.cells.features import FeatureSpec, compute_features
-from workbench.analysis.cells.heatmap import TextHeatmap, heatmap_grid, text_heatmap
 from workbench.analysis.cells.recording import GATES, CellRecording, record
+from workbench.analysis.heatmap import TextHeatmap, heatmap_grid, text_heatmap
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["cell_heatmap", "colour_scale", "top_units_heatmap"]
 
@@ -29,7 +32,7 @@ def colour_scale(quantity: str, family: str = "") -> dict[str, Any]:
 
 
 def cell_heatmap(
-    model_or_recording: Any,
+    model_or_recording: HookedModel | CellRecording,
     text: str | None = None,
     layer: int = 0,
     quantity: str = "c",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -33,6 +33,10 @@ from workbench.analysis.implicit_attention.recurrent_gemma import RecurrentGemma
 from workbench.analysis.implicit_attention.rwkv import RWKV
 from workbench.analysis.implicit_attention.s6 import S6
 from workbench.errors import EmptyInputError, MemoryBudgetError, UnknownHookError
+from workbench.utils import block_name
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = [
     "AGGREGATIONS",
@@ -96,7 +100,7 @@ class ImplicitAttention:
         return self.max_error() / max(float(self.output.abs().max()), 1e-30)
 
 
-def family_of(model: Any) -> Any:
+def family_of(model: HookedModel) -> Any:
     """The implicit-attention family class for the model's mixers; unsupported families raise."""
     family = model.cfg.family
     if family not in FAMILIES:
@@ -107,14 +111,14 @@ def family_of(model: Any) -> Any:
     return FAMILIES[family]
 
 
-def channel_count(model: Any) -> int:
+def channel_count(model: HookedModel) -> int:
     """How many channels the family's maps have (d_hidden, d_inner, RWKV's d_att)."""
     family = family_of(model)
     sizes = getattr(model, "sizes", None) or {}
     return int(sizes.get(family.channel_name, model.cfg.d_hidden))
 
 
-def to_tokens(model: Any, tokens: Tensor | str | Sequence[str]) -> Tensor:
+def to_tokens(model: HookedModel, tokens: Tensor | str | Sequence[str]) -> Tensor:
     """Text or ids -> ids [batch, pos] on the model's device; empty input raises."""
     if isinstance(tokens, (str, list, tuple)):
         if isinstance(tokens, str) and not tokens:
@@ -124,13 +128,13 @@ def to_tokens(model: Any, tokens: Tensor | str | Sequence[str]) -> Tensor:
     tokens = tokens[None] if tokens.ndim == 1 else tokens
     if tokens.ndim != 2 or tokens.shape[0] == 0 or tokens.shape[1] == 0:
         raise EmptyInputError(f"tokens of shape {tuple(tokens.shape)}: give [batch, pos] ids, pos ≥ 1")
-    return tokens.to(next(model.parameters()).device)
+    return tokens.to(model.device)
 
 
-def _check_layer(model: Any, layer: int) -> int:
+def _check_layer(model: HookedModel, layer: int) -> int:
     n = len(model.blocks)
     if not isinstance(layer, int) or not -n <= layer < n:
-        raise UnknownHookError(f"blocks.{layer}",
+        raise UnknownHookError(block_name(layer),
                                message=f"unknown layer {layer!r}: the model has {n} layer(s), 0..{n - 1}")
     return layer % n
 
@@ -148,7 +152,7 @@ def _check_aggregate(aggregate: str) -> None:
 
 
 @torch.no_grad()
-def record(model: Any, tokens: Tensor, layers: Sequence[int], mode: str,
+def record(model: HookedModel, tokens: Tensor, layers: Sequence[int], mode: str,
            memory_budget_bytes: int | None = None, initial_state: Any = None) -> dict[str, Tensor]:
     """Run once, caching only the hooks the forms of `layers` need (never the S6 state)."""
     family = family_of(model)
@@ -158,7 +162,7 @@ def record(model: Any, tokens: Tensor, layers: Sequence[int], mode: str,
     return cache
 
 
-def layer_forms(model: Any, tokens: Tensor | str, layers: Sequence[int] | None = None,
+def layer_forms(model: HookedModel, tokens: Tensor | str, layers: Sequence[int] | None = None,
                 mode: str = "exact", cache: dict | None = None) -> dict[int, LinearForm]:
     """The `LinearForm` of each layer, from one forward pass."""
     family = family_of(model)
@@ -326,7 +330,7 @@ def attend(form: LinearForm, *, channels: Tensor | None = None, queries: Tensor 
 
 
 def implicit_attention(
-    model: Any,
+    model: HookedModel,
     tokens: Tensor | str,
     layer: int = 0,
     *,
@@ -380,13 +384,13 @@ def implicit_attention(
     )
 
 
-def implicit_attention_row(model: Any, tokens: Tensor | str, query: int, layer: int = 0,
+def implicit_attention_row(model: HookedModel, tokens: Tensor | str, query: int, layer: int = 0,
                            **kwargs: Any) -> ImplicitAttention:
     """Row `query` of the maps only, in O(channels · n · L): maps [batch, channel, 1, key]."""
     return implicit_attention(model, tokens, layer, queries=[query], **kwargs)
 
 
-def implicit_attention_layers(model: Any, tokens: Tensor | str, layers: Sequence[int] | None = None,
+def implicit_attention_layers(model: HookedModel, tokens: Tensor | str, layers: Sequence[int] | None = None,
                               **kwargs: Any) -> list[ImplicitAttention]:
     """`implicit_attention` for several layers (default all) from one forward pass."""
     family = family_of(model)

@@ -16,7 +16,7 @@ prediction at a query position.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -27,6 +27,10 @@ from workbench.analysis.implicit_attention.api import (
     record,
     to_tokens,
 )
+from workbench.utils import get_act_name
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = [
     "METHODS",
@@ -70,7 +74,7 @@ def gradient_rollout(weighted: Sequence[Tensor]) -> Tensor:
     return R
 
 
-def default_targets(model: Any, tokens: Tensor, query: int) -> Tensor:
+def default_targets(model: HookedModel, tokens: Tensor, query: int) -> Tensor:
     """The next token after `query` where the text has one, else the model's prediction: [b]."""
     if query + 1 < tokens.shape[1]:
         return tokens[:, query + 1]
@@ -78,7 +82,7 @@ def default_targets(model: Any, tokens: Tensor, query: int) -> Tensor:
         return model(tokens)[:, query].argmax(-1)
 
 
-def output_gradients(model: Any, tokens: Tensor, query: int, target: Tensor,
+def output_gradients(model: HookedModel, tokens: Tensor, query: int, target: Tensor,
                      layers: Sequence[int]) -> tuple[dict[int, Tensor], Tensor, Tensor]:
     """∂ log p(target | query) w.r.t. each layer's hook_out [b, L, d_model] and the embeddings.
 
@@ -90,7 +94,7 @@ def output_gradients(model: Any, tokens: Tensor, query: int, target: Tensor,
         store[hook.name] = tensor
         return tensor
 
-    names = ["hook_embed"] + [f"blocks.{layer}.mixer.hook_out" for layer in layers]
+    names = ["hook_embed"] + [get_act_name("out", layer) for layer in layers]
     with torch.enable_grad(), model.hooks(fwd_hooks=[(n, keep) for n in names]):
         logits = model(tokens)  # [b, L, d_vocab]
         logp = torch.log_softmax(logits[:, query].float(), -1).gather(-1, target[:, None])[:, 0]
@@ -100,7 +104,7 @@ def output_gradients(model: Any, tokens: Tensor, query: int, target: Tensor,
     return dict(zip(layers, (g.detach() for g in layer_grads), strict=True)), gxi, logp.detach()
 
 
-def layer_maps(model: Any, tokens: Tensor | str, mode: str = "exact", aggregate: str = "norm",
+def layer_maps(model: HookedModel, tokens: Tensor | str, mode: str = "exact", aggregate: str = "norm",
                gradients: dict[int, Tensor] | None = None, layers: Sequence[int] | None = None,
                memory_budget_bytes: int | None = None) -> list[Tensor]:
     """Channel-aggregated maps [b, L, L] of every layer from one forward pass.
@@ -124,7 +128,7 @@ def layer_maps(model: Any, tokens: Tensor | str, mode: str = "exact", aggregate:
     return out
 
 
-def attribute(model: Any, tokens: Tensor | str, method: str = "attr", query: int = -1,
+def attribute(model: HookedModel, tokens: Tensor | str, method: str = "attr", query: int = -1,
               target: Tensor | None = None, seed: int = 0,
               memory_budget_bytes: int | None = None) -> Tensor:
     """Relevance of each position [b, L] for the prediction at `query` (see `METHODS`)."""

@@ -10,11 +10,16 @@ themselves depend on the state.
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 
 from workbench.analysis.implicit_attention.form import LinearForm
+from workbench.utils import get_act_name
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["GRU", "LSTM"]
 
@@ -27,27 +32,27 @@ class LSTM:
     channel_name = "d_hidden"
 
     @staticmethod
-    def hook_names(layer: int, mode: str, model: Any = None) -> list[str]:
-        return [f"blocks.{layer}.mixer.hook_{q}" for q in ("i", "f", "g", "o", "c", "initial_c")]
+    def hook_names(layer: int, mode: str, model: HookedModel | None = None) -> list[str]:
+        return [get_act_name(q, layer) for q in ("i", "f", "g", "o", "c", "initial_c")]
 
     @staticmethod
-    def form(model: Any, cache: dict, layer: int, mode: str) -> LinearForm:
-        p = f"blocks.{layer}.mixer.hook_"
-        i, f, g, c = (cache[p + q].transpose(1, 2) for q in ("i", "f", "g", "c"))  # [b, d, L]
+    def form(model: HookedModel, cache: dict, layer: int, mode: str) -> LinearForm:
+        hook = partial(get_act_name, layer=layer)
+        i, f, g, c = (cache[hook(q)].transpose(1, 2) for q in ("i", "f", "g", "c"))  # [b, d, L]
         return LinearForm(
             torch.log(f)[..., None], torch.ones_like(f[..., :1, :1, None]), i[..., None],
-            value=g, output=c, value_name=p + "g", output_name=p + "c",
-            initial_state=cache[p + "initial_c"][..., None],
+            value=g, output=c, value_name=hook("g"), output_name=hook("c"),
+            initial_state=cache[hook("initial_c")][..., None],
         )
 
     @staticmethod
-    def output_grad(model: Any, layer: int, mode: str, grad_out: torch.Tensor,
+    def output_grad(model: HookedModel, layer: int, mode: str, grad_out: torch.Tensor,
                     cache: dict) -> torch.Tensor:
         """∂target/∂c_t through the readout h_t = o_t tanh(c_t), W_out (gates held fixed)."""
-        p = f"blocks.{layer}.mixer.hook_"
+        hook = partial(get_act_name, layer=layer)
         weight = model.blocks[layer].mixer.W_out.weight.detach().to(grad_out.dtype)
         grad_h = grad_out @ weight  # [b, L, d]
-        return (grad_h * cache[p + "o"] * (1 - torch.tanh(cache[p + "c"]) ** 2)).transpose(1, 2)
+        return (grad_h * cache[hook("o")] * (1 - torch.tanh(cache[hook("c")]) ** 2)).transpose(1, 2)
 
 
 class GRU:
@@ -58,22 +63,22 @@ class GRU:
     channel_name = "d_hidden"
 
     @staticmethod
-    def hook_names(layer: int, mode: str, model: Any = None) -> list[str]:
-        return [f"blocks.{layer}.mixer.hook_{q}" for q in ("z", "n", "h", "initial_h")]
+    def hook_names(layer: int, mode: str, model: HookedModel | None = None) -> list[str]:
+        return [get_act_name(q, layer) for q in ("z", "n", "h", "initial_h")]
 
     @staticmethod
-    def form(model: Any, cache: dict, layer: int, mode: str) -> LinearForm:
-        p = f"blocks.{layer}.mixer.hook_"
-        z, n, h = (cache[p + q].transpose(1, 2) for q in ("z", "n", "h"))  # [b, d, L]
+    def form(model: HookedModel, cache: dict, layer: int, mode: str) -> LinearForm:
+        hook = partial(get_act_name, layer=layer)
+        z, n, h = (cache[hook(q)].transpose(1, 2) for q in ("z", "n", "h"))  # [b, d, L]
         return LinearForm(
             torch.log(z)[..., None], torch.ones_like(z[..., :1, :1, None]), (1 - z)[..., None],
-            value=n, output=h, value_name=p + "n", output_name=p + "h",
-            initial_state=cache[p + "initial_h"][..., None],
+            value=n, output=h, value_name=hook("n"), output_name=hook("h"),
+            initial_state=cache[hook("initial_h")][..., None],
             projection=model.blocks[layer].mixer.W_out.weight.detach().to(z.dtype),
         )
 
     @staticmethod
-    def output_grad(model: Any, layer: int, mode: str, grad_out: torch.Tensor,
+    def output_grad(model: HookedModel, layer: int, mode: str, grad_out: torch.Tensor,
                     cache: dict) -> torch.Tensor:
         """∂target/∂h through the readout W_out only, [b, d, L]."""
         weight = model.blocks[layer].mixer.W_out.weight.detach().to(grad_out.dtype)

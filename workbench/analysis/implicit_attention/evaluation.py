@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from workbench.analysis.implicit_attention.api import (
 from workbench.analysis.implicit_attention.attribution import METHODS, attribute
 from workbench.analysis.implicit_attention.form import LinearForm
 from workbench.analysis.implicit_attention.kernel import decay_attention, decay_attention_naive
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = [
     "KERNELS",
@@ -49,7 +52,7 @@ def jacobian(form: LinearForm) -> Tensor:
     return torch.stack(rows, dim=-2)
 
 
-def exactness_report(model: Any, tokens: Tensor | str, layers: Sequence[int] | None = None,
+def exactness_report(model: HookedModel, tokens: Tensor | str, layers: Sequence[int] | None = None,
                      modes: Sequence[str] | None = None, jacobian_positions: int = 24,
                      prefix: int | None = None) -> Any:
     """One row per (layer, mode): reconstruction, Jacobian, upper-triangle and prefix errors."""
@@ -185,10 +188,10 @@ def _perturbed(history: Tensor, window: Tensor, removed: Tensor, how: str, fille
     return torch.cat([earlier, window[keep]])
 
 
-def _losses(model: Any, inputs: Tensor, targets: Tensor, batch_size: int) -> Tensor:
+def _losses(model: HookedModel, inputs: Tensor, targets: Tensor, batch_size: int) -> Tensor:
     """Next-token loss (nats) at the last position of each row of inputs [N, L]: [N]."""
     out = []
-    device = next(model.parameters()).device
+    device = model.device
     with torch.no_grad():
         for start in range(0, inputs.shape[0], batch_size):
             x = inputs[start:start + batch_size].to(device)
@@ -199,7 +202,7 @@ def _losses(model: Any, inputs: Tensor, targets: Tensor, batch_size: int) -> Ten
 
 
 def perturbation_test(
-    model: Any,
+    model: HookedModel,
     tokens: Tensor,
     *,
     methods: Sequence[str] | None = None,
@@ -243,7 +246,7 @@ def perturbation_test(
     histories = torch.stack([tokens[p - context - max(steps) + 1: p - context + 1]
                              for p in ends.tolist()]) if max(steps) else windows[:, :0]
     targets = tokens[ends + 1]  # [N]
-    device = next(model.parameters()).device
+    device = model.device
     base = _losses(model, windows, targets, batch_size)
     rows = []
     for method in tqdm(methods, desc="perturbation test", unit="method", disable=not progress):

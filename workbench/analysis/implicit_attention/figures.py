@@ -72,7 +72,7 @@ def map_figure(att: ImplicitAttention | torch.Tensor, chars: Sequence[str] | Non
 def row_heatmap(text: str, row: Sequence[float] | np.ndarray | torch.Tensor, query: int,
                 title: str | None = None) -> Any:
     """One query's row as background colour over the text (cells' `text_heatmap`), query boxed."""
-    from workbench.analysis.cells.heatmap import text_heatmap
+    from workbench.analysis.heatmap import text_heatmap
 
     values = torch.as_tensor(row).detach().float().cpu().numpy().reshape(-1)[: len(text)]
     heat = text_heatmap(text, values, title=title or f"row of query {query} ({text[query]!r})",

@@ -26,13 +26,18 @@ Channels are d_inner = H·P in the layer's order (head-major), as `hook_y` flatt
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from workbench.analysis.implicit_attention.form import LinearForm
+from workbench.utils import get_act_name
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["Mamba2", "gated_norm_factor"]
 
@@ -69,11 +74,11 @@ class Mamba2:
     channel_name = "d_inner"
 
     @staticmethod
-    def hook_names(layer: int, mode: str, model: Any = None) -> list[str]:
-        return [f"blocks.{layer}.mixer.hook_{q}" for q in HOOKS]
+    def hook_names(layer: int, mode: str, model: HookedModel | None = None) -> list[str]:
+        return [get_act_name(q, layer) for q in HOOKS]
 
     @staticmethod
-    def form(model: Any, cache: dict, layer: int, mode: str) -> LinearForm:
+    def form(model: HookedModel, cache: dict, layer: int, mode: str) -> LinearForm:
         """The layer's operands from the cache; per-head decay and scores, per-channel gates."""
         mixer = model.blocks[layer].mixer
         hf, sz = mixer.hf, mixer.sizes
@@ -82,57 +87,57 @@ class Mamba2:
                                       f"mixer uses {hf.activation!r}")
         H, P, G = sz["n_heads"], sz["d_head"], sz["n_groups"]
         d = H * P
-        p = f"blocks.{layer}.mixer.hook_"
-        delta = _heads(cache[p + "delta"])  # [b, H, L]
+        hook = partial(get_act_name, layer=layer)
+        delta = _heads(cache[hook("delta")])  # [b, H, L]
         dtype = delta.dtype
         per_group = H // G
-        B = _heads(cache[p + "B"]).repeat_interleave(per_group, dim=1)  # [b, H, L, N]
-        C = _heads(cache[p + "C"]).repeat_interleave(per_group, dim=1)  # [b, H, L, N]
+        B = _heads(cache[hook("B")]).repeat_interleave(per_group, dim=1)  # [b, H, L, N]
+        C = _heads(cache[hook("C")]).repeat_interleave(per_group, dim=1)  # [b, H, L, N]
         A = mixer.A.detach().to(dtype)  # [H]
         log_decay = (delta * A[None, :, None])[..., None]  # [b, H, L, 1]: Δ_t A_h
         B_bar = B * delta[..., None]  # [b, H, L, N]: Δ_j B_j
         head_index = torch.arange(d, device=delta.device) // P  # [d]
-        u = _channels(cache[p + "x"])  # [b, d, L]: scan input
-        y = _channels(cache[p + "y"])  # [b, d, L]
+        u = _channels(cache[hook("x")])  # [b, d, L]: scan input
+        y = _channels(cache[hook("y")])  # [b, d, L]
         b, _, L = y.shape
         D = hf.D.detach().to(dtype).repeat_interleave(P)[None, :, None].expand(b, d, L)  # [b, d, L]
-        state0 = cache[p + "initial_state"].flatten(1, 2)  # [b, d, N]
+        state0 = cache[hook("initial_state")].flatten(1, 2)  # [b, d, N]
         common = {"head_index": head_index, "initial_state": state0}
         if mode == "paper":
-            return LinearForm(log_decay, C, B_bar, value=u, output=y - D * u, value_name=p + "x",
-                              output_name=f"{p}y − D·x (SSD core)", **common)
-        x = cache[p + "xBC"][..., :d].transpose(1, 2)  # [b, d, L]: v, before the conv
+            return LinearForm(log_decay, C, B_bar, value=u, output=y - D * u, value_name=hook("x"),
+                              output_name=hook("y") + " − D·x (SSD core)", **common)
+        x = cache[hook("xBC")][..., :d].transpose(1, 2)  # [b, d, L]: v, before the conv
         weight = hf.conv1d.weight.detach().to(dtype)[:d, 0, :]  # [d, k]
         bias = None if hf.conv1d.bias is None else hf.conv1d.bias.detach().to(dtype)[:d]  # [d]
-        conv_state = cache[p + "initial_conv"][:, :d]  # [b, d, k−1]
+        conv_state = cache[hook("initial_conv")][:, :d]  # [b, d, k−1]
         c = F.conv1d(torch.cat([conv_state, x], dim=-1), weight[:, None, :], bias, groups=d)  # [b, d, L]
         start = torch.cat([conv_state, torch.zeros_like(x)], dim=-1)  # only the initial conv state
         offset = F.conv1d(start, weight[:, None, :], bias, groups=d)  # [b, d, L]
-        gate = cache[p + "gate"].transpose(1, 2)  # [b, d, L]
+        gate = cache[hook("gate")].transpose(1, 2)  # [b, d, L]
         if mode == "normed":
             factor = gated_norm_factor(mixer, (y * gate).transpose(1, 2)).to(dtype).transpose(1, 2)
-            row, output = gate * factor, cache[p + "normed"].transpose(1, 2)
-            output_name = f"{p}normed (input of out_proj; the norm's 1/rms held at its recorded value)"
+            row, output = gate * factor, cache[hook("normed")].transpose(1, 2)
+            output_name = hook("normed") + " (input of out_proj; the norm's 1/rms held at its recorded value)"
         else:
             row, output = gate, y * gate
-            output_name = f"{p}y ⊙ {p}gate (input of the gated RMSNorm)"
+            output_name = f"{hook('y')} ⊙ {hook('gate')} (input of the gated RMSNorm)"
         return LinearForm(
-            log_decay, C, B_bar, value=x, output=output, value_name=f"{p}xBC[..., :d_inner]",
+            log_decay, C, B_bar, value=x, output=output, value_name=hook("xBC") + "[..., :d_inner]",
             output_name=output_name, skip=D, col_scale=torch.sigmoid(c), row_scale=row,
             conv_weight=weight, conv_offset=offset, projection=hf.out_proj.weight.detach().to(dtype),
             **common,
         )
 
     @staticmethod
-    def norm_factor(model: Any, cache: dict, layer: int) -> Tensor:
+    def norm_factor(model: HookedModel, cache: dict, layer: int) -> Tensor:
         """The gated norm's per-channel factor w_c / rms_t[g], [b, d, L] ("normed" mode's extra gate)."""
         mixer = model.blocks[layer].mixer
-        p = f"blocks.{layer}.mixer.hook_"
-        pre = cache[p + "y"].flatten(2) * cache[p + "gate"]  # [b, L, d]
+        hook = partial(get_act_name, layer=layer)
+        pre = cache[hook("y")].flatten(2) * cache[hook("gate")]  # [b, L, d]
         return gated_norm_factor(mixer, pre).to(pre.dtype).transpose(1, 2)
 
     @staticmethod
-    def output_grad(model: Any, layer: int, mode: str, grad_out: Tensor, cache: dict) -> Tensor:
+    def output_grad(model: HookedModel, layer: int, mode: str, grad_out: Tensor, cache: dict) -> Tensor:
         """∂target/∂(output of the form), [b, d, L], from the gradient at hook_out [b, L, d_model].
 
         Through out_proj, then (exact and paper modes) back through the gated RMSNorm by autograd,
@@ -142,9 +147,9 @@ class Mamba2:
         g = grad_out @ mixer.hf.out_proj.weight.detach().to(grad_out.dtype)  # [b, L, d]: ∂/∂normed
         if mode == "normed":
             return g.transpose(1, 2)
-        p = f"blocks.{layer}.mixer.hook_"
-        gate = cache[p + "gate"].to(g.dtype)
-        pre = (cache[p + "y"].flatten(2).to(g.dtype) * gate).detach().requires_grad_(True)  # [b, L, d]
+        hook = partial(get_act_name, layer=layer)
+        gate = cache[hook("gate")].to(g.dtype)
+        pre = (cache[hook("y")].flatten(2).to(g.dtype) * gate).detach().requires_grad_(True)  # [b, L, d]
         with torch.enable_grad():
             normed = gated_norm_factor(mixer, pre) * pre
             (g,) = torch.autograd.grad(normed, pre, g.to(normed.dtype))  # ∂/∂(y ⊙ gate)

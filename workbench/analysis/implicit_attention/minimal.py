@@ -8,11 +8,16 @@ The gates depend on the input only, so these maps are the layers themselves: Ã 
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 
 from workbench.analysis.implicit_attention.form import LinearForm
+from workbench.utils import get_act_name
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["MinGRU", "MinLSTM"]
 
@@ -26,31 +31,31 @@ class _Minimal:
     gate_hooks: tuple[str, str] = ("", "")
 
     @classmethod
-    def hook_names(cls, layer: int, mode: str, model: Any = None) -> list[str]:
+    def hook_names(cls, layer: int, mode: str, model: HookedModel | None = None) -> list[str]:
         names = (*cls.gate_hooks, "h_tilde", "h", "initial_h")
-        return [f"blocks.{layer}.mixer.hook_{q}" for q in names]
+        return [get_act_name(q, layer) for q in names]
 
     @staticmethod
     def decay_and_weight(first: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
     @classmethod
-    def form(cls, model: Any, cache: dict, layer: int, mode: str) -> LinearForm:
-        p = f"blocks.{layer}.mixer.hook_"
-        first, second = (cache[p + q].transpose(1, 2) for q in cls.gate_hooks)  # [b, d, L]
+    def form(cls, model: HookedModel, cache: dict, layer: int, mode: str) -> LinearForm:
+        hook = partial(get_act_name, layer=layer)
+        first, second = (cache[hook(q)].transpose(1, 2) for q in cls.gate_hooks)  # [b, d, L]
         decay, weight = cls.decay_and_weight(first, second)
         mixer = model.blocks[layer].mixer
         return LinearForm(
             torch.log(decay)[..., None], torch.ones_like(decay[..., :1, :1, None]),
             weight[..., None],  # [b, d, L, 1]
-            value=cache[p + "h_tilde"].transpose(1, 2), output=cache[p + "h"].transpose(1, 2),
-            value_name=p + "h_tilde", output_name=p + "h",
-            initial_state=cache[p + "initial_h"][..., None],  # [b, d, 1]
+            value=cache[hook("h_tilde")].transpose(1, 2), output=cache[hook("h")].transpose(1, 2),
+            value_name=hook("h_tilde"), output_name=hook("h"),
+            initial_state=cache[hook("initial_h")][..., None],  # [b, d, 1]
             projection=mixer.W_out.weight.detach().to(decay.dtype),
         )
 
     @staticmethod
-    def output_grad(model: Any, layer: int, mode: str, grad_out: torch.Tensor,
+    def output_grad(model: HookedModel, layer: int, mode: str, grad_out: torch.Tensor,
                     cache: dict) -> torch.Tensor:
         """∂target/∂h through the readout W_out only, [b, d, L] (the recurrence is inside Ã)."""
         weight = model.blocks[layer].mixer.W_out.weight.detach().to(grad_out.dtype)

@@ -24,7 +24,8 @@ every block of the model.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,10 @@ from torch import Tensor
 
 from workbench.analysis.implicit_attention.form import LinearForm
 from workbench.analysis.implicit_attention.kernel import DEFAULT_CHUNK
+from workbench.utils import get_act_name
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["LocalAttentionForm", "RecurrentGemma"]
 
@@ -111,56 +116,56 @@ class RecurrentGemma:
     channel_name = "d_lru"
 
     @staticmethod
-    def is_recurrent(model: Any, layer: int) -> bool:
+    def is_recurrent(model: HookedModel, layer: int) -> bool:
         return model.block_types[layer] == "linear_attention"
 
     @staticmethod
-    def hook_names(layer: int, mode: str, model: Any = None) -> list[str]:
+    def hook_names(layer: int, mode: str, model: HookedModel | None = None) -> list[str]:
         hooks = RG_LRU_HOOKS if model is None or RecurrentGemma.is_recurrent(model, layer) else ATTENTION_HOOKS
-        return [f"blocks.{layer}.mixer.hook_{q}" for q in hooks]
+        return [get_act_name(q, layer) for q in hooks]
 
     @staticmethod
-    def form(model: Any, cache: dict, layer: int, mode: str) -> LinearForm | LocalAttentionForm:
+    def form(model: HookedModel, cache: dict, layer: int, mode: str) -> LinearForm | LocalAttentionForm:
         if not RecurrentGemma.is_recurrent(model, layer):
             return RecurrentGemma.attention_form(model, cache, layer)
         mixer = model.blocks[layer].mixer
         hf, lru = mixer.hf, mixer.hf.rg_lru
-        p = f"blocks.{layer}.mixer.hook_"
-        x, u, r, i, h, gate = (cache[p + q].transpose(1, 2) for q in ("x", "conv", "r", "i", "h", "gate"))
+        hook = partial(get_act_name, layer=layer)
+        x, u, r, i, h, gate = (cache[hook(q)].transpose(1, 2) for q in ("x", "conv", "r", "i", "h", "gate"))
         b, d, L = x.shape
-        position = cache[p + "initial_position"].round().long()[:, None] + torch.arange(L, device=x.device)
+        position = cache[hook("initial_position")].round().long()[:, None] + torch.arange(L, device=x.device)
         start = (position == 0)[:, None, :]  # [b, 1, L]: the reset
         log_a = -RECURRENCE_SCALE * r * F.softplus(lru.recurrent_param.detach().to(r.dtype))[None, :, None]
         factor = torch.where(start, torch.ones_like(log_a), torch.sqrt(1 - torch.exp(2 * log_a)))  # [b, d, L]
         log_decay = torch.where(start, torch.full_like(log_a, -torch.inf), log_a)[..., None]  # [b, d, L, 1]
         ones = torch.ones_like(log_decay[:, :1, :1])  # [b, 1, 1, 1]: C = B = 1, one state per channel
-        common = {"initial_state": cache[p + "initial_h"][..., None]}  # [b, d, 1]
+        common = {"initial_state": cache[hook("initial_h")][..., None]}  # [b, d, 1]
         if mode == "paper":
-            return LinearForm(log_decay, ones, ones, value=u, output=h, value_name=p + "conv", output_name=p + "h",
+            return LinearForm(log_decay, ones, ones, value=u, output=h, value_name=hook("conv"), output_name=hook("h"),
                               col_scale=factor * i, **common)
         weight = hf.conv_1d.weight.detach().to(x.dtype)[:, 0, :]  # [d, k]
         bias = None if hf.conv_1d.bias is None else hf.conv_1d.bias.detach().to(x.dtype)
-        conv_state = cache[p + "initial_conv"]  # [b, d, k−1]
+        conv_state = cache[hook("initial_conv")]  # [b, d, k−1]
         start_only = torch.cat([conv_state, torch.zeros_like(x)], dim=-1)
         offset = F.conv1d(start_only, weight[:, None, :], bias, groups=d)  # [b, d, L]
         return LinearForm(
-            log_decay, ones, ones, value=x, output=h * gate, value_name=p + "x",
-            output_name=f"{p}h ⊙ {p}gate (input of linear_out)", col_scale=factor * i, row_scale=gate,
+            log_decay, ones, ones, value=x, output=h * gate, value_name=hook("x"),
+            output_name=f"{hook('h')} ⊙ {hook('gate')} (input of linear_out)", col_scale=factor * i, row_scale=gate,
             conv_weight=weight, conv_offset=offset, projection=hf.linear_out.weight.detach().to(x.dtype), **common,
         )
 
     @staticmethod
-    def attention_form(model: Any, cache: dict, layer: int) -> LocalAttentionForm:
+    def attention_form(model: HookedModel, cache: dict, layer: int) -> LocalAttentionForm:
         """A local-attention block: pattern per head, values per key/value head, output z."""
         mixer = model.blocks[layer].mixer
         sz = mixer.sizes
-        p = f"blocks.{layer}.mixer.hook_"
-        pattern = cache[p + "pattern"].permute(0, 2, 1, 3)  # [b, H, L, window]
-        v, z = cache[p + "v"], cache[p + "z"]  # [b, L, Hkv, P], [b, L, H, P]
+        hook = partial(get_act_name, layer=layer)
+        pattern = cache[hook("pattern")].permute(0, 2, 1, 3)  # [b, H, L, window]
+        v, z = cache[hook("v")], cache[hook("z")]  # [b, L, Hkv, P], [b, L, H, P]
         H, P, window = sz["n_heads"], sz["d_head"], sz["window"]
         kv_of_head = torch.arange(H, device=v.device) // (H // sz["n_kv_heads"])
         value = v.index_select(2, kv_of_head).flatten(2).transpose(1, 2)  # [b, H·P, L]
-        state_v = cache[p + "initial_v"].index_select(1, kv_of_head)  # [b, H, window − 1, P]
+        state_v = cache[hook("initial_v")].index_select(1, kv_of_head)  # [b, H, window − 1, P]
         # keys from the initial state: slot s of query t with t − (window − 1) + s < 0 reads state slot t + s
         b, L = pattern.shape[0], pattern.shape[2]
         slots = torch.arange(L, device=v.device)[:, None] + torch.arange(window, device=v.device)  # [L, window]
@@ -170,17 +175,17 @@ class RecurrentGemma:
         return LocalAttentionForm(
             pattern=pattern, value=value, output=z.flatten(2).transpose(1, 2),
             state_part=state_part.permute(0, 1, 3, 2).reshape(b, H * P, L),
-            head_index=torch.arange(H * P, device=v.device) // P, value_name=p + "v (per query head)",
-            output_name=p + "z", projection=mixer.hf.o_proj.weight.detach().to(v.dtype),
+            head_index=torch.arange(H * P, device=v.device) // P, value_name=hook("v") + " (per query head)",
+            output_name=hook("z"), projection=mixer.hf.o_proj.weight.detach().to(v.dtype),
         )
 
     @staticmethod
-    def output_grad(model: Any, layer: int, mode: str, grad_out: Tensor, cache: dict) -> Tensor:
+    def output_grad(model: HookedModel, layer: int, mode: str, grad_out: Tensor, cache: dict) -> Tensor:
         """∂target/∂(output of the form), [b, d, L]: through linear_out (exact), and the gate (paper)."""
         mixer = model.blocks[layer].mixer
         if not RecurrentGemma.is_recurrent(model, layer):
             return (grad_out @ mixer.hf.o_proj.weight.detach().to(grad_out.dtype)).transpose(1, 2)
         g = grad_out @ mixer.hf.linear_out.weight.detach().to(grad_out.dtype)  # [b, L, d]: ∂/∂(h ⊙ gate)
         if mode == "paper":
-            g = g * cache[f"blocks.{layer}.mixer.hook_gate"]  # ∂/∂h
+            g = g * cache[get_act_name("gate", layer)]  # ∂/∂h
         return g.transpose(1, 2)

@@ -27,7 +27,8 @@ layer itself does not.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,10 @@ from workbench.analysis.implicit_attention.kernel import (
     segsum,
     sums_between_chunks,
 )
+from workbench.utils import get_act_name
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["RWKV", "WKVForm", "wkv_attention", "wkv_attention_naive", "wkv_attention_row"]
 
@@ -215,16 +220,16 @@ class RWKV:
     channel_name = "d_att"
 
     @staticmethod
-    def hook_names(layer: int, mode: str, model: Any = None) -> list[str]:
-        return [f"blocks.{layer}.mixer.hook_{q}" for q in HOOKS]
+    def hook_names(layer: int, mode: str, model: HookedModel | None = None) -> list[str]:
+        return [get_act_name(q, layer) for q in HOOKS]
 
     @staticmethod
-    def form(model: Any, cache: dict, layer: int, mode: str) -> WKVForm:
+    def form(model: HookedModel, cache: dict, layer: int, mode: str) -> WKVForm:
         """The layer's operands from the cache; log D_t from the state before each step."""
         mixer = model.blocks[layer].mixer
-        p = f"blocks.{layer}.mixer.hook_"
-        k, w, r, v, wkv, den, mx = (cache[p + q].transpose(1, 2) for q in ("k", "w", "r", "v", "wkv", "den", "max"))
-        den0, max0, num0 = (cache[p + f"initial_{q}"] for q in ("den", "max", "num"))  # [b, d]
+        hook = partial(get_act_name, layer=layer)
+        k, w, r, v, wkv, den, mx = (cache[hook(q)].transpose(1, 2) for q in ("k", "w", "r", "v", "wkv", "den", "max"))
+        den0, max0, num0 = (cache[hook(f"initial_{q}")] for q in ("den", "max", "num"))  # [b, d]
         den_prev = torch.cat([den0[..., None], den[..., :-1]], dim=-1)  # [b, d, L]: state before t
         max_prev = torch.cat([max0[..., None], mx[..., :-1]], dim=-1)
         u = mixer.hf.time_first.detach().to(k.dtype)[None, :, None]  # [1, d, 1]
@@ -232,12 +237,13 @@ class RWKV:
         log_den = q + torch.log(torch.exp(max_prev - q) * den_prev + torch.exp(u + k - q))  # [b, d, L]
         return WKVForm(
             k=k, w=w, u=u.expand(k.shape[0], -1, 1), r=r, log_den=log_den, max_after=mx, num0=num0,
-            max0=max0, value=v, output=r * wkv, value_name=p + "v", output_name=f"{p}r ⊙ {p}wkv (input of W_o)",
+            max0=max0, value=v, output=r * wkv, value_name=hook("v"),
+            output_name=f"{hook('r')} ⊙ {hook('wkv')} (input of W_o)",
             projection=mixer.hf.output.weight.detach().to(k.dtype),
         )
 
     @staticmethod
-    def output_grad(model: Any, layer: int, mode: str, grad_out: Tensor, cache: dict) -> Tensor:
+    def output_grad(model: HookedModel, layer: int, mode: str, grad_out: Tensor, cache: dict) -> Tensor:
         """∂target/∂(r ⊙ wkv), [b, d, L], through the output projection W_o."""
         weight = model.blocks[layer].mixer.hf.output.weight.detach().to(grad_out.dtype)
         return (grad_out @ weight).transpose(1, 2)

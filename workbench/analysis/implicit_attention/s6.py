@@ -17,12 +17,17 @@ FalconMamba's RMS norms act on Δ, B and C, which the form takes from the cache 
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from workbench.analysis.implicit_attention.form import LinearForm
+from workbench.utils import get_act_name
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["S6", "s6_parameters"]
 
@@ -51,48 +56,48 @@ class S6:
     channel_name = "d_inner"
 
     @staticmethod
-    def hook_names(layer: int, mode: str, model: Any = None) -> list[str]:
-        return [f"blocks.{layer}.mixer.hook_{q}" for q in HOOKS]
+    def hook_names(layer: int, mode: str, model: HookedModel | None = None) -> list[str]:
+        return [get_act_name(q, layer) for q in HOOKS]
 
     @staticmethod
-    def form(model: Any, cache: dict, layer: int, mode: str) -> LinearForm:
+    def form(model: HookedModel, cache: dict, layer: int, mode: str) -> LinearForm:
         """The layer's operands from the cache (parameters detached: the map is data, not a graph)."""
         A, D, conv1d, out_proj = s6_parameters(model.blocks[layer].mixer)
-        p = f"blocks.{layer}.mixer.hook_"
-        x, u, delta = (cache[p + q].transpose(1, 2) for q in ("x", "conv", "delta"))  # [b, d, L]
-        B, C = cache[p + "B"][:, None], cache[p + "C"][:, None]  # [b, 1, L, n]
+        hook = partial(get_act_name, layer=layer)
+        x, u, delta = (cache[hook(q)].transpose(1, 2) for q in ("x", "conv", "delta"))  # [b, d, L]
+        B, C = cache[hook("B")][:, None], cache[hook("C")][:, None]  # [b, 1, L, n]
         A = A.detach().to(delta.dtype)  # [d, n]
         log_decay = delta[..., None] * A[None, :, None, :]  # [b, d, L, n]: Δ_t A
         B_bar = B * delta[..., None]  # [b, d, L, n]: Δ_j B_j
-        y = cache[p + "y"].transpose(1, 2)  # [b, d, L]
+        y = cache[hook("y")].transpose(1, 2)  # [b, d, L]
         D = D.detach().to(y.dtype)[None, :, None]  # [1, d, 1]
-        state0 = cache[p + "initial_state"]  # [b, d, n]
+        state0 = cache[hook("initial_state")]  # [b, d, n]
         if mode == "paper":
             return LinearForm(log_decay, C, B_bar, value=u, output=y - D * u,
-                              value_name=p + "conv", output_name=f"{p}y − D·u (S6 core)",
+                              value_name=hook("conv"), output_name=f"{hook('y')} − D·u (S6 core)",
                               initial_state=state0)
         weight = conv1d.weight.detach().to(x.dtype)[:, 0, :]  # [d, k]
         bias = None if conv1d.bias is None else conv1d.bias.detach().to(x.dtype)  # [d]
-        conv_state = cache[p + "initial_conv"]  # [b, d, k−1]
+        conv_state = cache[hook("initial_conv")]  # [b, d, k−1]
         padded = torch.cat([conv_state, x], dim=-1)  # [b, d, k−1+L]
         c = F.conv1d(padded, weight[:, None, :], bias, groups=weight.shape[0])  # [b, d, L] pre-SiLU
         start = torch.cat([conv_state, torch.zeros_like(x)], dim=-1)  # only the initial conv state
         offset = F.conv1d(start, weight[:, None, :], bias, groups=weight.shape[0])  # [b, d, L]
-        gate = cache[p + "gate"].transpose(1, 2)  # [b, d, L]
+        gate = cache[hook("gate")].transpose(1, 2)  # [b, d, L]
         return LinearForm(
             log_decay, C, B_bar, value=x, output=y * gate,
-            value_name=p + "x", output_name=f"{p}y ⊙ {p}gate (input of out_proj)",
+            value_name=hook("x"), output_name=f"{hook('y')} ⊙ {hook('gate')} (input of out_proj)",
             skip=D.expand_as(y), col_scale=torch.sigmoid(c), row_scale=gate,
             conv_weight=weight, conv_offset=offset, initial_state=state0,
             projection=out_proj.weight.detach().to(x.dtype),
         )
 
     @staticmethod
-    def output_grad(model: Any, layer: int, mode: str, grad_out: torch.Tensor,
+    def output_grad(model: HookedModel, layer: int, mode: str, grad_out: torch.Tensor,
                     cache: dict) -> torch.Tensor:
         """∂target/∂(output of the form), [b, d, L], from the gradient at hook_out [b, L, d_model]."""
         out_proj = s6_parameters(model.blocks[layer].mixer)[3]
         g = grad_out @ out_proj.weight.detach().to(grad_out.dtype)  # [b, L, d]: ∂/∂(y ⊙ gate)
         if mode == "paper":
-            g = g * cache[f"blocks.{layer}.mixer.hook_gate"]  # ∂/∂y
+            g = g * cache[get_act_name("gate", layer)]  # ∂/∂y
         return g.transpose(1, 2)

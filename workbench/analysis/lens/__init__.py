@@ -27,7 +27,7 @@ from workbench.analysis.lens.logit_lens import (
     readout_layers,
     resolve_readout,
 )
-from workbench.analysis.lens.state_lens import VECTOR_STATES, StateLens
+from workbench.analysis.lens.state_lens import StateLens, vector_states
 from workbench.analysis.lens.trajectory import STATISTICS, PredictionTrajectory, prediction_trajectory
 from workbench.analysis.lens.tuned_lens import LensMismatchError, Translator, TunedLens, kl_divergence
 
@@ -35,7 +35,6 @@ __all__ = [
     "EMBED",
     "METRICS",
     "STATISTICS",
-    "VECTOR_STATES",
     "Lens",
     "LensEvaluation",
     "LensMismatchError",
@@ -53,4 +52,5 @@ __all__ = [
     "readout_hook",
     "readout_layers",
     "resolve_readout",
+    "vector_states",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,9 @@ from workbench.analysis.lens.logit_lens import (
 )
 from workbench.analysis.lens.streaming import corpus_text, encode_corpus, streams
 from workbench.analysis.lens.tuned_lens import kl_divergence
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["METRICS", "LensEvaluation", "evaluate_lenses", "named_lenses"]
 
@@ -73,7 +76,7 @@ class LensEvaluation:
         )
 
 
-def named_lenses(model: Any, lenses: Lens | Sequence[Lens] | Mapping[str, Lens] | None) -> dict[str, Lens]:
+def named_lenses(model: HookedModel, lenses: Lens | Sequence[Lens] | Mapping[str, Lens] | None) -> dict[str, Lens]:
     """Lenses by display name (None: the logit lens); each must belong to `model`."""
     if lenses is None:
         lenses = [LogitLens(model)]
@@ -99,7 +102,7 @@ def named_lenses(model: Any, lenses: Lens | Sequence[Lens] | Mapping[str, Lens] 
 
 @torch.no_grad()
 def evaluate_lenses(
-    model: Any,
+    model: HookedModel,
     text: Any,
     lenses: Lens | Sequence[Lens] | Mapping[str, Lens] | None = None,
     *,
@@ -125,7 +128,7 @@ def evaluate_lenses(
     names = [hook for per_lens in hooks.values() for hook in per_lens.values()]
     totals = {(name, layer): [0.0, 0.0, 0.0] for name in items for layer in hooks[name]}  # kl, ce, agree
     model_nats, count, state = 0.0, 0, None
-    device = next(model.parameters()).device
+    device = model.device
     for start in range(0, data.shape[1] - 1, seq_len):
         targets = data[:, start + 1 : start + seq_len + 1].to(device)  # [streams, w]
         inputs = data[:, start : start + targets.shape[1]].to(device)  # [streams, w]

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from workbench.errors import EmptyInputError, UnknownHookError
+from workbench.errors import UnknownHookError
+from workbench.utils import get_act_name
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = [
     "EMBED",
@@ -30,21 +34,20 @@ __all__ = [
     "readout_hook",
     "readout_layers",
     "resolve_readout",
-    "tokenize",
 ]
 
 EMBED = "embed"
 Layer = int | str  # "embed" or a block index
 
 
-def readout_layers(model: Any) -> list[Layer]:
+def readout_layers(model: HookedModel) -> list[Layer]:
     """The read-outs of a model in depth order: `["embed", 0, 1, ..., n_layers - 1]`."""
     return [EMBED, *range(len(model.blocks))]
 
 
 def readout_hook(layer: Layer) -> str:
     """The hook a read-out decodes: `hook_embed` or `blocks.{l}.hook_resid_post`."""
-    return "hook_embed" if layer == EMBED else f"blocks.{layer}.hook_resid_post"
+    return get_act_name(EMBED) if layer == EMBED else get_act_name("resid_post", layer)
 
 
 def layer_label(layer: Layer) -> str:
@@ -52,7 +55,7 @@ def layer_label(layer: Layer) -> str:
     return str(layer)
 
 
-def resolve_readout(model: Any, layer: Layer) -> int:
+def resolve_readout(model: HookedModel, layer: Layer) -> int:
     """Index of a read-out in `readout_layers(model)`; negative blocks count from the end.
 
     An unknown layer raises `UnknownHookError` saying which layers exist.
@@ -63,13 +66,13 @@ def resolve_readout(model: Any, layer: Layer) -> int:
     if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool) and -n <= layer < n:
         return int(layer) % n + 1
     raise UnknownHookError(
-        f"blocks.{layer}.hook_resid_post",
+        get_act_name("resid_post", layer),
         message=f"unknown layer {layer!r}: the model has {n} layer(s), 0..{n - 1}, and {EMBED!r} "
         "(the token embedding)",
     )
 
 
-def model_name(model: Any) -> str:
+def model_name(model: HookedModel) -> str:
     """The name a lens records for its model: the checkpoint directory's name, else a description."""
     checkpoint = getattr(model, "checkpoint", None)
     if checkpoint is not None and getattr(checkpoint, "directory", None) is not None:
@@ -81,20 +84,6 @@ def model_name(model: Any) -> str:
     return f"unnamed-{cfg.family}-{cfg.n_layers}x{cfg.d_hidden}"
 
 
-def tokenize(model: Any, text: str, tokenizer: Any = None) -> Tensor:
-    """text -> ids [pos] with `tokenizer` or the model's; empty text and unknown characters raise."""
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    if not text:
-        raise EmptyInputError("the text is empty: type at least one character")
-    tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-    if tok is None:
-        raise ValueError(
-            "this model has no tokenizer: pass tokenizer=... or load it with workbench.load(...)"
-        )
-    return tok.encode(text)  # UnknownCharacterError names the character and its position
-
-
 class Unembedding:
     """The model's decoder from the residual stream: logits = W_U · norm_final(h) + b_U.
 
@@ -103,7 +92,7 @@ class Unembedding:
     refuses another.
     """
 
-    def __init__(self, model: Any):
+    def __init__(self, model: HookedModel):
         for part in ("ln_final", "unembed"):
             if not hasattr(model, part):
                 raise TypeError(
@@ -138,7 +127,7 @@ class Lens(Protocol):
     """What every lens offers: a name, a model, its read-outs, the hook each reads, read-out -> logits."""
 
     name: str
-    model: Any
+    model: HookedModel
 
     @property
     def layers(self) -> list[Layer]: ...
@@ -161,7 +150,7 @@ class LogitLens:
 
     name = "logit lens"
 
-    def __init__(self, model: Any):
+    def __init__(self, model: HookedModel):
         self.model = model
         self.unembedding = Unembedding(model)
 
@@ -184,7 +173,7 @@ class LogitLens:
 
 @torch.no_grad()
 def collect_residuals(
-    model: Any,
+    model: HookedModel,
     tokens: Tensor,
     initial_state: Any = None,
     *,
@@ -203,7 +192,7 @@ def collect_residuals(
 
 @torch.no_grad()
 def collect_hooks(
-    model: Any,
+    model: HookedModel,
     tokens: Tensor,
     names: Sequence[str],
     initial_state: Any = None,
@@ -223,7 +212,7 @@ def collect_hooks(
     return dict(cache), logits, state
 
 
-def check_layers(model: Any, layers: Layer | Sequence[Layer] | None) -> list[Layer]:
+def check_layers(model: HookedModel, layers: Layer | Sequence[Layer] | None) -> list[Layer]:
     """Read-outs to use (None: all); each unknown one raises `UnknownHookError`."""
     if layers is None:
         return readout_layers(model)

@@ -11,7 +11,7 @@ before training it decodes exactly what the state contributes directly.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -19,17 +19,22 @@ from torch import Tensor, nn
 from workbench.analysis.lens.logit_lens import Layer, Unembedding, model_name
 from workbench.analysis.lens.tuned_lens import LensMismatchError, fit_translators
 from workbench.errors import UnknownHookError
+from workbench.utils import get_act_name
 
-__all__ = ["VECTOR_STATES", "StateLens"]
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
-# The vector state each family carries from step to step (S6's state is a [d_inner, d_state] matrix).
-VECTOR_STATES: dict[str, tuple[str, ...]] = {
-    "elman": ("h",),
-    "lstm": ("h", "c"),
-    "gru": ("h",),
-    "mingru": ("h",),
-    "minlstm": ("h",),
-}
+__all__ = ["StateLens", "vector_states"]
+
+
+def vector_states(model: HookedModel, layer: int = 0) -> tuple[str, ...]:
+    """The carried states of `layer` hooked as [batch, pos, d_hidden], the width a state lens's map
+    reads (LSTM h and c, GRU h; none for S6, whose state is a [d_inner, d_state] matrix)."""
+    specs = model.hook_specs()
+    return tuple(
+        q for q in model.state_quantities(layer)
+        if specs[get_act_name(q, layer)][0] == ("batch", "pos", "d_hidden")
+    )
 
 
 class StateLens(nn.Module):
@@ -37,20 +42,19 @@ class StateLens(nn.Module):
     them with the tuned lens's recipe. `quantity` is the mixer's state hook (`h`, or `c` for an LSTM).
     """
 
-    def __init__(self, model: Any, quantity: str | None = None):
+    def __init__(self, model: HookedModel, quantity: str | None = None):
         super().__init__()
-        family = model.cfg.family
-        if family not in VECTOR_STATES:
+        family, states = model.cfg.family, vector_states(model)
+        if not states:
             raise ValueError(
                 f"a {family} mixer's recurrent state is not a vector (S6 carries a [d_inner, d_state] "
-                f"matrix); a state lens reads the vector states of {', '.join(VECTOR_STATES)}"
+                "matrix); a state lens reads a [d_hidden] state, such as an LSTM's h and c"
             )
-        quantity = quantity or VECTOR_STATES[family][0]
-        if quantity not in VECTOR_STATES[family]:
+        quantity = quantity or states[0]  # h first: what the block's own output projection reads
+        if quantity not in states:
             raise UnknownHookError(
-                f"blocks.0.mixer.hook_{quantity}",
-                message=f"{quantity!r} is not a {family} state; use one of "
-                + ", ".join(VECTOR_STATES[family]),
+                get_act_name(quantity, 0),
+                message=f"{quantity!r} is not a {family} state; use one of " + ", ".join(states),
             )
         self.__dict__["model"] = model  # a reference, not a registered submodule
         self.unembedding = Unembedding(model)
@@ -68,19 +72,19 @@ class StateLens(nn.Module):
 
     def hooks(self) -> dict[Layer, str]:
         """Layer -> the state hook it reads, `blocks.{l}.mixer.hook_{quantity}`."""
-        return {layer: f"blocks.{layer}.mixer.hook_{self.quantity}" for layer in self.layers}
+        return {layer: get_act_name(self.quantity, layer) for layer in self.layers}
 
     def forward(self, state: Tensor, layer: Layer) -> Tensor:
         """state [..., d_hidden] of `layer` -> logits [..., d_vocab]."""
         n = len(self.translators)
         if isinstance(layer, bool) or not isinstance(layer, int) or not -n <= layer < n:
             raise UnknownHookError(
-                f"blocks.{layer}.mixer.hook_{self.quantity}",
+                get_act_name(self.quantity, layer),
                 message=f"unknown layer {layer!r}: a state lens reads the model's {n} layer(s), 0..{n - 1}",
             )
         return self.unembedding(self.translators[layer](state))
 
-    def check_model(self, model: Any) -> None:
+    def check_model(self, model: HookedModel) -> None:
         """Raise `LensMismatchError` unless `model` has this lens's unembedding."""
         found = Unembedding(model).fingerprint()
         if found != self.unembedding_hash or len(model.blocks) != len(self.translators):

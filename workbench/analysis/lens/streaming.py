@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import Tensor
 
-from workbench.errors import EmptyInputError
+from workbench.analysis.tokens import tokenize
 
 __all__ = ["corpus_text", "encode_corpus", "streams", "windows"]
 
@@ -27,12 +27,8 @@ def corpus_text(text_or_corpus: Any, split: str = "train") -> str:
 
 def encode_corpus(tokenizer: Any, text: str) -> Tensor:
     """Corpus text -> ids [n]; rare characters map to the unknown token where the vocabulary has one."""
-    if tokenizer is None:
-        raise ValueError("this model has no tokenizer: load it with workbench.load(...)")
-    if not text:
-        raise EmptyInputError("the corpus text is empty")
     unknown = "map" if getattr(tokenizer, "unknown_token", None) is not None else "error"
-    return tokenizer.encode(text, unknown=unknown)
+    return tokenize(None, text, tokenizer, unknown=unknown, label="the corpus text")
 
 
 def streams(ids: Tensor, batch_size: int, min_length: int) -> Tensor:

@@ -18,9 +18,10 @@ from workbench.analysis.lens.logit_lens import (
     collect_hooks,
     layer_label,
     model_name,
-    tokenize,
 )
+from workbench.analysis.tokens import tokenize, tokenizer_of
 from workbench.errors import MemoryBudgetError, UnknownHookError
+from workbench.utils import block_name
 
 __all__ = ["STATISTICS", "PredictionTrajectory", "prediction_trajectory"]
 
@@ -88,7 +89,7 @@ class PredictionTrajectory:
             layer = blocks[layer]
         if str(layer) not in labels:
             raise UnknownHookError(
-                f"blocks.{layer}",
+                block_name(layer),
                 message=f"unknown layer {layer!r}: this trajectory reads out layers {', '.join(labels)}",
             )
         if (
@@ -148,10 +149,10 @@ def prediction_trajectory(
     if hasattr(lens, "check_model"):
         lens.check_model(model)
     tokens = tokenize(model, text, tokenizer)  # [pos]
-    tok = tokenizer if tokenizer is not None else model.tokenizer
+    tok = tokenizer_of(model, tokenizer)
     layers = lens.layers
     needed = (len(layers) + 1) * tokens.shape[0] * model.cfg.d_vocab * 4
-    limit = memory_budget_bytes if memory_budget_bytes is not None else memory_budget(model._device())
+    limit = memory_budget_bytes if memory_budget_bytes is not None else memory_budget(model.device)
     if needed > limit:
         raise MemoryBudgetError(
             needed,
@@ -159,7 +160,7 @@ def prediction_trajectory(
             what=f"a {len(layers)}-layer trajectory over {tokens.shape[0]} characters",
             hint="use a shorter text or raise memory_budget_bytes",
         )
-    device = next(model.parameters()).device
+    device = model.device
     hooks = lens.hooks()
     cache, logits, _ = collect_hooks(
         model, tokens[None].to(device), list(hooks.values()), memory_budget_bytes=memory_budget_bytes

@@ -26,7 +26,7 @@ import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,11 @@ from workbench.analysis.lens.logit_lens import (
 )
 from workbench.analysis.lens.streaming import corpus_text, encode_corpus, streams, windows
 from workbench.errors import CheckpointError
+from workbench.files import atomic_directory
+from workbench.threads import torch_threads
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["FORMAT", "LensMismatchError", "Translator", "TunedLens", "fit_translators", "kl_divergence"]
 
@@ -94,7 +99,7 @@ class TunedLens(nn.Module):
 
     name = "tuned lens"
 
-    def __init__(self, model: Any, *, name: str | None = None):
+    def __init__(self, model: HookedModel, *, name: str | None = None):
         super().__init__()
         self.__dict__["model"] = model  # a reference, not a registered submodule
         self.unembedding = Unembedding(model)  # a plain object: not registered either
@@ -114,7 +119,7 @@ class TunedLens(nn.Module):
 
     # ----------------------------------------------------------------------------- construction
     @classmethod
-    def from_model(cls, model: Any, *, name: str | None = None) -> TunedLens:
+    def from_model(cls, model: HookedModel, *, name: str | None = None) -> TunedLens:
         """A lens for `model` with identity translators (equal to the logit lens until fitted)."""
         return cls(model, name=name)
 
@@ -141,7 +146,7 @@ class TunedLens(nn.Module):
         """resid [..., d_model] at `layer` -> tuned-lens logits [..., d_vocab] (eq. 3)."""
         return self.unembedding(self.translate(resid, layer))
 
-    def check_model(self, model: Any) -> None:
+    def check_model(self, model: HookedModel) -> None:
         """Raise `LensMismatchError` unless `model` has the unembedding this lens was trained for."""
         found = Unembedding(model).fingerprint()
         cfg = model.cfg
@@ -217,22 +222,20 @@ class TunedLens(nn.Module):
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write `lens.safetensors` (translators.{i}.weight/bias, float32) and `config.json`, atomically."""
-        from workbench.training.checkpoint import atomic_directory
-
         tensors = {
             f"translators.{i}.{part}": getattr(t, part).detach().to("cpu", torch.float32).contiguous()
             for i, t in enumerate(self.translators)
             for part in ("weight", "bias")
         }
         target = Path(directory)
-        with atomic_directory(target) as staging:
+        with atomic_directory(target, marker=CONFIG_FILENAME) as staging:
             save_file(tensors, str(staging / WEIGHTS_FILENAME), metadata={"format": FORMAT})
             document = {**self.config(), "history": self.history_}
             (staging / CONFIG_FILENAME).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         return target
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str], model: Any) -> TunedLens:
+    def load(cls, directory: str | os.PathLike[str], model: HookedModel) -> TunedLens:
         """Read a saved lens for `model`; a model with another unembedding raises `LensMismatchError`."""
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_FILENAME, directory / WEIGHTS_FILENAME
@@ -297,8 +300,6 @@ def fit_translators(
     """
     from tqdm.auto import tqdm
 
-    from workbench.training.train import torch_threads
-
     for key, value in {"steps": steps, "batch_size": batch_size, "seq_len": seq_len}.items():
         if value <= 0:
             raise ValueError(f"{key} must be positive, got {value}")
@@ -325,7 +326,7 @@ def fit_translators(
             if reset:
                 state = None
             cache, logits, state = collect_hooks(
-                model, window.to(_device(model)), names, state, memory_budget_bytes=memory_budget_bytes
+                model, window.to(model.device), names, state, memory_budget_bytes=memory_budget_bytes
             )  # cache: hook -> [batch, seq, ...], logits [batch, seq, d_vocab]
             target = logits.float().log_softmax(-1)  # [batch, seq, d_vocab]
             losses = torch.stack(
@@ -367,7 +368,3 @@ def _frozen(model: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-
-
-def _device(model: Any) -> torch.device:
-    return next(model.parameters()).device

@@ -19,8 +19,6 @@ import argparse
 
 import torch
 
-# SolveResult, extract_program and solve_task: workbench.widgets.mips still reaches them here
-from workbench.analysis.mips.pipeline import SolveResult, extract_program, solve_task  # noqa: F401
 from workbench.analysis.mips.suite import merge_results, run_benchmark, update_results
 from workbench.analysis.mips.tasks import TASKS, list_tasks
 

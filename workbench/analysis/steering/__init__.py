@@ -16,6 +16,12 @@ cost to fluency and the persistence of a state injection, `figures` draws the re
 10.0
 """
 
+from workbench.analysis.planted.steering import (
+    COMMENT_CELL,
+    COMMENT_DIRECTION,
+    LOGIT_GAIN,
+    planted_steering_lstm,
+)
 from workbench.analysis.steering.application import (
     PositionClock,
     Positions,
@@ -41,14 +47,7 @@ from workbench.analysis.steering.evaluation import (
     persistence,
     target_probability,
 )
-from workbench.analysis.steering.planted import (
-    COMMENT_CELL,
-    COMMENT_DIRECTION,
-    LOGIT_GAIN,
-    planted_steering_lstm,
-)
 from workbench.analysis.steering.vectors import (
-    STATE_QUANTITIES,
     ModelMismatchError,
     SteeringVector,
     activation_samples,
@@ -63,7 +62,6 @@ __all__ = [
     "COMMENT_CELL",
     "COMMENT_DIRECTION",
     "LOGIT_GAIN",
-    "STATE_QUANTITIES",
     "Behaviour",
     "ModelMismatchError",
     "PositionClock",

@@ -13,13 +13,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
 from workbench.analysis.steering.vectors import SteeringVector, hook_layer, hook_shape
+from workbench.utils import in_layer
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = [
     "PositionClock",
@@ -120,9 +124,7 @@ class Steer:
         layer = hook_layer(self.vector.hook)
         if layer is None:
             raise ValueError(f"layers= needs a per-block hook; {self.vector.hook!r} is not one")
-        prefix = f"blocks.{layer}."
-        rest = self.vector.hook[len(prefix):]
-        return [f"blocks.{int(lay)}.{rest}" for lay in self.layers]
+        return [in_layer(self.vector.hook, lay) for lay in self.layers]
 
 
 class SteeringHook:
@@ -155,7 +157,7 @@ def _as_list(steers: Steer | Sequence[Steer]) -> list[Steer]:
 
 
 def steering_hooks(
-    model: Any, steers: Steer | Sequence[Steer], clock: PositionClock, allow_other_model: bool = False
+    model: HookedModel, steers: Steer | Sequence[Steer], clock: PositionClock, allow_other_model: bool = False
 ) -> list[tuple[str, Any]]:
     """(hook name, hook) pairs for `steers`, the clock first; checks names, shapes and the model."""
     hooks: list[tuple[str, Any]] = [("hook_embed", clock)]
@@ -179,7 +181,7 @@ def steering_hooks(
 
 @contextmanager
 def steering(
-    model: Any, steers: Steer | Sequence[Steer], allow_other_model: bool = False
+    model: HookedModel, steers: Steer | Sequence[Steer], allow_other_model: bool = False
 ) -> Iterator[PositionClock]:
     """Within the block every forward call of `model` is steered. The block starts one sequence:
     later calls continue its positions (as generation's steps do); `clock.reset()` starts anew."""
@@ -189,7 +191,7 @@ def steering(
 
 
 def run_steered(
-    model: Any,
+    model: HookedModel,
     inputs: Any,
     steers: Steer | Sequence[Steer],
     *,
@@ -203,7 +205,7 @@ def run_steered(
 
 @torch.no_grad()
 def generate_steered(
-    model: Any,
+    model: HookedModel,
     prompt: str | Tensor,
     steers: Steer | Sequence[Steer],
     max_new_tokens: int = 100,

@@ -6,9 +6,12 @@ dataset per behaviour the same way: pairs to make the vector, separate prompts t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench.analysis.steering.vectors import SteeringVector, contrastive_vector
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = ["BEHAVIOURS", "Behaviour", "behaviour_vector", "get_behaviour"]
 
@@ -124,7 +127,7 @@ def get_behaviour(behaviour: str | Behaviour) -> Behaviour:
     return BEHAVIOURS[behaviour]
 
 
-def behaviour_vector(model: Any, behaviour: str | Behaviour, hook: str = "resid_post",
+def behaviour_vector(model: HookedModel, behaviour: str | Behaviour, hook: str = "resid_post",
                      layer: int | None = None, **kwargs: Any) -> SteeringVector:
     """The contrastive vector (Rimsky et al. 2024, eq. 1) of a behaviour's pairs at `hook`."""
     b = get_behaviour(behaviour)

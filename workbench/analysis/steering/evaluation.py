@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -19,8 +19,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from workbench.analysis.steering.application import Positions, Steer, steering
-from workbench.analysis.steering.vectors import SteeringVector, _encode
+from workbench.analysis.steering.vectors import SteeringVector
+from workbench.analysis.tokens import group_by_length, tokenize, tokenize_texts
 from workbench.errors import EmptyInputError
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = [
     "SteeringComparison",
@@ -47,15 +51,15 @@ def _steers(vectors: Vectors, multiplier: float, positions: Positions, relative:
     return [Steer(v, multiplier, positions, layers, relative) for v in items]
 
 
-def _target_ids(model: Any, targets: str) -> Tensor:
+def _target_ids(model: HookedModel, targets: str) -> Tensor:
     """Token ids of the characters in `targets`; unknown characters raise, naming them."""
     if not isinstance(targets, str) or not targets:
         raise EmptyInputError("targets must be a non-empty string of characters")
-    return torch.unique(model.tokenizer.encode(targets))
+    return torch.unique(tokenize(model, targets, label="targets"))
 
 
 @torch.no_grad()
-def _steered_logits(model: Any, tokens: Tensor, steers: Sequence[Steer], path: str | None,
+def _steered_logits(model: HookedModel, tokens: Tensor, steers: Sequence[Steer], path: str | None,
                     allow_other_model: bool) -> Tensor:
     """logits [batch, pos, d_vocab] of one batch of equal-length sequences under `steers`."""
     with steering(model, steers, allow_other_model):
@@ -64,21 +68,18 @@ def _steered_logits(model: Any, tokens: Tensor, steers: Sequence[Steer], path: s
 
 @torch.no_grad()
 def target_probability(
-    model: Any, prompts: Sequence[str], targets: str | None = None, steers: Sequence[Steer] = (),
+    model: HookedModel, prompts: Sequence[str], targets: str | None = None, steers: Sequence[Steer] = (),
     *, score: ScoreFn | None = None, path: str | None = None, allow_other_model: bool = False,
 ) -> np.ndarray:
     """[prompts]: the probability the model gives any character of `targets` right after each
     prompt (or `score(logits, tokens)` per prompt), with `steers` applied."""
     if (targets is None) == (score is None):
         raise ValueError("give exactly one of targets= (characters) or score= (a function)")
-    encoded = _encode(model, prompts, "prompt")
+    encoded = tokenize_texts(model, prompts, "prompt")
     ids = _target_ids(model, targets) if targets is not None else None
     out = np.zeros(len(encoded))
-    by_length: dict[int, list[int]] = {}
-    for i, e in enumerate(encoded):
-        by_length.setdefault(len(e), []).append(i)
-    for members in by_length.values():
-        tokens = torch.stack([encoded[i] for i in members]).to(model._device())  # [b, pos]
+    for members in group_by_length(encoded).values():
+        tokens = torch.stack([encoded[i] for i in members]).to(model.device)  # [b, pos]
         logits = _steered_logits(model, tokens, steers, path, allow_other_model)
         for row, i in enumerate(members):
             if ids is not None:
@@ -91,18 +92,18 @@ def target_probability(
 
 @torch.no_grad()
 def generation_rate(
-    model: Any, prompts: Sequence[str], targets: str, steers: Sequence[Steer] = (), *,
+    model: HookedModel, prompts: Sequence[str], targets: str, steers: Sequence[Steer] = (), *,
     max_new_tokens: int = 40, greedy: bool = False, seed: int = 0, path: str | None = None,
     allow_other_model: bool = False,
 ) -> np.ndarray:
     """[prompts]: the fraction of generated characters that are in `targets` (seeded sampling)."""
     from workbench.analysis.steering.application import generate_steered
 
-    _encode(model, prompts, "prompt")
+    encoded = tokenize_texts(model, prompts, "prompt")
     ids = _target_ids(model, targets)
     rates = []
-    for i, prompt in enumerate(prompts):
-        out = generate_steered(model, model.tokenizer.encode(prompt)[None], steers, max_new_tokens,
+    for i, prompt in enumerate(encoded):
+        out = generate_steered(model, prompt[None], steers, max_new_tokens,
                                greedy=greedy, seed=seed + i, path=path,
                                allow_other_model=allow_other_model)
         new = out[0, -max_new_tokens:] if max_new_tokens else out[0, :0]
@@ -112,7 +113,7 @@ def generation_rate(
 
 @torch.no_grad()
 def fluency_cost(
-    model: Any, text: str, steers: Sequence[Steer] = (), *, path: str | None = None,
+    model: HookedModel, text: str, steers: Sequence[Steer] = (), *, path: str | None = None,
     allow_other_model: bool = False, clean: Tensor | None = None,
 ) -> dict[str, float]:
     """Cross-entropy on `text` in bits per character with and without `steers`, and the mean
@@ -120,7 +121,7 @@ def fluency_cost(
     `clean` may pass the unsteered log-probabilities [1, pos, d_vocab] when already computed."""
     if not isinstance(text, str) or len(text) < 2:
         raise EmptyInputError("the neutral text needs at least two characters")
-    tokens = model.tokenizer.encode(text, unknown="map")[None].to(model._device())  # [1, pos]
+    tokens = tokenize(model, text, unknown="map")[None].to(model.device)  # [1, pos]
     if clean is None:
         clean = model(tokens, path=path).float().log_softmax(-1)  # [1, pos, d_vocab]
     steered = _steered_logits(model, tokens, steers, path, allow_other_model).log_softmax(-1)
@@ -167,7 +168,7 @@ class SteeringSweep:
 
 @torch.no_grad()
 def multiplier_sweep(
-    model: Any,
+    model: HookedModel,
     vectors: Vectors,
     multipliers: Sequence[float],
     prompts: Sequence[str],
@@ -192,7 +193,7 @@ def multiplier_sweep(
     rows, per_prompt = [], []
     clean = None
     if neutral_text is not None and len(neutral_text) >= 2:
-        ids = model.tokenizer.encode(neutral_text, unknown="map")[None].to(model._device())
+        ids = tokenize(model, neutral_text, unknown="map")[None].to(model.device)
         clean = model(ids, path=path).float().log_softmax(-1)  # [1, pos, d_vocab], once per sweep
     for m in multipliers:
         steers = _steers(vectors, m, positions, relative, layers)
@@ -239,7 +240,7 @@ class SteeringComparison:
 
 
 def compare_steering(
-    model: Any, methods: Mapping[str, Vectors], multipliers: Sequence[float], prompts: Sequence[str],
+    model: HookedModel, methods: Mapping[str, Vectors], multipliers: Sequence[float], prompts: Sequence[str],
     targets: str | None = None, *, relative: bool = True, **sweep_kwargs: Any,
 ) -> SteeringComparison:
     """Sweep each method (a vector, or vectors applied together) over the same multipliers; with
@@ -261,7 +262,7 @@ def _flat_state(state: list[dict[str, Tensor]]) -> Tensor:
 
 @torch.no_grad()
 def persistence(
-    model: Any, vector: SteeringVector, texts: str | Sequence[str], multiplier: float = 1.0, *,
+    model: HookedModel, vector: SteeringVector, texts: str | Sequence[str], multiplier: float = 1.0, *,
     at: int | None = None, relative: bool = True, horizon: int | None = None, path: str | None = None,
     allow_other_model: bool = False,
 ) -> pd.DataFrame:
@@ -269,7 +270,7 @@ def persistence(
     k >= 0, KL(clean ‖ steered) of the next-character distribution at at + k, the largest logit
     change, and the norm of the change in the carried state (all layers) relative to offset 0."""
     texts = [texts] if isinstance(texts, str) else list(texts)
-    encoded = [model.tokenizer.encode(t, unknown="map") for t in _encode_checked(model, texts)]
+    encoded = tokenize_texts(model, texts, "persistence")
     rows = []
     for tokens in encoded:
         length = len(tokens)
@@ -291,19 +292,14 @@ def persistence(
     return table.groupby("offset", as_index=False).mean()
 
 
-def _encode_checked(model: Any, texts: Sequence[str]) -> list[str]:
-    _encode(model, texts, "persistence")
-    return list(texts)
-
-
-def _stepwise(model: Any, tokens: Tensor, steers: Sequence[Steer], path: str | None,
+def _stepwise(model: HookedModel, tokens: Tensor, steers: Sequence[Steer], path: str | None,
               allow_other_model: bool) -> tuple[Tensor, Tensor]:
     """Run one sequence a token at a time under `steers`: (log-probs [pos, d_vocab], carried state
     after each position [pos, total]); stepping reads the true state the recurrence carries."""
     logps, states, state = [], [], None
     with steering(model, steers, allow_other_model):
         for t in range(len(tokens)):
-            logits, state = model(tokens[t : t + 1][None].to(model._device()), initial_state=state,
+            logits, state = model(tokens[t : t + 1][None].to(model.device), initial_state=state,
                                   return_state=True, path=path)
             logps.append(logits[0, -1].float().log_softmax(-1))
             states.append(_flat_state(state)[0])

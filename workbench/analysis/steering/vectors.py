@@ -16,18 +16,22 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
 
+from workbench.analysis.tokens import group_by_length, tokenize_texts
 from workbench.errors import EmptyInputError, UnknownHookError
+from workbench.utils import BLOCK_HOOKS, block_name, get_act_name, hook_layer
+
+if TYPE_CHECKING:
+    from workbench.models.protocol import HookedModel
 
 __all__ = [
     "BLOCK_HOOKS",
     "NORMALIZATIONS",
     "POSITIONS",
-    "STATE_QUANTITIES",
     "ModelMismatchError",
     "SteeringVector",
     "activation_samples",
@@ -38,17 +42,6 @@ __all__ = [
     "weights_hash",
 ]
 
-# Residual-stream hooks of each block, by short name.
-BLOCK_HOOKS: tuple[str, ...] = ("resid_pre", "resid_mid", "resid_post", "mixer_out", "mlp_out")
-# The carried recurrent state of each family, as hooked quantities (Paulo et al. 2024 steer these).
-STATE_QUANTITIES: dict[str, tuple[str, ...]] = {
-    "elman": ("h",),
-    "lstm": ("c", "h"),
-    "gru": ("h",),
-    "mingru": ("h",),
-    "minlstm": ("h",),
-    "s6": ("state",),
-}
 # Where in each text the activation is read.
 POSITIONS: tuple[str, ...] = ("last", "mean", "all")
 # `None`: the raw mean difference; "unit": norm 1; "relative": norm = the hook's typical norm.
@@ -63,7 +56,7 @@ class ModelMismatchError(ValueError):
 
 
 # ----------------------------------------------------------------------------------- hooks
-def resolve_hook(model: Any, hook: str, layer: int | None = None) -> str:
+def resolve_hook(model: HookedModel, hook: str, layer: int | None = None) -> str:
     """The full hook name for `hook`: a full name, or a short one (`resid_post`, `c`, `state`, ...)
     in `layer` (default: the middle layer, where Rimsky et al. 2024 find steering works best).
     """
@@ -76,15 +69,15 @@ def resolve_hook(model: Any, hook: str, layer: int | None = None) -> str:
         chosen = n // 2 if layer is None else layer
         if not isinstance(chosen, int) or not -n <= chosen < n:
             raise UnknownHookError(
-                f"blocks.{chosen}",
+                block_name(chosen),
                 message=f"unknown layer {chosen!r}: the model has {n} layer(s), 0..{n - 1}",
             )
         chosen %= n
         quantities = tuple(model.blocks[chosen].mixer.quantities)
         if hook in BLOCK_HOOKS:
-            name = f"blocks.{chosen}.hook_{hook}"
+            name = get_act_name(hook, chosen)
         elif hook in quantities:
-            name = f"blocks.{chosen}.mixer.hook_{hook}"
+            name = get_act_name(hook, chosen, "mixer")
         else:
             short = (*BLOCK_HOOKS, *quantities)
             close = difflib.get_close_matches(hook, [*short, *model.hook_dict], n=3, cutoff=0.6)
@@ -111,7 +104,7 @@ def resolve_hook(model: Any, hook: str, layer: int | None = None) -> str:
     return name
 
 
-def hook_shape(model: Any, name: str) -> tuple[int, ...]:
+def hook_shape(model: HookedModel, name: str) -> tuple[int, ...]:
     """Per-position shape of hook `name`: [d_model], [d_hidden] or S6's [d_inner, d_state].
 
     A `transformers` adapter names its own dimensions (`model.dimension_sizes`); native models' come
@@ -123,23 +116,17 @@ def hook_shape(model: Any, name: str) -> tuple[int, ...]:
     return tuple(sizes[d] for d in model.hook_specs()[name][0][2:])
 
 
-def hook_layer(name: str) -> int | None:
-    """The block index in a hook name (`blocks.3.hook_resid_post` -> 3), None outside blocks."""
-    parts = name.split(".")
-    return int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" else None
-
-
-def hook_kind(model: Any, name: str) -> str:
+def hook_kind(model: HookedModel, name: str) -> str:
     """"state" for a family's carried recurrent state, "resid" for block-level hooks, else "quantity"."""
     layer = hook_layer(name)
     if layer is None or ".mixer." not in name:
         return "resid"
     quantity = name.rsplit("hook_", 1)[1]
-    return "state" if quantity in STATE_QUANTITIES.get(model.cfg.family, ()) else "quantity"
+    return "state" if quantity in model.state_quantities(layer) else "quantity"
 
 
 # ----------------------------------------------------------------------------- identity
-def weights_hash(model: Any) -> str:
+def weights_hash(model: HookedModel) -> str:
     """A short SHA-256 of every parameter and buffer, in name order: which weights a vector fits."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -148,34 +135,16 @@ def weights_hash(model: Any) -> str:
     return digest.hexdigest()[:16]
 
 
-def model_name(model: Any) -> str | None:
+def model_name(model: HookedModel) -> str | None:
     """The model's registry name when it has one (`model.name` or `cfg.metadata["name"]`)."""
     name = getattr(model, "name", None) or model.cfg.metadata.get("name")
     return str(name) if name else None
 
 
 # ---------------------------------------------------------------------------- recording
-def _encode(model: Any, texts: Sequence[str], what: str) -> list[Tensor]:
-    """Each text -> ids [pos]; a non-list, an empty list or an empty text raises."""
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise TypeError(f"{what} must be a list of texts, got {type(texts).__name__}")
-    if not texts:
-        raise EmptyInputError(f"no {what} texts given: give at least one")
-    if model.tokenizer is None:
-        raise ValueError("this model has no tokenizer; load it with workbench.load(...)")
-    out = []
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"{what} text {i} is a {type(text).__name__}, not a str")
-        if not text:
-            raise EmptyInputError(f"{what} text {i} is empty: every text needs at least one character")
-        out.append(model.tokenizer.encode(text))
-    return out
-
-
 @torch.no_grad()
 def activation_samples(
-    model: Any, texts: Sequence[str], hook: str, position: Position = "last", *, what: str = "input",
+    model: HookedModel, texts: Sequence[str], hook: str, position: Position = "last", *, what: str = "input",
     path: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Activations of `hook` over `texts` at `position`: (samples [n, *shape], text index [n]).
@@ -185,13 +154,10 @@ def activation_samples(
     """
     if not (position in POSITIONS or isinstance(position, int)) or isinstance(position, bool):
         raise ValueError(f"unknown position {position!r}; use one of {POSITIONS} or an int index")
-    encoded = _encode(model, texts, what)
-    by_length: dict[int, list[int]] = {}
-    for i, ids in enumerate(encoded):
-        by_length.setdefault(len(ids), []).append(i)
+    encoded = tokenize_texts(model, texts, what)
     per_text: list[Tensor | None] = [None] * len(encoded)
-    for length, members in by_length.items():
-        tokens = torch.stack([encoded[i] for i in members]).to(model._device())  # [b, pos]
+    for length, members in group_by_length(encoded).items():
+        tokens = torch.stack([encoded[i] for i in members]).to(model.device)  # [b, pos]
         _, cache = model.run_with_cache(tokens, names_filter=[hook], path=path)
         acts = cache[hook].float()  # [b, pos, *shape]
         for row, i in enumerate(members):
@@ -259,7 +225,7 @@ class SteeringVector:
         """The same direction with L2 norm `norm`."""
         return replace(self, vector=self.vector * (norm / max(self.norm, 1e-30)))
 
-    def check_model(self, model: Any, allow_other_model: bool = False) -> None:
+    def check_model(self, model: HookedModel, allow_other_model: bool = False) -> None:
         """Refuse a model whose weights differ from the ones the vector was computed on."""
         if allow_other_model or not self.weights_hash:
             return
@@ -330,7 +296,7 @@ def _whitened(pos: Tensor, neg: Tensor, diff: Tensor, shrinkage: float) -> Tenso
 
 
 def contrastive_vector(
-    model: Any,
+    model: HookedModel,
     positive: Sequence[str],
     negative: Sequence[str],
     hook: str = "resid_post",

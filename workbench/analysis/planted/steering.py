@@ -10,9 +10,14 @@ moves exactly one logit by a known amount.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+from workbench.analysis.planted.base import planted_lm
+
+if TYPE_CHECKING:
+    from workbench.models import HookedRecurrentLM
 
 __all__ = ["COMMENT_CELL", "COMMENT_DIRECTION", "LOGIT_GAIN", "planted_steering_lstm"]
 
@@ -26,7 +31,7 @@ _HASH, _NEWLINE, _ONE = 0, 1, 2  # embedding directions the cell reads
 def planted_steering_lstm(
     tokenizer: Any = None, *, n_layers: int = 1, d_model: int = 8, d_hidden: int = 4,
     strength: float = 20.0, seed: int = 0,
-) -> Any:
+) -> HookedRecurrentLM:
     """An LSTM language model (no norms) with a planted comment cell in layer 0.
 
     With B = `strength`: i = σ(B(2·[#] − 1)), f = σ(B(1 − 2·[newline])), g = tanh(B) ≈ 1, o ≈ 1,
@@ -34,18 +39,11 @@ def planted_steering_lstm(
     W_out = 1/tanh(1)) to residual direction 3, later blocks add nothing, and the unembedding maps
     that direction to logit('#') with gain 5; every other logit is 0.
     """
-    from workbench.analysis.cells.planted import printable_tokenizer
-    from workbench.models import HookedRecurrentLM, RecurrentConfig
-
-    tok = tokenizer if tokenizer is not None else printable_tokenizer()
     if d_model < 4 or d_hidden < 1:
         raise ValueError("a planted steering LSTM needs d_model >= 4 and d_hidden >= 1")
-    torch.manual_seed(seed)
-    cfg = RecurrentConfig(family="lstm", n_layers=n_layers, d_model=d_model, d_hidden=d_hidden,
-                          d_vocab=len(tok), norm="none",
-                          metadata={"planted": "comment cell -> logit('#')"})
-    model = HookedRecurrentLM(cfg)
-    model.tokenizer = tok
+    model = planted_lm(tokenizer, seed, family="lstm", n_layers=n_layers, d_model=d_model, d_hidden=d_hidden,
+                       norm="none", metadata={"planted": "comment cell -> logit('#')"})
+    tok = model.tokenizer
     for p in model.parameters():
         p.zero_()
     emb = model.embed.weight  # [d_vocab, d_model]

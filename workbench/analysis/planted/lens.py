@@ -8,12 +8,16 @@ block's input: the final residual is exactly A h + b. A fitted tuned lens must r
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from workbench.models import HookedRecurrentLM, RecurrentConfig
+from workbench.analysis.planted.base import planted_lm
+from workbench.utils import get_act_name
+
+if TYPE_CHECKING:
+    from workbench.models import HookedRecurrentLM
 
 __all__ = ["planted_affine_lm"]
 
@@ -34,22 +38,10 @@ def planted_affine_lm(
     logit lens at that layer is poor while the ideal tuned lens is perfect. `unembed_scale`
     sharpens the output distribution so that the KL objective is well conditioned.
     """
-    from workbench.analysis.cells.planted import printable_tokenizer
-
     if n_layers < 2:
         raise ValueError("the planted map needs at least two layers")
-    tok = tokenizer if tokenizer is not None else printable_tokenizer()
-    torch.manual_seed(seed)
-    cfg = RecurrentConfig(
-        family=family,
-        n_layers=n_layers,
-        d_model=d_model,
-        d_hidden=d_model,
-        d_vocab=len(tok),
-        norm=norm,
-        d_state=4,
-    )
-    model = HookedRecurrentLM(cfg)
+    model = planted_lm(tokenizer, seed, family=family, n_layers=n_layers, d_model=d_model, d_hidden=d_model,
+                       norm=norm, d_state=4)
     generator = torch.Generator().manual_seed(seed + 1)
     q, _ = torch.linalg.qr(torch.randn(d_model, d_model, generator=generator))
     a = q * (0.5 + torch.rand(d_model, generator=generator))  # [d_model, d_model]
@@ -66,9 +58,8 @@ def planted_affine_lm(
         h = block_input["h"]
         return h @ (a - torch.eye(d_model, dtype=h.dtype)).T.to(h.device) + b.to(h)
 
-    model.add_hook(f"blocks.{last}.hook_resid_pre", keep_input, is_permanent=True)
-    model.add_hook(f"blocks.{last}.hook_mixer_out", affine_mixer, is_permanent=True)
-    model.tokenizer = tok
+    model.add_hook(get_act_name("resid_pre", last), keep_input, is_permanent=True)
+    model.add_hook(get_act_name("mixer_out", last), affine_mixer, is_permanent=True)
     model.planted = {"layer": last - 1, "A": a, "b": b}
     model.eval()
     return model

@@ -7,26 +7,22 @@ can check that `discover_cells` recovers them. Every other unit keeps its random
 
 from __future__ import annotations
 
-import string
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-__all__ = ["PLANTED_CELLS", "planted_lstm", "printable_tokenizer"]
+from workbench.analysis.planted.base import planted_lm
+
+if TYPE_CHECKING:
+    from workbench.models import HookedRecurrentLM
+
+__all__ = ["PLANTED_CELLS", "planted_lstm"]
 
 # feature name -> unit of layer 0 that tracks it in the cell state c
 PLANTED_CELLS: dict[str, int] = {"bracket_depth": 0, "in_string": 1, "position_in_line": 2}
 
 # Embedding directions the planted cells read (the rest of the embedding is random).
 _BRACKET, _QUOTE, _NEWLINE, _ONE = 0, 1, 2, 3
-
-
-def printable_tokenizer() -> Any:
-    """A character tokenizer over Python's printable ASCII plus an unknown token (U+FFFD)."""
-    from workbench.data.tokenizer import DEFAULT_UNKNOWN_TOKEN, CharTokenizer
-
-    chars = [DEFAULT_UNKNOWN_TOKEN] + sorted(set(string.printable))
-    return CharTokenizer(chars, unknown_token=DEFAULT_UNKNOWN_TOKEN, unknown="error")
 
 
 @torch.no_grad()
@@ -39,7 +35,7 @@ def planted_lstm(
     strength: float = 20.0,
     step: float = 0.1,
     seed: int = 0,
-) -> Any:
+) -> HookedRecurrentLM:
     """An LSTM language model (no norms) whose layer-0 cell state has three planted cells.
 
     With B = `strength`, i_t = σ(±B), f_t = σ(±B) are saturated, so c_t = f_t c_{t-1} + i_t g_t:
@@ -51,17 +47,11 @@ def planted_lstm(
     - unit 2 counts position in line: g = tanh(`step`) per character, f = 0 at a newline.
     Which unit tracks what is in `PLANTED_CELLS` and `model.cfg.metadata["planted_cells"]`.
     """
-    from workbench.models import HookedRecurrentLM, RecurrentConfig
-
-    tok = tokenizer if tokenizer is not None else printable_tokenizer()
     if d_model < 4 or d_hidden < 3:
         raise ValueError("a planted LSTM needs d_model >= 4 and d_hidden >= 3")
-    torch.manual_seed(seed)
-    cfg = RecurrentConfig(family="lstm", n_layers=n_layers, d_model=d_model, d_hidden=d_hidden,
-                          d_vocab=len(tok), norm="none",
-                          metadata={"planted_cells": dict(PLANTED_CELLS)})
-    model = HookedRecurrentLM(cfg)
-    model.tokenizer = tok
+    model = planted_lm(tokenizer, seed, family="lstm", n_layers=n_layers, d_model=d_model, d_hidden=d_hidden,
+                       norm="none", metadata={"planted_cells": dict(PLANTED_CELLS)})
+    tok = model.tokenizer
     emb = model.embed.weight  # [d_vocab, d_model]
     emb[:, :4] = 0.0
     emb[:, _ONE] = 1.0
