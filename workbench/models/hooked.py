@@ -96,6 +96,14 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
         """Which kernel each layer's mixer ran in the last forward pass."""
         return {layer: block.mixer.last_kernel for layer, block in enumerate(self.blocks)}
 
+    def gradient_routes(self) -> dict[int, str]:
+        """How each layer's mixer computed its gradients in the last forward pass: the step loop with
+        probes where a recurrent quantity wanted one, else autograd through the kernel that ran."""
+        return {
+            layer: block.mixer.last_gradient_route or f"autograd through {block.mixer.last_kernel}"
+            for layer, block in enumerate(self.blocks)
+        }
+
     # ----- hooks ---------------------------------------------------------------------------
     def hook_specs(self) -> dict[str, HookSpec]:
         """Every hook name -> (dimension names, meaning), in the order they fire."""
@@ -216,6 +224,14 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
             "path": self.resolve_path(model_kwargs.get("path")),
             "kernels": self.kernels_used(),
         })
+        if incl_bwd:
+            cache.metadata["gradients"] = self.gradient_routes()
+            # a hooked value the loss does not depend on (differentiably) has gradient zero: say so
+            # rather than leave the entry out (Griffin's integer position, for one)
+            unreached = [n for n in names if n in store and f"{n}_grad" not in store]
+            for name in unreached:
+                store[f"{name}_grad"] = torch.zeros_like(store[name])
+            cache.metadata["zero_gradients"] = unreached
         for name in names:
             for key in (name, f"{name}_grad"):
                 if key not in store:
