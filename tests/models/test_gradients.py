@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from workbench.errors import MemoryBudgetError
+from workbench.models.hooked import GRADIENT_GRAPH_FACTOR
 from workbench.models.protocol import carried_state
 from workbench.utils import get_act_name
 
@@ -130,3 +132,21 @@ def test_without_incl_bwd_nothing_changes(family):
         for name in model.hook_dict:
             torch.testing.assert_close(grad_cache[name], cache[name], atol=1e-12, rtol=1e-12, msg=name)
         assert all(block.mixer.last_gradient_route is None for block in model.blocks)
+
+
+def test_gradient_recording_asks_the_budget_for_the_graph_too():
+    """incl_bwd=True checks the recorded values, their gradients and the autograd graph of the whole
+    forward (GRADIENT_GRAPH_FACTOR x every hook's bytes) against the budget before anything runs."""
+    model = small_lm("lstm")
+    tokens = torch.randint(0, 7, (2, 6), generator=torch.Generator().manual_seed(8))
+    name = "blocks.0.mixer.hook_c"
+    one, every = model.recording_bytes(2, 6, [name]), model.recording_bytes(2, 6, list(model.hook_dict))
+    asked = 2 * one + GRADIENT_GRAPH_FACTOR * every
+    with pytest.raises(MemoryBudgetError):
+        model.run_with_cache(tokens, names_filter=name, incl_bwd=True, return_type="loss",
+                             memory_budget_bytes=asked - 1)
+    _, cache = model.run_with_cache(tokens, names_filter=name, incl_bwd=True, return_type="loss",
+                                    memory_budget_bytes=asked)
+    assert set(cache) == {name, f"{name}_grad"}
+    held = sum(t.numel() * t.element_size() for t in cache.values())
+    assert held <= 2 * one

@@ -28,6 +28,10 @@ from workbench.models.recurrence import ActivationRecorder, State
 from workbench.models.specs import RESID, HookSpec
 
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
+# Measured (docs/design.md, Memory budget): with incl_bwd=True the peak beyond the recorded values and
+# their gradients (the autograd graph, the first pass, the probes), in units of every hook's bytes, was
+# at most 4.3 on CPU for the native families (GRU; S6 3.7, LSTM 3.6, the others under 2); 5 leaves a margin.
+GRADIENT_GRAPH_FACTOR = 5
 ModelState = list[State]  # one state dict per layer
 
 
@@ -202,7 +206,9 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
         """
         names = self.resolve_names(names_filter)
         batch, pos = self._batch_and_length(model_args[0] if model_args else model_kwargs.get("input"))
-        needed = self.recording_bytes(batch, pos, names) * (2 if incl_bwd else 1)
+        needed = self.recording_bytes(batch, pos, names)
+        if incl_bwd:  # the gradients, and the autograd graph of the whole forward until backward ends
+            needed = 2 * needed + GRADIENT_GRAPH_FACTOR * self.recording_bytes(batch, pos, list(self.hook_dict))
         budget = memory_budget_bytes or memory_budget(device or self.device)
         if needed > budget:
             raise MemoryBudgetError(
