@@ -28,6 +28,10 @@ from workbench.models.recurrence import ActivationRecorder, State
 from workbench.models.specs import RESID, HookSpec
 
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
+# Measured (docs/design.md, Memory budget): with incl_bwd=True the peak beyond the recorded values and
+# their gradients (the autograd graph, the first pass, the probes), in units of every hook's bytes, was
+# at most 4.3 on CPU for the native families (GRU; S6 3.7, LSTM 3.6, the others under 2); 5 leaves a margin.
+GRADIENT_GRAPH_FACTOR = 5
 ModelState = list[State]  # one state dict per layer
 
 
@@ -95,6 +99,14 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
     def kernels_used(self) -> dict[int, str]:
         """Which kernel each layer's mixer ran in the last forward pass."""
         return {layer: block.mixer.last_kernel for layer, block in enumerate(self.blocks)}
+
+    def gradient_routes(self) -> dict[int, str]:
+        """How each layer's mixer computed its gradients in the last forward pass: the step loop with
+        probes where a recurrent quantity wanted one, else autograd through the kernel that ran."""
+        return {
+            layer: block.mixer.last_gradient_route or f"autograd through {block.mixer.last_kernel}"
+            for layer, block in enumerate(self.blocks)
+        }
 
     # ----- hooks ---------------------------------------------------------------------------
     def hook_specs(self) -> dict[str, HookSpec]:
@@ -194,7 +206,9 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
         """
         names = self.resolve_names(names_filter)
         batch, pos = self._batch_and_length(model_args[0] if model_args else model_kwargs.get("input"))
-        needed = self.recording_bytes(batch, pos, names) * (2 if incl_bwd else 1)
+        needed = self.recording_bytes(batch, pos, names)
+        if incl_bwd:  # the gradients, and the autograd graph of the whole forward until backward ends
+            needed = 2 * needed + GRADIENT_GRAPH_FACTOR * self.recording_bytes(batch, pos, list(self.hook_dict))
         budget = memory_budget_bytes or memory_budget(device or self.device)
         if needed > budget:
             raise MemoryBudgetError(
@@ -216,6 +230,14 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
             "path": self.resolve_path(model_kwargs.get("path")),
             "kernels": self.kernels_used(),
         })
+        if incl_bwd:
+            cache.metadata["gradients"] = self.gradient_routes()
+            # a hooked value the loss does not depend on (differentiably) has gradient zero: say so
+            # rather than leave the entry out (Griffin's integer position, for one)
+            unreached = [n for n in names if n in store and f"{n}_grad" not in store]
+            for name in unreached:
+                store[f"{name}_grad"] = torch.zeros_like(store[name])
+            cache.metadata["zero_gradients"] = unreached
         for name in names:
             for key in (name, f"{name}_grad"):
                 if key not in store:

@@ -13,10 +13,19 @@ positions <= t) and free of side effects other than recording.
 Which hooks are replayed is decided by an explicit mark: a hook wrapped by `read_only` (as the
 cache's `ActivationRecorder`s are) never edits, so it is not called per replayed step but once with
 the fixed point; any unmarked hook may edit and is replayed.
+
+Gradients: a hook on a recurrent quantity X also gets, when it has a backward hook (`incl_bwd=True`,
+`bwd_hooks=`) and autograd is on, dL/dX_t, the derivative of the loss with respect to X's value at t
+carried through every later step. The first pass then runs without autograd (any fast kernel); the
+hook point is called on a tensor that requires grad, and a differentiable pass of the readable step
+loop adds its (zero-valued) difference from itself to X at every step, X_t' = X_t + probe_t. The
+probe's gradient, which is dL/dX_t, is therefore the gradient at the hook point's output, and the
+backward hooks receive it. The differentiable pass's values are the ones used downstream.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -102,6 +111,54 @@ def hook_is_active(hook_point: HookPoint) -> bool:
 def hook_may_edit(hook_point: HookPoint) -> bool:
     """True unless every attached forward hook carries the read-only mark (`read_only`)."""
     return any(not is_read_only(fn) for fn in forward_hooks(hook_point))
+
+
+def hook_wants_gradient(hook_point: HookPoint) -> bool:
+    """True when autograd is on and a backward hook is attached to `hook_point` (`incl_bwd=True`,
+    `bwd_hooks=`): its gradient must then reach the hook point's output."""
+    return torch.is_grad_enabled() and len(hook_point.bwd_hooks) > 0
+
+
+def gradient_probe(value: Tensor) -> Tensor:
+    """`value` plus a zero that requires grad: the same numbers, now differentiable, so a hook point
+    called on it delivers the gradient at its output to its backward hooks."""
+    zero = torch.zeros((), dtype=value.dtype, device=value.device, requires_grad=True)
+    return value + zero
+
+
+GRADIENT_ROUTE = "reference step loop with additive probes (autograd)"
+
+
+class _Routes(threading.local):
+    """Per thread, the stack of gradient-route notes of the mixers running (see `gradient_route`)."""
+
+    def __init__(self) -> None:
+        self.stack: list[list[str]] = []
+
+
+_routes = _Routes()
+
+
+class gradient_route:
+    """Context manager collecting how the gradients of a mixer's recurrent quantities were computed
+    (`run_recurrence` notes it); `.value` is the note, or None when no recurrent hook wanted one."""
+
+    def __enter__(self) -> gradient_route:
+        self.notes: list[str] = []
+        _routes.stack.append(self.notes)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _routes.stack.pop()
+
+    @property
+    def value(self) -> str | None:
+        return "; ".join(dict.fromkeys(self.notes)) or None
+
+
+def _note_route(route: str) -> None:
+    if _routes.stack:
+        _routes.stack[-1].append(route)
 
 
 def call_hooks(hook_point: HookPoint, tensor: Tensor, marked: bool) -> Tensor:
@@ -191,6 +248,10 @@ def run_recurrence(
     active = {q for q, hp in hook_points.items() if hook_is_active(hp)}
     editing = {q for q in active if hook_may_edit(hook_points[q])}
     wanted = set(needed) | active | (set(state_quantities) if editing else set())
+    gradients = {q for q, hp in hook_points.items() if hook_wants_gradient(hp)}
+    if gradients:
+        return _run_with_gradients(step, inputs, initial_state, hook_points, wanted | gradients, needed,
+                                   first_pass, active, editing, gradients)
 
     if first_pass is not None:
         values, final_state = first_pass(wanted)
@@ -248,3 +309,80 @@ def _replay_from(
     for name in active:
         call_hooks(hook_points[name], buffers[name], marked=True)
     return buffers, state
+
+
+def _run_with_gradients(
+    step: StepFn,
+    inputs: Mapping[str, Tensor],
+    initial_state: State,
+    hook_points: Mapping[str, HookPoint],
+    wanted: set[str],
+    needed: Sequence[str],
+    first_pass: FirstPassFn | None,
+    active: set[str],
+    editing: set[str],
+    gradients: set[str],
+) -> tuple[dict[str, Tensor], State]:
+    """`run_recurrence` when the quantities `gradients` have backward hooks (see the module notes).
+
+    1. The first pass, without autograd (the fast kernel on the fused path), gives every value.
+    2. Hooks fire once on the full tensors as usual; a quantity in `gradients` is passed as a tensor
+       that requires grad (`gradient_probe`), so its hook point's output is differentiable.
+    3. The step loop runs again from position 0 with autograd, adding to each such quantity at each
+       step its hooked tensor minus that tensor detached (zero, but carrying the gradient back to the
+       hook point); editing hooks act from the first edited position on, as in the replay. Its values
+       and final state are what the caller uses, so the loss depends on the quantities through it.
+    """
+    length = _length(inputs)
+    # per position: unbind (whose backward stacks once) rather than one select per step; built before
+    # the no-grad first pass, which would otherwise build lazy inputs without autograd
+    columns = {name: inputs[name].unbind(1) for name in inputs}
+    with torch.no_grad():
+        if first_pass is not None:
+            values, _ = first_pass(wanted)
+        else:
+            values, _ = run_reference_loop(step, inputs, initial_state, wanted, length)
+
+    first_edit = length
+    hooked: dict[str, Tensor] = {}
+    for name, hook_point in hook_points.items():
+        if name not in active and name not in gradients:
+            continue
+        value = gradient_probe(values[name]) if name in gradients else values[name]
+        before = value.detach().clone() if name in editing else None
+        hooked[name] = hook_point(value)
+        if before is not None:
+            first_edit = min(first_edit, first_changed_position(before, hooked[name]))
+    _note_route(GRADIENT_ROUTE)
+    del values  # the first pass's own tensors: what the hooks saw lives on in `hooked`
+
+    # per quantity and position, the hooked value and the same value detached: their difference is the
+    # zero probe, formed per step so that no third full-length tensor is held
+    probes = {name: (hooked[name].unbind(1), hooked[name].detach().unbind(1)) for name in gradients}
+    edits = editing if first_edit < length else set()
+    recorded = set(needed) | edits | (active if edits else set())
+    records: dict[str, list[Tensor]] = {name: [] for name in recorded}
+    position = 0
+
+    def emit(name: str, value: Tensor) -> Tensor:
+        if name in edits and position >= first_edit:
+            # the full-length tensor the hook sees: this pass's values so far, then the first pass's
+            done = torch.stack([*records[name], value], dim=1)
+            full = torch.cat([done, hooked[name].detach()[:, position + 1:]], dim=1)
+            value = call_hooks(hook_points[name], full, marked=False)[:, position]
+        if name in probes:
+            live, dead = probes[name]
+            value = value + (live[position] - dead[position])
+        if name in records:
+            records[name].append(value)
+        return value
+
+    state = initial_state
+    for position in range(length):
+        state = step({name: column[position] for name, column in columns.items()}, state, emit)
+    result = {name: value.detach() for name, value in hooked.items()}
+    result.update({name: torch.stack(values, dim=1) for name, values in records.items()})
+    if edits:
+        for name in active:
+            call_hooks(hook_points[name], result[name].detach(), marked=True)
+    return result, state

@@ -10,7 +10,7 @@ from transformer_lens.hook_points import HookPoint
 
 from workbench.models.config import RecurrentConfig
 from workbench.models.paths import ExecutionPath, check_path
-from workbench.models.recurrence import State
+from workbench.models.recurrence import State, gradient_probe, gradient_route, hook_wants_gradient
 from workbench.models.specs import HookSpec
 
 __all__ = ["HookSpec", "Mixer", "dimension_sizes"]
@@ -37,6 +37,9 @@ class Mixer(nn.Module):
         for name in self.state_names:
             setattr(self, f"hook_initial_{name}", HookPoint())
         self.last_kernel = "none"
+        # how the last forward computed the gradients of its recurrent quantities (None: plain autograd
+        # through the kernels that ran, or no gradient wanted); `cache.metadata["gradients"]`
+        self.last_gradient_route: str | None = None
 
     def hook_point(self, name: str) -> HookPoint:
         return getattr(self, f"hook_{name}")
@@ -85,7 +88,11 @@ class Mixer(nn.Module):
                     f"initial state {name!r} has shape {tuple(value.shape)}, "
                     f"expected {tuple(zeros[name].shape)}"
                 )
-            prepared[name] = getattr(self, f"hook_initial_{name}")(value.to(x.dtype))
+            hook_point = getattr(self, f"hook_initial_{name}")
+            value = value.to(x.dtype)
+            if hook_wants_gradient(hook_point) and not value.requires_grad:
+                value = gradient_probe(value)  # so the backward hooks get dL/d(initial state)
+            prepared[name] = hook_point(value)
         return prepared
 
     def forward(
@@ -98,7 +105,10 @@ class Mixer(nn.Module):
         initial = self.prepare_state(state, x)
         if path == "reference":
             self.last_kernel = "reference loop"
-        return self.mix(x, initial, fused=path == "fused", mask=mask)
+        with gradient_route() as route:
+            result = self.mix(x, initial, fused=path == "fused", mask=mask)
+        self.last_gradient_route = route.value
+        return result
 
     def mix(self, x: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
         """One path from the prepared initial state. Native mixers read every position: no mask."""
