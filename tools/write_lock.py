@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 
@@ -36,8 +37,11 @@ def public_version(version: str) -> str:
 
 
 def installed() -> dict[str, metadata.Distribution]:
-    """Every distribution in this environment but the project and pip, by canonical name."""
-    found = {canonical(dist.metadata["Name"]): dist for dist in metadata.distributions()}
+    """Every distribution installed in this environment's site-packages but the project and pip, by
+    canonical name. Only site-packages: other `sys.path` entries hold metadata that is not installed
+    (setuptools puts its vendored packages on the path once it is imported)."""
+    site = sorted({sysconfig.get_paths()[key] for key in ("purelib", "platlib")})
+    found = {canonical(dist.metadata["Name"]): dist for dist in metadata.distributions(path=site)}
     for name in (canonical(PROJECT), "pip"):  # the project itself; pip is upgraded by install.sh
         found.pop(name, None)
     return found
