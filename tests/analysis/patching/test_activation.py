@@ -91,6 +91,23 @@ def test_every_channel_is_the_whole_activation_and_a_subset_is_not():
     assert half.effect.iloc[0] != pytest.approx(whole.effect.iloc[0], abs=1e-9)
 
 
+@pytest.mark.parametrize("which", ["kl", "probability"])
+def test_every_metric_tiles_over_the_batched_copies(which):
+    model = small("minlstm")
+    p = pair()
+    with torch.no_grad():
+        clean_logits = model(p.clean)
+    metric = kl_to_clean(clean_logits) if which == "kl" else target_probability([2, 5], position=-2)
+    one = activation_patching(model, p, metric, hooks=["resid_post", "h"], batch_size=1)
+    many = activation_patching(model, p, metric, hooks=["resid_post", "h"], batch_size=6)
+    pd.testing.assert_frame_equal(one, many, atol=1e-12, rtol=0)
+    position = 5 if which == "kl" else 4  # the read-out position of the last layer restores the clean run
+    last = many[(many.hook == "resid_post") & (many.layer == 1) & (many.position == position)]
+    assert float(last.normalized_effect.iloc[0]) == pytest.approx(1.0, abs=1e-9)
+    if which == "kl":
+        assert many.attrs["clean_metric"] == pytest.approx(0.0, abs=1e-12)
+
+
 def test_the_sweep_does_not_depend_on_the_batch_size():
     model = small("gru")
     p = pair()

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
-from workbench.analysis.patching.inputs import Hooks, Pair, check_pair, tile_rows
+from workbench.analysis.patching.inputs import Hooks, Pair, check_pair
 from workbench.analysis.patching.metrics import Metric, check_metric
 from workbench.analysis.steering.vectors import hook_shape
 from workbench.errors import UnknownHookError
@@ -37,7 +37,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLUMNS",
+    "BATCH_BYTES",
     "DIRECTIONS",
+    "REPLAYED_BATCH_BYTES",
     "Direction",
     "PositionPatch",
     "Site",
@@ -52,6 +54,11 @@ Direction = Literal["denoising", "noising"]
 DIRECTIONS: tuple[str, ...] = ("denoising", "noising")
 # the tidy table every patching method returns, one row per (hook, layer, position)
 COLUMNS: tuple[str, ...] = ("layer", "position", "hook", "name", "effect", "normalized_effect")
+# the default batch of a sweep holds at most this many bytes of one layer's hooked values: a patched
+# mixer quantity is replayed step by step, each step handing the hook the whole [rows, pos, ...]
+# tensor, so its rows are kept near cache size (measured: benchmarks/patching_results.md)
+BATCH_BYTES = 512 * 2**20
+REPLAYED_BATCH_BYTES = 32 * 2**20
 
 
 @dataclass(frozen=True)
@@ -164,20 +171,34 @@ class PositionPatch:
         self.source = source  # [n, pos, *shape], detached
         self.mask = mask  # [rows, pos] bool
         self.channels = None if channels is None else list(channels)
+        rows, positions = mask.nonzero(as_tuple=True)  # [k] each: the patched (row, position) pairs
+        self.rows, self.positions, self.pairs = rows, positions, rows % source.shape[0]
+        self._cast: Tensor | None = None
 
     def __call__(self, x: Tensor, hook: HookPoint) -> Tensor:
-        rows, length = x.shape[:2]
-        source = tile_rows(self.source.to(device=x.device, dtype=x.dtype), rows)  # [rows, pos, *shape]
-        where = self.mask.to(x.device)[:, :length]  # [rows, pos]
-        where = where.reshape(rows, length, *([1] * (x.dim() - 2)))
-        if self.channels is not None:
-            chosen = torch.zeros(x.shape[2], dtype=torch.bool, device=x.device)
-            chosen[self.channels] = True
-            where = where & chosen.reshape(1, 1, -1, *([1] * (x.dim() - 3)))
-        return torch.where(where, source[:, :length], x)  # a new tensor: never edits x in place
+        if self._cast is None or self._cast.dtype != x.dtype or self._cast.device != x.device:
+            self._cast = self.source.to(device=x.device, dtype=x.dtype)
+            self.rows, self.positions, self.pairs = (t.to(x.device) for t in (self.rows, self.positions, self.pairs))
+        out = x.clone()  # [rows, pos, *shape]; a copy: never edits x in place
+        if self.channels is None:
+            out[self.rows, self.positions] = self._cast[self.pairs, self.positions]
+        else:
+            chans = torch.tensor(self.channels, device=x.device)[None, :]  # [1, c]
+            out[self.rows[:, None], self.positions[:, None], chans] = (
+                self._cast[self.pairs[:, None], self.positions[:, None], chans])
+        return out
 
     def __repr__(self) -> str:
-        return f"PositionPatch(rows={self.mask.shape[0]}, channels={self.channels})"
+        return f"PositionPatch(rows={self.mask.shape[0]}, cells={len(self.rows)}, channels={self.channels})"
+
+
+def auto_batch_size(model: HookedModel, site: Site, n: int, length: int) -> int:
+    """Positions per forward pass: as many as keep every hooked value of the site's layer under
+    `BATCH_BYTES` (`REPLAYED_BATCH_BYTES` for a mixer quantity), at least 1, at most `length`."""
+    names = [h for h in model.hook_dict if hook_layer(h) == site.layer] or [site.name]
+    per_copy = max(1, model.recording_bytes(n, length, names))
+    budget = REPLAYED_BATCH_BYTES if ".mixer." in site.name else BATCH_BYTES
+    return max(1, min(length, budget // per_copy))
 
 
 def run_logits(model: HookedModel, tokens: Tensor, hooks: Hooks, path: ExecutionPath | None) -> Tensor:
@@ -243,18 +264,19 @@ def activation_patching(
     positions: int | Sequence[int] | None = None,
     channels: Sequence[int] | None = None,
     direction: Direction = "denoising",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     path: ExecutionPath | None = None,
 ) -> pd.DataFrame:
     """Patch each (hook, layer, position) alone and measure `metric`: a tidy table (`COLUMNS`) with
     effect = metric(patched) − metric(target run), normalized by metric(source) − metric(target).
 
-    Cells run `batch_size` positions per forward pass (rows = positions × pairs). `df.attrs` holds the
-    clean and corrupted metrics and the direction.
+    Cells run `batch_size` positions per forward pass (rows = positions × pairs; default: as many as
+    keep the layer's hooked values under `BATCH_BYTES`). `df.attrs` holds the clean and corrupted
+    metrics and the direction.
     """
     pair = check_pair(model, pair)
     source_side, target_side = sides(direction)
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     sites = resolve_sites(model, hooks, layers)
     n, length = pair.clean.shape
@@ -266,8 +288,9 @@ def activation_patching(
     tokens, target_hooks = pair.run(target_side)
     rows = []
     for site in sites:
-        for start in range(0, len(chosen), batch_size):
-            cells = chosen[start:start + batch_size]
+        size = auto_batch_size(model, site, n, length) if batch_size is None else batch_size
+        for start in range(0, len(chosen), size):
+            cells = chosen[start:start + size]
             k = len(cells)
             mask = torch.zeros(k, n, length, dtype=torch.bool)  # row c * n + i patches cells[c]
             mask[torch.arange(k), :, torch.tensor(cells)] = True

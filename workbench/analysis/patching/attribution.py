@@ -29,7 +29,7 @@ from workbench.analysis.patching.activation import (
     source_values,
     table,
 )
-from workbench.analysis.patching.inputs import Pair, check_pair
+from workbench.analysis.patching.inputs import Hooks, Pair, check_pair
 from workbench.analysis.patching.metrics import Metric, check_metric
 from workbench.models import read_only
 from workbench.models.paths import ExecutionPath
@@ -41,7 +41,7 @@ __all__ = ["attribution_patching", "metric_gradients"]
 
 
 def metric_gradients(
-    model: HookedModel, tokens: Tensor, hooks: Sequence[tuple[str, object]], metric: Metric,
+    model: HookedModel, tokens: Tensor, hooks: Hooks, metric: Metric,
     names: Sequence[str], path: ExecutionPath | None = None,
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
     """One forward and backward pass of `tokens` under `hooks`: (metric [batch], values, gradients of
