@@ -128,6 +128,15 @@ def test_embedding_noise_is_the_same_in_every_batched_copy(path):
     logits = patched_logits(model, p, "resid_pre", layer=0, positions=[0, 1], path=path)
     with torch.no_grad():
         torch.testing.assert_close(metric(logits), metric(model(tokens, path=path)), rtol=0, atol=1e-10)
+    resumed = activation_patching(model, p, metric, hooks="resid_pre", layers=[0], batch_size=2, path=path)
+    pd.testing.assert_frame_equal(resumed, df, atol=1e-12, rtol=0)  # batches resume mid-noise
+
+    def plain(x, hook, noise=p.corrupted_hooks[0][1]):  # the same noise, but a hook that cannot resume
+        return noise(x, hook)
+
+    rerun = activation_patching(model, Pair(p.clean, p.corrupted, corrupted_hooks=(("hook_embed", plain),)),
+                                metric, hooks="resid_pre", layers=[0], batch_size=2, path=path)
+    pd.testing.assert_frame_equal(rerun, df, atol=1e-12, rtol=0)
     untouched = df[df.position >= 2]
     assert untouched.effect.abs().max() < 1e-12  # no noise there: patching clean over clean
     assert df.attrs["clean_metric"] != pytest.approx(df.attrs["corrupted_metric"])

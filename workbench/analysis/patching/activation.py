@@ -8,8 +8,10 @@ output, any gate or state, whole or a channel subset.
 
 The sweep is batched: the target run is repeated once per patched position and one `PositionPatch`
 hook patches a different position in each copy, so a layer × position sweep is a few forward
-passes instead of one per cell. A per-row position patch is causal and pure, as the recurrence's
-replay of editing hooks requires (docs/design.md, "The hook contract").
+passes instead of one per cell. Each batch resumes from the state just before its first patched
+position (`initial_state=`), so positions no patch can reach are not rerun. A per-row position
+patch is causal and pure, as the recurrence's replay of editing hooks requires (docs/design.md,
+"The hook contract").
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
-from workbench.analysis.patching.inputs import Hooks, Pair, check_pair
+from workbench.analysis.patching.inputs import HookFn, Hooks, Pair, check_pair, tile_rows
 from workbench.analysis.patching.metrics import Metric, check_metric
 from workbench.analysis.steering.vectors import hook_shape
 from workbench.errors import UnknownHookError
@@ -38,8 +40,8 @@ if TYPE_CHECKING:
 __all__ = [
     "COLUMNS",
     "BATCH_BYTES",
+    "DEFAULT_BATCH",
     "DIRECTIONS",
-    "REPLAYED_BATCH_BYTES",
     "Direction",
     "PositionPatch",
     "Site",
@@ -54,11 +56,13 @@ Direction = Literal["denoising", "noising"]
 DIRECTIONS: tuple[str, ...] = ("denoising", "noising")
 # the tidy table every patching method returns, one row per (hook, layer, position)
 COLUMNS: tuple[str, ...] = ("layer", "position", "hook", "name", "effect", "normalized_effect")
-# the default batch of a sweep holds at most this many bytes of one layer's hooked values: a patched
-# mixer quantity is replayed step by step, each step handing the hook the whole [rows, pos, ...]
-# tensor, so its rows are kept near cache size (measured: benchmarks/patching_results.md)
+# Positions patched per forward pass by default. Each batch resumes at its first patched position,
+# so smaller batches rerun fewer positions, and a patched mixer quantity is replayed step by step
+# with the whole [rows, pos, ...] tensor handed to the hook at each step, so fewer rows stay in
+# cache; more batches cost one forward call each (measured: benchmarks/patching_results.md).
+DEFAULT_BATCH = 32
+# ... and at most this many bytes of one layer's hooked values and the logits
 BATCH_BYTES = 512 * 2**20
-REPLAYED_BATCH_BYTES = 32 * 2**20
 
 
 @dataclass(frozen=True)
@@ -193,12 +197,12 @@ class PositionPatch:
 
 
 def auto_batch_size(model: HookedModel, site: Site, n: int, length: int) -> int:
-    """Positions per forward pass: as many as keep every hooked value of the site's layer under
-    `BATCH_BYTES` (`REPLAYED_BATCH_BYTES` for a mixer quantity), at least 1, at most `length`."""
+    """Positions per forward pass: `DEFAULT_BATCH`, fewer if the site's layer's hooked values and the
+    logits of that many copies would pass `BATCH_BYTES`; at least 1, at most `length`."""
     names = [h for h in model.hook_dict if hook_layer(h) == site.layer] or [site.name]
+    names.append(get_act_name("logits"))  # the patched copies' logits are held too
     per_copy = max(1, model.recording_bytes(n, length, names))
-    budget = REPLAYED_BATCH_BYTES if ".mixer." in site.name else BATCH_BYTES
-    return max(1, min(length, budget // per_copy))
+    return max(1, min(length, DEFAULT_BATCH, BATCH_BYTES // per_copy))
 
 
 def run_logits(model: HookedModel, tokens: Tensor, hooks: Hooks, path: ExecutionPath | None) -> Tensor:
@@ -270,9 +274,9 @@ def activation_patching(
     """Patch each (hook, layer, position) alone and measure `metric`: a tidy table (`COLUMNS`) with
     effect = metric(patched) − metric(target run), normalized by metric(source) − metric(target).
 
-    Cells run `batch_size` positions per forward pass (rows = positions × pairs; default: as many as
-    keep the layer's hooked values under `BATCH_BYTES`). `df.attrs` holds the clean and corrupted
-    metrics and the direction.
+    Cells run `batch_size` positions per forward pass (rows = positions × pairs; default:
+    `auto_batch_size`), resuming at the batch's first position. `df.attrs` holds the clean and
+    corrupted metrics and the direction.
     """
     pair = check_pair(model, pair)
     source_side, target_side = sides(direction)
@@ -280,28 +284,49 @@ def activation_patching(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     sites = resolve_sites(model, hooks, layers)
     n, length = pair.clean.shape
-    chosen = check_positions(positions, length)
+    chosen = sorted(dict.fromkeys(check_positions(positions, length)))
     chans = {site.name: check_channels(model, site.name, channels) for site in sites}
     clean_metric, corrupted_metric = baseline_metrics(model, pair, metric, path)
     baseline, other = (corrupted_metric, clean_metric) if direction == "denoising" else (clean_metric, corrupted_metric)
     _, values = source_values(model, pair, source_side, [s.name for s in sites], path)
     tokens, target_hooks = pair.run(target_side)
+    resumable = all(callable(getattr(fn, "from_position", None)) for _, fn in target_hooks)
+    with torch.no_grad():
+        target_logits = run_logits(model, tokens, target_hooks, path)  # [n, pos, vocab]
     rows = []
     for site in sites:
         size = auto_batch_size(model, site, n, length) if batch_size is None else batch_size
         for start in range(0, len(chosen), size):
             cells = chosen[start:start + size]
-            k = len(cells)
+            k, first = len(cells), (min(cells) if resumable else 0)
             mask = torch.zeros(k, n, length, dtype=torch.bool)  # row c * n + i patches cells[c]
             mask[torch.arange(k), :, torch.tensor(cells)] = True
-            patch = PositionPatch(values[site.name], mask.reshape(k * n, length), chans[site.name])
-            with torch.no_grad():
-                logits = run_logits(model, tokens.repeat(k, 1), (*target_hooks, (site.name, patch)), path)
+            rows_mask = mask.reshape(k * n, length)[:, first:]  # [k n, pos - first]
+            patch = PositionPatch(values[site.name][:, first:], rows_mask, chans[site.name])
+            with torch.no_grad():  # [k n, pos - first, v]
+                logits = resume(model, tokens, target_hooks, first, k, (site.name, patch), path)
+                logits = torch.cat([tile_rows(target_logits[:, :first], k * n), logits], dim=1)  # [k n, pos, v]
                 measured = check_metric(metric, logits).reshape(k, n).mean(1)  # [k]
             for position, value in zip(cells, measured.tolist(), strict=True):
                 effect = value - baseline
                 rows.append((site.layer, position, site.hook, site.name, effect, normalize(effect, baseline, other)))
     return table(rows, direction, clean_metric, corrupted_metric)
+
+
+def resume(model: HookedModel, tokens: Tensor, hooks: Hooks, first: int, copies: int,
+           patch: tuple[str, HookFn], path: ExecutionPath | None) -> Tensor:
+    """Logits [copies × n, pos − first, vocab] of the run `tokens` under `hooks`, `copies` times over,
+    from position `first` on: the state after first − 1 (unchanged by a patch at first or later, the
+    run being causal) is computed once on n rows and tiled, so positions before `first` are not rerun.
+    Hooks are moved along by their `from_position(first)`."""
+    if first == 0:
+        return run_logits(model, tokens.repeat(copies, 1), (*hooks, patch), path)
+    with torch.no_grad(), model.hooks(fwd_hooks=list(hooks)):
+        _, state = model(tokens[:, :first], return_state=True, path=path)
+    state = [{key: tile_rows(value, value.shape[0] * copies) for key, value in layer.items()} for layer in state]
+    moved = tuple((name, fn.from_position(first)) for name, fn in hooks)  # type: ignore[attr-defined]
+    return model.run_with_hooks(tokens[:, first:].repeat(copies, 1), fwd_hooks=[*moved, patch],
+                                initial_state=state, path=path)
 
 
 def table(rows: list[tuple], direction: str, clean_metric: float, corrupted_metric: float) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from workbench.utils import get_act_name
 if TYPE_CHECKING:
     from workbench.models.protocol import HookedModel
 
-__all__ = ["EmbeddingNoise", "HookFn", "Pair", "check_pair", "noise_pair", "substitute_tokens", "tile_rows"]
+__all__ = ["EmbeddingNoise", "HookFn", "Hooks", "Pair", "check_pair", "noise_pair", "substitute_tokens", "tile_rows"]
 
 HookFn = Callable[[Tensor, HookPoint], Tensor | None]
 Hooks = tuple[tuple[str, HookFn], ...]  # (hook name, function) pairs, as `run_with_hooks` takes them
@@ -124,6 +124,11 @@ class EmbeddingNoise:
     def __call__(self, embedded: Tensor, hook: HookPoint) -> Tensor:
         noise = tile_rows(self.noise.to(device=embedded.device, dtype=embedded.dtype), embedded.shape[0])
         return embedded + noise[:, : embedded.shape[1]]
+
+    def from_position(self, start: int) -> EmbeddingNoise:
+        """The same noise for a run that resumes at position `start` (a sweep skipping what no patch
+        reaches); a run's hook without this method makes the sweep rerun from position 0."""
+        return EmbeddingNoise(self.noise[:, start:])
 
     def __repr__(self) -> str:
         return f"EmbeddingNoise(shape={list(self.noise.shape)}, std={float(self.noise.std()):.3g})"
