@@ -157,7 +157,10 @@ def check_channels(model: HookedModel, name: str, channels: Sequence[int] | None
     if channels is None:
         return None
     chosen = [int(c) for c in channels]
-    size = hook_shape(model, name)[0] if hook_shape(model, name) else 1
+    shape = hook_shape(model, name)
+    if not shape:
+        raise ValueError(f"hook {name!r} has no channel dimension ([batch, pos] only): leave channels=None")
+    size = shape[0]
     if not chosen:
         raise ValueError("channels is empty: give at least one channel index, or None for all")
     bad = [c for c in chosen if not -size <= c < size]
@@ -223,10 +226,17 @@ def source_values(model: HookedModel, pair: Pair, side: str, names: Sequence[str
 def baseline_metrics(model: HookedModel, pair: Pair, metric: Metric,
                      path: ExecutionPath | None = None) -> tuple[float, float]:
     """(clean, corrupted) metric, each the mean over the pairs."""
+    clean, corrupted, _ = baseline_runs(model, pair, metric, path)
+    return clean, corrupted
+
+
+def baseline_runs(model: HookedModel, pair: Pair, metric: Metric,
+                  path: ExecutionPath | None = None) -> tuple[float, float, dict[str, Tensor]]:
+    """(clean metric, corrupted metric, each the mean over the pairs; side -> logits [n, pos, vocab])."""
     with torch.no_grad():
-        clean = check_metric(metric, run_logits(model, *pair.run("clean"), path))
-        corrupted = check_metric(metric, run_logits(model, *pair.run("corrupted"), path))
-    return float(clean.mean()), float(corrupted.mean())
+        logits = {side: run_logits(model, *pair.run(side), path) for side in ("clean", "corrupted")}
+        clean, corrupted = (float(check_metric(metric, logits[side]).mean()) for side in ("clean", "corrupted"))
+    return clean, corrupted, logits
 
 
 def normalize(effect: float, baseline: float, other: float) -> float:
@@ -286,13 +296,12 @@ def activation_patching(
     n, length = pair.clean.shape
     chosen = sorted(dict.fromkeys(check_positions(positions, length)))
     chans = {site.name: check_channels(model, site.name, channels) for site in sites}
-    clean_metric, corrupted_metric = baseline_metrics(model, pair, metric, path)
+    clean_metric, corrupted_metric, logits_of = baseline_runs(model, pair, metric, path)
     baseline, other = (corrupted_metric, clean_metric) if direction == "denoising" else (clean_metric, corrupted_metric)
     _, values = source_values(model, pair, source_side, [s.name for s in sites], path)
     tokens, target_hooks = pair.run(target_side)
     resumable = all(callable(getattr(fn, "from_position", None)) for _, fn in target_hooks)
-    with torch.no_grad():
-        target_logits = run_logits(model, tokens, target_hooks, path)  # [n, pos, vocab]
+    target_logits = logits_of[target_side]  # [n, pos, vocab]
     rows = []
     for site in sites:
         size = auto_batch_size(model, site, n, length) if batch_size is None else batch_size
