@@ -18,11 +18,13 @@ read beyond that.
 | `to_tokens`, `to_str_tokens` | text -> ids [batch, pos]; ids -> display strings |
 | `recording_bytes(batch, pos, names)` | bytes a cache of `names` would hold, before running |
 | `run_with_cache`, `run_with_hooks`, `__call__` | TransformerLens's ways to run |
+| `hooks(fwd_hooks, bwd_hooks)` | TransformerLens's context: hooks held until it exits (backward inside) |
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -79,6 +81,11 @@ class HookedModel(Protocol):
 
     def run_with_hooks(self, *model_args: Any, **kwargs: Any) -> Any:
         """Run with forward (and backward) hooks added for this call only."""
+        ...
+
+    def hooks(self, fwd_hooks: Any = (), bwd_hooks: Any = (), reset_hooks_end: bool = True,
+              clear_contexts: bool = False) -> AbstractContextManager[Any]:
+        """Hooks added until the context exits, so a backward pass inside it reaches `bwd_hooks`."""
         ...
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
