@@ -197,3 +197,20 @@ def test_adapter_mamba_edits_equal_the_general_replay():
         marked = model.run_with_hooks(ids, fwd_hooks=[("blocks.0.mixer.hook_state", position_wise(at_five))],
                                       path=path)
         torch.testing.assert_close(marked, unmarked, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("family", ("lstm", "s6"))
+def test_edits_in_run_with_cache_and_under_gradients(family):
+    model = small_lm(family)
+    tokens = tokens_for(model)
+    edits = edits_for(model, family)
+    names = [e.hook for e in edits]
+    hooks = [(e.hook, as_hook(e, LENGTH)) for e in edits]
+    with model.hooks(fwd_hooks=hooks):
+        logits, replayed = model.run_with_cache(tokens, names_filter=names, incl_bwd=True, return_type="loss")
+    edited_logits, edited = model.run_with_cache(tokens, names_filter=names, incl_bwd=True, return_type="loss",
+                                                   edits=edits)
+    torch.testing.assert_close(edited_logits, logits, atol=1e-10, rtol=1e-10)
+    for name in replayed:
+        torch.testing.assert_close(edited[name], replayed[name], atol=1e-10, rtol=1e-10)
+    assert any(name.endswith("_grad") for name in edited)

@@ -217,13 +217,15 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
         clear_contexts: bool = False,
         pos_slice: int | slice | Sequence[int] | None = None,
         memory_budget_bytes: int | None = None,
+        edits: Sequence[Edit] = (),
         **model_kwargs: Any,
     ) -> tuple[Any, RecurrentCache]:
         """Run and record every hook the filter selects, as TransformerLens does.
 
         Differences: the cache is a `RecurrentCache` (a dict with `.metadata`), `pos_slice` slices
-        axis 1 of every tensor that has a position axis, and the recording's size is checked
-        against the memory budget first (`MemoryBudgetError` names the bytes).
+        axis 1 of every tensor that has a position axis, the recording's size is checked
+        against the memory budget first (`MemoryBudgetError` names the bytes), and `edits`
+        (declarative `Edit`s, as in `run_with_edits`) apply before the recording.
         """
         names = self.resolve_names(names_filter)
         batch, pos = self._batch_and_length(model_args[0] if model_args else model_kwargs.get("input"))
@@ -239,7 +241,8 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
             )
         store: dict[str, Tensor] = {}
         recorder = ActivationRecorder(store, device)
-        fwd = [(n, recorder) for n in names]
+        fwd = [(edit.hook, edit) for edit in resolve_edits(self, edits, batch, pos)] if edits else []
+        fwd += [(n, recorder) for n in names]
         bwd = [(n, _GradientRecorder(store, device)) for n in names] if incl_bwd else []
         with self.hooks(fwd_hooks=fwd, bwd_hooks=bwd, reset_hooks_end=reset_hooks_end,
                         clear_contexts=clear_contexts):
