@@ -214,3 +214,20 @@ def test_edits_in_run_with_cache_and_under_gradients(family):
     for name in replayed:
         torch.testing.assert_close(edited[name], replayed[name], atol=1e-10, rtol=1e-10)
     assert any(name.endswith("_grad") for name in edited)
+
+
+@pytest.mark.parametrize("family", ("elman", "lstm", "gru", "mingru", "minlstm", "s6"))
+def test_without_autograd_the_fast_kernels_give_the_same_edits(family):
+    """No grad: the compiled CPU kernels run the segments (and minGRU/minLSTM's gates + scan pass)."""
+    model = small_lm(family)
+    tokens = tokens_for(model)
+    edits = edits_for(model, family)
+    state = edits[0]
+    with torch.no_grad():
+        replayed = model.run_with_hooks(tokens, fwd_hooks=[(e.hook, as_hook(e, LENGTH)) for e in edits])
+        torch.testing.assert_close(model.run_with_edits(tokens, edits=edits), replayed, atol=1e-12, rtol=1e-12)
+        replayed = model.run_with_hooks(tokens, fwd_hooks=[(state.hook, as_hook(state, LENGTH))])
+        torch.testing.assert_close(model.run_with_edits(tokens, edits=[state]), replayed, atol=1e-12, rtol=1e-12)
+        marked = model.run_with_hooks(tokens, fwd_hooks=[(state.hook, position_wise(lambda x, hook, pos: x * 0.9))])
+        unmarked = model.run_with_hooks(tokens, fwd_hooks=[(state.hook, lambda x, hook: x * 0.9)])
+        torch.testing.assert_close(marked, unmarked, atol=1e-12, rtol=1e-12)
