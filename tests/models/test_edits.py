@@ -231,3 +231,30 @@ def test_without_autograd_the_fast_kernels_give_the_same_edits(family):
         marked = model.run_with_hooks(tokens, fwd_hooks=[(state.hook, position_wise(lambda x, hook, pos: x * 0.9))])
         unmarked = model.run_with_hooks(tokens, fwd_hooks=[(state.hook, lambda x, hook: x * 0.9)])
         torch.testing.assert_close(marked, unmarked, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("adapter", ("mamba", "mamba2", "rwkv", "recurrent_gemma", "xlstm"))
+def test_adapter_state_edits_equal_the_general_replay(adapter):
+    """Every adapter's segment pass (its fused kernel on a position range from a given state)."""
+    pytest.importorskip("transformers")
+    from workbench.adapters import from_transformers
+
+    from ..adapters.conftest import FAMILIES as ADAPTERS
+    from ..adapters.conftest import tiny, tokens
+
+    spec = ADAPTERS[adapter]
+    model = from_transformers(tiny(adapter, dtype=torch.float64))
+    layer = spec.layers_with_state(len(model.blocks))[0]
+    name = f"blocks.{layer}.mixer.hook_{spec.state_hook}"
+    ids = tokens(2, LENGTH)
+    edits = [Edit(name, [0, 6], "scale", 0.5), Edit(name, 9, "add", 0.1, batch=1)]
+    for path in PATHS:
+        replayed = model.run_with_hooks(ids, fwd_hooks=[(e.hook, as_hook(e, LENGTH)) for e in edits], path=path)
+        for grad in (True, False):
+            with torch.set_grad_enabled(grad):
+                edited = model.run_with_edits(ids, edits=edits, path=path)
+            torch.testing.assert_close(edited, replayed, atol=1e-10, rtol=1e-10)
+        unmarked = model.run_with_hooks(ids, fwd_hooks=[(name, lambda x, hook: x * 0.9)], path=path)
+        marked = model.run_with_hooks(ids, fwd_hooks=[(name, position_wise(lambda x, hook, pos: x * 0.9))],
+                                      path=path)
+        torch.testing.assert_close(marked, unmarked, atol=1e-10, rtol=1e-10)
