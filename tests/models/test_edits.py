@@ -160,6 +160,7 @@ def test_bad_edits_raise_value_errors():
         "out of range for a batch": Edit("blocks.0.mixer.hook_c", 1, "zero", batch=5),
         "does not broadcast": Edit("blocks.0.mixer.hook_c", 1, "set", torch.zeros(4)),
         "no position axis": Edit("blocks.0.mixer.hook_initial_c", 0, "zero"),
+        "names a position twice": Edit("blocks.0.mixer.hook_c", [1, -12], "zero"),
     }
     for message, edit in cases.items():
         with pytest.raises(ValueError, match=message):
@@ -258,3 +259,26 @@ def test_adapter_state_edits_equal_the_general_replay(adapter):
         marked = model.run_with_hooks(ids, fwd_hooks=[(name, position_wise(lambda x, hook, pos: x * 0.9))],
                                       path=path)
         torch.testing.assert_close(marked, unmarked, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_per_position_values_and_mixing_with_unmarked_hooks(path):
+    model = small_lm("lstm")
+    tokens = tokens_for(model)
+    values = torch.randn(2, 2, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(1))  # [rows, pos, H]
+    edits = [Edit("blocks.0.mixer.hook_c", [9, 2], "set", values, batch=[0, 2]),
+             Edit("blocks.1.mixer.hook_i", 5, "mean", 0.5)]
+    replayed = model.run_with_hooks(tokens, fwd_hooks=[(e.hook, as_hook(e, LENGTH)) for e in edits], path=path)
+    torch.testing.assert_close(model.run_with_edits(tokens, edits=edits, path=path), replayed,
+                               atol=1e-10, rtol=1e-10)
+    _, cache = model.run_with_cache(tokens, edits=edits, names_filter=["blocks.0.mixer.hook_c"], path=path)
+    torch.testing.assert_close(cache["blocks.0.mixer.hook_c"][[0, 2]][:, [9, 2]], values)  # in the order given
+
+    def unmarked(x, hook):  # an ordinary editing hook on the same layer: that mixer replays generally
+        return x * 1.1
+
+    mixed = model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.mixer.hook_h", unmarked)], edits=edits, path=path)
+    plain = model.run_with_hooks(
+        tokens, fwd_hooks=[("blocks.0.mixer.hook_h", unmarked), *((e.hook, as_hook(e, LENGTH)) for e in edits)],
+        path=path)
+    torch.testing.assert_close(mixed, plain, atol=1e-10, rtol=1e-10)

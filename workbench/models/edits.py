@@ -61,8 +61,10 @@ class Edit:
             listed = tuple(int(p) for p in self.positions)
             if not listed:
                 raise EditError(f"edit on {self.hook!r} names no positions")
+            if len(set(listed)) < len(listed):
+                raise EditError(f"edit on {self.hook!r} names a position twice: {list(listed)}")
             if all(p >= 0 for p in listed):
-                self._resolved = tuple(sorted(set(listed)))
+                self._resolved = listed  # in the given order: a value's position axis follows it
 
     @property
     def edit_positions(self) -> tuple[int, ...] | None:
@@ -70,7 +72,8 @@ class Edit:
         return self._resolved
 
     def resolved(self, length: int) -> Edit:
-        """This edit with its positions made absolute for a sequence of `length`; out of range raises."""
+        """This edit with its positions made absolute for a sequence of `length` (in the given order);
+        out of range raises."""
         if isinstance(self.positions, slice):
             listed = tuple(range(length)[self.positions])
             if not listed:
