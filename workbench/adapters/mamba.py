@@ -82,8 +82,10 @@ class HookedMambaMixer(AdapterMixer):
         delta = self.hook_delta(F.softplus(F.linear(dt, hf.dt_proj.weight, hf.dt_proj.bias)))
         inputs = {"conv": u, "delta": delta, "B": self.hook_B(B), "C": self.hook_C(C)}
 
-        def scan(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
-            scan_inputs = (u, delta, self.A, inputs["B"], inputs["C"], hf.D, state["state"])
+        def scan(wanted: set[str], start: int = 0, stop: int | None = None, before: State = state,
+                 ) -> tuple[dict[str, Tensor], State]:
+            window = [inputs[name][:, start:stop].contiguous() for name in ("conv", "delta", "B", "C")]
+            scan_inputs = (*window[:2], self.A, *window[2:], hf.D, before["state"].contiguous())
             self.last_kernel, kernel = fastest_selective_scan(*scan_inputs)  # Triton / compiled C++ / chunked
             y, states = kernel(*scan_inputs, return_states="state" in wanted)
             if "state" in wanted:
@@ -93,6 +95,7 @@ class HookedMambaMixer(AdapterMixer):
         values, final = run_recurrence(
             self._step, inputs, {"state": state["state"]}, self.hook_points(("state", "y")),
             self._state_at, ("state",), needed=("y",), first_pass=scan if fused else None,
+            segment_pass=scan if fused else None,
         )
         gate = self.hook_gate(F.silu(z))  # [batch, pos, d_inner]
         out = self.hook_out(hf.out_proj(values["y"] * gate))  # [batch, pos, d_model]

@@ -138,6 +138,9 @@ class HookedMamba2Mixer(AdapterMixer):
             self._step, inputs, {"state": state["state"]}, self.hook_points(("state", "y")),
             self._state_at, ("state",), needed=("y",),
             first_pass=(lambda wanted: self._scan(inputs, state["state"], wanted)) if fused else None,
+            segment_pass=(lambda wanted, start, stop, before: self._scan(
+                {name: value[:, start:stop] for name, value in inputs.items()}, before["state"], wanted,
+            )) if fused else None,
         )
         gate = self.hook_gate(F.silu(z))  # [batch, pos, d_inner]
         y = values["y"].reshape(batch, pos, d_inner)

@@ -121,14 +121,18 @@ class HookedRgLru(AdapterMixer):
 
         inputs = {"a": a, "normalized_x": normalized_x}
 
-        def scan(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
-            self.last_kernel, kernel = fastest_linear_scan(a, normalized_x, state["h"])
-            h = kernel(a, normalized_x, state["h"])  # [batch, pos, d_lru]
+        def scan(wanted: set[str], a: Tensor = a, b: Tensor = normalized_x, h0: Tensor = state["h"],
+                 ) -> tuple[dict[str, Tensor], State]:
+            self.last_kernel, kernel = fastest_linear_scan(a, b, h0)
+            h = kernel(a, b, h0)  # [batch, pos, d_lru]
             return {"h": h}, {"h": h[:, -1]}
 
         values, final = run_recurrence(
             self._step, inputs, {"h": state["h"]}, self.hook_points(("h",)), self._state_at, ("h",),
             needed=("h",), first_pass=scan if fused else None,
+            segment_pass=(lambda wanted, start, stop, before: scan(
+                wanted, a[:, start:stop].contiguous(), normalized_x[:, start:stop].contiguous(), before["h"],
+            )) if fused else None,
         )
         gate = self.hook_gate(hf.act_fn(hf.linear_y(x_in)))  # [batch, pos, d_lru]
         out = self.hook_out(hf.linear_out(values["h"] * gate))  # [batch, pos, d_model]

@@ -147,13 +147,15 @@ class HookedRwkvTimeMix(AdapterMixer):
         inputs = {"k": k, "v": v, "w": w}
         recurrent = {name: state[name] for name in ("num", "den", "max")}
 
-        def scan(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
+        def scan(wanted: set[str], start: int = 0, stop: int | None = None, before: State = recurrent,
+                 ) -> tuple[dict[str, Tensor], State]:
             self.last_kernel = "chunked max-shifted linear scan (workbench.kernels)"
-            return wkv_chunked(k, v, w, hf.time_first, recurrent)
+            return wkv_chunked(*(t[:, start:stop] for t in (k, v, w)), hf.time_first, before)
 
         values, final = run_recurrence(
             self._step, inputs, recurrent, self.hook_points(("wkv", "num", "den", "max")),
             self._state_at, ("num", "den", "max"), needed=("wkv",), first_pass=scan if fused else None,
+            segment_pass=scan if fused else None,
         )
         out = self.hook_out(hf.output(r * values["wkv"]))  # [batch, pos, d_model]
         return out, {"shift": x[:, -1], **final}

@@ -205,19 +205,22 @@ class HookedMlstm(AdapterMixer):
         inputs = {"q": q, "k": k, "v": v, "i": i, "f": f}
         recurrent = {name: state[name] for name in STATE_QUANTITIES}
 
-        def parallel(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
-            m = stabiliser_scan(i, f, state["m"])  # [batch, pos, H]
+        def parallel(wanted: set[str], start: int = 0, stop: int = pos, before: State = recurrent,
+                     ) -> tuple[dict[str, Tensor], State]:
+            q_, k_, v_, i_, f_ = (t[:, start:stop] for t in (q, k, v, i, f))  # the positions [start, stop)
+            m = stabiliser_scan(i_, f_, before["m"])  # [batch, stop - start, H]
             if wanted & {"C", "n"}:
                 self.last_kernel = "max-plus scan for m + chunked linear scan for C, n (workbench.kernels)"
-                values = mlstm_states_scan(q, k, v, i, f, m, recurrent, self.eps)
-                return values, self._state_at(values, pos - 1)
+                values = mlstm_states_scan(q_, k_, v_, i_, f_, m, before, self.eps)
+                return values, self._state_at(values, stop - start - 1)
             self.last_kernel = "max-plus scan for m + chunkwise parallel form"
-            h, final = mlstm_chunkwise(q, k, v, i, f, m, recurrent, self.eps)
+            h, final = mlstm_chunkwise(q_, k_, v_, i_, f_, m, before, self.eps)
             return {"m": m.to(q.dtype), "h": h}, final
 
         values, final = run_recurrence(
             self._step, inputs, recurrent, self.hook_points(("m", "C", "n", "h")), self._state_at,
             STATE_QUANTITIES, needed=("h",), first_pass=parallel if fused else None,
+            segment_pass=parallel if fused else None,
         )
         normed = self.hook_normed(self.hf.multihead_norm(values["h"]))  # [batch, pos, d_v_total]
         o = self.hook_o(torch.sigmoid(proj["o"]))

@@ -22,6 +22,7 @@ from workbench.errors import EmptyInputError, MemoryBudgetError, UnknownHookErro
 from workbench.models.blocks import RecurrentBlock
 from workbench.models.cache import RecurrentCache, memory_budget
 from workbench.models.config import RecurrentConfig
+from workbench.models.edits import Edit, resolve_edits
 from workbench.models.mixers.base import dimension_sizes
 from workbench.models.paths import DefaultPath, ExecutionPath
 from workbench.models.recurrence import ActivationRecorder, State
@@ -178,6 +179,26 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
             self.check_hook_name(name)
         return super()._enable_hook(name=name, hook=hook, dir=dir)
 
+    def run_with_hooks(
+        self, *model_args: Any, fwd_hooks: Sequence[tuple[Any, Callable]] = (), bwd_hooks: Sequence = (),
+        reset_hooks_end: bool = True, clear_contexts: bool = False, edits: Sequence[Edit] = (),
+        **model_kwargs: Any,
+    ) -> Any:
+        """As TransformerLens, plus `edits`: declarative `Edit`s applied (after `fwd_hooks`) in linear
+        time, as segment boundaries of the fast scan (`workbench.models.edits`)."""
+        if edits:
+            batch, length = self._batch_and_length(model_args[0] if model_args else model_kwargs["input"])
+            resolved = resolve_edits(self, edits, batch, length)
+            fwd_hooks = [*fwd_hooks, *((edit.hook, edit) for edit in resolved)]
+        return super().run_with_hooks(*model_args, fwd_hooks=list(fwd_hooks), bwd_hooks=list(bwd_hooks),
+                                      reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts,
+                                      **model_kwargs)
+
+    def run_with_edits(self, *model_args: Any, edits: Sequence[Edit], **model_kwargs: Any) -> Any:
+        """The forward pass with `edits` (declarative `Edit`s, several hooks, positions and batch rows
+        at once) applied in linear time: `model.run_with_edits(tokens, edits=[Edit(...)], path=...)`."""
+        return self.run_with_hooks(*model_args, edits=edits, **model_kwargs)
+
     def recording_bytes(self, batch: int, pos: int, names: Sequence[str]) -> int:
         """Bytes a cache of `names` holds for `batch` x `pos`, computed before anything runs."""
         sizes = self.dimension_sizes(batch, pos)
@@ -196,13 +217,15 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
         clear_contexts: bool = False,
         pos_slice: int | slice | Sequence[int] | None = None,
         memory_budget_bytes: int | None = None,
+        edits: Sequence[Edit] = (),
         **model_kwargs: Any,
     ) -> tuple[Any, RecurrentCache]:
         """Run and record every hook the filter selects, as TransformerLens does.
 
         Differences: the cache is a `RecurrentCache` (a dict with `.metadata`), `pos_slice` slices
-        axis 1 of every tensor that has a position axis, and the recording's size is checked
-        against the memory budget first (`MemoryBudgetError` names the bytes).
+        axis 1 of every tensor that has a position axis, the recording's size is checked
+        against the memory budget first (`MemoryBudgetError` names the bytes), and `edits`
+        (declarative `Edit`s, as in `run_with_edits`) apply before the recording.
         """
         names = self.resolve_names(names_filter)
         batch, pos = self._batch_and_length(model_args[0] if model_args else model_kwargs.get("input"))
@@ -218,7 +241,8 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
             )
         store: dict[str, Tensor] = {}
         recorder = ActivationRecorder(store, device)
-        fwd = [(n, recorder) for n in names]
+        fwd = [(edit.hook, edit) for edit in resolve_edits(self, edits, batch, pos)] if edits else []
+        fwd += [(n, recorder) for n in names]
         bwd = [(n, _GradientRecorder(store, device)) for n in names] if incl_bwd else []
         with self.hooks(fwd_hooks=fwd, bwd_hooks=bwd, reset_hooks_end=reset_hooks_end,
                         clear_contexts=clear_contexts):

@@ -12,7 +12,16 @@ positions <= t) and free of side effects other than recording.
 
 Which hooks are replayed is decided by an explicit mark: a hook wrapped by `read_only` (as the
 cache's `ActivationRecorder`s are) never edits, so it is not called per replayed step but once with
-the fixed point; any unmarked hook may edit and is replayed.
+the fixed point; any unmarked hook may edit and is replayed. That general replay costs O(L²) per
+edit (the hook sees the whole tensor at every later step).
+
+Edits in linear time: when every editing hook of a mixer is marked `position_wise` (its output at t
+depends only on its input at t, and t) or is a declarative `Edit` (`workbench.models.edits`), the
+edits become segment boundaries of the scan (`_run_segmented`): the fast kernel runs up to an edited
+position, the readable step recomputes that position with the hooks applied to its `[batch, 1, ...]`
+view, and the fast kernel continues from the state after it. Edits at known positions (`Edit`) cost
+about one pass; position-wise Python hooks find their edited positions by calling the hook on
+windows of kernel output that double in length while nothing changes, which is linear too.
 
 Gradients: a hook on a recurrent quantity X also gets, when it has a backward hook (`incl_bwd=True`,
 `bwd_hooks=`) and autograd is on, dL/dX_t, the derivative of the loss with respect to X's value at t
@@ -40,6 +49,9 @@ StepFn = Callable[[Mapping[str, Tensor], State, Emit], State]
 FirstPassFn = Callable[[set[str]], tuple[dict[str, Tensor], State]]
 # (values, t) -> state after position t, read off the recorded quantities
 StateAtFn = Callable[[Mapping[str, Tensor], int], State]
+# the fused path's first pass over positions [start, stop) from a given state: (wanted, start, stop,
+# state before start) -> (values [batch, stop - start, ...] per quantity, state after stop - 1)
+SegmentPassFn = Callable[[set[str], int, int, State], tuple[dict[str, Tensor], State]]
 
 
 class ReadOnlyHook:
@@ -69,6 +81,39 @@ def read_only(fn: Callable[..., object]) -> ReadOnlyHook:
 def is_read_only(fn: object) -> bool:
     """True for a hook carrying the read-only mark (a `ReadOnlyHook`, e.g. the cache's recorders)."""
     return getattr(fn, "workbench_read_only", False) is True
+
+
+class PositionWiseHook:
+    """A hook marked position-wise: its output at position t depends only on its input at t and on t,
+    so edits cost linear time (see the module notes). Built by `position_wise(fn)`."""
+
+    workbench_position_wise = True  # the mark `is_position_wise` checks
+    edit_positions: tuple[int, ...] | None = None  # the only positions it may change, when known
+
+    def __init__(self, fn: Callable[..., Tensor | None]):
+        self.fn = fn
+
+    def call_at(self, tensor: Tensor, hook: HookPoint, pos: range) -> Tensor | None:
+        """The hook on `tensor` [batch, len(pos), ...], which holds the absolute positions `pos`."""
+        return self.fn(tensor, hook=hook, pos=pos)
+
+    def __call__(self, tensor: Tensor, hook: HookPoint) -> Tensor | None:
+        return self.call_at(tensor, hook, range(tensor.shape[1]))
+
+    def __repr__(self) -> str:
+        return f"position_wise({self.fn!r})"
+
+
+def position_wise(fn: Callable[..., Tensor | None]) -> PositionWiseHook:
+    """`fn(tensor, hook, pos)` marked position-wise, for `add_hook` / `hooks()` / `run_with_hooks`:
+    `pos` is the range of absolute positions on the tensor's axis 1 (it may be a window or one step);
+    `fn`'s output at each position must depend only on its input there and on the position."""
+    return fn if isinstance(fn, PositionWiseHook) else PositionWiseHook(fn)
+
+
+def is_position_wise(fn: object) -> bool:
+    """True for a hook carrying the position-wise mark (`position_wise`, or a declarative `Edit`)."""
+    return getattr(fn, "workbench_position_wise", False) is True
 
 
 class ActivationRecorder(ReadOnlyHook):
@@ -236,13 +281,16 @@ def run_recurrence(
     state_quantities: Sequence[str],
     needed: Sequence[str] = (),
     first_pass: FirstPassFn | None = None,
+    segment_pass: SegmentPassFn | None = None,
 ) -> tuple[dict[str, Tensor], State]:
     """Compute every quantity of a recurrence over all positions, firing hooks causally.
 
     `hook_points` maps each recurrent quantity, in step order, to its hook point. `needed` names
     the quantities the caller uses afterwards. `first_pass`, when given (the fused path), computes
-    the first pass with a fast kernel; otherwise the readable loop `step` does. Returns values and
-    the final state.
+    the first pass with a fast kernel; otherwise the readable loop `step` does. `segment_pass`, when
+    given (the fused path), runs the fast kernel on a range of positions from a given state, so that
+    position-wise edits cost linear time; without it their segments run the readable loop. Returns
+    values and the final state.
     """
     length = _length(inputs)
     active = {q for q, hp in hook_points.items() if hook_is_active(hp)}
@@ -252,6 +300,11 @@ def run_recurrence(
     if gradients:
         return _run_with_gradients(step, inputs, initial_state, hook_points, wanted | gradients, needed,
                                    first_pass, active, editing, gradients)
+    if editing and all(_position_wise_only(hook_points[q]) for q in editing):
+        if segment_pass is None or first_pass is None:
+            segment_pass = _loop_segments(step, inputs, initial_state, first_pass, length)
+        return _run_segmented(step, inputs, initial_state, hook_points, state_at, state_quantities,
+                              needed, segment_pass, active, editing)
 
     if first_pass is not None:
         values, final_state = first_pass(wanted)
@@ -385,4 +438,141 @@ def _run_with_gradients(
     if edits:
         for name in active:
             call_hooks(hook_points[name], result[name].detach(), marked=True)
+    return result, state
+
+
+def _position_wise_only(hook_point: HookPoint) -> bool:
+    """True when every editing (unmarked) hook of `hook_point` is position-wise."""
+    return all(is_position_wise(fn) for fn in forward_hooks(hook_point) if not is_read_only(fn))
+
+
+def _loop_segments(
+    step: StepFn, inputs: Mapping[str, Tensor], initial_state: State, first_pass: FirstPassFn | None,
+    length: int,
+) -> SegmentPassFn:
+    """A `SegmentPassFn` from the readable loop (the whole range from the initial state through
+    `first_pass` when there is one): segments for mixers without a ranged fast kernel."""
+
+    def segment(wanted: set[str], start: int, stop: int, state: State) -> tuple[dict[str, Tensor], State]:
+        if first_pass is not None and start == 0 and stop == length and state is initial_state:
+            return first_pass(wanted)
+        window = {name: inputs[name][:, start:stop] for name in inputs}  # [batch, stop - start, ...]
+        return run_reference_loop(step, window, state, wanted, stop - start)
+
+    return segment
+
+
+def _call_position_wise(hook_point: HookPoint, tensor: Tensor, pos: range) -> Tensor:
+    """The editing hooks of `hook_point` (all position-wise) on `tensor` [batch, len(pos), ...]."""
+    for fn in forward_hooks(hook_point):
+        if is_read_only(fn):
+            continue
+        result = fn.call_at(tensor, hook_point, pos)
+        if result is not None:
+            if result.shape != tensor.shape:
+                raise ValueError(
+                    f"a hook returned shape {tuple(result.shape)} for a tensor of shape "
+                    f"{tuple(tensor.shape)}; hooks must keep the shape"
+                )
+            tensor = result
+    return tensor
+
+
+def _known_positions(hook_points: Mapping[str, HookPoint], editing: set[str]) -> list[int] | None:
+    """Sorted positions every editing hook declares it may change (declarative `Edit`s), or None
+    when some hook does not declare them (a `position_wise` Python hook)."""
+    positions: set[int] = set()
+    for name in editing:
+        for fn in forward_hooks(hook_points[name]):
+            if is_read_only(fn):
+                continue
+            declared = getattr(fn, "edit_positions", None)
+            if declared is None:
+                return None
+            positions.update(declared)
+    return sorted(positions)
+
+
+def _run_segmented(
+    step: StepFn,
+    inputs: Mapping[str, Tensor],
+    initial_state: State,
+    hook_points: Mapping[str, HookPoint],
+    state_at: StateAtFn,
+    state_quantities: Sequence[str],
+    needed: Sequence[str],
+    segment_pass: SegmentPassFn,
+    active: set[str],
+    editing: set[str],
+) -> tuple[dict[str, Tensor], State]:
+    """`run_recurrence` when every editing hook is position-wise: edits as segment boundaries.
+
+    The fast kernel (`segment_pass`) runs over the positions no hook changes; at a position some hook
+    changes, the readable step recomputes it with the hooks applied to each quantity's
+    `[batch, 1, ...]` view, and the kernel continues from the state after it. Positions are known in
+    advance for declarative edits; otherwise the hooks are called on windows of kernel output, each
+    accepted up to its first changed position, and a window doubles while nothing changes. Read-only
+    hooks are called once at the end with the result, as after a replay. Same numbers as the replay.
+    """
+    length = _length(inputs)
+    recorded = {q for q in active if any(is_read_only(fn) for fn in forward_hooks(hook_points[q]))}
+    known = _known_positions(hook_points, editing)
+    if known is not None:
+        stops = [p for p in known if 0 <= p < length]
+        wanted = set(needed) | recorded  # the kernel's own final state carries each segment on
+    else:
+        wanted = set(needed) | active | set(state_quantities)
+    pieces: dict[str, list[Tensor]] = {name: [] for name in wanted}  # [batch, k, ...] each
+    state = initial_state
+
+    def run_step(position: int, state: State) -> State:
+        """The readable step at `position`, every editing hook applied to its one-position view."""
+
+        def emit(name: str, value: Tensor) -> Tensor:
+            if name in editing:
+                value = _call_position_wise(hook_points[name], value.unsqueeze(1), range(position, position + 1))[:, 0]
+            if name in pieces:
+                pieces[name].append(value.unsqueeze(1))
+            return value
+
+        return step({k: v[:, position] for k, v in inputs.items()}, state, emit)
+
+    def keep(values: Mapping[str, Tensor], count: int | None = None) -> None:
+        for name in pieces:
+            pieces[name].append(values[name] if count is None else values[name][:, :count])
+
+    if known is not None:
+        position = 0
+        for stop in [*stops, length]:
+            if stop > position:
+                values, state = segment_pass(wanted, position, stop, state)
+                keep(values)
+            if stop < length:
+                state = run_step(stop, state)
+            position = stop + 1
+    else:
+        position, window = 0, length
+        while position < length:
+            stop = min(length, position + window)
+            values, final = segment_pass(wanted, position, stop, state)
+            accepted = stop - position
+            for name in hook_points:
+                if name in editing:
+                    after = _call_position_wise(hook_points[name], values[name].clone(), range(position, stop))
+                    accepted = min(accepted, first_changed_position(values[name], after))
+            if accepted == stop - position:  # nothing changed: the hooked window is the kernel's
+                keep(values)
+                state, position, window = final, stop, window * 2
+                continue
+            if accepted > 0:
+                keep(values, accepted)
+                state = state_at(values, accepted - 1)
+            position += accepted
+            state = run_step(position, state)
+            position, window = position + 1, max(1, 2 * accepted)
+
+    result = {name: torch.cat(parts, dim=1) for name, parts in pieces.items() if parts}
+    for name in active:
+        if name in result:
+            call_hooks(hook_points[name], result[name], marked=True)
     return result, state

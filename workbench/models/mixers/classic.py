@@ -17,7 +17,14 @@ from torch import Tensor, nn
 from workbench.kernels.dispatch import RNNFamily, fastest_rnn_recording
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers.base import Mixer
-from workbench.models.recurrence import Emit, FirstPassFn, LazyInputs, State, run_recurrence
+from workbench.models.recurrence import (
+    Emit,
+    FirstPassFn,
+    LazyInputs,
+    SegmentPassFn,
+    State,
+    run_recurrence,
+)
 from workbench.models.specs import B_HIDDEN, BP_HIDDEN, RESID, HookSpec
 
 
@@ -64,7 +71,9 @@ class _LibraryRecurrence(Mixer):
         out = self.hook_out(self.W_out(values["h"]))  # [batch, pos, d_model]
         return out, final
 
-    def run(self, x: Tensor, state: State, first_pass: FirstPassFn | None) -> tuple[Tensor, State]:
+    def run(
+        self, x: Tensor, state: State, first_pass: FirstPassFn | None, segment_pass: SegmentPassFn | None = None
+    ) -> tuple[Tensor, State]:
         values, final = run_recurrence(
             self._step,
             # built only if a step loop runs (reference path, or a replay after an edit): the fused
@@ -76,6 +85,7 @@ class _LibraryRecurrence(Mixer):
             self.state_names,
             needed=("h",),
             first_pass=first_pass,
+            segment_pass=segment_pass,
         )
         return self.finish(values, final)
 
@@ -83,15 +93,20 @@ class _LibraryRecurrence(Mixer):
         return self.run(x, state, first_pass=None)
 
     def forward_fused(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        def first_pass(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
+        def segment_pass(wanted: set[str], start: int, stop: int, before: State) -> tuple[dict[str, Tensor], State]:
             gates = bool(wanted - {"h"})  # any recurrent quantity the library kernel does not return
             parameters = tuple(self.parameters())
+            window = x if (start, stop) == (0, x.shape[1]) else x[:, start:stop].contiguous()  # [batch, k, d]
+            before = {name: value.contiguous() for name, value in before.items()}
             self.last_kernel, kernel = fastest_rnn_recording(
-                self.family, x, state, gates, self.cfg.d_hidden, parameters)
-            return kernel(x, state, self.cell)
+                self.family, window, before, gates, self.cfg.d_hidden, parameters)
+            return kernel(window, before, self.cell)
+
+        def first_pass(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
+            return segment_pass(wanted, 0, x.shape[1], state)
 
         with recording_precision(x.device):
-            return self.run(x, state, first_pass)
+            return self.run(x, state, first_pass, segment_pass)
 
     def _step(self, inputs: Mapping[str, Tensor], state: State, emit: Emit) -> State:
         raise NotImplementedError

@@ -23,7 +23,7 @@ from workbench.kernels.cpu_compiled import (
     compiled_minlstm_gates_scan,
     use_compiled_kernels,
 )
-from workbench.kernels.dispatch import use_triton
+from workbench.kernels.dispatch import fastest_linear_scan, use_triton
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers.base import Mixer
 from workbench.models.recurrence import Emit, LazyInputs, State, hook_may_edit, run_recurrence
@@ -104,10 +104,21 @@ class _MinimalRecurrence(Mixer):
         values, final = run_recurrence(
             self._step, inputs, state, {"h": self.hook_h}, self._state_at, ("h",), needed=("h",),
             first_pass=lambda wanted: ({"h": h}, {"h": h[:, -1]}),
+            segment_pass=lambda wanted, start, stop, before: self._scan_segment(inputs, start, stop, before),
         )
         named.clear()  # free the gates (unless recorded) and a, b before the output projection
         built.clear()
         return self.hook_out(_project(self.W_out, values["h"])), final
+
+    def _scan_segment(
+        self, inputs: Mapping[str, Tensor], start: int, stop: int, before: State
+    ) -> tuple[dict[str, Tensor], State]:
+        """h over positions [start, stop) from the state `before`, by the fastest linear scan: the
+        segments of an edited run after the compiled gates + scan pass."""
+        a, b = inputs["a"][:, start:stop].contiguous(), inputs["b"][:, start:stop].contiguous()  # [batch, k, H]
+        _, kernel = fastest_linear_scan(a, b, before["h"])
+        h = kernel(a, b, before["h"].contiguous())
+        return {"h": h}, {"h": h[:, -1]}
 
     def _step(self, inputs: Mapping[str, Tensor], state: State, emit: Emit) -> State:
         h = emit("h", inputs["a"] * state["h"] + inputs["b"])  # [batch, H]
@@ -124,6 +135,9 @@ class _MinimalRecurrence(Mixer):
 
         def scan(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
             a, b, h0 = coefficients["a"], coefficients["b"], state["h"]
+            return run_scan(a, b, h0)
+
+        def run_scan(a: Tensor, b: Tensor, h0: Tensor) -> tuple[dict[str, Tensor], State]:
             if use_triton(a, b, h0):
                 from workbench.kernels.triton_scan import triton_linear_scan
 
@@ -153,6 +167,9 @@ class _MinimalRecurrence(Mixer):
         values, final = run_recurrence(
             self._step, dict(coefficients), state, {"h": self.hook_h}, self._state_at, ("h",),
             needed=("h",), first_pass=scan if fused else None,
+            segment_pass=(lambda wanted, start, stop, before: run_scan(
+                coefficients["a"][:, start:stop].contiguous(), coefficients["b"][:, start:stop].contiguous(),
+                before["h"].contiguous())) if fused else None,
         )
         coefficients.clear()  # free a, b (not recorded) before the output projection allocates
         return self.hook_out(self.W_out(values["h"])), final

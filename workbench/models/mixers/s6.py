@@ -127,15 +127,21 @@ class S6Mixer(Mixer):
         inputs, z, new_conv_state = self._parallel_inputs(x_in, state["conv"], fused)
         compiled = fused and use_compiled_scan(x_in, state["conv"], self.conv1d.weight)
 
-        def scan(wanted: set[str]) -> tuple[dict[str, Tensor], State]:
+        def segment(wanted: set[str], start: int, stop: int, before: State) -> tuple[dict[str, Tensor], State]:
+            window = {name: inputs[name][:, start:stop].contiguous() for name in ("conv", "delta", "B", "C")}
+            return scan(wanted, window, before["state"].contiguous())
+
+        def scan(
+            wanted: set[str], inputs: Mapping[str, Tensor] = inputs, state0: Tensor | None = None
+        ) -> tuple[dict[str, Tensor], State]:
+            state0 = state["state"] if state0 is None else state0
             if "state" not in wanted and torch.is_grad_enabled() and self.A_log.requires_grad:
                 self.last_kernel = "selective scan with adjoint-scan backward"
                 y, last = selective_scan_trainable(
-                    inputs["conv"], inputs["delta"], self.A, inputs["B"], inputs["C"], self.D,
-                    state["state"],
+                    inputs["conv"], inputs["delta"], self.A, inputs["B"], inputs["C"], self.D, state0,
                 )
                 return {"y": y}, {"state": last}
-            scan_inputs = (inputs["conv"], inputs["delta"], self.A, inputs["B"], inputs["C"], self.D, state["state"])
+            scan_inputs = (inputs["conv"], inputs["delta"], self.A, inputs["B"], inputs["C"], self.D, state0)
             self.last_kernel, kernel = fastest_selective_scan(*scan_inputs)
             y, states = kernel(*scan_inputs, return_states="state" in wanted)
             values = {"y": y}
@@ -147,7 +153,7 @@ class S6Mixer(Mixer):
         values, final = run_recurrence(
             self._step, inputs, {"state": state["state"]},
             self.hook_points(("state", "y")), self._state_at, ("state",),
-            needed=("y",), first_pass=scan if fused else None,
+            needed=("y",), first_pass=scan if fused else None, segment_pass=segment if fused else None,
         )
         gate = self.hook_gate(F.silu(z, inplace=compiled))  # z is not hooked: SiLU in place when no grad
         if compiled:
