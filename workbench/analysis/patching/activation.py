@@ -32,6 +32,7 @@ from workbench.analysis.patching.metrics import Metric, check_metric
 from workbench.analysis.steering.vectors import hook_shape
 from workbench.errors import UnknownHookError
 from workbench.models.paths import ExecutionPath
+from workbench.models.recurrence import PositionWiseHook
 from workbench.utils import BLOCK_HOOKS, get_act_name, hook_layer
 
 if TYPE_CHECKING:
@@ -169,30 +170,35 @@ def check_channels(model: HookedModel, name: str, channels: Sequence[int] | None
     return sorted({c % size for c in chosen})
 
 
-class PositionPatch:
+class PositionPatch(PositionWiseHook):
     """Row r of the batch takes `source[r % n]` at the positions `mask[r]` selects (only `channels` of
-    the first per-position dimension, if given). Pure and causal: position t's output reads position
-    t only, so the recurrence's replay of editing hooks gives the per-step result."""
+    the first per-position dimension, if given). Position-wise, with its positions declared: the
+    recurrence runs the fast kernel between them (linear time) instead of a step-by-step replay."""
 
     def __init__(self, source: Tensor, mask: Tensor, channels: Sequence[int] | None = None):
+        super().__init__(self.call_at)
         self.source = source  # [n, pos, *shape], detached
         self.mask = mask  # [rows, pos] bool
         self.channels = None if channels is None else list(channels)
         rows, positions = mask.nonzero(as_tuple=True)  # [k] each: the patched (row, position) pairs
         self.rows, self.positions, self.pairs = rows, positions, rows % source.shape[0]
+        self.edit_positions = tuple(sorted(set(positions.tolist())))
         self._cast: Tensor | None = None
 
-    def __call__(self, x: Tensor, hook: HookPoint) -> Tensor:
+    def call_at(self, x: Tensor, hook: HookPoint, pos: range) -> Tensor:
+        """`x` [rows, len(pos), *shape] holds the absolute positions `pos`; patch those among them."""
         if self._cast is None or self._cast.dtype != x.dtype or self._cast.device != x.device:
             self._cast = self.source.to(device=x.device, dtype=x.dtype)
             self.rows, self.positions, self.pairs = (t.to(x.device) for t in (self.rows, self.positions, self.pairs))
-        out = x.clone()  # [rows, pos, *shape]; a copy: never edits x in place
+        inside = (self.positions >= pos.start) & (self.positions < pos.stop)  # [k]
+        rows, positions, pairs = self.rows[inside], self.positions[inside], self.pairs[inside]
+        out = x.clone()  # [rows, len(pos), *shape]; a copy: never edits x in place
         if self.channels is None:
-            out[self.rows, self.positions] = self._cast[self.pairs, self.positions]
+            out[rows, positions - pos.start] = self._cast[pairs, positions]
         else:
             chans = torch.tensor(self.channels, device=x.device)[None, :]  # [1, c]
-            out[self.rows[:, None], self.positions[:, None], chans] = (
-                self._cast[self.pairs[:, None], self.positions[:, None], chans])
+            out[rows[:, None], (positions - pos.start)[:, None], chans] = (
+                self._cast[pairs[:, None], positions[:, None], chans])
         return out
 
     def __repr__(self) -> str:
