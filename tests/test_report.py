@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from workbench.cli import main
-from workbench.report import SECTION_IDS, steering_prompts
+from workbench.report import SECTION_IDS, patching_corruption, patching_section, steering_prompts
 
 SAMPLE = Path(__file__).resolve().parents[1] / "workbench" / "report.py"  # real Python source
 
@@ -41,7 +41,7 @@ def test_report_has_every_section_drawn_with_plotly_inline(report_page):
         assert f'<section id="{section}">' in page
     assert "Not drawn" not in page
     assert page.count('class="wb-c"') > 1000  # the cell heatmaps, one span per character
-    assert page.count('class="plotly-graph-div"') == 3  # lens, implicit attention, steering
+    assert page.count('class="plotly-graph-div"') == 4  # lens, implicit attention, steering, patching
     assert page.count("plotly.js v") == 1  # plotly.js embedded once
     assert not re.search(r"<script[^>]+src=", page), "the page loads a script from elsewhere"
     assert not re.search(r"<link[^>]+href=\"https?:", page)
@@ -83,3 +83,47 @@ def test_steering_prompts_split_line_ends_from_mid_line_windows():
     assert all(len(p) == 8 for p in positive + negative)
     ends = {text.index(p) + 8 for p in positive}
     assert all(text[e] == "\n" for e in ends)
+
+
+@pytest.mark.slow
+def test_report_patching_section_has_the_heatmap_click_predictions_and_atp(report_page):
+    page = report_page.read_text(encoding="utf-8")
+    section = page[page.index('<section id="patching">'):]
+    section = section[: section.index("</section>")]
+    assert 'id="patching-heatmap"' in section and "plotly_click" in section
+    assert "substituted)" in section
+    match = re.search(r"id='patching-atp-correlation'>([^<]+)<", section)
+    assert match, "no AtP correlation"
+    assert match.group(1).startswith("n/a") or -1.0 <= float(match.group(1)) <= 1.0
+    predictions = re.search(r"var predictions = (\{.*?\});", section)
+    assert predictions
+    import json
+
+    cells = json.loads(predictions.group(1).replace("<\\/", "</"))
+    assert len(cells) == 2 * 32  # 2 layers x the 32-character window
+    assert all(v.startswith("layer ") and "next token" in v for v in cells.values())
+
+
+def test_patching_corruption_substitutes_one_character_near_the_middle():
+    from workbench.analysis.planted import planted_steering_lstm
+
+    model = planted_steering_lstm()
+    window = "def f(alpha, beta):\n    return 1"
+    corrupted, where = patching_corruption(model, window)
+    assert len(corrupted) == len(window)
+    assert [i for i, (a, b) in enumerate(zip(window, corrupted, strict=True)) if a != b] == [where]
+    assert abs(where - len(window) // 2) <= 2 and window[where].isalnum()
+    assert patching_corruption(model, "xxxxxx")[0] == "xxxqxx"  # never the same character
+    with pytest.raises(Exception, match="at least 4 characters"):
+        patching_corruption(model, "ab")
+
+
+def test_patching_section_where_the_corruption_changes_nothing_draws_raw_effects_and_no_correlation():
+    from workbench.analysis.planted import planted_steering_lstm
+
+    # the planted comment cell ignores which letter follows the '#': every patch changes nothing
+    section = patching_section(planted_steering_lstm(n_layers=2), "x = 1  # a comment that goes on\n", [True])
+    assert section.id == "patching" and len(section.bodies) == 2
+    assert "moves the metric by only 0" in section.intro
+    assert "id='patching-atp-correlation'>n/a" in section.intro
+    assert "plotly_click" in section.bodies[0] and "patching-prediction" in section.bodies[1]
