@@ -1,6 +1,6 @@
 """A static, self-contained HTML report of one model on one text, for readers without Jupyter.
 
-`workbench report --model NAME --text FILE --out report.html` writes one page with four sections,
+`workbench report --model NAME --text FILE --out report.html` writes one page with five sections,
 each computed on that text by the analysis modules:
 
 1. **cell heatmaps** (Karpathy et al. 2015): per layer, the most active units of the recurrent state
@@ -284,9 +284,9 @@ def patching_section(model: HookedModel, text: str, first: list[bool]) -> Report
         attribution_patching,
         patched_logits,
         patching_heatmap,
+        top_predictions,
     )
     from workbench.models.protocol import carried_state
-    from workbench.widgets.patching import top_predictions
 
     window = text[:PATCHING_WINDOW]
     corrupted_text, where = patching_corruption(model, window)

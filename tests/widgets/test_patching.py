@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from workbench.analysis.patching import Pair, patched_logits
+from workbench.analysis.patching import Pair, patched_logits, top_predictions
 from workbench.analysis.planted import planted_steering_lstm
-from workbench.widgets.patching import TARGET_PROBABILITY, PatchingExplorer, top_predictions
+from workbench.widgets.patching import TARGET_PROBABILITY, PatchingExplorer
 
 CLEAN, CORRUPTED = "# ab", "x ab"
 
@@ -113,3 +113,14 @@ def test_run_false_waits_for_the_button(models):
     assert ex.table is None and ex.error.value == ""
     ex.run_button.click()
     assert ex.table is not None and torch.isfinite(torch.tensor(ex.table.effect.to_numpy())).all()
+
+
+def test_top_predictions_reads_one_position(models):
+    model = models["one"]
+    logits = torch.zeros(model.cfg.d_vocab)
+    logits[model.to_tokens("#")[0, 0]] = 5.0
+    table = top_predictions(model, logits, 3)
+    assert table["token"].iloc[0] == "#" and table["rank"].tolist() == [1, 2, 3]
+    assert table["prob"].is_monotonic_decreasing
+    with pytest.raises(ValueError, match=r"one position's \[vocab\]"):
+        top_predictions(model, logits[None], 3)

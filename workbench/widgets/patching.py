@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import pandas as pd
-import torch
 
 from workbench.analysis.patching import (
     Metric,
@@ -27,6 +26,7 @@ from workbench.analysis.patching import (
     patched_logits,
     patching_heatmap,
     target_probability,
+    top_predictions,
 )
 from workbench.models.protocol import carried_state
 from workbench.widgets.display import BusyState, error_html
@@ -35,21 +35,12 @@ from workbench.widgets.explorer import Explorer, clear, show
 if TYPE_CHECKING:
     from workbench.models.protocol import HookedModel
 
-__all__ = ["METRICS", "PatchingExplorer", "top_predictions"]
+__all__ = ["METRICS", "PatchingExplorer"]
 
 LOGIT_DIFFERENCE = "logit difference"
 TARGET_PROBABILITY = "target probability"
 METRICS = (LOGIT_DIFFERENCE, TARGET_PROBABILITY)
 RUN_LABEL = "Run"
-
-
-def top_predictions(model: HookedModel, logits: torch.Tensor, k: int = 5) -> pd.DataFrame:
-    """The `k` most probable next tokens of logits [vocab]: rank, token, prob."""
-    probs = torch.softmax(logits.detach().float(), dim=-1)  # [vocab]
-    values, ids = probs.topk(min(k, probs.shape[-1]))
-    tokens = model.to_str_tokens(ids.reshape(1, -1).to(model.device) if ids.dim() == 1 else ids)
-    return pd.DataFrame({"rank": range(1, len(tokens) + 1), "token": tokens, "id": ids.tolist(),
-                         "prob": values.tolist()})
 
 
 def _cell_label(position: int, token: str) -> str:
