@@ -79,8 +79,10 @@ def test_hook_metric_and_model_controls(explorer):
     explorer.run_button.click()
     assert explorer.error.value == "" and repr(explorer.metric).startswith("target_probability")
     assert explorer.other_input.layout.display == "none"
-    explorer.model_select.value = "one"
-    assert explorer.error.value == "" and set(explorer.table.layer) == {0}
+    explorer.hook_select.value = "c"
+    explorer.model_select.value = "one"  # the chosen hook is kept where the new model has it
+    assert explorer.hook_select.value == "c"
+    assert explorer.error.value == "" and set(explorer.table.layer) == {0} and set(explorer.table.hook) == {"c"}
 
 
 @pytest.mark.parametrize("values, message", [

@@ -109,9 +109,16 @@ class PatchingExplorer(Explorer):
 
     # ----------------------------------------------------------------------------- state
     def _sync_model_controls(self) -> None:
-        state = carried_state(self.model, 0)
-        options = [("resid_post", "resid_post"), (f"state ({state})", state)]
-        wanted = self._initial_hook if self._initial_hook in ("resid_post", state) else "resid_post"
+        options = [("resid_post", "resid_post")]
+        try:
+            state = carried_state(self.model, 0)
+        except ValueError:  # a family that hooks no carried state per position
+            pass
+        else:
+            options.append((f"state ({state})", state))
+        names = [value for _, value in options]
+        current = self.hook_select.value
+        wanted = next((h for h in (current, self._initial_hook) if h in names), "resid_post")
         with self._quiet():
             self.hook_select.options = options
             self.hook_select.value = wanted
