@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from workbench.cli import main
-from workbench.report import SECTION_IDS, patching_corruption, patching_section, steering_prompts
+from workbench.report import (
+    SECTION_IDS,
+    patched_last_logits,
+    patching_corruption,
+    patching_section,
+    steering_prompts,
+)
 
 SAMPLE = Path(__file__).resolve().parents[1] / "workbench" / "report.py"  # real Python source
 
@@ -127,3 +133,25 @@ def test_patching_section_where_the_corruption_changes_nothing_draws_raw_effects
     assert "moves the metric by only 0" in section.intro
     assert "id='patching-atp-correlation'>n/a" in section.intro
     assert "plotly_click" in section.bodies[0] and "patching-prediction" in section.bodies[1]
+
+
+@pytest.mark.parametrize("hook", ["c", "resid_post"])
+def test_patched_last_logits_equal_one_patched_run_per_cell(hook):
+    import torch
+
+    from workbench.analysis.patching import Pair, patched_logits
+    from workbench.analysis.planted import planted_steering_lstm
+
+    model = planted_steering_lstm(n_layers=2)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():  # break the planted ties so every cell differs
+            p.add_(0.05 * torch.randn_like(p))
+    pair = Pair(model.to_tokens("# abc"), model.to_tokens("x abc"))
+    batched = patched_last_logits(model, pair, hook)
+    assert sorted(batched) == [0, 1]
+    for layer, last in batched.items():
+        assert last.shape == (5, model.cfg.d_vocab)
+        for position in range(5):
+            direct = patched_logits(model, pair, hook, positions=[position], layer=layer)[0, -1]
+            torch.testing.assert_close(last[position], direct, atol=1e-5, rtol=1e-5)

@@ -273,6 +273,29 @@ def patching_metric(model: HookedModel, clean: Any, corrupted: Any) -> Any:
     return logit_difference(answer, other)
 
 
+def patched_last_logits(model: HookedModel, pair: Any, hook: str) -> dict[int, Any]:
+    """layer -> the corrupted run's last-position logits [pos, vocab] with `hook` patched
+    from the clean run at one position per row: row p equals `patched_logits(..., positions=[p],
+    layer=layer)[0, -1]`, all positions of a layer in one batched forward pass."""
+    import torch
+
+    from workbench.analysis.patching import PositionPatch, resolve_sites
+
+    sites = resolve_sites(model, hook)
+    names = [site.name for site in sites]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(pair.clean, names_filter=names)
+    length = pair.clean.shape[-1]
+    rows = pair.corrupted[:1].repeat(length, 1)  # [pos copies, pos]
+    mask = torch.eye(length, dtype=torch.bool)  # row p patches position p
+    out = {}
+    for site in sites:
+        patch = PositionPatch(cache[site.name][:1].detach(), mask)
+        with torch.no_grad():
+            out[site.layer] = model.run_with_hooks(rows, fwd_hooks=[(site.name, patch)])[:, -1]
+    return out
+
+
 def patching_section(model: HookedModel, text: str, first: list[bool]) -> ReportSection:
     """The carried state patched from a clean window into one with a character substituted, with
     each patched run's prediction a click away, and the AtP estimate's correlation with it."""
@@ -282,7 +305,6 @@ def patching_section(model: HookedModel, text: str, first: list[bool]) -> Report
         Pair,
         activation_patching,
         attribution_patching,
-        patched_logits,
         patching_heatmap,
         top_predictions,
     )
@@ -301,9 +323,8 @@ def patching_section(model: HookedModel, text: str, first: list[bool]) -> Report
                    if effects.std() > 0 and estimates.std() > 0 else float("nan"))
     labels = [f"{i}:{c}" for i, c in enumerate(model.to_str_tokens(pair.clean))]
     predictions = {}
-    for layer in sorted(set(table.layer)):
-        for position in range(len(labels)):
-            logits = patched_logits(model, pair, state, positions=[position], layer=int(layer))[0, -1]
+    for layer, last in patched_last_logits(model, pair, state).items():  # last: [pos, vocab]
+        for position, logits in enumerate(last):
             top = top_predictions(model, logits, 3)
             shown = ", ".join(f"{t!r} {p:.2f}" for t, p in zip(top.token, top.prob, strict=True))
             predictions[f"{layer}|{labels[position]}"] = (
