@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from workbench.cli import main
-from workbench.report import SECTION_IDS, steering_prompts
+from workbench.report import (
+    SECTION_IDS,
+    patched_last_logits,
+    patching_corruption,
+    patching_section,
+    steering_prompts,
+)
 
 SAMPLE = Path(__file__).resolve().parents[1] / "workbench" / "report.py"  # real Python source
 
@@ -41,7 +47,7 @@ def test_report_has_every_section_drawn_with_plotly_inline(report_page):
         assert f'<section id="{section}">' in page
     assert "Not drawn" not in page
     assert page.count('class="wb-c"') > 1000  # the cell heatmaps, one span per character
-    assert page.count('class="plotly-graph-div"') == 3  # lens, implicit attention, steering
+    assert page.count('class="plotly-graph-div"') == 4  # lens, implicit attention, steering, patching
     assert page.count("plotly.js v") == 1  # plotly.js embedded once
     assert not re.search(r"<script[^>]+src=", page), "the page loads a script from elsewhere"
     assert not re.search(r"<link[^>]+href=\"https?:", page)
@@ -83,3 +89,69 @@ def test_steering_prompts_split_line_ends_from_mid_line_windows():
     assert all(len(p) == 8 for p in positive + negative)
     ends = {text.index(p) + 8 for p in positive}
     assert all(text[e] == "\n" for e in ends)
+
+
+@pytest.mark.slow
+def test_report_patching_section_has_the_heatmap_click_predictions_and_atp(report_page):
+    page = report_page.read_text(encoding="utf-8")
+    section = page[page.index('<section id="patching">'):]
+    section = section[: section.index("</section>")]
+    assert 'id="patching-heatmap"' in section and "plotly_click" in section
+    assert "substituted)" in section
+    match = re.search(r"id='patching-atp-correlation'>([^<]+)<", section)
+    assert match, "no AtP correlation"
+    assert match.group(1).startswith("n/a") or -1.0 <= float(match.group(1)) <= 1.0
+    predictions = re.search(r"var predictions = (\{.*?\});", section)
+    assert predictions
+    import json
+
+    cells = json.loads(predictions.group(1).replace("<\\/", "</"))
+    assert len(cells) == 2 * 32  # 2 layers x the 32-character window
+    assert all(v.startswith("layer ") and "next token" in v for v in cells.values())
+
+
+def test_patching_corruption_substitutes_one_character_near_the_middle():
+    from workbench.analysis.planted import planted_steering_lstm
+
+    model = planted_steering_lstm()
+    window = "def f(alpha, beta):\n    return 1"
+    corrupted, where = patching_corruption(model, window)
+    assert len(corrupted) == len(window)
+    assert [i for i, (a, b) in enumerate(zip(window, corrupted, strict=True)) if a != b] == [where]
+    assert abs(where - len(window) // 2) <= 2 and window[where].isalnum()
+    assert patching_corruption(model, "xxxxxx")[0] == "xxxqxx"  # never the same character
+    with pytest.raises(Exception, match="at least 4 characters"):
+        patching_corruption(model, "ab")
+
+
+def test_patching_section_where_the_corruption_changes_nothing_draws_raw_effects_and_no_correlation():
+    from workbench.analysis.planted import planted_steering_lstm
+
+    # the planted comment cell ignores which letter follows the '#': every patch changes nothing
+    section = patching_section(planted_steering_lstm(n_layers=2), "x = 1  # a comment that goes on\n", [True])
+    assert section.id == "patching" and len(section.bodies) == 2
+    assert "moves the metric by only 0" in section.intro
+    assert "id='patching-atp-correlation'>n/a" in section.intro
+    assert "plotly_click" in section.bodies[0] and "patching-prediction" in section.bodies[1]
+
+
+@pytest.mark.parametrize("hook", ["c", "resid_post"])
+def test_patched_last_logits_equal_one_patched_run_per_cell(hook):
+    import torch
+
+    from workbench.analysis.patching import Pair, patched_logits
+    from workbench.analysis.planted import planted_steering_lstm
+
+    model = planted_steering_lstm(n_layers=2)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():  # break the planted ties so every cell differs
+            p.add_(0.05 * torch.randn_like(p))
+    pair = Pair(model.to_tokens("# abc"), model.to_tokens("x abc"))
+    batched = patched_last_logits(model, pair, hook)
+    assert sorted(batched) == [0, 1]
+    for layer, last in batched.items():
+        assert last.shape == (5, model.cfg.d_vocab)
+        for position in range(5):
+            direct = patched_logits(model, pair, hook, positions=[position], layer=layer)[0, -1]
+            torch.testing.assert_close(last[position], direct, atol=1e-5, rtol=1e-5)

@@ -178,7 +178,8 @@ def add_report_command(subparsers: Subparsers) -> None:
         "report",
         help="write a static HTML report of a model on a text",
         description="Write one self-contained HTML page (plotly inline, no network) with the cell "
-        "heatmaps, lens trajectory, implicit-attention map and steering sweep of a model on a text.",
+        "heatmaps, lens trajectory, implicit-attention map, steering sweep and activation patching of a "
+        "model on a text.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", required=True, help="embedded model name or checkpoint directory")

@@ -1,6 +1,6 @@
 """A static, self-contained HTML report of one model on one text, for readers without Jupyter.
 
-`workbench report --model NAME --text FILE --out report.html` writes one page with four sections,
+`workbench report --model NAME --text FILE --out report.html` writes one page with five sections,
 each computed on that text by the analysis modules:
 
 1. **cell heatmaps** (Karpathy et al. 2015): per layer, the most active units of the recurrent state
@@ -9,7 +9,11 @@ each computed on that text by the analysis modules:
    predict at each position;
 3. **implicit-attention map** (Zimerman et al. 2024): the last layer written as a causal L x L map;
 4. **steering sweep** (Rimsky et al. 2024): a "line ends here" vector built from this text's own
-   lines, added at a sweep of multipliers, against the probability of a newline.
+   lines, added at a sweep of multipliers, against the probability of a newline;
+5. **activation patching** (Meng et al. 2022; Heimersheim & Nanda 2024): a window of the text with one
+   character near its middle substituted, the carried state patched back layer by layer and position
+   by position (a heatmap; clicking a cell shows that patched run's prediction), and the correlation
+   of attribution patching (Nanda 2023; Kramár et al. 2024) with it.
 
 plotly is embedded once, inline (`include_plotlyjs=True`); the page loads nothing from the network.
 """
@@ -33,12 +37,15 @@ if TYPE_CHECKING:
 
 __all__ = ["ReportSection", "build_report", "load_text", "report_sections", "write_report"]
 
-SECTION_IDS = ("cells", "lens", "implicit-attention", "steering")
+SECTION_IDS = ("cells", "lens", "implicit-attention", "steering", "patching")
 DEFAULT_MAX_CHARS = 2_000  # characters of the text the report analyses
 CELLS_WINDOW = 600  # characters drawn in each cell heatmap (units are ranked over all of them)
 LENS_WINDOW = 96  # positions drawn in the lens trajectory
 ATTENTION_WINDOW = 160  # positions in the implicit-attention map (an L x L grid)
 STEERING_WINDOW = 32  # characters in each steering prompt (equal lengths run as one batch)
+PATCHING_WINDOW = 32  # characters of the clean/corrupted pair the patching section sweeps
+PATCHING_MIN_GAP = 0.05  # |clean - corrupted| metric below which the raw effect is drawn, not normalized
+PATCHING_REPLACEMENTS = "xqzjkXQZ0"  # the substituted character: the first in the vocabulary that differs
 MULTIPLIERS = (-2.0, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 2.0)  # x the hook's typical norm
 
 
@@ -75,12 +82,13 @@ def _in_vocab(model: HookedModel, text: str) -> tuple[str, int]:
     return mapped, changed
 
 
-def _figure_html(figure: Any, first: list[bool]) -> str:
-    """A plotly figure as a <div>; plotly.js goes inline with the first figure only."""
+def _figure_html(figure: Any, first: list[bool], **kwargs: Any) -> str:
+    """A plotly figure as a <div>; plotly.js goes inline with the first figure only. `kwargs` go to
+    `to_html` (`div_id`, `post_script`)."""
     include = first[0]
     first[0] = False
     return figure.to_html(full_html=False, include_plotlyjs=include, include_mathjax=False,
-                          config={"displaylogo": False, "responsive": True})
+                          config={"displaylogo": False, "responsive": True}, **kwargs)
 
 
 # ------------------------------------------------------------------------------------- sections
@@ -230,8 +238,135 @@ def steering_section(model: HookedModel, text: str, first: list[bool]) -> Report
     )
 
 
+def patching_corruption(model: HookedModel, window: str) -> tuple[str, int]:
+    """`window` with one letter or digit near its middle replaced by the first character of
+    `PATCHING_REPLACEMENTS` that the vocabulary holds and that differs from it: (corrupted, position)."""
+    if len(window) < 4:
+        raise EmptyInputError(f"activation patching needs at least 4 characters; this text has {len(window)}")
+    middle = len(window) // 2
+    order = sorted(range(len(window) - 1), key=lambda i: (abs(i - middle), i))  # never the read-out
+    position = next((i for i in order if window[i].isalnum()), middle)
+    for replacement in PATCHING_REPLACEMENTS:
+        if replacement == window[position]:
+            continue
+        try:
+            model.to_tokens(replacement)
+        except Exception:  # not in this vocabulary
+            continue
+        return window[:position] + replacement + window[position + 1:], position
+    raise ValueError(f"none of {PATCHING_REPLACEMENTS!r} is in the model's vocabulary: no corruption to build")
+
+
+def patching_metric(model: HookedModel, clean: Any, corrupted: Any) -> Any:
+    """logit(clean's top next token) − logit(corrupted's top one) at the last position; the clean
+    runner-up stands in where both runs agree on the top one."""
+    import torch
+
+    from workbench.analysis.patching import logit_difference
+
+    with torch.no_grad():
+        clean_last, corrupted_last = model(clean)[0, -1], model(corrupted)[0, -1]  # [vocab] each
+    answer = int(clean_last.argmax())
+    other = int(corrupted_last.argmax())
+    if other == answer:
+        other = int(clean_last.topk(2).indices[1])
+    return logit_difference(answer, other)
+
+
+def patched_last_logits(model: HookedModel, pair: Any, hook: str) -> dict[int, Any]:
+    """layer -> the corrupted run's last-position logits [pos, vocab] with `hook` patched
+    from the clean run at one position per row: row p equals `patched_logits(..., positions=[p],
+    layer=layer)[0, -1]`, all positions of a layer in one batched forward pass."""
+    import torch
+
+    from workbench.analysis.patching import PositionPatch, resolve_sites
+
+    sites = resolve_sites(model, hook)
+    names = [site.name for site in sites]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(pair.clean, names_filter=names)
+    length = pair.clean.shape[-1]
+    rows = pair.corrupted[:1].repeat(length, 1)  # [pos copies, pos]
+    mask = torch.eye(length, dtype=torch.bool)  # row p patches position p
+    out = {}
+    for site in sites:
+        patch = PositionPatch(cache[site.name][:1].detach(), mask)
+        with torch.no_grad():
+            out[site.layer] = model.run_with_hooks(rows, fwd_hooks=[(site.name, patch)])[:, -1]
+    return out
+
+
+def patching_section(model: HookedModel, text: str, first: list[bool]) -> ReportSection:
+    """The carried state patched from a clean window into one with a character substituted, with
+    each patched run's prediction a click away, and the AtP estimate's correlation with it."""
+    import json
+
+    from workbench.analysis.patching import (
+        Pair,
+        activation_patching,
+        attribution_patching,
+        patching_heatmap,
+        top_predictions,
+    )
+    from workbench.models.protocol import carried_state
+
+    window = text[:PATCHING_WINDOW]
+    corrupted_text, where = patching_corruption(model, window)
+    pair = Pair(model.to_tokens(window), model.to_tokens(corrupted_text))
+    metric = patching_metric(model, pair.clean, pair.corrupted)
+    state = carried_state(model, 0)
+    table = activation_patching(model, pair, metric, hooks=state)
+    estimate = attribution_patching(model, pair, metric, hooks=state)
+    merged = table.merge(estimate, on=["layer", "position", "hook"], suffixes=("", "_atp"))
+    effects, estimates = merged["effect"].to_numpy(), merged["effect_atp"].to_numpy()
+    correlation = (float(np.corrcoef(effects, estimates)[0, 1])
+                   if effects.std() > 0 and estimates.std() > 0 else float("nan"))
+    labels = [f"{i}:{c}" for i, c in enumerate(model.to_str_tokens(pair.clean))]
+    predictions = {}
+    for layer, last in patched_last_logits(model, pair, state).items():  # last: [pos, vocab]
+        for position, logits in enumerate(last):
+            top = top_predictions(model, logits, 3)
+            shown = ", ".join(f"{t!r} {p:.2f}" for t, p in zip(top.token, top.prob, strict=True))
+            predictions[f"{layer}|{labels[position]}"] = (
+                f"layer {layer}, patched at position {labels[position]}: next token {shown}")
+    attrs = table.attrs
+    gap = attrs["clean_metric"] - attrs["corrupted_metric"]
+    value = "normalized_effect" if abs(gap) >= PATCHING_MIN_GAP else "effect"  # else noise over a tiny gap
+    figure = patching_heatmap(table, value=value, labels=labels,
+                              title=f"patching {table.name.iloc[0].replace('blocks.0.', 'blocks.L.')} "
+                                    f"from clean into corrupted ({value.replace('_', ' ')})")
+    payload = json.dumps(predictions).replace("</", "<\\/")  # no '</script>' inside the script
+    script = (
+        "var gd = document.getElementById('{plot_id}');"
+        f"var predictions = {payload};"
+        "gd.on('plotly_click', function (event) {"
+        "  var p = event.points[0]; var shown = predictions[p.y + '|' + p.x];"
+        "  if (shown) { document.getElementById('patching-prediction').textContent = shown; }"
+        "});"
+    )
+    body = _figure_html(figure, first, div_id="patching-heatmap", post_script=script)
+    scale = ("1 restores the clean metric" if value == "normalized_effect" else
+             f"the corruption moves the metric by only {gap:.2g} here, so each cell shows the change in the "
+             "metric itself rather than the fraction of that gap restored")
+    r = "n/a (a constant column)" if correlation != correlation else f"{correlation:+.2f}"
+    return ReportSection(
+        "patching", "Activation patching",
+        "Activation patching (Meng et al. 2022; Heimersheim &amp; Nanda 2024): the clean run reads "
+        f"<code>{html.escape(repr(window))}</code>, the corrupted one <code>{html.escape(repr(corrupted_text))}"
+        f"</code> (position {where} substituted). The metric is <code>{html.escape(repr(metric))}</code> "
+        f"at the last position: {attrs['clean_metric']:.4g} clean, {attrs['corrupted_metric']:.4g} "
+        f"corrupted. Each cell copies the clean run's carried state <code>{html.escape(state)}</code> at "
+        f"one layer and position into the corrupted run; {scale}. Click a cell to see "
+        "that patched run's next-token prediction. Attribution patching (AtP; Nanda 2023, Kramár et al. "
+        f"2024) estimates the same {len(merged)} effects from one backward pass; its Pearson correlation "
+        f"with activation patching is <span id='patching-atp-correlation'>{r}</span>.",
+        [body, "<pre id='patching-prediction' class='source'>click a heatmap cell to see that patched "
+               "run's prediction</pre>"],
+    )
+
+
 SECTIONS: tuple[Callable[..., ReportSection], ...] = (
-    cells_section, lens_section, implicit_attention_section, steering_section,
+    cells_section, lens_section, implicit_attention_section, steering_section, patching_section,
 )
 
 
@@ -242,7 +377,7 @@ def report_sections(model: HookedModel, text: str, progress: bool = False) -> li
     first = [True]
     sections = []
     titles = dict(zip(SECTION_IDS, ("Cell heatmaps", "Lens trajectory", "Implicit-attention map",
-                                    "Steering sweep"), strict=True))
+                                    "Steering sweep", "Activation patching"), strict=True))
     bar = tqdm(SECTIONS, desc="report", disable=not progress, unit="section")
     for make, section_id in zip(bar, SECTION_IDS, strict=True):
         bar.set_postfix_str(section_id)

@@ -36,6 +36,7 @@ from workbench.analysis.patching.activation import (
     baseline_metrics,
     patched_logits,
     resolve_sites,
+    top_predictions,
 )
 from workbench.analysis.patching.attribution import attribution_patching, metric_gradients
 from workbench.analysis.patching.figures import patching_heatmap
@@ -75,4 +76,5 @@ __all__ = [
     "resolve_sites",
     "substitute_tokens",
     "target_probability",
+    "top_predictions",
 ]

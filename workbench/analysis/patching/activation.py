@@ -51,6 +51,7 @@ __all__ = [
     "check_positions",
     "patched_logits",
     "resolve_sites",
+    "top_predictions",
 ]
 
 Direction = Literal["denoising", "noising"]
@@ -273,6 +274,18 @@ def patched_logits(
     tokens, hooks = pair.run(target_side)
     with torch.no_grad():
         return run_logits(model, tokens, (*hooks, (name, PositionPatch(values[name], mask, chans))), path)
+
+
+def top_predictions(model: HookedModel, logits: Tensor, k: int = 5) -> pd.DataFrame:
+    """The `k` most probable next tokens of logits [vocab] (e.g. `patched_logits(...)[0, -1]`): a table
+    of rank, token (display string), id and prob."""
+    if logits.dim() != 1:
+        raise ValueError(f"logits must be one position's [vocab], got shape {list(logits.shape)}")
+    probs = torch.softmax(logits.detach().float(), dim=-1)  # [vocab]
+    values, ids = probs.topk(min(k, probs.shape[-1]))  # [k] each
+    tokens = model.to_str_tokens(ids.reshape(1, -1))
+    return pd.DataFrame({"rank": range(1, len(tokens) + 1), "token": tokens, "id": ids.tolist(),
+                         "prob": values.tolist()})
 
 
 def activation_patching(
