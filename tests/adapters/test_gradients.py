@@ -8,31 +8,13 @@ import torch
 
 from workbench.adapters import from_transformers
 
-from ..gradient_checks import cached_gradients, oracle_gradient
+from ..gradient_checks import check_every_gradient
 from .conftest import tiny, tokens
-
-PATHS = ("reference", "fused")
-
-
-def check_every_gradient(model, ids, monkeypatch, return_type="loss", atol=1e-9):
-    results = {path: cached_gradients(model, ids, path, return_type) for path in PATHS}
-    for name in model.hook_dict:
-        shape = tuple(results["reference"][1][name].shape)
-        expected = oracle_gradient(model, ids, name, shape, monkeypatch, return_type)
-        for path, (_, cache) in results.items():
-            key = f"{name}_grad"
-            if key not in cache:
-                assert return_type != "loss", f"{path}: no gradient for {name}"
-                assert not expected.any(), f"{path}: no gradient for {name}, whose gradient is not zero"
-                continue
-            torch.testing.assert_close(cache[key], expected, atol=atol, rtol=atol, msg=f"{path} {name}")
-    torch.testing.assert_close(results["fused"][0], results["reference"][0], atol=atol, rtol=atol)
-    return results
 
 
 def test_every_hook_gets_the_gradient_of_the_loss(family, monkeypatch):
     model = from_transformers(tiny(family, torch.float64))
-    results = check_every_gradient(model, tokens(2, 6, seed=3), monkeypatch)
+    results = check_every_gradient(model, tokens(2, 6, seed=3), monkeypatch, atol=1e-9)
     for path, (_, cache) in results.items():
         assert all(f"{name}_grad" in cache for name in model.hook_dict), path
         routes = cache.metadata["gradients"]
@@ -42,7 +24,7 @@ def test_every_hook_gets_the_gradient_of_the_loss(family, monkeypatch):
 @pytest.mark.parametrize(("batch", "length"), [(1, 1), (3, 2)])
 def test_mamba_short_inputs_through_bwd_hooks(batch, length, monkeypatch):
     model = from_transformers(tiny("mamba", torch.float64))
-    check_every_gradient(model, tokens(batch, length, seed=4), monkeypatch, return_type="logits")
+    check_every_gradient(model, tokens(batch, length, seed=4), monkeypatch, return_type="logits", atol=1e-9)
 
 
 def test_mamba_fused_path_still_names_its_forward_kernel():

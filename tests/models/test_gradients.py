@@ -12,28 +12,8 @@ from workbench.models.hooked import GRADIENT_GRAPH_FACTOR
 from workbench.models.protocol import carried_state
 from workbench.utils import get_act_name
 
-from ..gradient_checks import cached_gradients, oracle_gradient
+from ..gradient_checks import PATHS, check_every_gradient, oracle_gradient
 from .conftest import small_lm
-
-PATHS = ("reference", "fused")
-
-
-def check_every_gradient(model, tokens, monkeypatch, return_type="loss", atol=1e-10):
-    """Both paths: every hook has a `_grad` equal to the oracle's; the paths agree with each other."""
-    results = {path: cached_gradients(model, tokens, path, return_type) for path in PATHS}
-    reference_cache = results["reference"][1]
-    for name in model.hook_dict:
-        shape = tuple(reference_cache[name].shape)
-        expected = oracle_gradient(model, tokens, name, shape, monkeypatch, return_type)
-        for path, (_, cache) in results.items():
-            key = f"{name}_grad"
-            if key not in cache:
-                assert return_type != "loss", f"{path}: no gradient for {name}"
-                assert not expected.any(), f"{path}: no gradient for {name}, whose gradient is not zero"
-                continue
-            torch.testing.assert_close(cache[key], expected, atol=atol, rtol=atol, msg=f"{path} {name}")
-    torch.testing.assert_close(results["fused"][0], results["reference"][0], atol=atol, rtol=atol)
-    return results
 
 
 @pytest.mark.parametrize("path", PATHS)
