@@ -234,10 +234,20 @@ def first_changed_position(before: Tensor, after: Tensor) -> int:
 class LazyInputs(Mapping[str, Tensor]):
     """Step inputs built only if a step loop reads them: `run_recurrence` with a fused kernel that
     does not need them (e.g. one that projects its inputs itself) then never builds them, unless an
-    editing hook forces a replay. factories: name -> () -> [batch, pos, ...]; length: pos."""
+    editing hook forces a replay. factories: name -> () -> [batch, pos, ...]; length: pos;
+    at (optional): name -> (t) -> [batch, ...], one position alone, for the few readable steps of a
+    segmented edit (`column`), so the whole tensor is not built for them."""
 
-    def __init__(self, factories: Mapping[str, Callable[[], Tensor]], length: int):
+    def __init__(self, factories: Mapping[str, Callable[[], Tensor]], length: int,
+                 at: Mapping[str, Callable[[int], Tensor]] | None = None):
         self.factories, self.length, self._built = dict(factories), length, {}
+        self.at = dict(at or {})
+
+    def column(self, name: str, position: int) -> Tensor:
+        """Input `name` at one position [batch, ...]: from the built tensor if there is one."""
+        if name in self._built or name not in self.at:
+            return self[name][:, position]
+        return self.at[name](position)
 
     def __getitem__(self, name: str) -> Tensor:
         if name not in self._built:
@@ -249,6 +259,13 @@ class LazyInputs(Mapping[str, Tensor]):
 
     def __len__(self) -> int:
         return len(self.factories)
+
+
+def step_inputs(inputs: Mapping[str, Tensor], position: int) -> dict[str, Tensor]:
+    """Every step input at one position [batch, ...], without building lazy ones that can give it."""
+    if isinstance(inputs, LazyInputs):
+        return {name: inputs.column(name, position) for name in inputs}
+    return {name: value[:, position] for name, value in inputs.items()}
 
 
 def _length(inputs: Mapping[str, Tensor]) -> int:
@@ -535,7 +552,7 @@ def _run_segmented(
                 pieces[name].append(value.unsqueeze(1))
             return value
 
-        return step({k: v[:, position] for k, v in inputs.items()}, state, emit)
+        return step(step_inputs(inputs, position), state, emit)
 
     def keep(values: Mapping[str, Tensor], count: int | None = None) -> None:
         for name in pieces:

@@ -78,7 +78,8 @@ class _LibraryRecurrence(Mixer):
             self._step,
             # built only if a step loop runs (reference path, or a replay after an edit): the fused
             # kernels project x themselves
-            LazyInputs({"x_proj": lambda: self.input_projection(x)}, x.shape[1]),
+            LazyInputs({"x_proj": lambda: self.input_projection(x)}, x.shape[1],
+                       at={"x_proj": lambda t: self.input_projection(x[:, t])}),  # [batch, gates * d_hidden]
             state,
             self.hook_points(self.recurrent),
             self.state_at,
