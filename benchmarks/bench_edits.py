@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 
 import torch
+from bench_paths import best_time  # a sibling script: benchmarks/ is on sys.path when run
 
 import workbench
 from workbench.models import Edit, position_wise
@@ -23,17 +23,6 @@ from workbench.models import Edit, position_wise
 MODEL = "lstm-stdlib-2x128"
 HOOK = "blocks.0.mixer.hook_c"
 POSITION = 10
-
-
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """Best of `repeats` wall times after one warm-up call (seconds)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def set_at_position(x: torch.Tensor, hook: object) -> torch.Tensor:

@@ -38,19 +38,9 @@ from workbench.analysis.tokens import tokenize
 DEFAULT_MODEL = "lstm-stdlib-2x128"  # the embedded default of README.md and the tour notebook
 
 
-def rankdata(x: torch.Tensor) -> torch.Tensor:
-    """Ranks 0..n-1 of x [n], ties given their average rank (as scipy.stats.rankdata, minus one)."""
-    order = x.argsort()
-    ranks = torch.empty(len(x), dtype=torch.float64)
-    ranks[order] = torch.arange(len(x), dtype=torch.float64)
-    _, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)
-    sums = torch.zeros(len(counts), dtype=torch.float64).scatter_add_(0, inverse, ranks)
-    return (sums / counts)[inverse]
-
-
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman's rank correlation: Pearson's correlation of the (tie-averaged) ranks."""
-    return float(torch.corrcoef(torch.stack([rankdata(a), rankdata(b)]))[0, 1])
+    """Spearman's rank correlation (ties averaged), as `steering.evaluation` computes it: pandas'."""
+    return float(pd.Series(a.double().numpy()).corr(pd.Series(b.double().numpy()), method="spearman"))
 
 
 def timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
