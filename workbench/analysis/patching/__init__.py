@@ -5,11 +5,14 @@ Heimersheim & Nanda 2024, *How to use and interpret activation patching*) runs o
 clean/corrupted pair with an activation taken from the other, at every layer × position × hook:
 the residual stream, the mixer's output, any gate or recurrent state, whole or a channel subset.
 Attribution patching (Nanda 2023; Kramár et al. 2024, *AtP*) estimates every such effect from one
-forward and backward pass. Knockout ablates a quantity at chosen positions.
+forward and backward pass. Knockout ablates a quantity at chosen positions; flow knockout blocks
+what one position passes to another through a layer (Endy et al. 2025, *Mamba Knockout*), and path
+patching splits a position's effect into the paths through each layer's recurrent state.
 
 `inputs` builds pairs (token substitution, embedding noise as in ROME's causal tracing), `metrics`
 the usual metrics, `activation` the batched sweep, `attribution` the gradient estimate, `knockout`
-the ablations, `figures` the heatmap. Every method returns a tidy `pandas.DataFrame`.
+the ablations, `flow` the s → t knockout, `paths` path patching, `figures` the heatmap. Every method
+returns a tidy `pandas.DataFrame`.
 
 >>> import torch
 >>> from workbench.models import HookedRecurrentLM, RecurrentConfig
@@ -40,6 +43,7 @@ from workbench.analysis.patching.activation import (
 )
 from workbench.analysis.patching.attribution import attribution_patching, metric_gradients
 from workbench.analysis.patching.figures import patching_heatmap
+from workbench.analysis.patching.flow import FLOW_MODES, flow_knockout
 from workbench.analysis.patching.inputs import EmbeddingNoise, Pair, check_pair, noise_pair, substitute_tokens
 from workbench.analysis.patching.knockout import ABLATIONS, Ablation, knockout
 from workbench.analysis.patching.metrics import (
@@ -49,6 +53,7 @@ from workbench.analysis.patching.metrics import (
     logit_difference,
     target_probability,
 )
+from workbench.analysis.patching.paths import PATHS, path_patching
 
 __all__ = [
     "ABLATIONS",
@@ -57,7 +62,9 @@ __all__ = [
     "Ablation",
     "Direction",
     "EmbeddingNoise",
+    "FLOW_MODES",
     "Metric",
+    "PATHS",
     "Pair",
     "PositionPatch",
     "Site",
@@ -66,12 +73,14 @@ __all__ = [
     "baseline_metrics",
     "check_metric",
     "check_pair",
+    "flow_knockout",
     "kl_to_clean",
     "knockout",
     "logit_difference",
     "metric_gradients",
     "noise_pair",
     "patched_logits",
+    "path_patching",
     "patching_heatmap",
     "resolve_sites",
     "substitute_tokens",

@@ -319,20 +319,20 @@ def activation_patching(
     baseline, other = (corrupted_metric, clean_metric) if direction == "denoising" else (clean_metric, corrupted_metric)
     _, values = source_values(model, pair, source_side, [s.name for s in sites], path)
     tokens, target_hooks = pair.run(target_side)
-    resumable = all(callable(getattr(fn, "from_position", None)) for _, fn in target_hooks)
+    can_resume = resumable(target_hooks)
     target_logits = logits_of[target_side]  # [n, pos, vocab]
     rows = []
     for site in sites:
         size = auto_batch_size(model, site, n, length) if batch_size is None else batch_size
         for start in range(0, len(chosen), size):
             cells = chosen[start:start + size]
-            k, first = len(cells), (min(cells) if resumable else 0)
+            k, first = len(cells), (min(cells) if can_resume else 0)
             mask = torch.zeros(k, n, length, dtype=torch.bool)  # row c * n + i patches cells[c]
             mask[torch.arange(k), :, torch.tensor(cells)] = True
             rows_mask = mask.reshape(k * n, length)[:, first:]  # [k n, pos - first]
             patch = PositionPatch(values[site.name][:, first:], rows_mask, chans[site.name])
             with torch.no_grad():  # [k n, pos - first, v]
-                logits = resume(model, tokens, target_hooks, first, k, (site.name, patch), path)
+                logits, _ = resume(model, tokens, target_hooks, first, k, [(site.name, patch)], path)
                 logits = torch.cat([tile_rows(target_logits[:, :first], k * n), logits], dim=1)  # [k n, pos, v]
                 measured = check_metric(metric, logits).reshape(k, n).mean(1)  # [k]
             for position, value in zip(cells, measured.tolist(), strict=True):
@@ -342,19 +342,32 @@ def activation_patching(
 
 
 def resume(model: HookedModel, tokens: Tensor, hooks: Hooks, first: int, copies: int,
-           patch: tuple[str, HookFn], path: ExecutionPath | None) -> Tensor:
-    """Logits [copies × n, pos − first, vocab] of the run `tokens` under `hooks`, `copies` times over,
-    from position `first` on: the state after first − 1 (unchanged by a patch at first or later, the
-    run being causal) is computed once on n rows and tiled, so positions before `first` are not rerun.
-    Hooks are moved along by their `from_position(first)`."""
+           patches: Sequence[tuple[str, HookFn]], path: ExecutionPath | None,
+           names: Sequence[str] = ()) -> tuple[Tensor, dict[str, Tensor]]:
+    """(logits [copies × n, pos − first, vocab], the activations at `names` over the same rows and
+    positions) of the run `tokens` under `hooks` and `patches`, `copies` times over, from position
+    `first` on: the state after first − 1 (unchanged by a patch at first or later, the run being
+    causal) is computed once on n rows and tiled, so positions before `first` are not rerun. Hooks
+    are moved along by their `from_position(first)`."""
+    def run(ids: Tensor, fwd: list[tuple[str, HookFn]], **kwargs: object) -> tuple[Tensor, dict[str, Tensor]]:
+        if not names:
+            return model.run_with_hooks(ids, fwd_hooks=fwd, path=path, **kwargs), {}
+        with model.hooks(fwd_hooks=fwd):
+            logits, cache = model.run_with_cache(ids, names_filter=list(names), path=path, **kwargs)
+        return logits, {name: cache[name] for name in names}
+
     if first == 0:
-        return run_logits(model, tokens.repeat(copies, 1), (*hooks, patch), path)
+        return run(tokens.repeat(copies, 1), [*hooks, *patches])
     with torch.no_grad(), model.hooks(fwd_hooks=list(hooks)):
         _, state = model(tokens[:, :first], return_state=True, path=path)
     state = [{key: tile_rows(value, value.shape[0] * copies) for key, value in layer.items()} for layer in state]
-    moved = tuple((name, fn.from_position(first)) for name, fn in hooks)  # type: ignore[attr-defined]
-    return model.run_with_hooks(tokens[:, first:].repeat(copies, 1), fwd_hooks=[*moved, patch],
-                                initial_state=state, path=path)
+    moved = [(name, fn.from_position(first)) for name, fn in hooks]  # type: ignore[attr-defined]
+    return run(tokens[:, first:].repeat(copies, 1), [*moved, *patches], initial_state=state)
+
+
+def resumable(hooks: Hooks) -> bool:
+    """Whether every hook of a run can move along to a later start (`from_position`)."""
+    return all(callable(getattr(fn, "from_position", None)) for _, fn in hooks)
 
 
 def table(rows: list[tuple], direction: str, clean_metric: float, corrupted_metric: float) -> pd.DataFrame:
