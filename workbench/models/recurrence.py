@@ -29,13 +29,17 @@ carried through every later step. The first pass then runs without autograd (any
 hook point is called on a tensor that requires grad, and a differentiable pass of the readable step
 loop adds its (zero-valued) difference from itself to X at every step, X_t' = X_t + probe_t. The
 probe's gradient, which is dL/dX_t, is therefore the gradient at the hook point's output, and the
-backward hooks receive it. The differentiable pass's values are the ones used downstream.
+backward hooks receive it. The differentiable pass's values are the ones used downstream. A mixer
+with a written-out backward (an `Adjoint`, e.g. the LSTM's, `workbench.kernels.lstm_adjoint`)
+replaces that pass when no hook edits: the first pass's values carry a graph whose backward computes
+every quantity's adjoint directly, and the probes receive them.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -52,6 +56,21 @@ StateAtFn = Callable[[Mapping[str, Tensor], int], State]
 # the fused path's first pass over positions [start, stop) from a given state: (wanted, start, stop,
 # state before start) -> (values [batch, stop - start, ...] per quantity, state after stop - 1)
 SegmentPassFn = Callable[[set[str], int, int, State], tuple[dict[str, Tensor], State]]
+# (first-pass values, inputs, initial state, probes by quantity) -> (values the caller needs, with a
+# graph, and the final state): a mixer's differentiable pass with a written-out backward
+AdjointFn = Callable[[Mapping[str, Tensor], Mapping[str, Tensor], State, Mapping[str, Tensor]],
+                     tuple[dict[str, Tensor], State]]
+
+
+@dataclass(frozen=True)
+class Adjoint:
+    """A mixer's written-out backward: the quantities its `run` needs from the first pass, the ones it
+    returns with a graph (a superset of the caller's `needed`), and a note for the cache's metadata."""
+
+    quantities: tuple[str, ...]
+    returns: tuple[str, ...]
+    run: AdjointFn
+    route: str
 
 
 class ReadOnlyHook:
@@ -299,6 +318,7 @@ def run_recurrence(
     needed: Sequence[str] = (),
     first_pass: FirstPassFn | None = None,
     segment_pass: SegmentPassFn | None = None,
+    adjoint: Adjoint | None = None,
 ) -> tuple[dict[str, Tensor], State]:
     """Compute every quantity of a recurrence over all positions, firing hooks causally.
 
@@ -306,8 +326,9 @@ def run_recurrence(
     the quantities the caller uses afterwards. `first_pass`, when given (the fused path), computes
     the first pass with a fast kernel; otherwise the readable loop `step` does. `segment_pass`, when
     given (the fused path), runs the fast kernel on a range of positions from a given state, so that
-    position-wise edits cost linear time; without it their segments run the readable loop. Returns
-    values and the final state.
+    position-wise edits cost linear time; without it their segments run the readable loop. `adjoint`,
+    when given, is the mixer's written-out backward for gradients under hooks that do not edit.
+    Returns values and the final state.
     """
     length = _length(inputs)
     active = {q for q, hp in hook_points.items() if hook_is_active(hp)}
@@ -315,8 +336,9 @@ def run_recurrence(
     wanted = set(needed) | active | (set(state_quantities) if editing else set())
     gradients = {q for q, hp in hook_points.items() if hook_wants_gradient(hp)}
     if gradients:
+        usable = adjoint is not None and set(needed) <= set(adjoint.returns)
         return _run_with_gradients(step, inputs, initial_state, hook_points, wanted | gradients, needed,
-                                   first_pass, active, editing, gradients)
+                                   first_pass, active, editing, gradients, adjoint if usable else None)
     if editing and all(_position_wise_only(hook_points[q]) for q in editing):
         if segment_pass is None or first_pass is None:
             segment_pass = _loop_segments(step, inputs, initial_state, first_pass, length)
@@ -392,6 +414,7 @@ def _run_with_gradients(
     active: set[str],
     editing: set[str],
     gradients: set[str],
+    adjoint: Adjoint | None = None,
 ) -> tuple[dict[str, Tensor], State]:
     """`run_recurrence` when the quantities `gradients` have backward hooks (see the module notes).
 
@@ -402,8 +425,11 @@ def _run_with_gradients(
        step its hooked tensor minus that tensor detached (zero, but carrying the gradient back to the
        hook point); editing hooks act from the first edited position on, as in the replay. Its values
        and final state are what the caller uses, so the loss depends on the quantities through it.
+       With an `adjoint` and no edit, its graph over the first pass's values takes the loop's place.
     """
     length = _length(inputs)
+    if adjoint is not None:
+        wanted = wanted | set(adjoint.quantities)
     # per position: unbind (whose backward stacks once) rather than one select per step; built before
     # the no-grad first pass, which would otherwise build lazy inputs without autograd
     columns = {name: inputs[name].unbind(1) for name in inputs}
@@ -423,6 +449,13 @@ def _run_with_gradients(
         hooked[name] = hook_point(value)
         if before is not None:
             first_edit = min(first_edit, first_changed_position(before, hooked[name]))
+    if adjoint is not None and first_edit == length:
+        _note_route(adjoint.route)
+        probes = {name: hooked[name] for name in gradients}
+        returned, state = adjoint.run(values, inputs, initial_state, probes)
+        result = {name: value.detach() for name, value in hooked.items()}
+        result.update({name: returned[name] for name in needed})
+        return result, state
     _note_route(GRADIENT_ROUTE)
     del values  # the first pass's own tensors: what the hooks saw lives on in `hooked`
 

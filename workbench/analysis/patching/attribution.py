@@ -20,7 +20,6 @@ from transformer_lens.hook_points import HookPoint
 
 from workbench.analysis.patching.activation import (
     Direction,
-    baseline_metrics,
     check_channels,
     check_positions,
     normalize,
@@ -93,11 +92,12 @@ def attribution_patching(
     n, length = pair.clean.shape
     chosen = check_positions(positions, length)
     names = list(dict.fromkeys(s.name for s in sites))
-    clean_metric, corrupted_metric = baseline_metrics(model, pair, metric, path)
-    baseline, other = (corrupted_metric, clean_metric) if direction == "denoising" else (clean_metric, corrupted_metric)
-    _, source = source_values(model, pair, source_side, names, path)
+    # two runs in all: the source side's logits and values, the target side's with the gradients
+    source_logits, source = source_values(model, pair, source_side, names, path)
     tokens, target_hooks = pair.run(target_side)
-    _, target, grads = metric_gradients(model, tokens, target_hooks, metric, names, path)
+    target_metric, target, grads = metric_gradients(model, tokens, target_hooks, metric, names, path)
+    other, baseline = float(check_metric(metric, source_logits).mean()), float(target_metric.mean())
+    clean_metric, corrupted_metric = (other, baseline) if direction == "denoising" else (baseline, other)
     rows = []
     for site in sites:
         delta = source[site.name].to(grads[site.name]) - target[site.name]  # [n, pos, *shape]

@@ -17,7 +17,9 @@ from torch import Tensor, nn
 from workbench.kernels.dispatch import RNNFamily, fastest_rnn_recording
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers.base import Mixer
+from workbench.kernels.lstm_adjoint import LSTM_QUANTITIES, lstm_with_adjoint
 from workbench.models.recurrence import (
+    Adjoint,
     Emit,
     FirstPassFn,
     LazyInputs,
@@ -87,8 +89,13 @@ class _LibraryRecurrence(Mixer):
             needed=("h",),
             first_pass=first_pass,
             segment_pass=segment_pass,
+            adjoint=self.adjoint(),
         )
         return self.finish(values, final)
+
+    def adjoint(self) -> Adjoint | None:
+        """The written-out backward of the recurrence for `incl_bwd`, if the family has one."""
+        return None
 
     def forward_reference(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         return self.run(x, state, first_pass=None)
@@ -162,6 +169,16 @@ class LSTMMixer(_LibraryRecurrence):
 
     def state_specs(self) -> dict[str, HookSpec]:
         return {"h": (B_HIDDEN, "initial hidden state h_{-1}"), "c": (B_HIDDEN, "initial cell state c_{-1}")}
+
+    def adjoint(self) -> Adjoint:
+        _, weight_hh, _, bias_hh = self.weights
+
+        def run(values: Mapping[str, Tensor], inputs: Mapping[str, Tensor], state: State,
+                probes: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], State]:
+            h, final = lstm_with_adjoint(values, inputs["x_proj"], state, weight_hh, bias_hh, probes)
+            return {"h": h}, final
+
+        return Adjoint(LSTM_QUANTITIES, ("h",), run, "LSTM adjoint recursion over the first pass (lstm_adjoint)")
 
     def _step(self, inputs: Mapping[str, Tensor], state: State, emit: Emit) -> State:
         _, weight_hh, _, bias_hh = self.weights
