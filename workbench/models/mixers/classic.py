@@ -15,9 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from workbench.kernels.dispatch import RNNFamily, fastest_rnn_recording
+from workbench.kernels.lstm_adjoint import LSTM_QUANTITIES, lstm_with_adjoint
 from workbench.models.config import RecurrentConfig
 from workbench.models.mixers.base import Mixer
-from workbench.kernels.lstm_adjoint import LSTM_QUANTITIES, lstm_with_adjoint
 from workbench.models.recurrence import (
     Adjoint,
     Emit,
