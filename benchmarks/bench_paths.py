@@ -1,126 +1,127 @@
-"""Path patching and flow knockout on the embedded default model: the batched implementations against
-the same analysis written by hand as `run_with_hooks` calls (one per source and path), side by side.
+"""Recording cost of every mixer, measured side by side in one run (issue 2, item 7).
 
-The pair and metric are `bench_patching.py`'s (the first 256 characters of `workbench/utils.py`, 8
-characters substituted, logit difference at the last position). Path patching: every source position
-before the last, both layers. Flow knockout: every source, each layer alone. Run:
-
-    python benchmarks/bench_paths.py            # length 256, 1 thread
-    python benchmarks/bench_paths.py --quick    # length 64
-
-Measured tables: benchmarks/patching_results.md ("Path patching and flow knockout").
+For LSTM, GRU, minGRU and S6 at batch 16, 1024 positions, width 512 on this machine's CPU, prints
+  record/plain : fused path recording every gate and state / the plain forward with no hooks
+                 (torch.nn.LSTM / GRU for the classic cells; our own unhooked fused forward for
+                 minGRU and S6, which no library ships on CPU);
+  ref/fused    : the readable reference loop / the fused path, both recording everything;
+  core ref/fused: the same for the recurrence alone (the scan), without the input projections
+                 that both paths share (minGRU, S6).
+Run: python benchmarks/bench_paths.py [--batch 16 --length 1024 --width 512 --repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
+import time
+from collections.abc import Callable
 
 import torch
+from torch import nn
 
-import workbench
-from benchmarks.bench_patching import DEFAULT_MODEL, timed
-from workbench.analysis.implicit_attention.api import record
-from workbench.analysis.patching import Pair, flow_knockout, logit_difference, path_patching, substitute_tokens
-from workbench.analysis.patching.flow import AddAt, removed_output
-from workbench.analysis.tokens import tokenize
-from workbench.utils import get_act_name
+from workbench.models.config import RecurrentConfig
+from workbench.models.mixers import MIXERS
+from workbench.models.recurrence import record_every_hook, run_reference_loop
 
 
-def setter(values: torch.Tensor, positions: range | list[int]):
-    def hook(x, hook):
-        out = x.clone()
-        out[:, positions] = values[:, positions]
-        return out
-    return hook
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    """Best of `repeats` wall times after one warm-up call (seconds)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
-def paths_by_hand(model, pair: Pair, metric, target: int) -> list[float]:
-    """Path patching's effects from plain calls: per source, the total run (cached), then per layer
-    the state path (patch its input at s, hold its output over s..t−1)."""
-    clean, corrupted = pair.clean[:, :target + 1], pair.corrupted[:, :target + 1]
-    layers = range(len(model.blocks))
-    enter = [get_act_name("resid_pre", layer) for layer in layers]
-    leave = [get_act_name("resid_post", layer) for layer in layers]
-    effects = []
+def recording(mixer: nn.Module, x: torch.Tensor, path: str) -> Callable[[], object]:
+    """A call that runs `mixer` with a read-only recorder on every hook point."""
+    store: dict[str, torch.Tensor] = {}
+    record_every_hook(mixer, store)
+
+    def run() -> object:
+        store.clear()
+        with torch.no_grad():
+            return mixer(x, None, path)
+
+    return run
+
+
+def plain_forward(family: str, mixer: nn.Module, x: torch.Tensor) -> tuple[str, Callable[[], object]]:
+    """The forward a user would run without the workbench, and its name."""
+    if family in ("lstm", "gru"):
+        cell = mixer.cell
+
+        def run() -> object:
+            with torch.no_grad():
+                return cell(x)
+
+        return f"torch.nn.{family.upper()}", run
+
+    def run_unhooked() -> object:
+        with torch.no_grad():
+            return mixer(x, None, "fused")
+
+    return "our fused forward, no hooks", run_unhooked
+
+
+def core_ratio(family: str, mixer: nn.Module, x: torch.Tensor, repeats: int) -> str:
+    """Reference loop / fused kernel for the recurrence alone, recording every state."""
     with torch.no_grad():
-        _, source = model.run_with_cache(clean, names_filter=enter[0])
-        base_logits, held = model.run_with_cache(corrupted, names_filter=leave)
-        baseline = float(metric(base_logits).mean())
-        for s in range(target):
-            with model.hooks(fwd_hooks=[(enter[0], setter(source[enter[0]], [s]))]):
-                logits, reached = model.run_with_cache(corrupted, names_filter=enter)
-            effects.append(float(metric(logits).mean()) - baseline)
-            for layer in layers:
-                hooks = [(enter[layer], setter(reached[enter[layer]], [s])),
-                         (leave[layer], setter(held[leave[layer]], range(s, target)))]
-                effects.append(float(metric(model.run_with_hooks(corrupted, fwd_hooks=hooks)).mean()) - baseline)
-    return effects
+        if family == "mingru":
+            a, b = mixer.coefficients(x)
+            inputs, state, wanted = {"a": a, "b": b}, {"h": torch.zeros_like(a[:, 0])}, {"h"}
 
+            def fused() -> object:
+                from workbench.kernels import log_space_scan
 
-def flow_by_hand(model, tokens: torch.Tensor, metric) -> list[float]:
-    """Flow knockout's effects from plain calls: one full run per (layer, source) with the removed term
-    added at the last position."""
-    t = tokens.shape[1] - 1
-    cache = record(model, tokens, list(range(len(model.blocks))), "exact")
-    effects = []
-    with torch.no_grad():
-        plain = float(metric(model(tokens)).mean())
-        for layer in range(len(model.blocks)):
-            delta = removed_output(model, layer, cache, t, list(range(t + 1)))  # [1, S, d_model]
-            for s in range(t + 1):
-                hook = (get_act_name("mixer_out", layer), AddAt(delta[:, s], t))
-                effects.append(float(metric(model.run_with_hooks(tokens, fwd_hooks=[hook])).mean()) - plain)
-    return effects
+                return log_space_scan(torch.log(a), torch.log(b))
+        elif family == "s6":
+            inputs, _, _ = mixer._parallel_inputs(x, torch.zeros(x.shape[0], mixer.cfg.d_hidden, 3))
+            state = {"state": torch.zeros(x.shape[0], mixer.cfg.d_hidden, mixer.cfg.d_state)}
+            wanted = {"state", "y"}
+
+            def fused() -> object:
+                from workbench.kernels import selective_scan
+
+                return selective_scan(inputs["conv"], inputs["delta"], mixer.A, inputs["B"],
+                                      inputs["C"], mixer.D, state["state"], return_states=True)
+        else:
+            return "-"
+        length = x.shape[1]
+        t_loop = best_time(lambda: run_reference_loop(mixer._step, inputs, state, wanted, length), 1)
+        t_fused = best_time(fused, repeats)
+    return f"{t_loop / t_fused:.1f}x"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--length", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=1)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--length", type=int, default=1024)
+    parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--families", default="lstm,gru,mingru,s6")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    length = 64 if args.quick else args.length
-    model = workbench.load(DEFAULT_MODEL)
-    source = Path(workbench.__file__).with_name("utils.py").read_text(encoding="utf-8")
-    clean = tokenize(model, source[:length], unknown="map").unsqueeze(0)
-    replacement = int(tokenize(model, "~", unknown="map")[0])
-    spots = torch.linspace(length // 8, length - 2, 8).long().tolist()
-    pair = Pair(clean, substitute_tokens(clean, dict.fromkeys(spots, replacement)))
-    with torch.no_grad():
-        top = int(model(clean)[0, -1].argmax())
-        other = model(pair.corrupted)[0, -1]
-    other[top] = -float("inf")
-    metric = logit_difference(top, int(other.argmax()))
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} cores; {DEFAULT_MODEL}, "
-          f"length {length}")
-    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-    with torch.no_grad():
-        forward_s, _ = timed(lambda: model(clean), 10)
-    t = length - 1
-    hand_s, hand = timed(lambda: paths_by_hand(model, pair, metric, t), 1)
-    ours_s, df = timed(lambda: path_patching(model, pair, metric), args.repeats)
-    ours = df[df.hook != "other"].sort_values(["position", "layer"]).effect.tolist()
-    diff = max(abs(a - b) for a, b in zip(ours, hand, strict=True))
-    flow_hand_s, flow_hand = timed(lambda: flow_by_hand(model, clean, metric), 1)
-    flow_s, flow = timed(lambda: flow_knockout(model, clean, metric), args.repeats)
-    flow_diff = max(abs(a - b) for a, b in zip(flow.sort_values(["layer", "position"]).effect, flow_hand,
-                                                strict=True))
-    print(f"\none plain forward: {forward_s * 1e3:.1f} ms")
-    print(f"{'analysis':<16} {'cells':>6} {'by hand (s)':>12} {'ours (s)':>9} {'by hand/ours':>13} "
-          f"{'ours/forward':>13} {'max |diff|':>10}")
-    for name, cells, h, o, d in (("path patching", len(ours), hand_s, ours_s, diff),
-                                 ("flow knockout", len(flow), flow_hand_s, flow_s, flow_diff)):
-        print(f"{name:<16} {cells:>6} {h:>12.3f} {o:>9.3f} {h / o:>12.1f}x {o / forward_s:>12.1f}x {d:>10.1e}")
-    state = df[df.hook == "state"]
-    total = df[df.hook == "total"].effect.abs().sum()
-    print("\nshare of Σ|total| per path: " + ", ".join(
-        f"layer {layer} state {state[state.layer == layer].effect.abs().sum() / total:.3f}"
-        for layer in sorted(set(state.layer))) + f", other {df[df.hook == 'other'].effect.abs().sum() / total:.3f}")
-    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    torch.manual_seed(0)
+    print(f"batch {args.batch}, {args.length} positions, width {args.width}, "
+          f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}")
+    print(f"{'family':<8} {'baseline':<28} {'record/plain':>12} {'ref/fused':>10} {'core ref/fused':>15}")
+    for family in args.families.split(","):
+        d_hidden = 2 * args.width if family == "s6" else args.width  # Mamba's expand = 2
+        cfg = RecurrentConfig(family=family, n_layers=1, d_model=args.width, d_hidden=d_hidden,
+                              d_vocab=2, d_state=16)
+        x = torch.randn(args.batch, args.length, args.width)
+        baseline_name, baseline = plain_forward(family, MIXERS[family](cfg), x)
+        mixer = MIXERS[family](cfg)
+        if family in ("lstm", "gru"):  # time the baseline on the very weights being recorded
+            baseline_name, baseline = plain_forward(family, mixer, x)
+        t_plain = best_time(baseline, args.repeats)
+        t_fused = best_time(recording(mixer, x, "fused"), args.repeats)
+        t_reference = best_time(recording(mixer, x, "reference"), 1)
+        core = core_ratio(family, mixer, x, args.repeats)
+        print(f"{family:<8} {baseline_name:<28} {t_fused / t_plain:>11.2f}x {t_reference / t_fused:>9.1f}x "
+              f"{core:>15}", flush=True)
 
 
 if __name__ == "__main__":
