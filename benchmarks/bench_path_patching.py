@@ -18,9 +18,9 @@ import os
 from pathlib import Path
 
 import torch
+from bench_patching import DEFAULT_MODEL, timed  # a sibling script: benchmarks/ is on sys.path when run
 
 import workbench
-from benchmarks.bench_patching import DEFAULT_MODEL, timed
 from workbench.analysis.implicit_attention.api import record
 from workbench.analysis.patching import Pair, flow_knockout, logit_difference, path_patching, substitute_tokens
 from workbench.analysis.patching.flow import AddAt, removed_output
