@@ -1,5 +1,7 @@
 """notebooks/05_mips.ipynb runs top to bottom headless, in the time its header promises."""
 
+import re
+
 import pytest
 
 from .notebook_run import run_within_stated_time, stream_text
@@ -13,3 +15,9 @@ def test_mips_notebook_runs_top_to_bottom_within_its_stated_time():
     outputs = run_within_stated_time("05_mips.ipynb")
     text = stream_text(outputs)
     assert text.count("verified:") >= 2 and "UnknownTaskError" in text and "notebook ran in" in text
+    assert "<div" not in text, "the widget demo printed raw HTML"
+    assert re.search(r"states; (no contradictions|\d+ contradiction\(s\): [\d,]+ of [\d,]+ observed)", text), text
+    findings = re.findall(r"FINDING: .*(?:is verified|by \w+)", text)
+    assert len(findings) == 3, findings  # Add_Mod_3, Sum_Last2, the search
+    assert "exhaustively only up to length 2 (100 symbols)" in text
+    assert "of 100 symbols: length 8 would be" in text  # the verification says why it stops at length 2

@@ -64,3 +64,15 @@ def test_contradictory_transitions_are_counted():
     # from state 1 on symbol 0 the data go once to state 2 and once to state 3
     bad = fsm_from_labels(np.array([[1, 2], [1, 3]]), 0, np.array([[0, 0], [0, 0]]), outputs, [0, 1])
     assert bad.contradictions == 1
+
+
+def test_contradictions_say_how_much_data_they_overrule():
+    outputs = np.zeros((3, 2, 1), int)
+    # from state 1 on symbol 0: twice to state 2, once to state 3; outputs all agree
+    fsm = fsm_from_labels(np.array([[1, 2], [1, 2], [1, 3]]), 0, np.zeros((3, 2), int), outputs, [0, 1])
+    assert fsm.contradictions == 1 and fsm.outvoted == 1
+    assert fsm.observations == 6 + 6  # six transitions and six outputs
+    assert "1 of 12 observed" in fsm.describe_contradictions()
+    assert minimize(fsm).outvoted == 1
+    clean = fsm_from_labels(np.array([[1, 2]]), 0, np.zeros((1, 2), int), np.zeros((1, 2, 1), int), [0, 1])
+    assert clean.describe_contradictions().startswith("no contradictions")

@@ -33,3 +33,13 @@ def test_unsafe_or_crashing_programs_fail_with_a_reason():
 
 def test_exhaustive_length_shrinks_with_the_alphabet():
     assert exhaustive_length(2) == 8 and exhaustive_length(4) == 8 and exhaustive_length(100) == 2
+
+
+def test_the_summary_says_why_a_large_alphabet_stops_the_exhaustive_check_early():
+    assert "over the" not in verify_program(PARITY, "Parity_All").summary()
+    add = ("def program(xs):\n    ys = []\n    prev = 0\n    for x in xs:\n        ys.append(x + prev)\n"
+           "        prev = x\n    return ys\n")
+    v = verify_program(add, "Sum_Last2", n_random=10, n_long=1)
+    assert v.passed, v.summary()
+    assert v.exhaustive_length == 2
+    assert "of 100 symbols: length 8 would be 1.01e+16 sequences, over the 200,000 budget" in v.summary()

@@ -25,10 +25,25 @@ class FSM:
     delta: np.ndarray  # [n_states, n_symbols] next state
     out: list[tuple[int, ...] | None]  # per state
     symbols: list  # input symbols, ints or tuples, in column order of delta
-    contradictions: int = 0  # (state, symbol) pairs seen going to several states
+    contradictions: int = 0  # (state, symbol) pairs seen going to several states, states seen with several outputs
     unobserved: int = 0  # (state, symbol) pairs never seen, filled by the network or a self-loop
     method: str = ""
     labels: np.ndarray | None = field(default=None, repr=False)  # [batch, pos] state of each hidden state
+    # of the `observations` (transitions and outputs seen in the data), how many disagree with the
+    # majority the machine keeps: the size of what the contradictions overrule
+    outvoted: int = 0
+    observations: int = 0
+
+    def describe_contradictions(self) -> str:
+        """One sentence: how many contradictions, and how much of the data they overrule."""
+        if not self.contradictions:
+            return "no contradictions: every (state, symbol) pair and every state's output was seen one way"
+        share = self.outvoted / self.observations if self.observations else float("nan")
+        return (
+            f"{self.contradictions} contradiction(s): {self.outvoted:,} of {self.observations:,} observed transitions "
+            f"and outputs ({share:.3%}) disagree with the majority, which the machine keeps; hidden states that "
+            "the clustering put in the wrong state look like this"
+        )
 
     def run(self, xs: list) -> list:
         """Outputs of the machine on one input sequence (ints for one output channel)."""
@@ -81,13 +96,15 @@ def fsm_from_labels(
         d = counts.setdefault((int(q), int(a)), {})
         d[int(q2)] = d.get(int(q2), 0) + 1
     delta = np.zeros((n, len(symbols)), dtype=np.int64)
-    contradictions = unobserved = 0
+    contradictions = unobserved = outvoted = observations = 0
     for q in range(n):
         for a in range(len(symbols)):
             d = counts.get((q, a))
             if d:
                 delta[q, a] = max(d, key=d.get)
                 contradictions += len(d) > 1
+                observations += sum(d.values())
+                outvoted += sum(d.values()) - max(d.values())
             else:
                 filled = fill(q, a) if fill is not None else None
                 delta[q, a] = q if filled is None else filled
@@ -100,7 +117,10 @@ def fsm_from_labels(
             values, freq = np.unique(rows, axis=0, return_counts=True)
             outs[q] = tuple(int(v) for v in values[freq.argmax()])
             contradictions += len(values) > 1
-    return FSM(n, int(initial_label), delta, outs, list(symbols), contradictions, unobserved, method, labels)
+            observations += int(freq.sum())
+            outvoted += int(freq.sum() - freq.max())
+    return FSM(n, int(initial_label), delta, outs, list(symbols), contradictions, unobserved, method, labels,
+               outvoted, observations)
 
 
 def minimize(fsm: FSM) -> FSM:
@@ -165,6 +185,8 @@ def minimize(fsm: FSM) -> FSM:
         fsm.unobserved,
         fsm.method,
         labels,
+        fsm.outvoted,
+        fsm.observations,
     )
 
 

@@ -54,14 +54,18 @@ class Verification:
     expected: list | None = None
     got: list | None = None
     error: str = ""
+    n_symbols: int = 0  # the task's input symbols, which bound how long the exhaustive check can go
+    max_length: int = 8  # the exhaustive length asked for
 
     def summary(self) -> str:
         """One line: verified or not, with N and counts."""
         head = "verified" if self.passed else "FAILED"
-        text = (
-            f"{head}: all {self.n_exhaustive} sequences up to length {self.exhaustive_length}, "
-            f"{self.n_random} random (lengths 10 and 100)"
-        )
+        text = f"{head}: all {self.n_exhaustive} sequences up to length {self.exhaustive_length}"
+        if self.n_symbols and self.exhaustive_length < self.max_length:
+            text += (f" (of {self.n_symbols} symbols: length {self.max_length} would be "
+                     f"{exhaustive_count(self.n_symbols, self.max_length):.3g} sequences, over the "
+                     f"{EXHAUSTIVE_BUDGET:,} budget)")
+        text += f", {self.n_random} random (lengths 10 and 100)"
         if not self.passed:
             text += f"; {self.error or f'counterexample {self.counterexample!r}'}"
         return text
@@ -90,7 +94,15 @@ def compile_program(source: str) -> Callable[[list], list]:
     return program
 
 
-def exhaustive_length(n_symbols: int, max_length: int = 8, budget: int = 200_000) -> int:
+EXHAUSTIVE_BUDGET = 200_000  # sequences the exhaustive part of a verification may check
+
+
+def exhaustive_count(n_symbols: int, length: int) -> int:
+    """How many sequences of length 1..length there are over `n_symbols` symbols."""
+    return sum(n_symbols ** k for k in range(1, length + 1))
+
+
+def exhaustive_length(n_symbols: int, max_length: int = 8, budget: int = EXHAUSTIVE_BUDGET) -> int:
     """Largest N <= max_length with sum_{L=1..N} n_symbols**L <= budget (at least 1)."""
     n, total = 0, 0
     while n < max_length and total + n_symbols ** (n + 1) <= budget:
@@ -116,6 +128,7 @@ def verify_program(
         return Verification(False, 0, 0, 0, error=str(exc))
     symbols = symbols_of(task)
     n = exhaustive_length(len(symbols), max_length)
+    scope = {"n_symbols": len(symbols), "max_length": max_length}
     checked = 0
 
     def check(xs: list) -> Verification | None:
@@ -123,11 +136,10 @@ def verify_program(
         try:
             got = fn(list(xs))
         except Exception as exc:  # a crash is a failure, with its input
-            return Verification(
-                False, n, checked, 0, list(xs), expected, None, f"{type(exc).__name__}: {exc}"
-            )
+            return Verification(False, n, checked, 0, list(xs), expected, None, f"{type(exc).__name__}: {exc}",
+                                **scope)
         if list(got) != list(expected):
-            return Verification(False, n, checked, 0, list(xs), expected, list(got))
+            return Verification(False, n, checked, 0, list(xs), expected, list(got), **scope)
         return None
 
     for length in range(1, n + 1):
@@ -146,4 +158,4 @@ def verify_program(
                 bad.n_random = n_done
                 return bad
             n_done += 1
-    return Verification(True, n, checked, n_done)
+    return Verification(True, n, checked, n_done, **scope)
