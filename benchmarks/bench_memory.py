@@ -1,0 +1,146 @@
+"""Peak memory of a forward pass, estimated before it runs and measured in a fresh process (issue 19).
+
+Each measurement is one subprocess: load the model, warm it up on 64 tokens (kernels compiled and
+loaded, recording pool primed), reset the kernel's peak-RSS counter, run the call, read the peak.
+"measured" is that peak minus the RSS just before the call; "estimate" is
+`model.estimate_memory(...)`'s total for the same call, which the memory guard compares with the
+budget. Prints a markdown table (estimate / measured >= 1 means the guard is on the safe side).
+Run: python benchmarks/bench_memory.py [--lengths 20000 100000 200000] [--out benchmarks/memory_results.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from workbench.models.language_model import HookedLanguageModel
+
+MIB = 2**20
+DEFAULT_MODEL = "lstm-stdlib-2x128"
+HOOK = "blocks.1.mixer.hook_c"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One call to measure: model (embedded name, or family:layers:d_model:d_hidden with vocab 154)."""
+
+    model: str
+    length: int
+    path: str = "fused"
+    grad: bool = True
+    call: str = "cache"  # cache: run_with_cache(names) | forward: model(...) | score: model.score(...)
+    names: str = HOOK  # "", "all" or comma-separated hook names
+    return_type: str | None = "logits"
+    window: int | None = None
+
+    def label(self) -> str:
+        names = "none" if not self.names else ("all" if self.names == "all" else self.names)
+        extra = f", window {self.window}" if self.window else ""
+        return (f"{self.model} | {self.length:,} | {self.path} | {'on' if self.grad else 'off'} | "
+                f"{self.call}({names}{extra}) | {self.return_type}")
+
+
+def build(spec: str) -> HookedLanguageModel:
+    """An embedded model by name, or a random one `family:layers:d_model:d_hidden` (vocab 154)."""
+    import workbench
+    from workbench.models import HookedRecurrentLM, RecurrentConfig
+
+    if ":" not in spec:
+        return workbench.load(spec)
+    family, layers, d_model, d_hidden = spec.split(":")
+    return HookedRecurrentLM(RecurrentConfig(family=family, n_layers=int(layers), d_model=int(d_model),
+                                             d_hidden=int(d_hidden), d_vocab=154))
+
+
+def probe(case: Case) -> dict:
+    """In this (fresh) process: run `case` once and return the measured and estimated bytes."""
+    import contextlib
+
+    import torch
+
+    from workbench.rss import current_rss, peak_rss, reset_peak_rss
+
+    torch.set_num_threads(1)
+    model = build(case.model)
+    names = None if case.names == "all" else [n for n in case.names.split(",") if n]
+    tokens = torch.randint(0, model.cfg.d_vocab, (1, case.length), generator=torch.Generator().manual_seed(0))
+
+    def run(t: torch.Tensor):
+        grad = contextlib.nullcontext() if case.grad else torch.no_grad()
+        with grad:
+            if case.call == "forward":
+                return model(t, path=case.path, return_type=case.return_type)  # graph held, as a user's
+            if case.call == "score":
+                return model.score(t, window=case.window, names_filter=names or None, path=case.path,
+                                   sink=lambda start, cache: None)
+            return model.run_with_cache(t, names_filter=names if names is not None else None,
+                                        path=case.path, return_type=case.return_type)
+
+    run(tokens[:, :64])
+    estimate = None
+    if hasattr(model, "estimate_memory") and case.call != "score":
+        grad = contextlib.nullcontext() if case.grad else torch.no_grad()
+        with grad:
+            est = model.estimate_memory(tokens, names_filter=names if case.call == "cache" else [],
+                                        return_type=case.return_type, path=case.path)
+        estimate = {"total": est.total, "parts": est.parts}
+    import gc
+
+    gc.collect()
+    before = current_rss()
+    reset_peak_rss()
+    out = run(tokens)
+    peak = peak_rss()
+    del out
+    return {"before": before, "peak": peak, "measured": peak - before, "estimate": estimate}
+
+
+def measure(case: Case) -> dict:
+    """Run `probe(case)` in a fresh interpreter and return its result."""
+    done = subprocess.run([sys.executable, __file__, "--probe", json.dumps(case.__dict__)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["killed"])[-1], "rc": done.returncode}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--probe", help=argparse.SUPPRESS)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[20_000, 100_000, 200_000])
+    parser.add_argument("--models", nargs="+", default=[DEFAULT_MODEL])
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    if args.probe:
+        print(json.dumps(probe(Case(**json.loads(args.probe)))))
+        return
+    lines = ["| model | length | path | grad | call | return_type | estimate MiB | measured MiB | estimate/measured |",
+             "|---|---:|---|---|---|---|---:|---:|---:|"]
+    for model in args.models:
+        for length in args.lengths:
+            for path in ("fused", "reference"):
+                for grad in (True, False):
+                    for call, names, return_type in (("cache", HOOK, "logits"), ("forward", "", None),
+                                                     ("forward", "", "loss")):
+                        case = Case(model, length, path, grad, call, names, return_type)
+                        result = measure(case)
+                        if "error" in result:
+                            row = f"| {case.label()} | {result['error']} | | |"
+                        else:
+                            est = result["estimate"]["total"] if result["estimate"] else float("nan")
+                            row = (f"| {case.label()} | {est / MIB:,.0f} | {result['measured'] / MIB:,.0f} | "
+                                   f"{est / max(result['measured'], 1):.2f} |")
+                        print(row, flush=True)
+                        lines.append(row)
+    if args.out:
+        with open(args.out, "w") as out:
+            out.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
