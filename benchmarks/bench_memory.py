@@ -100,6 +100,52 @@ def probe(case: Case) -> dict:
     return {"before": before, "peak": peak, "measured": peak - before, "estimate": estimate}
 
 
+def per_position(case: Case, result: dict) -> tuple[float, int, int]:
+    """(measured bytes per position beyond the recording, activation bytes per position, layers)."""
+    from workbench.models.memory import _model_widths
+
+    model = build(case.model)
+    names = [n for n in case.names.split(",") if n] if case.names != "all" else list(model.hook_dict)
+    recording = model.recording_bytes(1, case.length, names) if case.call == "cache" else 0
+    widths = _model_widths(model)
+    return (result["measured"] - recording) / case.length, widths.activation, widths.n_layers
+
+
+def fit_family(small: tuple[float, int, int], large: tuple[float, int, int]) -> tuple[float, float]:
+    """(factor, bytes per layer and position) with m = factor x activation + step x layers through both."""
+    (m1, a1, l1), (m2, a2, l2) = small, large
+    det = a1 * l2 - a2 * l1
+    factor = (m1 * l2 - m2 * l1) / det if det else m2 / a2
+    step = (m2 - factor * a2) / l2
+    if step < 0 or factor < 0:  # noise: put it all on the widths
+        factor, step = max(m1 / a1, m2 / a2), 0.0
+    return factor, step
+
+
+FIT_MODELS = {  # family -> (a narrow model, the embedded model's widths), to separate the two terms
+    "elman": ("elman:2:16:16", "elman:2:128:128"), "lstm": ("lstm:2:16:16", "lstm:2:128:128"),
+    "gru": ("gru:2:16:16", "gru:2:128:128"), "mingru": ("mingru:2:16:16", "mingru:4:128:192"),
+    "minlstm": ("minlstm:2:16:16", "minlstm:4:128:192"), "s6": ("s6:2:16:32", "s6:4:96:192"),
+}
+FIT_HOOK = {"lstm": "c", "s6": "state"}
+
+
+def fit(lengths: dict[str, int]) -> dict[tuple[str, str, bool], tuple[float, float]]:
+    """Measure both widths of every family, path and grad mode; return the fitted terms."""
+    table = {}
+    for family, specs in FIT_MODELS.items():
+        for path in ("fused", "reference"):
+            for grad in (False, True):
+                points = []
+                for spec in specs:
+                    case = Case(spec, lengths[path], path, grad, "cache",
+                                f"blocks.1.mixer.hook_{FIT_HOOK.get(family, 'h')}", "logits")
+                    points.append(per_position(case, measure(case)))
+                table[family, path, grad] = fit_family(*points)
+                print(family, path, grad, table[family, path, grad], flush=True)
+    return table
+
+
 def measure(case: Case) -> dict:
     """Run `probe(case)` in a fresh interpreter and return its result."""
     done = subprocess.run([sys.executable, __file__, "--probe", json.dumps(case.__dict__)],

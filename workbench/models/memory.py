@@ -24,17 +24,29 @@ from workbench.models.cache import memory_budget
 if TYPE_CHECKING:
     from workbench.models.hooked import HookedRecurrentBase
 
-# The forward's own working set beyond the recording and the logits, in units of the bytes every hook
-# holds at one position (the "activation bytes"): measured peak per position on CPU, float32, batch 1,
-# return_type=None, nothing recorded (benchmarks/memory_results.md), rounded up with a margin.
-# Keys: (family, path). Families not listed (adapters, models built elsewhere) take the largest.
-WORK_FACTOR: dict[tuple[str, str], float] = {}
-# The autograd graph of the whole pass (grad enabled, nothing recorded), in the same units, on top of
-# WORK_FACTOR's working set; measured the same way with grad on, minus the no-grad peak.
-GRAPH_FACTOR: dict[tuple[str, str], float] = {}
-# Extra bytes per position and layer on the reference path (its per-step tensors and, with autograd,
-# one graph node per op and step): the part of the peak that does not scale with the widths.
-STEP_OVERHEAD_BYTES: dict[tuple[str, bool], int] = {}
+# Measured peak per position of one forward beyond its recording (benchmarks/bench_memory.py --fit:
+# CPU, float32, batch 1, run_with_cache recording one state hook, a fresh process per call), as
+# factor x the bytes every hook holds at one position + bytes per layer and position (the per-step
+# tensors of the step loops and, with autograd, their graph nodes), fitted through two widths per
+# family. Keys (family, path): (factor, step bytes) without autograd, then with it.
+PEAK_TERMS: dict[tuple[str, str], tuple[float, float, float, float]] = {
+    ("elman", "fused"): (0.223, 746, 0.505, 4630),
+    ("elman", "reference"): (0.262, 608, 0.621, 5527),
+    ("lstm", "fused"): (0.287, 398, 1.071, 381),
+    ("lstm", "reference"): (0.318, 947, 0.916, 16315),
+    ("gru", "fused"): (0.257, 761, 1.056, 15285),
+    ("gru", "reference"): (0.287, 646, 1.152, 17435),
+    ("mingru", "fused"): (0.245, 376, 1.761, 192),
+    ("mingru", "reference"): (0.198, 658, 1.207, 3901),
+    ("minlstm", "fused"): (0.220, 414, 1.994, 74),
+    ("minlstm", "reference"): (0.207, 643, 1.430, 3859),
+    ("s6", "fused"): (0.073, 309, 1.665, 3817),
+    ("s6", "reference"): (0.185, 1534, 3.153, 18941),
+}
+# The fit missed a wider model (lstm 2x512, reference, no grad) by 15%; the guard asks for 25% more.
+PEAK_MARGIN = 1.25
+# Families not measured (adapters, models built elsewhere) take the largest of every term.
+UNMEASURED = tuple(max(terms[i] for terms in PEAK_TERMS.values()) for i in range(4))
 # Measured (docs/design.md, Memory budget): with incl_bwd=True the peak beyond the recorded values and
 # their gradients (the autograd graph, the first pass, the probes), in units of every hook's bytes, was
 # at most 4.3 on CPU for the native families (GRU; S6 3.7, LSTM 3.6, the others under 2); 5 leaves a margin.
@@ -97,8 +109,11 @@ def _model_widths(model: HookedRecurrentBase) -> _Widths:
     return widths
 
 
-def _factor(table: dict[tuple[str, str], float], family: str, path: str) -> float:
-    return table.get((family, path), max(table.values(), default=1.0))
+def _per_position(widths: _Widths, path: str, grad: bool) -> float:
+    """Bytes per position (batch row) of the forward's working set, with the graph when `grad`."""
+    terms = PEAK_TERMS.get((widths.family, path), UNMEASURED)
+    factor, step = (terms[2], terms[3]) if grad else (terms[0], terms[1])
+    return PEAK_MARGIN * (factor * widths.activation + step * widths.n_layers)
 
 
 def grad_will_record(model: HookedRecurrentBase, initial_state: Sequence | None = None) -> bool:
@@ -128,20 +143,19 @@ def estimate_call(
     recorded = [n for n in recorded if n != model._output_hook]
     recording = model.recording_bytes(batch, pos, recorded) if recorded else 0
     copies = LOGIT_COPIES.get(return_type or "", 1 if output_hooked else 0)
-    work = _factor(WORK_FACTOR, widths.family, path) * widths.activation
-    step = STEP_OVERHEAD_BYTES.get((path, grad or incl_bwd), 0) * widths.n_layers
+    work = _per_position(widths, path, grad=False)
     logits = "logits" if copies <= 1 else f"logits and loss ({copies} x [batch, pos, d_vocab])"
     parts = {
         f"recording ({n_recorded} hook{'' if n_recorded == 1 else 's'})": recording,
         logits: copies * rows * widths.output,
-        "forward work buffers": int(rows * (work + step)),
+        "forward work buffers": int(rows * work),
     }
     if incl_bwd:
         every = widths.activation + widths.output
         parts["recorded gradients"] = recording
         parts["autograd graph and gradient probes"] = GRADIENT_GRAPH_FACTOR * rows * every
     elif grad:
-        graph = _factor(GRAPH_FACTOR, widths.family, path) * widths.activation
+        graph = max(0.0, _per_position(widths, path, grad=True) - work)
         parts["autograd graph"] = int(rows * graph + (copies > 0) * rows * widths.output)
     return MemoryEstimate(batch, pos, parts)
 

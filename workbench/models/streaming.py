@@ -100,6 +100,8 @@ def _run_windows(
                 del cache
             else:
                 logits, state = model(part, initial_state=state, return_state=True, path=path)
+        # the final state may be a view into this window's buffers: copy it so they can be freed
+        state = [{name: value.clone() for name, value in layer.items()} for layer in state]
         targets = tokens[:, start + 1 : start + window + 1]  # [batch, n or n - 1 at the end]
         predicted = torch.log_softmax(logits[:, : targets.shape[1]], dim=-1)  # [batch, n', d_vocab]
         log_probs[:, start : start + targets.shape[1]] = predicted.gather(-1, targets[..., None])[..., 0]
