@@ -5,7 +5,9 @@ loaded, recording pool primed), reset the kernel's peak-RSS counter, run the cal
 "measured" is that peak minus the RSS just before the call; "estimate" is
 `model.estimate_memory(...)`'s total for the same call, which the memory guard compares with the
 budget. Prints a markdown table (estimate / measured >= 1 means the guard is on the safe side).
-Run: python benchmarks/bench_memory.py [--lengths 20000 100000 200000] [--out benchmarks/memory_results.md]
+Run: python benchmarks/bench_memory.py [--lengths 20000 100000 200000] [--out table.md]
+     python benchmarks/bench_memory.py --fit          (the PEAK_TERMS of workbench/models/memory.py)
+     python benchmarks/bench_memory.py --issue 2000000 (issue 19's call: refused, then streamed)
 """
 
 from __future__ import annotations
@@ -155,34 +157,93 @@ def measure(case: Case) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--probe", help=argparse.SUPPRESS)
-    parser.add_argument("--lengths", type=int, nargs="+", default=[20_000, 100_000, 200_000])
-    parser.add_argument("--models", nargs="+", default=[DEFAULT_MODEL])
-    parser.add_argument("--out")
-    args = parser.parse_args()
-    if args.probe:
-        print(json.dumps(probe(Case(**json.loads(args.probe)))))
-        return
+ISSUE_CALL = r"""
+import json, sys, sysconfig, pathlib, time, torch, workbench
+from workbench.errors import MemoryBudgetError
+from workbench.models.cache import memory_budget
+from workbench.rss import current_rss, peak_rss, reset_peak_rss
+
+length, hook = int(sys.argv[1]), "blocks.1.mixer.hook_c"
+model = workbench.load("lstm-stdlib-2x128")
+known, parts = set(model.tokenizer.chars), []
+for source in sorted(pathlib.Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+    parts.append("".join(c for c in source.read_text(errors="ignore") if c in known))
+    if sum(map(len, parts)) >= length:
+        break
+text = "".join(parts)[:length]
+model.score(text[:5000], window=1000)  # warm up
+out = {"budget": memory_budget("cpu")}
+before = current_rss(); reset_peak_rss(); start = time.perf_counter()
+try:
+    model.run_with_cache(text, names_filter=hook)
+    out["refusal"] = None
+except MemoryBudgetError as error:
+    out["refusal"] = str(error)
+out["refusal_s"], out["refusal_peak"] = time.perf_counter() - start, peak_rss() - before
+total = torch.zeros(128, dtype=torch.float64)
+before = current_rss(); reset_peak_rss(); start = time.perf_counter()
+scored = model.score(text, names_filter=hook, sink=lambda s, c: total.add_(c[hook][0].double().sum(0)))
+out.update(score_s=time.perf_counter() - start, score_peak=peak_rss() - before, loss=scored.loss,
+           window=scored.window, n_windows=scored.n_windows, rss_before=before)
+print(json.dumps(out))
+"""
+
+
+def issue_call(length: int) -> dict:
+    """The issue's call (run_with_cache on `length` characters, one hook) and its streamed route, fresh process."""
+    done = subprocess.run([sys.executable, "-c", ISSUE_CALL, str(length)], capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        return {"error": done.stderr[-2000:], "rc": done.returncode}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def accuracy_rows(models: list[str], lengths: dict[str, list[int]]) -> list[str]:
+    """One markdown row per measured call: estimate, measured peak, their ratio."""
     lines = ["| model | length | path | grad | call | return_type | estimate MiB | measured MiB | estimate/measured |",
              "|---|---:|---|---|---|---|---:|---:|---:|"]
-    for model in args.models:
-        for length in args.lengths:
-            for path in ("fused", "reference"):
+    for model in models:
+        paths = ("fused", "reference") if model == DEFAULT_MODEL else ("fused",)
+        hook = HOOK if model.startswith("lstm") else "blocks.1.mixer.hook_h"
+        if model.startswith("s6"):
+            hook = "blocks.1.mixer.hook_state"
+        for path in paths:
+            for length in lengths[path]:
                 for grad in (True, False):
-                    for call, names, return_type in (("cache", HOOK, "logits"), ("forward", "", None),
-                                                     ("forward", "", "loss")):
+                    for call, names, return_type in (("cache", hook, "logits"), ("forward", "", "loss")):
                         case = Case(model, length, path, grad, call, names, return_type)
                         result = measure(case)
                         if "error" in result:
                             row = f"| {case.label()} | {result['error']} | | |"
                         else:
-                            est = result["estimate"]["total"] if result["estimate"] else float("nan")
+                            est = result["estimate"]["total"]
                             row = (f"| {case.label()} | {est / MIB:,.0f} | {result['measured'] / MIB:,.0f} | "
                                    f"{est / max(result['measured'], 1):.2f} |")
                         print(row, flush=True)
                         lines.append(row)
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--probe", help=argparse.SUPPRESS)
+    parser.add_argument("--fit", action="store_true", help="measure two widths per family; print PEAK_TERMS")
+    parser.add_argument("--issue", type=int, metavar="CHARS", help="run the issue's call at CHARS characters")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[20_000, 100_000, 200_000])
+    parser.add_argument("--reference-lengths", type=int, nargs="+", default=[10_000, 40_000])
+    parser.add_argument("--models", nargs="+", default=[DEFAULT_MODEL, "mingru-stdlib-4x128", "s6-stdlib-4x96"])
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    if args.probe:
+        print(json.dumps(probe(Case(**json.loads(args.probe)))))
+        return
+    if args.fit:
+        fit({"fused": 20_000, "reference": 10_000})
+        return
+    if args.issue:
+        print(json.dumps(issue_call(args.issue), indent=1))
+        return
+    lines = accuracy_rows(args.models, {"fused": args.lengths, "reference": args.reference_lengths})
     if args.out:
         with open(args.out, "w") as out:
             out.write("\n".join(lines) + "\n")

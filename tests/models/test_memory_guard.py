@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.models.conftest import small_lm
 from workbench.errors import MemoryBudgetError
 from workbench.models import set_memory_budget
 from workbench.models.memory import GRADIENT_GRAPH_FACTOR, SMALL_CALL_BYTES
+
+from .conftest import small_lm
 
 HOOK = "blocks.1.mixer.hook_c"
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import workbench
-from tests.models.conftest import small_lm
 from workbench.errors import MemoryBudgetError
+
+from .conftest import small_lm
 
 TEXT = (Path(workbench.__file__).parent / "models" / "hooked.py").read_text()[:3000]  # medium, real code
 
