@@ -124,15 +124,20 @@ class UnknownHookError(KeyError):
 
 
 class MemoryBudgetError(MemoryError):
-    """A recording that would hold more bytes than the memory budget allows; says how many."""
+    """A call that would hold more bytes than the memory budget allows; says how many, and by part."""
 
-    def __init__(self, needed_bytes: int, budget_bytes: int, what: str = "recording", hint: str = ""):
+    def __init__(self, needed_bytes: int, budget_bytes: int, what: str = "recording", hint: str = "",
+                 parts: dict[str, int] | None = None):
         self.needed_bytes = int(needed_bytes)
         self.budget_bytes = int(budget_bytes)
+        self.parts = dict(parts or {})  # part name -> bytes, where the caller estimated by part
         message = (
             f"{what} needs {format_bytes(needed_bytes)} ({self.needed_bytes:,} bytes) but the "
             f"memory budget is {format_bytes(budget_bytes)} ({self.budget_bytes:,} bytes)"
         )
+        shown = sorted(((n, b) for n, b in self.parts.items() if b > 0), key=lambda item: -item[1])
+        if shown:
+            message += " [" + ", ".join(f"{name} {format_bytes(size)}" for name, size in shown) + "]"
         message += (
             f"; {hint}"
             if hint

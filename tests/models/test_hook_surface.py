@@ -92,11 +92,14 @@ def test_recording_beyond_the_memory_budget_is_refused_with_the_number():
     model = small_lm("s6", d_hidden=16, d_state=8)
     tokens = torch.zeros(4, 50, dtype=torch.long)
     state_bytes = 4 * 50 * 16 * 8 * 8  # float64 [batch, pos, d_inner, d_state]
-    with pytest.raises(MemoryBudgetError, match=f"{state_bytes:,} bytes"):
-        model.run_with_cache(tokens, names_filter="blocks.0.mixer.hook_state",
-                             memory_budget_bytes=state_bytes - 1)
-    _, cache = model.run_with_cache(tokens, names_filter="blocks.0.mixer.hook_state",
-                                    memory_budget_bytes=state_bytes)
+    with torch.no_grad():
+        needed = model.estimate_memory(tokens, names_filter="blocks.0.mixer.hook_state")
+        assert needed.parts["recording (1 hook)"] == state_bytes
+        with pytest.raises(MemoryBudgetError, match=f"{needed.total:,} bytes"):
+            model.run_with_cache(tokens, names_filter="blocks.0.mixer.hook_state",
+                                 memory_budget_bytes=needed.total - 1)
+        _, cache = model.run_with_cache(tokens, names_filter="blocks.0.mixer.hook_state",
+                                        memory_budget_bytes=needed.total)
     assert cache["blocks.0.mixer.hook_state"].numel() * 8 == state_bytes
 
 

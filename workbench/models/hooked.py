@@ -18,21 +18,27 @@ from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
-from workbench.errors import EmptyInputError, MemoryBudgetError, UnknownHookError
+from workbench.errors import EmptyInputError, UnknownHookError
 from workbench.models.blocks import RecurrentBlock
 from workbench.models.cache import RecurrentCache, memory_budget
 from workbench.models.config import RecurrentConfig
 from workbench.models.edits import Edit, resolve_edits
+from workbench.models.memory import (
+    GRADIENT_GRAPH_FACTOR,
+    MemoryEstimate,
+    check_estimate,
+    checked_by_caller,
+    estimate_call,
+    grad_will_record,
+    is_checked,
+)
 from workbench.models.mixers.base import dimension_sizes
 from workbench.models.paths import DefaultPath, ExecutionPath
 from workbench.models.recurrence import ActivationRecorder, State
 from workbench.models.specs import RESID, HookSpec
 
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
-# Measured (docs/design.md, Memory budget): with incl_bwd=True the peak beyond the recorded values and
-# their gradients (the autograd graph, the first pass, the probes), in units of every hook's bytes, was
-# at most 4.3 on CPU for the native families (GRU; S6 3.7, LSTM 3.6, the others under 2); 5 leaves a margin.
-GRADIENT_GRAPH_FACTOR = 5
+__all__ = ["GRADIENT_GRAPH_FACTOR", "HookedRecurrentBase", "HookedRecurrentSeq2Seq", "ModelState", "NamesFilter"]
 ModelState = list[State]  # one state dict per layer
 
 
@@ -223,29 +229,29 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
         """Run and record every hook the filter selects, as TransformerLens does.
 
         Differences: the cache is a `RecurrentCache` (a dict with `.metadata`), `pos_slice` slices
-        axis 1 of every tensor that has a position axis, the recording's size is checked
-        against the memory budget first (`MemoryBudgetError` names the bytes), and `edits`
-        (declarative `Edit`s, as in `run_with_edits`) apply before the recording.
+        axis 1 of every tensor that has a position axis, the call's whole peak (recording, logits,
+        work buffers, autograd graph: `estimate_memory`) is checked against the memory budget first
+        (`MemoryBudgetError` names the bytes by part), and `edits` (declarative `Edit`s, as in
+        `run_with_edits`) apply before the recording.
         """
         names = self.resolve_names(names_filter)
-        batch, pos = self._batch_and_length(model_args[0] if model_args else model_kwargs.get("input"))
-        needed = self.recording_bytes(batch, pos, names)
-        if incl_bwd:  # the gradients, and the autograd graph of the whole forward until backward ends
-            needed = 2 * needed + GRADIENT_GRAPH_FACTOR * self.recording_bytes(batch, pos, list(self.hook_dict))
-        budget = memory_budget_bytes or memory_budget(device or self.device)
-        if needed > budget:
-            raise MemoryBudgetError(
-                needed, budget, what=f"recording {len(names)} hooks over {batch} x {pos} positions",
-                hint="pass names_filter to record fewer hooks, shorten the input, or raise the "
-                     "budget (memory_budget_bytes=..., workbench.set_memory_budget)",
-            )
+        inputs = model_args[0] if model_args else model_kwargs.get("input")
+        estimate = self.estimate_memory(
+            inputs, names_filter=names, incl_bwd=incl_bwd, return_type=model_kwargs.get("return_type", "logits"),
+            path=model_kwargs.get("path"), initial_state=model_kwargs.get("initial_state"),
+        )
+        batch, pos = estimate.batch, estimate.pos
+        hooks = f"{len(names)} hook{'' if len(names) == 1 else 's'}"
+        check_estimate(self, estimate, memory_budget_bytes or memory_budget(device or self.device),
+                       what=f"run_with_cache recording {hooks}", recorded=names,
+                       path=self.resolve_path(model_kwargs.get("path")))
         store: dict[str, Tensor] = {}
         recorder = ActivationRecorder(store, device)
         fwd = [(edit.hook, edit) for edit in resolve_edits(self, edits, batch, pos)] if edits else []
         fwd += [(n, recorder) for n in names]
         bwd = [(n, _GradientRecorder(store, device)) for n in names] if incl_bwd else []
         with self.hooks(fwd_hooks=fwd, bwd_hooks=bwd, reset_hooks_end=reset_hooks_end,
-                        clear_contexts=clear_contexts):
+                        clear_contexts=clear_contexts), checked_by_caller():
             out = self(*model_args, **model_kwargs)
             if incl_bwd:
                 out.backward()
@@ -276,6 +282,41 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
                 cache[key] = tensor
         return out, cache
 
+    def estimate_memory(
+        self, inputs: Any, *, names_filter: NamesFilter = (), incl_bwd: bool = False,
+        return_type: str | None = "logits", path: ExecutionPath | None = None,
+        initial_state: ModelState | None = None, grad: bool | None = None,
+    ) -> MemoryEstimate:
+        """The bytes a call on `inputs` would hold at its peak, by part, before anything runs.
+
+        `names_filter`: what `run_with_cache` would record (None: every hook, as there; the default
+        `()`: a plain forward). `grad` None: autograd is on when grad mode is and a parameter or the
+        initial state requires grad. The memory guard compares `.total` with the budget.
+        """
+        names = self.resolve_names(names_filter) if names_filter is not None else list(self.hook_dict)
+        batch, pos = self._batch_and_length(inputs)
+        if grad is None:
+            grad = grad_will_record(self, initial_state)
+        return estimate_call(
+            self, batch, pos, recorded=names, incl_bwd=incl_bwd, grad=grad, return_type=return_type,
+            path=self.resolve_path(path), output_hooked=self._output_hook in names,
+        )
+
+    def _guard_forward(
+        self, batch: int, pos: int, return_type: str | None, path: ExecutionPath | None,
+        initial_state: ModelState | None,
+    ) -> None:
+        """Refuse a plain forward (`model(...)`, `run_with_hooks`) whose peak is over the budget;
+        skipped inside `run_with_cache` and `score`, which checked a larger estimate already."""
+        if is_checked():
+            return
+        output = getattr(self, self._output_hook)
+        estimate = estimate_call(
+            self, batch, pos, grad=grad_will_record(self, initial_state), return_type=return_type,
+            path=self.resolve_path(path), output_hooked=_is_hooked(output),
+        )
+        check_estimate(self, estimate, None, what="the forward pass", path=self.resolve_path(path))
+
     def _batch_and_length(self, inputs: Any) -> tuple[int, int]:
         raise NotImplementedError
 
@@ -294,6 +335,11 @@ class _GradientRecorder(ActivationRecorder):
     def __call__(self, tensor: Tensor, hook: HookPoint) -> None:
         saved = tensor.detach()
         self.store[f"{hook.name}_grad"] = saved.to(self.device) if self.device else saved
+
+
+def _is_hooked(hook_point: HookPoint) -> bool:
+    """Whether a forward hook is attached to `hook_point` (so its value must be computed)."""
+    return bool(hook_point._forward_hooks)
 
 
 def _with_pos(dims: tuple[str, ...]) -> tuple[str, ...]:
@@ -356,6 +402,7 @@ class HookedRecurrentSeq2Seq(HookedRecurrentBase):
     ) -> Any:
         """x [batch, pos, d_input] -> y [batch, pos, d_output] (and the final state)."""
         x = self._as_inputs(x)
+        self._guard_forward(x.shape[0], x.shape[1], "logits", path, initial_state)
         resid = self.hook_embed(self.W_in(x))  # [batch, pos, d_model]
         resid, states = self.run_blocks(resid, initial_state, path)
         y = self.hook_output(self.W_out(resid))  # [batch, pos, d_output]

@@ -19,9 +19,11 @@ from transformer_lens.hook_points import HookPoint
 from workbench.errors import EmptyInputError
 from workbench.models.config import RecurrentConfig
 from workbench.models.generation import generate as generate_tokens
-from workbench.models.hooked import HookedRecurrentBase, ModelState
+from workbench.models.hooked import HookedRecurrentBase, ModelState, NamesFilter, _is_hooked
 from workbench.models.paths import ExecutionPath
 from workbench.models.specs import LOGITS, RESID, HookSpec
+from workbench.models.streaming import StreamedScore, WindowSink
+from workbench.models.streaming import score as score_windows
 
 
 class HookedLanguageModel(HookedRecurrentBase):
@@ -109,13 +111,18 @@ class HookedLanguageModel(HookedRecurrentBase):
         """tokens [batch, pos] (or text) -> logits [batch, pos, d_vocab] (and the final state per layer).
 
         `return_type="loss"` gives the mean next-token cross-entropy in nats, as TransformerLens;
+        `return_type=None` returns None and skips the logits unless `hook_logits` is hooked.
+        The whole call's peak memory is checked against the budget first (`estimate_memory`);
         `attention_mask` [batch, pos] (1 = token, 0 = padding) is used as the wrapped model uses it
         (models that cannot honour padding accept only a mask of ones).
         """
         tokens = self._as_tokens(inputs)
+        self._guard_forward(tokens.shape[0], tokens.shape[1], return_type, path, initial_state)
         mask = self._padding_mask(attention_mask)
         resid = self.hook_embed(self.embed_tokens(tokens))  # [batch, pos, d_model]
         resid, states = self.run_blocks(resid, initial_state, path, mask)
+        if return_type is None and not _is_hooked(self.hook_logits):  # nothing reads the logits
+            return (None, states) if return_state else None
         logits = self.hook_logits(self.unembed(resid))  # [batch, pos, d_vocab]
         if return_type == "loss":
             if tokens.shape[1] < 2:
@@ -126,6 +133,19 @@ class HookedLanguageModel(HookedRecurrentBase):
         else:
             out = logits
         return (out, states) if return_state else out
+
+    def score(
+        self, inputs: Tensor | str | Sequence[str], *, window: int | None = None,
+        names_filter: NamesFilter = None, sink: WindowSink | None = None,
+        initial_state: ModelState | None = None, path: ExecutionPath | None = None,
+        memory_budget_bytes: int | None = None, progress: bool = False,
+    ) -> StreamedScore:
+        """Loss and per-token log-probs of a long input in bounded memory: windows of `window`
+        positions (None: the largest the budget allows) with the state carried, hooks in
+        `names_filter` streamed to `sink(start, cache)`. See `workbench.models.streaming.score`."""
+        return score_windows(self, inputs, window=window, names_filter=names_filter, sink=sink,
+                             initial_state=initial_state, path=path,
+                             memory_budget_bytes=memory_budget_bytes, progress=progress)
 
     # ----- generation ------------------------------------------------------------------------
     def generate(

@@ -165,11 +165,11 @@ def test_rows_channels_and_aggregates_are_slices_and_reductions_of_the_full_map(
     assert torch.allclose(rows.maps, full.maps[:, :, [0, 17, 49]], atol=1e-6) and rows.max_error() < 1e-5
     some = implicit_attention(model, tokens, layer=1, channels=[1, 9, 14])  # channels of different heads
     assert torch.allclose(some.maps, full.maps[:, [1, 9, 14]], atol=1e-6) and some.max_error() < 1e-5
-    mean = implicit_attention(model, tokens, layer=1, aggregate="mean", memory_budget_bytes=400_000)
+    cache = record(model, tokens, [1], "exact")  # the budgets below are for the maps, not the forward
+    mean = implicit_attention(model, tokens, layer=1, cache=cache, aggregate="mean", memory_budget_bytes=400_000)
     assert torch.allclose(mean.maps, full.maps.mean(1), atol=1e-6)
-    norm = implicit_attention(model, tokens, layer=1, aggregate="norm", memory_budget_bytes=400_000)
+    norm = implicit_attention(model, tokens, layer=1, cache=cache, aggregate="norm", memory_budget_bytes=400_000)
     assert torch.allclose(norm.maps, (full.maps * full.value[:, :, None, :]).norm(dim=1), atol=1e-5)
-    cache = record(model, tokens, [1], "exact")
     with pytest.raises(MemoryBudgetError, match="channels x 50 queries x 50 positions") as info:
         implicit_attention(model, tokens, layer=1, cache=cache, memory_budget_bytes=150_000)
     assert info.value.needed_bytes > 2 * 50 * 50 * 4  # at least one channel's map

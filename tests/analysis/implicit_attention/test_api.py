@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from workbench.analysis.implicit_attention import implicit_attention, implicit_attention_layers
+from workbench.analysis.implicit_attention.api import record
 from workbench.errors import EmptyInputError, MemoryBudgetError, UnknownHookError
 from workbench.models import HookedRecurrentLM, RecurrentConfig
 
@@ -51,14 +52,17 @@ def test_layers_share_one_forward_pass(s6, tokens):
 
 
 def test_a_map_over_the_budget_is_refused_with_the_bytes(s6, tokens):
+    cache = record(s6, tokens, [0], "exact")  # the budget below is for the maps, not the forward
     with pytest.raises(MemoryBudgetError) as info:
-        implicit_attention(s6, tokens, layer=0, memory_budget_bytes=100_000)
+        implicit_attention(s6, tokens, layer=0, cache=cache, memory_budget_bytes=100_000)
     message = str(info.value)
     assert "24 channels x 60 queries x 60 positions" in message and "aggregate" in message
     assert info.value.needed_bytes > 2 * 24 * 60 * 60 * 4  # at least the maps themselves
     # aggregating or asking for rows fits the same budget
-    assert implicit_attention(s6, tokens, layer=0, queries=[5], memory_budget_bytes=100_000).maps.shape == (
-        2, 24, 1, 60)
+    assert implicit_attention(s6, tokens, layer=0, cache=cache, queries=[5],
+                              memory_budget_bytes=100_000).maps.shape == (2, 24, 1, 60)
+    with pytest.raises(MemoryBudgetError, match="forward work buffers"):  # recording counts the forward
+        implicit_attention(s6, tokens, layer=0, memory_budget_bytes=100_000)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
