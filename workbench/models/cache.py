@@ -9,20 +9,33 @@ import torch
 from torch import Tensor
 
 from workbench.kernels.buffers import pooled_bytes
+from workbench.models.cache_methods import ResidualStreamMethods
 
 _budget_override: int | None = None
 DEFAULT_FRACTION_OF_FREE_MEMORY = 0.5
 
 
-class RecurrentCache(dict):
-    """A plain dict of hook name -> tensor `[batch, pos, ...]`, plus `metadata` about the run.
+class RecurrentCache(ResidualStreamMethods, dict):
+    """A dict of hook name -> tensor `[batch, pos, ...]`, plus `metadata` about the run, and the
+    TransformerLens `ActivationCache` methods that have a recurrent meaning (`cache_methods`).
 
-    `metadata` holds the path ("reference" / "fused") and, per layer, the kernel that ran.
+    `metadata` holds the path ("reference" / "fused") and, per layer, the kernel that ran. `model` is
+    the model that filled it (set by `run_with_cache`), which the residual-stream methods read.
+    `cache["resid_post", 1]` and `cache["c", 0]` look names up as `get_act_name` builds them.
     """
 
-    def __init__(self, *args: Any, metadata: dict[str, Any] | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, metadata: dict[str, Any] | None = None, model: Any = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.metadata: dict[str, Any] = dict(metadata or {})
+        self.model = model
+        self.has_batch_dim = True
+
+    def __getitem__(self, key: Any) -> Tensor:
+        if isinstance(key, tuple):
+            from workbench.utils import get_act_name
+
+            key = get_act_name(*key)
+        return super().__getitem__(key)
 
     def stack(self, quantity: str) -> Tensor:
         """Stack one mixer quantity over layers: `[layer, batch, pos, ...]`."""
@@ -34,6 +47,26 @@ class RecurrentCache(dict):
             raise KeyError(f"no cached quantity {quantity!r}; cached: {sorted(self)[:10]} ...")
         return torch.stack([self[k] for k in names])
 
+    def remove_batch_dim(self) -> RecurrentCache:
+        """Drop the batch axis of every tensor, in place (as TransformerLens does); the batch must be 1."""
+        if not self.has_batch_dim:
+            return self
+        sizes = {name: value.shape[0] for name, value in self.items() if value.dim() > 0}
+        wide = {name: size for name, size in sizes.items() if size != 1}
+        if wide:
+            name, size = next(iter(wide.items()))
+            raise ValueError(f"remove_batch_dim needs a batch of 1, but {name!r} has batch {size}: index one "
+                             "row of the input first")
+        for name in sizes:
+            super().__setitem__(name, super().__getitem__(name)[0])
+        self.has_batch_dim = False
+        return self
+
+    def to(self, device: str | torch.device) -> RecurrentCache:
+        """Move every tensor to `device`, in place; returns the cache."""
+        for name, value in list(self.items()):
+            super().__setitem__(name, value.to(device))
+        return self
 
 def free_memory_bytes(device: torch.device | str = "cpu") -> int:
     """Bytes a recording could use on `device` now: CUDA's free count plus what torch's caching

@@ -256,7 +256,7 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
             if incl_bwd:
                 out.backward()
         specs = self.hook_specs()
-        cache = RecurrentCache(metadata={
+        cache = RecurrentCache(model=self, metadata={
             "path": self.resolve_path(model_kwargs.get("path")),
             "kernels": self.kernels_used(),
         })

@@ -24,9 +24,10 @@ from workbench.models.paths import ExecutionPath
 from workbench.models.specs import LOGITS, RESID, HookSpec
 from workbench.models.streaming import StreamedScore, WindowSink
 from workbench.models.streaming import score as score_windows
+from workbench.models.tl_surface import TransformerLensSurface
 
 
-class HookedLanguageModel(HookedRecurrentBase):
+class HookedLanguageModel(TransformerLensSurface, HookedRecurrentBase):
     """Embedding, blocks, final norm, unembedding: subclasses register `embed`, `hook_embed`,
     `unembed` and `hook_logits`, then call `setup()`."""
 

@@ -1,0 +1,112 @@
+"""Written against TransformerLens's documented `ActivationCache` and `HookedTransformer` API: what a
+TransformerLens user calls works on the default model and on a Mamba adapter, with the same meaning,
+and what has no recurrent meaning says what to use instead."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import workbench
+
+
+def default_model():
+    return workbench.load("lstm-stdlib-2x128")
+
+
+def mamba_adapter():
+    pytest.importorskip("transformers")
+    from tests.adapters.conftest import tiny
+
+    return workbench.from_transformers(tiny("mamba"))
+
+
+MODELS = {"default": default_model, "mamba": mamba_adapter}
+
+
+@pytest.fixture(params=sorted(MODELS), scope="module")
+def run(request):
+    """(model, tokens, logits, cache) of one float32 run with every hook cached."""
+    model = MODELS[request.param]()
+    tokens = torch.randint(0, model.cfg.d_vocab, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(tokens)
+    return model, tokens, logits, cache
+
+
+def test_direct_logit_attribution_reproduces_the_logit_difference(run):
+    model, _, logits, cache = run
+    a, b = 3, 5
+    stack, labels = cache.decompose_resid(return_labels=True)
+    assert labels[0] == "embed" and labels[1] == "0_mixer_out" and len(stack) == len(labels)
+    attrs = cache.logit_attrs(stack, a, b)  # [component, batch, pos]
+    assert attrs.shape == (len(labels), *logits.shape[:2])
+    total = attrs.sum(0) + (model.b_U[a] - model.b_U[b])
+    torch.testing.assert_close(total, logits[..., a] - logits[..., b], atol=1e-5, rtol=0)
+    # the same through apply_ln_to_stack and W_U, per component
+    normed = cache.apply_ln_to_stack(stack)
+    torch.testing.assert_close(normed @ (model.W_U[:, a] - model.W_U[:, b]), attrs, atol=1e-5, rtol=0)
+
+
+def test_the_summands_add_up_to_the_stream_they_decompose(run):
+    model, _, _, cache = run
+    n = len(model.blocks)
+    torch.testing.assert_close(cache.decompose_resid().sum(0), cache["resid_post", n - 1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cache.decompose_resid(layer=1).sum(0), cache["resid_pre", 1], atol=1e-5, rtol=1e-5)
+    accumulated, labels = cache.accumulated_resid(return_labels=True)
+    assert labels == [f"{i}_pre" for i in range(n)] + ["final_post"]
+    torch.testing.assert_close(accumulated[-1], cache["resid_post", n - 1])
+    assert cache.accumulated_resid(layer=1, pos_slice=-1).shape == (1, 2, 1, model.cfg.d_model)
+    stacked = cache.stack_activation("resid_post")
+    assert stacked.shape == (n, 2, 12, model.cfg.d_model)
+    with pytest.raises(ValueError, match="no attention: mode='mixer'"):
+        cache.decompose_resid(mode="attn")
+    mixers = cache.decompose_resid(mode="mixer", incl_embeds=False, return_labels=True)[1]
+    assert mixers == [f"{i}_mixer_out" for i in range(n)]
+
+
+def test_per_row_tokens_and_slices(run):
+    model, _, logits, cache = run
+    correct, incorrect = torch.tensor([1, 2]), torch.tensor([4, 0])
+    stack = cache.decompose_resid(pos_slice=-1)  # [component, batch, 1, d_model]
+    attrs = cache.logit_attrs(stack, correct, incorrect, pos_slice=-1)
+    rows = torch.arange(2)
+    expected = logits[rows, -1, correct] - logits[rows, -1, incorrect] - (model.b_U[correct] - model.b_U[incorrect])
+    torch.testing.assert_close(attrs.sum(0)[:, 0], expected, atol=1e-5, rtol=0)
+
+
+def test_short_names_lookup_batch_removal_and_moving(run):
+    model, tokens, _, cache = run
+    state = "c" if model.cfg.family == "lstm" else "state"
+    assert cache[state, 0] is cache[f"blocks.0.mixer.hook_{state}"]
+    assert cache["resid_post", 1] is cache["blocks.1.hook_resid_post"]
+    assert cache.to("cpu") is cache
+    with pytest.raises(ValueError, match="needs a batch of 1"):
+        cache.remove_batch_dim()
+    with torch.no_grad():
+        logits, one = model.run_with_cache(tokens[:1])
+    one.remove_batch_dim()
+    assert one["resid_post", 0].shape == (12, model.cfg.d_model)
+    attrs = one.logit_attrs(one.decompose_resid(), 3)
+    torch.testing.assert_close(attrs.sum(0) + model.b_U[3], logits[0, :, 3], atol=1e-5, rtol=0)
+
+
+def test_model_names(run):
+    model, tokens, _, _ = run
+    assert model.W_U.shape == (model.cfg.d_model, model.cfg.d_vocab)
+    assert model.W_E.shape == (model.cfg.d_vocab, model.cfg.d_model)
+    assert model.b_U.shape == (model.cfg.d_vocab,)
+    if model.tokenizer is not None:
+        text = model.to_string(tokens[0])
+        assert isinstance(text, str) and len(model.to_string(tokens)) == 2
+        token = model.to_string(tokens[0, 0])
+        assert model.to_single_token(token) == int(tokens[0, 0])
+        with pytest.raises(ValueError, match="tokens, not one"):
+            model.to_single_token(token * 3)
+
+
+def test_a_cache_without_its_model_says_so():
+    from workbench.models.cache import RecurrentCache
+
+    with pytest.raises(ValueError, match="no model attached"):
+        RecurrentCache({"blocks.0.hook_resid_pre": torch.zeros(1, 2, 3)}).decompose_resid()
