@@ -33,3 +33,5 @@ def test_lens_notebook_runs_top_to_bottom_within_its_stated_time():
     assert depth, text[-4000:]
     assert "linux" not in depth.group(0), "the like-for-like comparison must hold the corpus fixed"
     assert "CAVEAT:" in text
+    dla = re.search(r"the summands add up to (-?\d+\.\d+) \(error (\d\.\de[+-]\d+)\)", text)
+    assert dla and float(dla.group(2)) < 1e-4, "direct logit attribution no longer adds up"
