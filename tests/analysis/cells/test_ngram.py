@@ -106,6 +106,23 @@ def test_long_range_analysis_measures_distance_to_the_matching_bracket():
     assert row.model_right_ngram_wrong.tolist() == [1.0, 1.0]
 
 
+def test_long_range_bins_keep_empty_bins_and_give_intervals_that_shrink_with_more_brackets():
+    rng = np.random.default_rng(0)
+    text = "".join("f(" + "x" * int(rng.integers(0, 30)) + ")\n" for _ in range(200))
+    p_model = rng.uniform(0.2, 1.0, len(text) - 1)
+    analysis = ErrorAnalysis(text, p_model, np.full(len(text) - 1, 0.1), np.array([""] * (len(text) - 1)), 3)
+    per, binned = long_range_analysis(analysis, bins=(1, 6, 11, 21, 41))
+    assert binned.bin.astype(str).tolist() == ["1-5", "6-10", "11-20", "21-40", "41+"]
+    assert binned.brackets.sum() == len(per) == 200 and binned.brackets.iloc[-1] == 0
+    assert np.isnan(binned.p_model.iloc[-1]) and np.isnan(binned.p_model_lo.iloc[-1])
+    full = binned[binned.brackets > 0]
+    assert (full.p_model_lo <= full.p_model).all() and (full.p_model <= full.p_model_hi).all()
+    assert np.allclose(full.p_ngram_lo, 0.1) and np.allclose(full.p_ngram_hi, 0.1)
+    widths = (full.p_model_hi - full.p_model_lo).to_numpy()
+    counts = full.brackets.to_numpy()
+    assert widths[np.argmax(counts)] < widths[np.argmin(counts)]  # more brackets, a tighter interval
+
+
 def test_unknown_characters_and_bad_shapes_raise():
     m = NGramModel(2, "ab").fit("abab")
     with pytest.raises(ValueError, match="not in the vocabulary"):

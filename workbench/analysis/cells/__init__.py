@@ -10,6 +10,8 @@ Each module returns plain data (arrays, dataclasses, DataFrames); `figures` draw
 0
 """
 
+from workbench.analysis.cells.causal import push_effects
+from workbench.analysis.cells.controls import ValidatedCell, conditional_correlation, validate_cell
 from workbench.analysis.cells.discovery import (
     ActivatingSpan,
     CellDiscovery,
@@ -33,6 +35,14 @@ from workbench.analysis.cells.recording import (
     next_char_probs,
     record,
 )
+from workbench.analysis.cells.sampling import (
+    SampleRun,
+    TextSample,
+    clean_line_starts,
+    join_recordings,
+    run_sample,
+    spread_sample,
+)
 from workbench.analysis.cells.saturation import GateSaturation, gate_saturation, saturation_fractions
 from workbench.analysis.cells.views import cell_heatmap, top_units_heatmap
 from workbench.analysis.heatmap import TextHeatmap, heatmap_grid, text_heatmap
@@ -51,24 +61,34 @@ __all__ = [
     "Feature",
     "GateSaturation",
     "NGramModel",
+    "SampleRun",
     "TextHeatmap",
+    "TextSample",
+    "ValidatedCell",
     "activating_spans",
     "cell_heatmap",
+    "clean_line_starts",
     "compute_features",
+    "conditional_correlation",
     "correlations",
     "discover_cells",
     "error_analysis",
     "gate_saturation",
     "heatmap_grid",
+    "join_recordings",
     "long_range_analysis",
     "next_char_probs",
     "planted_lstm",
     "printable_tokenizer",
     "probe_features",
+    "push_effects",
     "record",
     "regex_feature",
+    "run_sample",
     "saturation_fractions",
+    "spread_sample",
     "text_heatmap",
     "top_units_heatmap",
     "unit_profile",
+    "validate_cell",
 ]

@@ -101,19 +101,34 @@ def error_breakdown_figure(analyses: ErrorAnalysis | Mapping[str, ErrorAnalysis]
 
 
 def long_range_figure(binned: Any, n: int | None = None, title: str | None = None) -> Any:
-    """Mean probability of the correct closing bracket by distance to its open bracket (Fig. 5)."""
+    """Mean probability of the correct closing bracket by distance to its open bracket (Fig. 5):
+    one point per bin with its interval as error bars, every bin on the axis, each labelled with its
+    bracket count (an empty bin shows n=0 and no point)."""
     import plotly.graph_objects as go
 
-    rows = binned[binned.brackets > 0]
+    bins = binned.bin.astype(str).tolist()
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=rows.bin.astype(str), y=rows.p_model, name="recurrent model",
-                             mode="lines+markers", text=rows.brackets,
-                             hovertemplate="%{x}: p %{y:.2f} (%{text} brackets)<extra></extra>"))
-    fig.add_trace(go.Scatter(x=rows.bin.astype(str), y=rows.p_ngram,
-                             name=f"{n}-gram" if n else "n-gram", mode="lines+markers"))
+    series = [("p_model", "recurrent model", "#1f77b4"), ("p_ngram", f"{n}-gram" if n else "n-gram", "#ff7f0e")]
+    for column, name, colour in series:
+        mean = binned[column].to_numpy(dtype=float)
+        upper = binned.get(f"{column}_hi", binned[column]).to_numpy(dtype=float) - mean
+        lower = mean - binned.get(f"{column}_lo", binned[column]).to_numpy(dtype=float)
+        fig.add_trace(go.Scatter(
+            x=bins, y=mean, name=name, mode="markers", marker={"color": colour, "size": 9},
+            error_y={"type": "data", "array": upper, "arrayminus": lower, "visible": True},
+            customdata=binned.brackets,
+            hovertemplate="%{x}: mean p %{y:.2f} (%{customdata} brackets)<extra>" + name + "</extra>",
+        ))
+    fig.add_trace(go.Bar(x=bins, y=binned.brackets, name="brackets (right axis)", yaxis="y2",
+                         marker={"color": "#ddd"}, text=[f"n={c}" for c in binned.brackets],
+                         textposition="outside", hoverinfo="skip"))
     fig.update_layout(title=title or "Closing brackets: p(correct) by distance to the open bracket",
-                      xaxis_title="distance (characters)", yaxis={"title": "mean p", "range": [0, 1]},
-                      height=340, template="plotly_white")
+                      xaxis={"title": "distance (characters)", "categoryorder": "array", "categoryarray": bins},
+                      yaxis={"title": "mean p (95% bootstrap interval)", "range": [0, 1.05]},
+                      yaxis2={"title": "brackets", "overlaying": "y", "side": "right", "showgrid": False,
+                              "rangemode": "tozero"},
+                      height=380, template="plotly_white", legend={"orientation": "h", "y": -0.25})
+    fig.data = fig.data[-1:] + fig.data[:-1]  # the count bars behind the points
     return fig
 
 

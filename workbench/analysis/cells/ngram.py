@@ -260,14 +260,28 @@ _PAIRS = {")": "(", "]": "[", "}": "{"}
 DISTANCE_BINS = (1, 6, 11, 21, 41, 81, 161)
 
 
+def mean_interval(values: np.ndarray, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of `values` (NaNs for none): how far a bin's mean
+    could move with other brackets of the same kind."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, size=(n_boot, values.size))].mean(1)  # [n_boot]
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
 def long_range_analysis(
-    analysis: ErrorAnalysis, language: str = "python", bins: Sequence[int] = DISTANCE_BINS
+    analysis: ErrorAnalysis, language: str = "python", bins: Sequence[int] = DISTANCE_BINS,
+    level: float = 0.95,
 ) -> tuple[Any, Any]:
     """Closing brackets by distance to their matching open bracket (paper Fig. 5).
 
-    Returns (per-bracket DataFrame: position, char, distance, p_model, p_ngram; per-bin DataFrame:
-    mean probabilities and the fraction the model got right where the n-gram did not).
-    Brackets inside strings and comments are skipped.
+    Returns (per-bracket DataFrame: position, char, distance, p_model, p_ngram; per-bin DataFrame,
+    every bin kept, empty ones with NaN means: bracket count, mean probabilities with bootstrap
+    `level` intervals (`*_lo`, `*_hi`), and the fraction the model got right where the n-gram did
+    not). Brackets inside strings and comments are skipped.
     """
     import pandas as pd
 
@@ -299,4 +313,8 @@ def long_range_analysis(
             lambda g: float(((g.p_model >= ERROR_THRESHOLD) & (g.p_ngram < ERROR_THRESHOLD)).mean())
             if len(g) else np.nan, include_groups=False),
     }).reset_index()
+    for column in ("p_model", "p_ngram"):
+        bounds = [mean_interval(per.loc[per.bin == label, column].to_numpy(), level) for label in binned.bin]
+        binned[f"{column}_lo"] = [lo for lo, _ in bounds]
+        binned[f"{column}_hi"] = [hi for _, hi in bounds]
     return per, binned
