@@ -14,11 +14,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
 
 from workbench.errors import EmptyInputError
 from workbench.models.config import RecurrentConfig
 from workbench.models.generation import generate as generate_tokens
+from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.hooked import HookedRecurrentBase, ModelState
 from workbench.models.paths import ExecutionPath
 from workbench.models.specs import LOGITS, RESID, HookSpec
@@ -195,9 +195,9 @@ class HookedRecurrentLM(HookedLanguageModel):
             raise ValueError("a language model needs d_vocab > 0")
         super().__init__(cfg)
         self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
-        self.hook_embed = HookPoint()
+        self.hook_embed = ScopedHookPoint()
         self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab)
         if cfg.tie_embeddings:
             self.unembed.weight = self.embed.weight
-        self.hook_logits = HookPoint()
+        self.hook_logits = ScopedHookPoint()
         self.setup()
