@@ -16,9 +16,9 @@ __all__ = [
     "HookReturnError",
     "InitialStateError",
     "MemoryBudgetError",
+    "MissingTokenizerError",
     "NonCausalHookError",
     "ShadowedModelWarning",
-    "TokenizerNotFoundError",
     "SequenceTooLongError",
     "UnknownCharacterError",
     "UnknownHookError",
@@ -176,8 +176,9 @@ class NonCausalHookError(ValueError):
     (`check_causal=True`); names the hook and the positions that leaked."""
 
 
-class TokenizerNotFoundError(FileNotFoundError):
-    """Text given to a model whose directory had no tokenizer files; token ids still work."""
+class MissingTokenizerError(ValueError):
+    """Text given to a model with no tokenizer (e.g. a Hugging Face directory without tokenizer
+    files); token ids still work, and the message says how to attach one."""
 
 
 class ShadowedModelWarning(UserWarning):

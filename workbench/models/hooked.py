@@ -31,6 +31,7 @@ from workbench.models.mixers.base import dimension_sizes
 from workbench.models.paths import DefaultPath, ExecutionPath
 from workbench.models.recurrence import ActivationRecorder, State
 from workbench.models.specs import RESID, HookSpec
+from workbench.models.state_checks import check_initial_state
 
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 # Measured (docs/design.md, Memory budget): with incl_bwd=True the peak beyond the recorded values and
@@ -77,10 +78,10 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
         """resid: [batch, pos, d_model] through every block and the final norm; returns it and the
         final states. mask: [batch, pos] (1 = token, 0 = padding) for blocks that read padding."""
         path = self.resolve_path(path)
-        if initial_state is not None and len(initial_state) != len(self.blocks):
-            raise ValueError(
-                f"initial_state has {len(initial_state)} layers, the model has {len(self.blocks)}"
-            )
+        if initial_state is not None:
+            param = next(self.parameters())  # shapes from zero states on the meta device: no memory
+            like = [b.zero_state(resid.shape[0], torch.device("meta"), param.dtype) for b in self.blocks]
+            check_initial_state(initial_state, like, resid.device)
         states: ModelState = []
         for layer, block in enumerate(self.blocks):
             resid, state = block(resid, None if initial_state is None else initial_state[layer], path, mask)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.errors import EmptyInputError
+from workbench.errors import EmptyInputError, MissingTokenizerError
 from workbench.models.config import RecurrentConfig
 from workbench.models.generation import generate as generate_tokens
 from workbench.models.hook_point import ScopedHookPoint
@@ -46,7 +46,8 @@ class HookedLanguageModel(HookedRecurrentBase):
     def to_tokens(self, text: str | Sequence[str]) -> Tensor:
         """Text (or equal-length texts) -> token ids [batch, pos] with the attached tokenizer."""
         if self.tokenizer is None:
-            raise ValueError(f"this model has no tokenizer; {self.tokenizer_hint}")
+            raise MissingTokenizerError(f"this model has no tokenizer, so it cannot read the text "
+                                        f"{_short_text(text)}; pass token ids, or {self.tokenizer_hint}")
         return self._encode(text).to(self.device)
 
     def _encode(self, text: str | Sequence[str]) -> Tensor:
@@ -177,6 +178,12 @@ class HookedLanguageModel(HookedRecurrentBase):
                              "has padding after a token in some row")
         if bool((mask.sum(1) == 0).any()):
             raise EmptyInputError("a row of the attention_mask is all padding; give every row at least one token")
+
+
+def _short_text(text: object, width: int = 40) -> str:
+    """repr of the text a caller gave, cut to `width` characters."""
+    shown = repr(text)
+    return shown if len(shown) <= width else shown[: width - 3] + "..."
 
 
 class HookedRecurrentLM(HookedLanguageModel):
