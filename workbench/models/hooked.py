@@ -414,6 +414,14 @@ class HookedRecurrentSeq2Seq(HookedRecurrentBase):
         return ("batch", "pos", "d_output"), "output vectors"
 
     def _as_inputs(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a tensor [batch, pos, d_input] or [pos, d_input], got {type(x).__name__}")
+        if x.ndim not in (2, 3):
+            raise ValueError(f"x must have shape [batch, pos, d_input] or [pos, d_input], got {tuple(x.shape)}")
+        if not (x.is_floating_point() or x.dtype in (torch.int64, torch.int32, torch.bool)):
+            raise TypeError(f"x must hold real numbers, got dtype {x.dtype}")
+        if x.device != self.device:
+            raise ValueError(f"x is on {x.device}, the model on {self.device}; move it with .to(model.device)")
         x = x if x.ndim == 3 else x[None]  # [batch, pos, d_input]
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise EmptyInputError(f"empty input of shape {tuple(x.shape)}")

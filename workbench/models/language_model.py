@@ -69,13 +69,26 @@ class HookedLanguageModel(HookedRecurrentBase):
 
     def _as_tokens(self, inputs: Tensor | str | Sequence[str]) -> Tensor:
         """Text or ids [pos] / [batch, pos] -> ids [batch, pos], checked: non-empty, integer, in vocabulary."""
-        if isinstance(inputs, (str, list, tuple)):
+        if isinstance(inputs, str):
             return self.to_tokens(inputs)
+        if isinstance(inputs, (list, tuple)):
+            if not all(isinstance(text, str) for text in inputs):
+                raise TypeError("inputs: a list must hold texts (str); for token ids pass a tensor, "
+                                f"torch.tensor(ids); got a list of {sorted({type(t).__name__ for t in inputs})}")
+            return self.to_tokens(inputs)
+        if not isinstance(inputs, Tensor):
+            raise TypeError(f"inputs must be text, a list of texts or token ids (a tensor [batch, pos] or [pos]); "
+                            f"got {type(inputs).__name__}")
+        if inputs.ndim not in (1, 2):
+            raise ValueError(f"token ids must have shape [pos] or [batch, pos]; got shape {tuple(inputs.shape)}")
         tokens = inputs if inputs.ndim == 2 else inputs[None]  # [batch, pos]
         if tokens.shape[0] == 0 or tokens.shape[1] == 0:
             raise EmptyInputError(f"empty input of shape {tuple(tokens.shape)}; give at least one token")
         if tokens.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"tokens must be integer ids, got {tokens.dtype}")
+            raise TypeError(f"tokens must be integer ids (torch.int64 or torch.int32), got {tokens.dtype}")
+        if tokens.device != self.device:
+            raise ValueError(f"token ids are on {tokens.device}, the model on {self.device}; "
+                             f"move them with .to(model.device)")
         low, high = int(tokens.min()), int(tokens.max())
         if low < 0 or high >= self.cfg.d_vocab:
             raise ValueError(f"token ids must lie in [0, {self.cfg.d_vocab}), got [{low}, {high}]")
