@@ -217,8 +217,8 @@ CASES = [
     # ---- generation
     Case("negative max_new_tokens", lambda c: c.model.generate("def", max_new_tokens=-1), ValueError, ">= 0"),
     Case("max_new_tokens a float", lambda c: c.model.generate("def", max_new_tokens=2.5), TypeError, "must be an int"),
-    Case("zero temperature", lambda c: c.model.generate("def", temperature=0.0), ValueError, "finite positive"),
-    Case("NaN temperature", lambda c: c.model.generate("def", temperature=float("nan")), ValueError, "finite positive"),
+    Case("zero temperature", lambda c: c.model.generate("def", temperature=0.0), ValueError, "positive and finite"),
+    Case("NaN temperature", lambda c: c.model.generate("def", temperature=float("nan")), ValueError, "positive and finite"),
     Case("temperature a string", lambda c: c.model.generate("def", temperature="hot"), TypeError, "must be a number"),
     Case("seed a string", lambda c: c.model.generate("def", seed="x"), TypeError, "seed must be an int"),
     Case("NaN logits while sampling", lambda c: _generate_with(c, ("hook_logits", lambda x, hook: x * float("nan"))),

@@ -38,7 +38,7 @@ def check_generation_args(max_new_tokens: int, temperature: float, greedy: bool)
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
         raise TypeError(f"temperature must be a number, got {type(temperature).__name__} {temperature!r}")
     if not greedy and not (0 < temperature < math.inf):
-        raise ValueError(f"temperature must be a finite positive number (or pass greedy=True), got {temperature}")
+        raise ValueError(f"temperature must be positive and finite (or pass greedy=True), got {temperature}")
 
 
 def next_tokens(last: Tensor, greedy: bool, temperature: float, generator: torch.Generator | None) -> Tensor:
