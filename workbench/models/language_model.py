@@ -92,7 +92,7 @@ class HookedLanguageModel(HookedRecurrentBase):
         low, high = int(tokens.min()), int(tokens.max())
         if low < 0 or high >= self.cfg.d_vocab:
             raise ValueError(f"token ids must lie in [0, {self.cfg.d_vocab}), got [{low}, {high}]")
-        return tokens
+        return tokens.long()  # int32 ids too: the loss's targets must be int64
 
     def _batch_and_length(self, inputs: Any) -> tuple[int, int]:
         tokens = self._as_tokens(inputs)
