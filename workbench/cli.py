@@ -206,7 +206,9 @@ SUBCOMMANDS: list[AddCommand] = [
 ]
 
 # Errors that are the user's to fix: printed as one line, not a traceback (--traceback shows it).
-_USER_ERRORS = (CheckpointError, CorpusNotFoundError, FileExistsError, KeyError, ValueError)
+# Every workbench error subclasses one of these builtins (docs/errors.md); OSError covers a missing
+# or unreadable file, MemoryError the memory budget.
+_USER_ERRORS = (CheckpointError, CorpusNotFoundError, OSError, KeyError, ValueError, TypeError, MemoryError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,12 @@ __all__ = [
     "CheckpointError",
     "CorpusNotFoundError",
     "EmptyInputError",
+    "HookReturnError",
+    "InitialStateError",
     "MemoryBudgetError",
+    "MissingTokenizerError",
+    "NonCausalHookError",
+    "ShadowedModelWarning",
     "SequenceTooLongError",
     "UnknownCharacterError",
     "UnknownHookError",
@@ -160,3 +165,26 @@ class UnknownModelError(KeyError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class InitialStateError(TypeError, ValueError):
+    """An `initial_state` that is not one dict of tensors per layer with the model's state names, shapes,
+    a floating dtype and the model's device (`model.initial_state(batch)` gives one that is)."""
+
+
+class HookReturnError(TypeError, ValueError):
+    """A hook that returned something other than None or a tensor of its input's shape, dtype and device."""
+
+
+class NonCausalHookError(ValueError):
+    """A hook whose output at a position changed when only later positions of its input changed
+    (`check_causal=True`); names the hook and the positions that leaked."""
+
+
+class MissingTokenizerError(ValueError):
+    """Text given to a model with no tokenizer (e.g. a Hugging Face directory without tokenizer
+    files); token ids still work, and the message says how to attach one."""
+
+
+class ShadowedModelWarning(UserWarning):
+    """`workbench.load(name)` found both an embedded model and a local directory called `name`."""

@@ -15,10 +15,11 @@ import html
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.errors import CheckpointError, UnknownModelError
+from workbench.errors import CheckpointError, EmptyInputError, ShadowedModelWarning, UnknownModelError
 
 if TYPE_CHECKING:
     import torch
@@ -56,13 +57,43 @@ def resolve(name_or_dir: str | os.PathLike[str], directory: Path | None = None) 
     (has a slash, starts with `.` or `~`) is used as a directory.
     """
     directory = CHECKPOINTS_DIR if directory is None else Path(directory)
+    if not isinstance(name_or_dir, (str, os.PathLike)):
+        raise TypeError(f"name_or_dir must be an embedded model's name or a checkpoint directory (str or "
+                        f"path), got {type(name_or_dir).__name__} {name_or_dir!r}")
     text = os.fspath(name_or_dir)
+    if not isinstance(text, str):
+        text = os.fsdecode(text)
+    if not text.strip():
+        raise EmptyInputError(
+            f"name_or_dir is {text!r}; expected an embedded model's name (one of "
+            f"{', '.join(_names(directory)) or 'none installed'}) or a checkpoint directory such as './my-model'"
+        )
+    if "\x00" in text:
+        raise ValueError(f"name_or_dir contains a NUL character, which no name or path can hold: {text!r}")
     if not _looks_like_path(text) and text in _names(directory):
+        local = Path(text)
+        if _is_dir(local) and local.resolve() != (directory / text).resolve():
+            warnings.warn(
+                f"{text!r} names an embedded model and also the directory {str(local.resolve())!r}; loading "
+                f"the embedded model. To load the directory, pass './{text}'",
+                ShadowedModelWarning, stacklevel=3,
+            )
         return directory / text
-    candidate = Path(text).expanduser()
-    if candidate.is_dir():
+    try:
+        candidate = Path(text).expanduser()
+    except RuntimeError:  # "~someone" for a user this machine does not know
+        candidate = Path(text)
+    if _is_dir(candidate):
         return candidate
     raise UnknownModelError(text, _names(directory))
+
+
+def _is_dir(path: Path) -> bool:
+    """`path.is_dir()`, False where the name cannot be a path here (too long, say)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def load(

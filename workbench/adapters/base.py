@@ -11,10 +11,10 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
 
 from workbench.adapters.config import TransformersConfig
 from workbench.models.blocks import ResidualBlock
+from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.language_model import HookedLanguageModel
 from workbench.models.mixers.base import Mixer
 from workbench.models.paths import ExecutionPath
@@ -55,7 +55,7 @@ class HookedNorm(nn.Module):
     def __init__(self, norm: nn.Module):
         super().__init__()
         self.norm = norm
-        self.hook_normalized = HookPoint()
+        self.hook_normalized = ScopedHookPoint()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.hook_normalized(self.norm(x))
@@ -68,9 +68,9 @@ class AdapterBlock(ResidualBlock):
         super().__init__()
         self.ln1 = HookedNorm(ln1)
         self.mixer = mixer
-        self.hook_resid_pre = HookPoint()
-        self.hook_mixer_out = HookPoint()
-        self.hook_resid_post = HookPoint()
+        self.hook_resid_pre = ScopedHookPoint()
+        self.hook_mixer_out = ScopedHookPoint()
+        self.hook_resid_post = ScopedHookPoint()
 
     def forward(self, resid: Tensor, state: Mapping[str, Tensor] | None, path: ExecutionPath,
                 mask: Tensor | None = None) -> tuple[Tensor, State]:
@@ -90,8 +90,8 @@ class AdapterMlpBlock(AdapterBlock):
         super().__init__(ln1, mixer)
         self.ln2 = HookedNorm(ln2)
         self.mlp = mlp
-        self.hook_resid_mid = HookPoint()
-        self.hook_mlp_out = HookPoint()
+        self.hook_resid_mid = ScopedHookPoint()
+        self.hook_mlp_out = ScopedHookPoint()
 
     def forward(self, resid: Tensor, state: Mapping[str, Tensor] | None, path: ExecutionPath,
                 mask: Tensor | None = None) -> tuple[Tensor, State]:
@@ -128,9 +128,9 @@ class HookedTransformersLM(HookedLanguageModel):
         self.hf_config = hf_model.config
         self.family = family
         self.embed = embed
-        self.hook_embed = HookPoint()
+        self.hook_embed = ScopedHookPoint()
         self.unembed = unembed
-        self.hook_logits = HookPoint()
+        self.hook_logits = ScopedHookPoint()
 
     @property
     def sizes(self) -> dict[str, int]:

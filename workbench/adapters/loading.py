@@ -31,6 +31,10 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     "xLSTMForCausalLM": ("workbench.adapters.xlstm", "HookedXlstm"),
 }
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
+# Files a saved tokenizer leaves (one is enough). Without any, `AutoTokenizer` may still build the
+# config's tokenizer class with an empty vocabulary, which turns every text into no tokens.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model", "sentencepiece.bpe.model")
 
 
 class UnsupportedModelError(TypeError):
@@ -135,9 +139,31 @@ def _resolve_directory(name_or_dir: str | os.PathLike[str]) -> Path:
                                       f"{_download_hint(text)}") from exc
 
 
+def missing_tokenizer_hint(directory: Path) -> str:
+    """What to do when `directory` gave no usable tokenizer: the files looked for, how to add one."""
+    return (f"the directory {str(directory)!r} has no tokenizer files (looked for {', '.join(TOKENIZER_FILES)}); "
+            "save one there (tokenizer.save_pretrained(directory)) or set model.tokenizer = "
+            "workbench.adapters.TransformersTokenizer(AutoTokenizer.from_pretrained(...))")
+
+
+def _usable_tokenizer(directory: Path) -> Any:
+    """The directory's tokenizer, or None when it has no tokenizer files or they encode text to nothing."""
+    from transformers import AutoTokenizer
+
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        return None
+    try:
+        tokenizer: Any = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError, TypeError):
+        return None
+    if not tokenizer.encode("a b 1", add_special_tokens=False):  # a vocabulary of special tokens only
+        return None
+    return tokenizer
+
+
 def load_directory(directory: Path, dtype: torch.dtype | None = None) -> tuple[nn.Module, Any]:
     """(model, tokenizer or None) from a local checkpoint directory, offline."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     if not (directory / "config.json").is_file():
         raise CheckpointNotFoundError(f"{directory} has no config.json; download the checkpoint files "
@@ -151,10 +177,7 @@ def load_directory(directory: Path, dtype: torch.dtype | None = None) -> tuple[n
         if not any(n in ADAPTERS for n in names):
             raise UnsupportedModelError(names[0] if names else type(config).__name__)
         model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=dtype)
-        try:
-            tokenizer: Any = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-        except (OSError, ValueError, TypeError):
-            tokenizer = None
+        tokenizer = _usable_tokenizer(directory)
     return model, tokenizer
 
 
@@ -172,15 +195,21 @@ def from_transformers(model_or_dir: nn.Module | str | os.PathLike[str], path: Ex
     >>> tuple(cache["blocks.0.mixer.hook_state"].shape)
     (1, 3, 16, 2)
     """
-    tokenizer = None
+    tokenizer, directory = None, None
     if isinstance(model_or_dir, nn.Module):
         hf_model = model_or_dir
     elif isinstance(model_or_dir, (str, os.PathLike)):
-        hf_model, tokenizer = load_directory(_resolve_directory(model_or_dir), dtype)
+        if not os.fspath(model_or_dir).strip():
+            raise EmptyInputError("model_or_dir is empty; expected a transformers model, a local checkpoint "
+                                  "directory or a hub id in the local cache")
+        directory = _resolve_directory(model_or_dir)
+        hf_model, tokenizer = load_directory(directory, dtype)
     else:
         raise TypeError(f"expected a transformers model or a checkpoint directory, got {type(model_or_dir).__name__}")
     adapter = _adapter_for(type(hf_model).__name__)
     model = adapter(hf_model.eval(), path=path)
     if tokenizer is not None:
         model.tokenizer = TransformersTokenizer(tokenizer)
+    elif directory is not None:
+        model.tokenizer_hint = missing_tokenizer_hint(directory)
     return model

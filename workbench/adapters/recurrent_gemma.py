@@ -24,7 +24,6 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
 
 from workbench.adapters.base import (
     AdapterMixer,
@@ -33,6 +32,7 @@ from workbench.adapters.base import (
     SoftCappedHead,
 )
 from workbench.kernels.dispatch import fastest_linear_scan
+from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import Emit, State, run_recurrence
 from workbench.models.specs import RESID, HookSpec, shared_dims
@@ -232,8 +232,8 @@ class HookedGatedMlp(nn.Module):
     def __init__(self, hf_mlp: nn.Module):
         super().__init__()
         self.hf = hf_mlp
-        self.hook_pre = HookPoint()
-        self.hook_post = HookPoint()
+        self.hook_pre = ScopedHookPoint()
+        self.hook_post = ScopedHookPoint()
 
     def forward(self, x: Tensor) -> Tensor:
         hf = self.hf

@@ -20,7 +20,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
 
 from workbench.adapters.base import (
     AdapterBlock,
@@ -29,6 +28,7 @@ from workbench.adapters.base import (
     HookedTransformersLM,
 )
 from workbench.kernels import linear_scan
+from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import Emit, State, run_recurrence
 from workbench.models.specs import RESID, HookSpec, shared_dims
@@ -167,8 +167,8 @@ class HookedRwkvChannelMix(nn.Module):
     def __init__(self, hf_feed_forward: nn.Module):
         super().__init__()
         self.hf = hf_feed_forward
-        self.hook_k = HookPoint()
-        self.hook_r = HookPoint()
+        self.hook_k = ScopedHookPoint()
+        self.hook_r = ScopedHookPoint()
 
     def forward(self, x: Tensor, previous: Tensor) -> Tensor:
         hf, shifted = self.hf, token_shift(x, previous)
@@ -186,8 +186,8 @@ class HookedRwkvBlock(AdapterBlock):
         super().__init__(hf_block.ln1, HookedRwkvTimeMix(hf_block.attention, sizes))
         self.ln2 = HookedNorm(hf_block.ln2)
         self.mlp = HookedRwkvChannelMix(hf_block.feed_forward)
-        self.hook_resid_mid = HookPoint()
-        self.hook_mlp_out = HookPoint()
+        self.hook_resid_mid = ScopedHookPoint()
+        self.hook_mlp_out = ScopedHookPoint()
         self.halve = halve  # the library's inference-time rescaling: resid / 2 after this block
         self.rescaled = lambda: False  # set by the model: are the library's weights rescaled now?
 

@@ -22,7 +22,6 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
 
 from workbench.adapters.base import (
     AdapterMixer,
@@ -31,6 +30,7 @@ from workbench.adapters.base import (
     SoftCappedHead,
 )
 from workbench.kernels import linear_scan
+from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import Emit, State, run_recurrence
 from workbench.models.specs import BP_HEADS, RESID, HookSpec
@@ -234,8 +234,8 @@ class HookedSwiGluMlp(nn.Module):
         super().__init__()
         self.hf = hf_ffn
         self.d_mlp = d_mlp
-        self.hook_pre = HookPoint()
-        self.hook_post = HookPoint()
+        self.hook_pre = ScopedHookPoint()
+        self.hook_post = ScopedHookPoint()
 
     def forward(self, x: Tensor) -> Tensor:
         hf = self.hf

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
-from workbench.errors import EmptyInputError
+from workbench.errors import EmptyInputError, MissingTokenizerError
 
 if TYPE_CHECKING:
     from workbench.models.protocol import HookedModel
@@ -23,9 +23,8 @@ def tokenizer_of(model: HookedModel | None, tokenizer: Any = None) -> Any:
     """`tokenizer`, else the model's; neither raises a ValueError that says how to get one."""
     tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     if tok is None:
-        raise ValueError(
-            "this model has no tokenizer: pass tokenizer=... or load it with workbench.load(...)"
-        )
+        hint = getattr(model, "tokenizer_hint", "load it with workbench.load(...)")
+        raise MissingTokenizerError(f"this model has no tokenizer: pass tokenizer=..., or {hint}")
     return tok
 
 

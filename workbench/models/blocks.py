@@ -7,9 +7,9 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
 
 from workbench.models.config import RecurrentConfig
+from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.mixers import MIXERS, Mixer
 from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import State
@@ -26,7 +26,7 @@ class Norm(nn.Module):
             self.weight = nn.Parameter(torch.ones(cfg.d_model))
         if self.kind == "layernorm":
             self.bias = nn.Parameter(torch.zeros(cfg.d_model))
-        self.hook_normalized = HookPoint()
+        self.hook_normalized = ScopedHookPoint()
 
     def forward(self, x: Tensor) -> Tensor:
         if self.kind == "layernorm":
@@ -43,7 +43,7 @@ class MLP(nn.Module):
         super().__init__()
         self.W_in = nn.Linear(cfg.d_model, cfg.d_mlp)
         self.W_out = nn.Linear(cfg.d_mlp, cfg.d_model)
-        self.hook_post = HookPoint()
+        self.hook_post = ScopedHookPoint()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.W_out(self.hook_post(F.gelu(self.W_in(x))))
@@ -84,12 +84,12 @@ class RecurrentBlock(ResidualBlock):
         self.mixer = MIXERS[cfg.family](cfg)
         self.mlp = MLP(cfg) if cfg.d_mlp > 0 else None
         self.ln2 = Norm(cfg) if self.mlp is not None else None
-        self.hook_resid_pre = HookPoint()
-        self.hook_mixer_out = HookPoint()
-        self.hook_resid_mid = HookPoint()
+        self.hook_resid_pre = ScopedHookPoint()
+        self.hook_mixer_out = ScopedHookPoint()
+        self.hook_resid_mid = ScopedHookPoint()
         if self.mlp is not None:
-            self.hook_mlp_out = HookPoint()
-        self.hook_resid_post = HookPoint()
+            self.hook_mlp_out = ScopedHookPoint()
+        self.hook_resid_post = ScopedHookPoint()
 
     def extra_hook_specs(self) -> dict[str, HookSpec]:
         specs: dict[str, HookSpec] = {"hook_resid_mid": (RESID, "residual after the mixer")}

@@ -10,6 +10,7 @@ One loop serves every hooked language model: the workbench's own (`HookedRecurre
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -34,8 +35,10 @@ def check_generation_args(max_new_tokens: int, temperature: float, greedy: bool)
         raise TypeError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature <= 0 and not greedy:
-        raise ValueError("temperature must be positive (or pass greedy=True)")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(f"temperature must be a number, got {type(temperature).__name__} {temperature!r}")
+    if not greedy and not (0 < temperature < math.inf):
+        raise ValueError(f"temperature must be positive and finite (or pass greedy=True), got {temperature}")
 
 
 def next_tokens(last: Tensor, greedy: bool, temperature: float, generator: torch.Generator | None) -> Tensor:
@@ -44,6 +47,9 @@ def next_tokens(last: Tensor, greedy: bool, temperature: float, generator: torch
     if greedy:
         return last.argmax(-1, keepdim=True)
     probs = torch.softmax(last / temperature, dim=-1)
+    if not bool(torch.isfinite(probs).all()):
+        raise ValueError("cannot sample the next token: the model's last logits hold NaN or Inf (a hook that "
+                         "writes NaN/Inf, or weights that overflow); pass greedy=True or fix the hook")
     return torch.multinomial(probs, 1, generator=generator)  # [batch, 1]
 
 
@@ -93,6 +99,8 @@ def generate(
     sampling. Returns the decoded first row when `as_text` (the model needs a tokenizer), else token
     ids [batch, pos + max_new_tokens]."""
     check_generation_args(max_new_tokens, temperature, greedy)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__} {seed!r}")
     out = continue_tokens(model, tokens, max_new_tokens, temperature, greedy, seed, path, prompt_kwargs)
     if as_text:
         if model.tokenizer is None:

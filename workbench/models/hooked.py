@@ -9,8 +9,9 @@ names filters work as TransformerLens users expect; positions are always axis 1,
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -21,8 +22,11 @@ from transformer_lens.hook_points import HookPoint
 from workbench.errors import EmptyInputError, UnknownHookError
 from workbench.models.blocks import RecurrentBlock
 from workbench.models.cache import RecurrentCache, memory_budget
+from workbench.models.causality import check_hooks_causal
 from workbench.models.config import RecurrentConfig
 from workbench.models.edits import Edit, resolve_edits
+from workbench.models.hook_checks import check_hook_pairs
+from workbench.models.hook_point import ScopedHookPoint, hook_scope
 from workbench.models.memory import (
     GRADIENT_GRAPH_FACTOR,
     MemoryEstimate,
@@ -36,6 +40,7 @@ from workbench.models.mixers.base import dimension_sizes
 from workbench.models.paths import DefaultPath, ExecutionPath
 from workbench.models.recurrence import ActivationRecorder, State
 from workbench.models.specs import RESID, HookSpec
+from workbench.models.state_checks import check_initial_state
 
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 __all__ = ["GRADIENT_GRAPH_FACTOR", "HookedRecurrentBase", "HookedRecurrentSeq2Seq", "ModelState", "NamesFilter"]
@@ -62,6 +67,15 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
         self.ln_final = Norm(cfg) if ln_final is None else ln_final
         self.tokenizer: Any = None
 
+    def setup(self) -> None:
+        """TransformerLens's `setup` (names every hook point), then a check that each is a
+        `ScopedHookPoint`: a plain `HookPoint` would share one call's hooks with every thread."""
+        super().setup()
+        plain = [name for name, point in self.hook_dict.items() if not isinstance(point, ScopedHookPoint)]
+        if plain:
+            raise TypeError(f"hook points {plain} are plain TransformerLens HookPoints; build them as "
+                            "workbench.models.hook_point.ScopedHookPoint() so hooks stay per call")
+
     # ----- running -------------------------------------------------------------------------
     def run_blocks(
         self, resid: Tensor, initial_state: ModelState | None, path: ExecutionPath | None,
@@ -70,10 +84,10 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
         """resid: [batch, pos, d_model] through every block and the final norm; returns it and the
         final states. mask: [batch, pos] (1 = token, 0 = padding) for blocks that read padding."""
         path = self.resolve_path(path)
-        if initial_state is not None and len(initial_state) != len(self.blocks):
-            raise ValueError(
-                f"initial_state has {len(initial_state)} layers, the model has {len(self.blocks)}"
-            )
+        if initial_state is not None:
+            param = next(self.parameters())  # shapes from zero states on the meta device: no memory
+            like = [b.zero_state(resid.shape[0], torch.device("meta"), param.dtype) for b in self.blocks]
+            check_initial_state(initial_state, like, resid.device)
         states: ModelState = []
         for layer, block in enumerate(self.blocks):
             resid, state = block(resid, None if initial_state is None else initial_state[layer], path, mask)
@@ -180,25 +194,71 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
                                 prepend=prepend)
 
     def _enable_hook(self, name, hook, dir):
-        """Used by `hooks()` and `run_with_hooks`: check string names before TransformerLens does."""
+        """Used by `hooks(reset_hooks_end=False)`: check string names before TransformerLens does."""
         if isinstance(name, str):
             self.check_hook_name(name)
         return super()._enable_hook(name=name, hook=hook, dir=dir)
 
+    def _hook_points_named(self, name: str | Callable[[str], bool], argument: str) -> list[ScopedHookPoint]:
+        """The hook points a (name, hook) pair's name selects: one name, or a predicate on names."""
+        if isinstance(name, str):
+            self.check_hook_name(name)
+            return [self.hook_dict[name]]
+        if callable(name):
+            return [point for n, point in self.hook_dict.items() if name(n)]
+        raise TypeError(f"{argument}: a hook name must be a string or a predicate on names, got "
+                        f"{type(name).__name__} {name!r}")
+
+    @contextlib.contextmanager
+    def hooks(
+        self, fwd_hooks: Sequence[tuple[Any, Callable]] = (), bwd_hooks: Sequence[tuple[Any, Callable]] = (),
+        reset_hooks_end: bool = True, clear_contexts: bool = False,
+    ) -> Iterator[HookedRecurrentBase]:
+        """As TransformerLens's `hooks()`, but the hooks belong to this block in this thread: a forward
+        pass in another thread on the same model does not see them (`workbench.models.hook_point`).
+        Backward hooks stay bound to the tensors of the forward passes run inside the block, so a
+        later `backward()` reaches them. `reset_hooks_end=False` keeps the hooks on the model after
+        the block, model-wide for every thread, as TransformerLens does."""
+        fwd_pairs = check_hook_pairs(fwd_hooks, "fwd_hooks")
+        bwd_pairs = check_hook_pairs(bwd_hooks, "bwd_hooks")
+        if not reset_hooks_end:
+            with super().hooks(fwd_pairs, bwd_pairs, reset_hooks_end=False,
+                               clear_contexts=clear_contexts) as model:
+                yield model
+            return
+        points = [(self._hook_points_named(n, "fwd_hooks"), fn) for n, fn in fwd_pairs]
+        backward = [(self._hook_points_named(n, "bwd_hooks"), fn) for n, fn in bwd_pairs]
+        with hook_scope() as scope:
+            for direction, pairs in (("fwd", points), ("bwd", backward)):
+                for selected, fn in pairs:
+                    for point in selected:
+                        scope.add(point, fn, direction)
+            try:
+                yield self
+            finally:
+                if clear_contexts:
+                    self.clear_contexts()
+
     def run_with_hooks(
         self, *model_args: Any, fwd_hooks: Sequence[tuple[Any, Callable]] = (), bwd_hooks: Sequence = (),
         reset_hooks_end: bool = True, clear_contexts: bool = False, edits: Sequence[Edit] = (),
-        **model_kwargs: Any,
+        check_causal: bool = False, **model_kwargs: Any,
     ) -> Any:
         """As TransformerLens, plus `edits`: declarative `Edit`s applied (after `fwd_hooks`) in linear
-        time, as segment boundaries of the fast scan (`workbench.models.edits`)."""
+        time, as segment boundaries of the fast scan (`workbench.models.edits`). The hooks are this
+        call's own (`hooks()`), so concurrent calls on one model do not see each other's.
+        `check_causal=True` first probes every Python forward hook for causality
+        (`workbench.models.causality`) and raises `NonCausalHookError` naming the positions that leaked."""
+        fwd_hooks = check_hook_pairs(fwd_hooks, "fwd_hooks")
+        inputs = _first_input(model_args, model_kwargs)
         if edits:
-            batch, length = self._batch_and_length(model_args[0] if model_args else model_kwargs["input"])
+            batch, length = self._batch_and_length(inputs)
             resolved = resolve_edits(self, edits, batch, length)
             fwd_hooks = [*fwd_hooks, *((edit.hook, edit) for edit in resolved)]
-        return super().run_with_hooks(*model_args, fwd_hooks=list(fwd_hooks), bwd_hooks=list(bwd_hooks),
-                                      reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts,
-                                      **model_kwargs)
+        if check_causal:
+            check_hooks_causal(self, fwd_hooks, inputs, model_kwargs)
+        with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts) as hooked_model:
+            return hooked_model.forward(*model_args, **model_kwargs)
 
     def run_with_edits(self, *model_args: Any, edits: Sequence[Edit], **model_kwargs: Any) -> Any:
         """The forward pass with `edits` (declarative `Edit`s, several hooks, positions and batch rows
@@ -224,6 +284,7 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
         pos_slice: int | slice | Sequence[int] | None = None,
         memory_budget_bytes: int | None = None,
         edits: Sequence[Edit] = (),
+        check_causal: bool = False,
         **model_kwargs: Any,
     ) -> tuple[Any, RecurrentCache]:
         """Run and record every hook the filter selects, as TransformerLens does.
@@ -232,10 +293,15 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
         axis 1 of every tensor that has a position axis, the call's whole peak (recording, logits,
         work buffers, autograd graph: `estimate_memory`) is checked against the memory budget first
         (`MemoryBudgetError` names the bytes by part), and `edits` (declarative `Edit`s, as in
-        `run_with_edits`) apply before the recording.
+        `run_with_edits`) apply before the recording. The recorders are this call's own (`hooks()`):
+        concurrent calls on one model each get their own activations. `check_causal=True` probes the
+        Python hooks of an enclosing `hooks()` block (and model-wide ones) for causality first, as
+        `run_with_hooks` does.
         """
         names = self.resolve_names(names_filter)
-        inputs = model_args[0] if model_args else model_kwargs.get("input")
+        inputs = _first_input(model_args, model_kwargs)
+        if check_causal:
+            check_hooks_causal(self, (), inputs, model_kwargs)
         estimate = self.estimate_memory(
             inputs, names_filter=names, incl_bwd=incl_bwd, return_type=model_kwargs.get("return_type", "logits"),
             path=model_kwargs.get("path"), initial_state=model_kwargs.get("initial_state"),
@@ -329,6 +395,17 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
         raise NotImplementedError
 
 
+def _first_input(model_args: Sequence[Any], model_kwargs: dict[str, Any]) -> Any:
+    """The forward pass's input, given by position or by keyword (`inputs` for language models, `x`
+    for sequence-to-sequence ones)."""
+    if model_args:
+        return model_args[0]
+    for key in ("inputs", "x", "input"):
+        if key in model_kwargs:
+            return model_kwargs[key]
+    raise TypeError("no input given: pass the tokens (or text) as the first argument")
+
+
 class _GradientRecorder(ActivationRecorder):
     """Backward hook storing each gradient under `<name>_grad`."""
 
@@ -338,8 +415,9 @@ class _GradientRecorder(ActivationRecorder):
 
 
 def _is_hooked(hook_point: HookPoint) -> bool:
-    """Whether a forward hook is attached to `hook_point` (so its value must be computed)."""
-    return bool(hook_point._forward_hooks)
+    """Whether a forward hook is attached to `hook_point` for this call (so its value must be
+    computed): a model-wide hook or one of the calling thread's scopes (`ScopedHookPoint.fwd_hooks`)."""
+    return bool(hook_point.fwd_hooks) or bool(hook_point._forward_hooks)
 
 
 def _with_pos(dims: tuple[str, ...]) -> tuple[str, ...]:
@@ -370,9 +448,9 @@ class HookedRecurrentSeq2Seq(HookedRecurrentBase):
             raise ValueError("a sequence-to-sequence model needs d_input > 0 and d_output > 0")
         super().__init__(cfg)
         self.W_in = nn.Linear(cfg.d_input, cfg.d_model)
-        self.hook_embed = HookPoint()
+        self.hook_embed = ScopedHookPoint()
         self.W_out = nn.Linear(cfg.d_model, cfg.d_output)
-        self.hook_output = HookPoint()
+        self.hook_output = ScopedHookPoint()
         self.setup()
 
     def _embed_spec(self) -> HookSpec:
@@ -382,6 +460,14 @@ class HookedRecurrentSeq2Seq(HookedRecurrentBase):
         return ("batch", "pos", "d_output"), "output vectors"
 
     def _as_inputs(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a tensor [batch, pos, d_input] or [pos, d_input], got {type(x).__name__}")
+        if x.ndim not in (2, 3):
+            raise ValueError(f"x must have shape [batch, pos, d_input] or [pos, d_input], got {tuple(x.shape)}")
+        if not (x.is_floating_point() or x.dtype in (torch.int64, torch.int32, torch.bool)):
+            raise TypeError(f"x must hold real numbers, got dtype {x.dtype}")
+        if x.device != self.device:
+            raise ValueError(f"x is on {x.device}, the model on {self.device}; move it with .to(model.device)")
         x = x if x.ndim == 3 else x[None]  # [batch, pos, d_input]
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise EmptyInputError(f"empty input of shape {tuple(x.shape)}")

@@ -14,11 +14,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
 
-from workbench.errors import EmptyInputError
+from workbench.errors import EmptyInputError, MissingTokenizerError
 from workbench.models.config import RecurrentConfig
 from workbench.models.generation import generate as generate_tokens
+from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.hooked import HookedRecurrentBase, ModelState, NamesFilter, _is_hooked
 from workbench.models.paths import ExecutionPath
 from workbench.models.specs import LOGITS, RESID, HookSpec
@@ -49,7 +49,8 @@ class HookedLanguageModel(TransformerLensSurface, HookedRecurrentBase):
     def to_tokens(self, text: str | Sequence[str]) -> Tensor:
         """Text (or equal-length texts) -> token ids [batch, pos] with the attached tokenizer."""
         if self.tokenizer is None:
-            raise ValueError(f"this model has no tokenizer; {self.tokenizer_hint}")
+            raise MissingTokenizerError(f"this model has no tokenizer, so it cannot read the text "
+                                        f"{_short_text(text)}; pass token ids, or {self.tokenizer_hint}")
         return self._encode(text).to(self.device)
 
     def _encode(self, text: str | Sequence[str]) -> Tensor:
@@ -71,17 +72,30 @@ class HookedLanguageModel(TransformerLensSurface, HookedRecurrentBase):
 
     def _as_tokens(self, inputs: Tensor | str | Sequence[str]) -> Tensor:
         """Text or ids [pos] / [batch, pos] -> ids [batch, pos], checked: non-empty, integer, in vocabulary."""
-        if isinstance(inputs, (str, list, tuple)):
+        if isinstance(inputs, str):
             return self.to_tokens(inputs)
+        if isinstance(inputs, (list, tuple)):
+            if not all(isinstance(text, str) for text in inputs):
+                raise TypeError("inputs: a list must hold texts (str); for token ids pass a tensor, "
+                                f"torch.tensor(ids); got a list of {sorted({type(t).__name__ for t in inputs})}")
+            return self.to_tokens(inputs)
+        if not isinstance(inputs, Tensor):
+            raise TypeError(f"inputs must be text, a list of texts or token ids (a tensor [batch, pos] or [pos]); "
+                            f"got {type(inputs).__name__}")
+        if inputs.ndim not in (1, 2):
+            raise ValueError(f"token ids must have shape [pos] or [batch, pos]; got shape {tuple(inputs.shape)}")
         tokens = inputs if inputs.ndim == 2 else inputs[None]  # [batch, pos]
         if tokens.shape[0] == 0 or tokens.shape[1] == 0:
             raise EmptyInputError(f"empty input of shape {tuple(tokens.shape)}; give at least one token")
         if tokens.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"tokens must be integer ids, got {tokens.dtype}")
+            raise TypeError(f"tokens must be integer ids (torch.int64 or torch.int32), got {tokens.dtype}")
+        if tokens.device != self.device:
+            raise ValueError(f"token ids are on {tokens.device}, the model on {self.device}; "
+                             f"move them with .to(model.device)")
         low, high = int(tokens.min()), int(tokens.max())
         if low < 0 or high >= self.cfg.d_vocab:
             raise ValueError(f"token ids must lie in [0, {self.cfg.d_vocab}), got [{low}, {high}]")
-        return tokens
+        return tokens.long()  # int32 ids too: the loss's targets must be int64
 
     def _batch_and_length(self, inputs: Any) -> tuple[int, int]:
         tokens = self._as_tokens(inputs)
@@ -200,6 +214,12 @@ class HookedLanguageModel(TransformerLensSurface, HookedRecurrentBase):
             raise EmptyInputError("a row of the attention_mask is all padding; give every row at least one token")
 
 
+def _short_text(text: object, width: int = 40) -> str:
+    """repr of the text a caller gave, cut to `width` characters."""
+    shown = repr(text)
+    return shown if len(shown) <= width else shown[: width - 3] + "..."
+
+
 class HookedRecurrentLM(HookedLanguageModel):
     """A recurrent language model: embedding, recurrent blocks, final norm, unembedding.
 
@@ -216,9 +236,9 @@ class HookedRecurrentLM(HookedLanguageModel):
             raise ValueError("a language model needs d_vocab > 0")
         super().__init__(cfg)
         self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
-        self.hook_embed = HookPoint()
+        self.hook_embed = ScopedHookPoint()
         self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab)
         if cfg.tie_embeddings:
             self.unembed.weight = self.embed.weight
-        self.hook_logits = HookPoint()
+        self.hook_logits = ScopedHookPoint()
         self.setup()

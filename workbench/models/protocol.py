@@ -80,12 +80,13 @@ class HookedModel(Protocol):
         ...
 
     def run_with_hooks(self, *model_args: Any, **kwargs: Any) -> Any:
-        """Run with forward (and backward) hooks added for this call only."""
+        """Run with forward (and backward) hooks added for this call only (this thread's, not the model's)."""
         ...
 
     def hooks(self, fwd_hooks: Any = (), bwd_hooks: Any = (), reset_hooks_end: bool = True,
               clear_contexts: bool = False) -> AbstractContextManager[Any]:
-        """Hooks added until the context exits, so a backward pass inside it reaches `bwd_hooks`."""
+        """Hooks added until the context exits, for this thread only; a backward pass of a forward run
+        inside it reaches `bwd_hooks`."""
         ...
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

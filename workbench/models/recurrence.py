@@ -45,6 +45,8 @@ import torch
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
+from workbench.models.hook_checks import check_hook_result
+
 State = dict[str, Tensor]
 Emit = Callable[[str, Tensor], Tensor]
 # (inputs at one position [batch, ...], state before it, emit) -> state after it
@@ -231,7 +233,7 @@ def call_hooks(hook_point: HookPoint, tensor: Tensor, marked: bool) -> Tensor:
     for fn in forward_hooks(hook_point):
         if is_read_only(fn) != marked:
             continue
-        result = fn(tensor, hook=hook_point)
+        result = check_hook_result(fn(tensor, hook=hook_point), tensor, hook_point.name, fn)
         if result is not None:
             tensor = result
     return tensor
@@ -517,13 +519,8 @@ def _call_position_wise(hook_point: HookPoint, tensor: Tensor, pos: range) -> Te
     for fn in forward_hooks(hook_point):
         if is_read_only(fn):
             continue
-        result = fn.call_at(tensor, hook_point, pos)
+        result = check_hook_result(fn.call_at(tensor, hook_point, pos), tensor, hook_point.name, fn)
         if result is not None:
-            if result.shape != tensor.shape:
-                raise ValueError(
-                    f"a hook returned shape {tuple(result.shape)} for a tensor of shape "
-                    f"{tuple(tensor.shape)}; hooks must keep the shape"
-                )
             tensor = result
     return tensor
 

@@ -317,13 +317,19 @@ def read_checkpoint(directory: str | Path) -> Checkpoint:
             f"checkpoint {path}: config d_vocab={config.d_vocab} but vocab.json has "
             f"{len(tokenizer)} characters"
         )
+    weights_dtype = document.get("weights_dtype", "float32")
+    if weights_dtype not in _STORAGE_DTYPES:
+        raise CheckpointError(
+            f"{path / CONFIG_FILENAME}: weights_dtype is {weights_dtype!r}; expected one of "
+            f"{', '.join(map(repr, _STORAGE_DTYPES))}"
+        )
     return Checkpoint(
         directory=path,
         config=config,
         tokenizer=tokenizer,
         provenance=document.get("provenance", {}),
         metrics=document.get("metrics", {}),
-        weights_dtype=document.get("weights_dtype", "float32"),
+        weights_dtype=weights_dtype,
     )
 
 
@@ -348,6 +354,28 @@ def _check_names_and_shapes(
             raise CheckpointError(where, tensor=name, expected=tensor.shape, actual=shape)
 
 
+def _check_dtypes(
+    checkpoint: Checkpoint, expected: Mapping[str, Tensor], tensors: Mapping[str, Tensor],
+    aliases: Mapping[str, str],
+) -> None:
+    """Raise CheckpointError for the first stored tensor whose dtype contradicts the config's
+    `weights_dtype` (floating tensors) or the model's (a float parameter stored as integers)."""
+    stored_as = _STORAGE_DTYPES[checkpoint.weights_dtype]
+    for name, reference in expected.items():
+        tensor = tensors[aliases.get(name, name)]
+        if reference.is_floating_point() and not tensor.is_floating_point():
+            raise CheckpointError(
+                f"checkpoint {checkpoint.directory}: tensor {name!r} is stored as {tensor.dtype}, but the "
+                f"model's parameter is {reference.dtype}; the weights file does not belong to this config"
+            )
+        if tensor.is_floating_point() and tensor.dtype != stored_as:
+            raise CheckpointError(
+                f"checkpoint {checkpoint.directory}: config.json says weights_dtype={checkpoint.weights_dtype!r} "
+                f"({stored_as}), but tensor {name!r} is stored as {tensor.dtype}; the config and "
+                f"{WEIGHTS_FILENAME} do not belong together"
+            )
+
+
 def _load_model(
     checkpoint: Checkpoint, device: str | torch.device = "cpu", path: ExecutionPath = "fused"
 ) -> HookedRecurrentLM:
@@ -367,6 +395,7 @@ def _load_model(
         raise
     except Exception as error:  # a truncated or corrupt file
         raise CheckpointError(f"cannot read {weights_path}: {error}") from error
+    _check_dtypes(checkpoint, expected, tensors, aliases)
     state = {}
     for name, reference in expected.items():
         tensor = tensors[aliases.get(name, name)]

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from workbench.models.config import RecurrentConfig
+from workbench.models.hook_point import ScopedHookPoint, last_run_notes
 from workbench.models.paths import ExecutionPath, check_path
 from workbench.models.recurrence import State, gradient_probe, gradient_route, hook_wants_gradient
 from workbench.models.specs import HookSpec
@@ -33,13 +34,31 @@ class Mixer(nn.Module):
         super().__init__()
         self.cfg = cfg
         for name in self.quantities:
-            setattr(self, f"hook_{name}", HookPoint())
+            setattr(self, f"hook_{name}", ScopedHookPoint())
         for name in self.state_names:
-            setattr(self, f"hook_initial_{name}", HookPoint())
-        self.last_kernel = "none"
-        # how the last forward computed the gradients of its recurrent quantities (None: plain autograd
-        # through the kernels that ran, or no gradient wanted); `cache.metadata["gradients"]`
-        self.last_gradient_route: str | None = None
+            setattr(self, f"hook_initial_{name}", ScopedHookPoint())
+
+    # What the last forward pass noted, per thread (`last_run_notes`), so that concurrent calls on one
+    # model each describe their own run in `cache.metadata`.
+    @property
+    def last_kernel(self) -> str:
+        """The kernel this mixer's last forward pass in this thread ran."""
+        return str(last_run_notes(self).get("kernel", "none"))
+
+    @last_kernel.setter
+    def last_kernel(self, name: str) -> None:
+        last_run_notes(self)["kernel"] = name
+
+    @property
+    def last_gradient_route(self) -> str | None:
+        """How the last forward in this thread computed the gradients of its recurrent quantities
+        (None: plain autograd through the kernels that ran, or no gradient wanted)."""
+        route = last_run_notes(self).get("gradient_route")
+        return None if route is None else str(route)
+
+    @last_gradient_route.setter
+    def last_gradient_route(self, route: str | None) -> None:
+        last_run_notes(self)["gradient_route"] = route
 
     def hook_point(self, name: str) -> HookPoint:
         return getattr(self, f"hook_{name}")
