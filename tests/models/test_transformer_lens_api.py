@@ -110,3 +110,39 @@ def test_a_cache_without_its_model_says_so():
 
     with pytest.raises(ValueError, match="no model attached"):
         RecurrentCache({"blocks.0.hook_resid_pre": torch.zeros(1, 2, 3)}).decompose_resid()
+
+
+def test_return_types_inputs_and_tokens_as_transformer_lens(run):
+    model, tokens, logits, _ = run
+    with torch.no_grad():
+        both = model(tokens, return_type="both")
+        loss = model(input=tokens, return_type="loss")
+        per_token = model(tokens, return_type="loss", loss_per_token=True)
+    torch.testing.assert_close(both[0], logits)
+    torch.testing.assert_close(both[1], loss)
+    assert per_token.shape == (2, 11)
+    torch.testing.assert_close(per_token.mean(), loss)
+    expected = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
+    torch.testing.assert_close(per_token, expected, atol=1e-5, rtol=1e-5)
+    for wrong in ("logit", "Logits", "probs", 3):
+        with pytest.raises(ValueError, match="return_type must be one of 'logits', 'loss', 'both', None"):
+            model(tokens, return_type=wrong)
+    with pytest.raises(TypeError, match="not both"):
+        model(tokens, input=tokens)
+    if model.tokenizer is None:
+        return
+    text = model.to_string(tokens[0])
+    assert model.to_tokens(text, prepend_bos=False).shape[-1] == model.to_tokens(text).shape[-1]
+
+
+def test_the_out_of_vocabulary_advice_works_on_to_tokens_and_prepend_bos_is_explained():
+    from workbench.errors import UnknownCharacterError
+
+    model = default_model()
+    with pytest.raises(UnknownCharacterError, match="unknown='map'") as caught:
+        model.to_tokens("x = '龍'")
+    assert "unknown='map'" in str(caught.value)
+    mapped = model.to_tokens("x = '龍'", unknown="map")
+    assert mapped.shape == (1, 7)
+    with pytest.raises(ValueError, match="no BOS token"):
+        model.to_tokens("x", prepend_bos=True)

@@ -140,8 +140,9 @@ class HookedTransformersLM(HookedLanguageModel):
     def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
         return {**self.cfg.sizes, "batch": batch, "pos": pos}
 
-    def _encode(self, text: str | Sequence[str]) -> Tensor:
-        """Text -> ids [batch, pos] with the checkpoint's tokenizer (equal lengths only)."""
+    def _encode(self, text: str | Sequence[str], unknown: str | None = None) -> Tensor:
+        """Text -> ids [batch, pos] with the checkpoint's tokenizer (equal lengths only); `unknown` changes
+        nothing (a subword tokenizer maps any text)."""
         return self.tokenizer.to_tokens(text)
 
 

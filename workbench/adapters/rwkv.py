@@ -244,7 +244,7 @@ class HookedRwkv(HookedTransformersLM):
         """The embedding after RWKV's extra LayerNorm (the library applies it inside block 0)."""
         return self.pre_ln(self.embed(tokens))
 
-    def forward(self, inputs: Tensor | str | Sequence[str], *args: Any, **kwargs: Any) -> Any:
+    def forward(self, inputs: Tensor | str | Sequence[str] | None = None, *args: Any, **kwargs: Any) -> Any:
         """As `HookedLanguageModel.forward`, after the library's inference-time rescaling of the weights."""
         if not self.hf_model.training:
             # as the library does on every inference call: output weights divided by 2^(layer // every)

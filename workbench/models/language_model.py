@@ -26,6 +26,8 @@ from workbench.models.streaming import StreamedScore, WindowSink
 from workbench.models.streaming import score as score_windows
 from workbench.models.tl_surface import TransformerLensSurface
 
+RETURN_TYPES: tuple[str | None, ...] = ("logits", "loss", "both", None)  # TransformerLens's
+
 
 class HookedLanguageModel(TransformerLensSurface, HookedRecurrentBase):
     """Embedding, blocks, final norm, unembedding: subclasses register `embed`, `hook_embed`,
@@ -46,19 +48,42 @@ class HookedLanguageModel(TransformerLensSurface, HookedRecurrentBase):
         return LOGITS, "next-token logits"
 
     # ----- tokens ----------------------------------------------------------------------------
-    def to_tokens(self, text: str | Sequence[str]) -> Tensor:
-        """Text (or equal-length texts) -> token ids [batch, pos] with the attached tokenizer."""
+    def to_tokens(self, text: str | Sequence[str], prepend_bos: bool | None = None, padding_side: str | None = None,
+                  move_to_device: bool = True, truncate: bool = True, unknown: str | None = None) -> Tensor:
+        """Text (or equal-length texts) -> token ids [batch, pos] with the attached tokenizer.
+
+        TransformerLens's keywords are accepted: `prepend_bos=True` prepends the tokenizer's BOS token
+        where it has one (a character model has none, and says so); None or False prepends nothing.
+        `unknown="map"` maps characters outside the vocabulary to its unknown token (subword
+        tokenizers map everything already). `padding_side` and `truncate` do not apply: texts must
+        already be of equal length, and nothing is cut."""
         if self.tokenizer is None:
             raise MissingTokenizerError(f"this model has no tokenizer, so it cannot read the text "
                                         f"{_short_text(text)}; pass token ids, or {self.tokenizer_hint}")
-        return self._encode(text).to(self.device)
+        if padding_side is not None:
+            raise ValueError("padding_side: texts in one batch must have equal token lengths (no padding is "
+                             "added); tokenize rows separately, or pad yourself and pass attention_mask")
+        tokens = self._encode(text, unknown)
+        if prepend_bos:
+            tokens = torch.cat([torch.full_like(tokens[:, :1], self._bos_id()), tokens], dim=1)
+        return tokens.to(self.device) if move_to_device else tokens
 
-    def _encode(self, text: str | Sequence[str]) -> Tensor:
+    def _bos_id(self) -> int:
+        """The tokenizer's BOS id; a tokenizer without one raises (character models have none)."""
+        inner = getattr(self.tokenizer, "tokenizer", None)  # a Hugging Face tokenizer, for adapters
+        bos = getattr(inner, "bos_token_id", None) if inner is not None else None
+        if bos is None:
+            raise ValueError("prepend_bos=True: this model's tokenizer has no BOS token (a character model "
+                             "starts from its initial state, not a BOS token); leave prepend_bos unset")
+        return int(bos)
+
+    def _encode(self, text: str | Sequence[str], unknown: str | None = None) -> Tensor:
         """Text -> ids [batch, pos] with a tokenizer that encodes one text to ids [pos]."""
         texts = [text] if isinstance(text, str) else list(text)
         if not texts:
             raise EmptyInputError("no text given")
-        rows = [self.tokenizer.encode(t) for t in texts]
+        rows = [self.tokenizer.encode(t) if unknown is None else self.tokenizer.encode(t, unknown=unknown)
+                for t in texts]
         if len({len(r) for r in rows}) != 1:
             raise ValueError("texts in one batch must have the same length in tokens")
         return torch.stack(rows)
@@ -116,33 +141,51 @@ class HookedLanguageModel(TransformerLensSurface, HookedRecurrentBase):
 
     def forward(
         self,
-        inputs: Tensor | str | Sequence[str],
+        inputs: Tensor | str | Sequence[str] | None = None,
         initial_state: ModelState | None = None,
         return_state: bool = False,
         path: ExecutionPath | None = None,
         return_type: str | None = "logits",
         attention_mask: Tensor | None = None,
+        loss_per_token: bool = False,
+        *,
+        input: Tensor | str | Sequence[str] | None = None,  # noqa: A002  (TransformerLens's name)
     ) -> Any:
         """tokens [batch, pos] (or text) -> logits [batch, pos, d_vocab] (and the final state per layer).
 
-        `return_type="loss"` gives the mean next-token cross-entropy in nats, as TransformerLens;
-        `return_type=None` returns None and skips the logits unless `hook_logits` is hooked.
-        The whole call's peak memory is checked against the budget first (`estimate_memory`);
-        `attention_mask` [batch, pos] (1 = token, 0 = padding) is used as the wrapped model uses it
-        (models that cannot honour padding accept only a mask of ones).
+        `return_type` is TransformerLens's: "logits", "loss" (the mean next-token cross-entropy in
+        nats; per token, [batch, pos − 1], with `loss_per_token=True`), "both" (logits, loss) or None
+        (returns None and skips the logits unless `hook_logits` is hooked); anything else raises.
+        `input=` is accepted for `inputs`, as TransformerLens names it. The whole call's peak memory
+        is checked against the budget first (`estimate_memory`); `attention_mask` [batch, pos] (1 =
+        token, 0 = padding) is used as the wrapped model uses it (models that cannot honour padding
+        accept only a mask of ones).
         """
+        if return_type not in RETURN_TYPES:
+            raise ValueError(f"return_type must be one of {', '.join(map(repr, RETURN_TYPES))}; got {return_type!r}")
+        if input is not None:
+            if inputs is not None:
+                raise TypeError("give the tokens once: as the first argument or as input=, not both")
+            inputs = input
+        if inputs is None:
+            raise TypeError("inputs: forward needs text, a list of texts or token ids (model(tokens) or "
+                            "model(input=tokens)); got NoneType")
         tokens = self._as_tokens(inputs)
-        self._guard_forward(tokens.shape[0], tokens.shape[1], return_type, path, initial_state)
+        self._guard_forward(tokens.shape[0], tokens.shape[1], "loss" if return_type == "both" else return_type,
+                            path, initial_state)
         mask = self._padding_mask(attention_mask)
         resid = self.hook_embed(self.embed_tokens(tokens))  # [batch, pos, d_model]
         resid, states = self.run_blocks(resid, initial_state, path, mask)
         if return_type is None and not _is_hooked(self.hook_logits):  # nothing reads the logits
             return (None, states) if return_state else None
         logits = self.hook_logits(self.unembed(resid))  # [batch, pos, d_vocab]
-        if return_type == "loss":
+        out: Any
+        if return_type in ("loss", "both"):
             if tokens.shape[1] < 2:
                 raise ValueError("the loss needs at least two tokens")
-            out: Any = F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+            per_token = F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten(), reduction="none")
+            loss = per_token.view(tokens.shape[0], -1) if loss_per_token else per_token.mean()  # [batch, pos-1] or []
+            out = loss if return_type == "loss" else (logits, loss)
         elif return_type is None:
             out = None
         else:

@@ -51,11 +51,11 @@ class CellExplorer(Explorer):
         models: HookedModel | Mapping[str, HookedModel],
         text: str = DEFAULT_TEXT,
         *,
-        max_chars: int = 5000,
+        max_chars: int = 5000, unknown: str | None = None,
         memory_budget_bytes: int | None = None,
         top_k: int = 3,
     ):
-        super().__init__(models, max_chars=max_chars)
+        super().__init__(models, max_chars=max_chars, unknown=unknown)
         self.memory_budget_bytes, self.top_k = memory_budget_bytes, top_k
         self.recording: CellRecording | None = None
         self.saturation_figure: Any = None
@@ -101,8 +101,7 @@ class CellExplorer(Explorer):
         self.heatmap.value = self.ranking.value = ""
 
     def _compute(self) -> None:
-        text = self.text_input.value
-        self._check_length(text)
+        text = self._read_text(self.text_input.value)
         model = self.model
         layer, quantity = int(self.layer_select.value), str(self.quantity_select.value)
         gates = list(GATES.get(model.cfg.family, ()))

@@ -32,7 +32,12 @@ class Explorer:
     busy: BusyState
     widget: widgets.VBox
 
-    def __init__(self, models: HookedModel | Mapping[str, HookedModel], *, max_chars: int | None = None):
+    def __init__(self, models: HookedModel | Mapping[str, HookedModel], *, max_chars: int | None = None,
+                 unknown: str | None = None):
+        if unknown not in (None, "error", "map"):
+            raise ValueError(f"unknown must be 'error' or 'map' (or None for the tokenizer's own rule), "
+                             f"got {unknown!r}")
+        self.unknown = unknown
         self.models: dict[str, HookedModel] = dict(models) if isinstance(models, Mapping) else {"model": models}
         if not self.models:
             raise ValueError("give at least one model")
@@ -101,6 +106,17 @@ class Explorer:
             error.args = (f"the text has {len(text)} characters, more than this explorer's "
                           f"max_chars={self.max_chars}; shorten it or pass max_chars=...",)
             raise error
+
+    def _read_text(self, text: str) -> str:
+        """A typed text, length-checked; with `unknown="map"` its characters outside the vocabulary
+        become the tokenizer's unknown token (as `to_tokens(..., unknown="map")` reads them)."""
+        self._check_length(text)
+        if self.unknown != "map" or not text:
+            return text
+        tokenizer = getattr(self.model, "tokenizer", None)
+        if tokenizer is None or not hasattr(tokenizer, "decode"):
+            return text
+        return tokenizer.decode(tokenizer.encode(text, unknown="map"))
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

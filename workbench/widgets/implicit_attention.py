@@ -36,8 +36,9 @@ class ImplicitAttentionExplorer(Explorer):
     """
 
     def __init__(self, models: HookedModel | Mapping[str, HookedModel], text: str = DEFAULT_TEXT, *,
-                 tokenizer: Any = None, max_chars: int = 400, memory_budget_bytes: int | None = None):
-        super().__init__(models, max_chars=max_chars)
+                 tokenizer: Any = None, max_chars: int = 400, unknown: str | None = None,
+                 memory_budget_bytes: int | None = None):
+        super().__init__(models, max_chars=max_chars, unknown=unknown)
         self.tokenizer, self.memory_budget_bytes = tokenizer, memory_budget_bytes
         self.attention: Any = None
         self.map_figure: Any = None
@@ -86,8 +87,7 @@ class ImplicitAttentionExplorer(Explorer):
         self.map_figure = None
 
     def _compute(self) -> None:
-        text = self.text_input.value
-        self._check_length(text)
+        text = self._read_text(self.text_input.value)
         model = self.model
         tokens = tokenize(model, text, self.tokenizer)[None]  # [1, pos]
         with self._quiet():

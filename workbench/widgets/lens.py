@@ -51,10 +51,10 @@ class LensExplorer(Explorer):
         *,
         statistic: str = "entropy",
         k: int = 10,
-        max_chars: int = 400,
+        max_chars: int = 400, unknown: str | None = None,
         memory_budget_bytes: int | None = None,
     ):
-        super().__init__(models, max_chars=max_chars)
+        super().__init__(models, max_chars=max_chars, unknown=unknown)
         if lenses is None:
             lenses = {}
         self.lenses: dict[str, Any] = (
@@ -144,8 +144,7 @@ class LensExplorer(Explorer):
         clear(self.top_k_output, wait=True)
 
     def _compute(self) -> None:
-        text = self.text_input.value
-        self._check_length(text)
+        text = self._read_text(self.text_input.value)
         self.trajectory = prediction_trajectory(self.lens, text, memory_budget_bytes=self.memory_budget_bytes)
         with self._quiet():
             labels = self.trajectory.labels  # a state lens has no `embed` read-out

@@ -62,9 +62,9 @@ class PatchingExplorer(Explorer):
     def __init__(
         self, models: HookedModel | Mapping[str, HookedModel], clean: str = "", corrupted: str = "", *,
         metric: str = LOGIT_DIFFERENCE, answer: str = "", other: str = "", hook: str = "resid_post",
-        k: int = 5, max_chars: int | None = 256, run: bool = True,
+        k: int = 5, max_chars: int | None = 256, unknown: str | None = None, run: bool = True,
     ):
-        super().__init__(models, max_chars=max_chars)
+        super().__init__(models, max_chars=max_chars, unknown=unknown)
         if metric not in METRICS:
             raise KeyError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
         self.k = k
@@ -146,7 +146,7 @@ class PatchingExplorer(Explorer):
         for what, text in (("clean", clean), ("corrupted", corrupted)):
             if not text:
                 raise ValueError(f"the {what} text is empty: type at least one character")
-            self._check_length(text)
+        clean, corrupted = self._read_text(clean), self._read_text(corrupted)
         if clean == corrupted:
             raise ValueError("the clean and corrupted texts are identical: change at least one token")
         a, b = self.model.to_tokens(clean), self.model.to_tokens(corrupted)  # [1, pos] each
