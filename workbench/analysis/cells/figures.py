@@ -5,7 +5,7 @@ Each function takes the plain result of an analysis and returns a `plotly.graph_
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,6 +14,7 @@ from workbench.analysis.cells.discovery import CellDiscovery
 from workbench.analysis.cells.ngram import ERROR_CATEGORIES, ErrorAnalysis
 from workbench.analysis.cells.recording import CellRecording
 from workbench.analysis.cells.saturation import GateSaturation
+from workbench.analysis.cells.views import Unit, colour_range, unit_label, unit_matrix
 
 __all__ = [
     "discovery_figure",
@@ -21,6 +22,7 @@ __all__ = [
     "long_range_figure",
     "saturation_figure",
     "unit_trace_figure",
+    "units_heatmap_figure",
 ]
 
 _LAYER_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
@@ -146,4 +148,27 @@ def unit_trace_figure(recording: CellRecording, layer: int, quantity: str, unit:
                                  line={"dash": "dot"}))
         fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": feature_name})
     fig.update_layout(xaxis_title="position", height=300, template="plotly_white")
+    return fig
+
+
+def units_heatmap_figure(recording: CellRecording, units: Sequence[Unit], *, squash: bool = False,
+                         title: str | None = None) -> Any:
+    """Units x characters heatmap: row i is `units[i]` = (layer, quantity, unit) over the text, the
+    values of `cell_heatmap`, one row per unit; the colour range is `cell_heatmap`'s for the first unit's
+    quantity (0..1 for a gate, else symmetric at the largest |value| shown)."""
+    import plotly.graph_objects as go
+
+    from workbench.analysis.implicit_attention.figures import char_labels
+
+    z = unit_matrix(recording, units, squash=squash)  # [n_units, pos]
+    low, high = colour_range(z, units[0][1], recording.family)
+    sequential = low == 0.0 and high == 1.0
+    fig = go.Figure(go.Heatmap(
+        z=z, x=char_labels(recording.text), y=[unit_label(u) for u in units],
+        colorscale="Greens" if sequential else "RdBu", reversescale=not sequential,
+        zmin=low, zmax=high, hovertemplate="%{y}<br>%{x}: %{z:.4g}<extra></extra>",
+    ))
+    fig.update_layout(title=title or f"{len(units)} unit(s) over {len(recording):,} characters",
+                      height=160 + 24 * len(units), template="plotly_white",
+                      xaxis={"tickfont": {"size": 9}}, yaxis={"autorange": "reversed"})
     return fig

@@ -20,7 +20,7 @@ from workbench.analysis.heatmap import TextHeatmap, heatmap_grid, text_heatmap
 if TYPE_CHECKING:
     from workbench.models.protocol import HookedModel
 
-__all__ = ["cell_heatmap", "colour_scale", "top_units_heatmap"]
+__all__ = ["Unit", "cell_heatmap", "colour_range", "colour_scale", "top_units_heatmap", "unit_label", "unit_matrix"]
 
 
 
@@ -29,6 +29,35 @@ def colour_scale(quantity: str, family: str = "") -> dict[str, Any]:
     if quantity in GATES.get(family, ()) or quantity in ("i", "f", "o", "r", "z"):
         return {"cmap": "sequential", "vmin": 0.0, "vmax": 1.0}
     return {"cmap": "diverging", "vmin": None, "vmax": None}
+
+
+Unit = tuple[int, str, int]  # (layer, quantity, unit)
+
+
+def unit_label(unit: Unit) -> str:
+    """`L{layer} {quantity}[{unit}]`, as the heatmaps' tooltips name a unit."""
+    layer, quantity, index = unit
+    return f"L{layer} {quantity}[{index}]"
+
+
+def unit_matrix(recording: CellRecording, units: Sequence[Unit], *, squash: bool = False) -> np.ndarray:
+    """[n_units, pos] the values the heatmaps draw for each (layer, quantity, unit): the recorded
+    activation, or tanh of it with `squash` (as Karpathy et al. draw tanh(c))."""
+    if not units:
+        raise ValueError("no units given: pass (layer, quantity, unit) triples")
+    rows = np.stack([recording.unit(layer, quantity, index) for layer, quantity, index in units])
+    return np.tanh(rows) if squash else rows  # [n_units, pos]
+
+
+def colour_range(values: np.ndarray, quantity: str, family: str = "") -> tuple[float, float]:
+    """(low, high) of the colour scale `cell_heatmap` uses for `values` of `quantity`: 0..1 for a
+    gate, else symmetric around zero at the largest |value| (1 if there is none)."""
+    scale = colour_scale(quantity, family)
+    if scale["vmin"] is not None:
+        return float(scale["vmin"]), float(scale["vmax"])
+    finite = np.abs(values[np.isfinite(values)])
+    bound = float(finite.max()) if finite.size else 1.0
+    return -(bound or 1.0), bound or 1.0
 
 
 def cell_heatmap(
@@ -53,11 +82,9 @@ def cell_heatmap(
             raise ValueError("pass the text to run the model on")
         rec = record(model_or_recording, text, [quantity], [layer], tokenizer=tokenizer,
                      memory_budget_bytes=memory_budget_bytes)
-    values = rec.unit(layer, quantity, unit)  # [pos]
-    if squash:
-        values = np.tanh(values)
+    values = unit_matrix(rec, [(layer, quantity, unit)], squash=squash)[0]  # [pos]
     scale = colour_scale(quantity, rec.family)
-    label = f"L{layer} {quantity}[{unit}]"
+    label = unit_label((layer, quantity, unit))
     return text_heatmap(rec.text, values, title=f"layer {layer} · {quantity} · unit {unit}",
                         label=f"{label}: ", wrap=wrap, **scale)
 

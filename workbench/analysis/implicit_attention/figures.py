@@ -8,6 +8,7 @@ around zero, upper triangle blank. `row_heatmap`: one query row as colour over t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 
 from workbench.analysis.implicit_attention.api import ImplicitAttention
 
-__all__ = ["char_labels", "map_figure", "perturbation_figure", "row_heatmap"]
+__all__ = ["DrawnMap", "char_labels", "drawn_map", "map_figure", "map_matrix", "perturbation_figure", "row_heatmap"]
 
 _SHOWN = {"\n": "↵", "\t": "⇥", " ": "␣"}
 
@@ -26,7 +27,7 @@ def char_labels(chars: Sequence[str]) -> list[str]:
             for t, c in enumerate(chars)]
 
 
-def _matrix(att: ImplicitAttention | torch.Tensor, channel: int | None, batch: int) -> np.ndarray:
+def map_matrix(att: ImplicitAttention | torch.Tensor, channel: int | None = None, batch: int = 0) -> np.ndarray:
     """[query, key] to draw: the aggregated map, one channel, or the mean over channels."""
     maps = att.maps if isinstance(att, ImplicitAttention) else att
     maps = maps[batch]
@@ -35,27 +36,44 @@ def _matrix(att: ImplicitAttention | torch.Tensor, channel: int | None, batch: i
     return maps.detach().float().cpu().numpy()
 
 
+@dataclass(frozen=True)
+class DrawnMap:
+    """What a map figure draws: the values (NaN above the diagonal, where no key is visible) and the
+    colour range, so every view of a map (plotly, CircuitsVis) shows the same numbers."""
+
+    values: np.ndarray  # [query, key] float32, NaN where key > query
+    queries: list[int]  # [query] absolute positions of the rows
+    zmin: float
+    zmax: float
+    signed: bool
+
+
+def drawn_map(att: ImplicitAttention | torch.Tensor, channel: int | None = None, batch: int = 0) -> DrawnMap:
+    """The values and colour range `map_figure` draws for one map (see `map_matrix`)."""
+    matrix = map_matrix(att, channel, batch)  # [query, key]
+    q, k = matrix.shape
+    queries = [int(t) for t in att.queries] if isinstance(att, ImplicitAttention) else list(range(q))
+    causal = np.arange(k)[None, :] > np.asarray(queries)[:, None]  # [query, key]: keys after the query
+    shown = np.where(causal, np.nan, matrix)
+    bound = float(np.nanmax(np.abs(shown))) if np.isfinite(shown).any() else 1.0
+    signed = bool(np.nanmin(shown) < 0) if np.isfinite(shown).any() else False
+    return DrawnMap(shown, queries, -bound if signed else 0.0, bound or 1.0, signed)
+
+
 def map_figure(att: ImplicitAttention | torch.Tensor, chars: Sequence[str] | None = None, *,
                channel: int | None = None, batch: int = 0, title: str | None = None,
                height: int = 520) -> Any:
     """Heatmap of a map [query, key]; `channel` picks one channel of per-channel maps (else mean)."""
     import plotly.graph_objects as go
 
-    matrix = _matrix(att, channel, batch)
-    q, k = matrix.shape
+    drawn = drawn_map(att, channel, batch)
+    k = drawn.values.shape[1]
     keys = char_labels(chars) if chars is not None else [str(j) for j in range(k)]
-    if isinstance(att, ImplicitAttention):
-        queries = [keys[int(t)] for t in att.queries]
-    else:
-        queries = keys[:q]
-    causal = np.arange(k)[None, :] > (np.asarray([int(t) for t in att.queries])[:, None]
-                                       if isinstance(att, ImplicitAttention) else np.arange(q)[:, None])
-    shown = np.where(causal, np.nan, matrix)
-    bound = float(np.nanmax(np.abs(shown))) if np.isfinite(shown).any() else 1.0
-    signed = bool(np.nanmin(shown) < 0) if np.isfinite(shown).any() else False
+    queries = [keys[t] for t in drawn.queries]
+    shown, bound, signed = drawn.values, drawn.zmax, drawn.signed
     fig = go.Figure(go.Heatmap(
         z=shown, x=keys, y=queries, colorscale="RdBu" if signed else "Reds",
-        reversescale=signed, zmid=0 if signed else None, zmin=-bound if signed else 0, zmax=bound or 1,
+        reversescale=signed, zmid=0 if signed else None, zmin=drawn.zmin, zmax=bound,
         hovertemplate="query %{y}<br>key %{x}<br>Ã %{z:.4g}<extra></extra>",
         colorbar={"title": "Ã"},
     ))

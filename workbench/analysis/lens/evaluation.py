@@ -8,7 +8,7 @@ All losses are in bits per token (for the workbench's character models: bits per
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -109,12 +109,15 @@ def evaluate_lenses(
     batch_size: int = 8,
     seq_len: int = 256,
     max_chars: int | None = None,
+    fwd_hooks: Sequence[tuple[Any, Callable[..., Any]]] = (),
     memory_budget_bytes: int | None = None,
 ) -> LensEvaluation:
     """Score each lens at each read-out on `text` (a str, or a `Corpus`: its validation split).
 
     The text is read as `batch_size` contiguous streams with the state carried across windows (as
-    the model is trained and evaluated); every position with a next token is scored.
+    the model is trained and evaluated); every position with a next token is scored. Hooks attached
+    with `model.hooks(...)` and `fwd_hooks` act on every window: the lenses and the "final"
+    distribution they are scored against are both the modified run's.
     """
     import pandas as pd
 
@@ -133,7 +136,7 @@ def evaluate_lenses(
         targets = data[:, start + 1 : start + seq_len + 1].to(device)  # [streams, w]
         inputs = data[:, start : start + targets.shape[1]].to(device)  # [streams, w]
         cache, logits, state = collect_hooks(
-            model, inputs, names, state, memory_budget_bytes=memory_budget_bytes
+            model, inputs, names, state, fwd_hooks=fwd_hooks, memory_budget_bytes=memory_budget_bytes
         )
         final = logits.float().log_softmax(-1)  # [streams, w, d_vocab]
         final_top = final.argmax(-1)  # [streams, w]

@@ -9,7 +9,7 @@ through the logit lens *is* the model's output, exactly.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -20,6 +20,7 @@ from workbench.errors import UnknownHookError
 from workbench.utils import get_act_name
 
 if TYPE_CHECKING:
+    from workbench.models.edits import Edit
     from workbench.models.protocol import HookedModel
 
 __all__ = [
@@ -197,18 +198,26 @@ def collect_hooks(
     names: Sequence[str],
     initial_state: Any = None,
     *,
+    fwd_hooks: Sequence[tuple[Any, Callable[..., Any]]] = (),
+    edits: Sequence[Edit] = (),
     memory_budget_bytes: int | None = None,
 ) -> tuple[dict[str, Tensor], Tensor, Any]:
     """Run tokens [batch, pos] once recording `names`; return hook -> [batch, pos, ...], the logits
     [batch, pos, d_vocab] and the final recurrent state (to carry to the next window).
+
+    Hooks already attached to the model (`model.hooks(...)`, `add_hook`) stay active, and `fwd_hooks`
+    and `edits` are added for this run: every recorded value and the logits are the edited run's, so a
+    steered or patched run is lensed as modified.
     """
-    (logits, state), cache = model.run_with_cache(
-        tokens,
-        names_filter=list(dict.fromkeys(names)),
-        initial_state=initial_state,
-        return_state=True,
-        memory_budget_bytes=memory_budget_bytes,
-    )
+    with model.hooks(fwd_hooks=list(fwd_hooks)):
+        (logits, state), cache = model.run_with_cache(
+            tokens,
+            names_filter=list(dict.fromkeys(names)),
+            initial_state=initial_state,
+            return_state=True,
+            memory_budget_bytes=memory_budget_bytes,
+            edits=edits,
+        )
     return dict(cache), logits, state
 
 

@@ -5,8 +5,9 @@ position of one text, with entropy, KL to the final layer, cross-entropy and top
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from workbench.analysis.lens.logit_lens import (
 from workbench.analysis.tokens import tokenize, tokenizer_of
 from workbench.errors import MemoryBudgetError, UnknownHookError
 from workbench.utils import block_name
+
+if TYPE_CHECKING:
+    from workbench.models.edits import Edit
 
 __all__ = ["STATISTICS", "PredictionTrajectory", "prediction_trajectory"]
 
@@ -137,11 +141,16 @@ def prediction_trajectory(
     text: str,
     *,
     tokenizer: Any = None,
+    fwd_hooks: Sequence[tuple[Any, Callable[..., Any]]] = (),
+    edits: Sequence[Edit] = (),
     memory_budget_bytes: int | None = None,
 ) -> PredictionTrajectory:
     """Run the lens's model on `text` and read out every layer at every position.
 
-    Empty text, unknown characters and a text over the memory budget raise before anything runs.
+    The run is the model as it stands, hooks attached with `model.hooks(...)` included, plus
+    `fwd_hooks` and `edits` (`workbench.models.Edit`): a steered or patched run is lensed as modified,
+    and `model_log_probs` is that run's output. Empty text, unknown characters and a text over the
+    memory budget raise before anything runs.
     """
     from workbench.models.cache import memory_budget
 
@@ -163,7 +172,8 @@ def prediction_trajectory(
     device = model.device
     hooks = lens.hooks()
     cache, logits, _ = collect_hooks(
-        model, tokens[None].to(device), list(hooks.values()), memory_budget_bytes=memory_budget_bytes
+        model, tokens[None].to(device), list(hooks.values()), fwd_hooks=fwd_hooks, edits=edits,
+        memory_budget_bytes=memory_budget_bytes,
     )  # cache: hook -> [1, pos, ...]
     log_probs = torch.stack(
         [lens(cache[hooks[layer]][0], layer).float().log_softmax(-1) for layer in layers]

@@ -57,6 +57,7 @@ FORMAT = "workbench-tuned-lens"
 VERSION = 1
 CONFIG_FILENAME = "config.json"
 WEIGHTS_FILENAME = "lens.safetensors"
+SAVE_FORMATS = ("workbench", "tuned-lens")  # ours; the tuned-lens package's (tuned_lens_package.py)
 LN2 = math.log(2.0)
 
 
@@ -220,8 +221,18 @@ class TunedLens(nn.Module):
             "training": self.training_,
         }
 
-    def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write `lens.safetensors` (translators.{i}.weight/bias, float32) and `config.json`, atomically."""
+    def save(self, directory: str | os.PathLike[str], *, format: str = "workbench") -> Path:
+        """Write `lens.safetensors` (translators.{i}.weight/bias, float32) and `config.json`, atomically.
+
+        `format="tuned-lens"` writes the tuned-lens package's directory instead (`config.json`,
+        `params.pt`, plus our `workbench.json`), which their `TunedLens.from_model_and_pretrained` reads.
+        """
+        if format not in SAVE_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(map(repr, SAVE_FORMATS))}, got {format!r}")
+        if format == "tuned-lens":
+            from workbench.analysis.lens.tuned_lens_package import save_package_lens
+
+            return save_package_lens(self, directory)
         tensors = {
             f"translators.{i}.{part}": getattr(t, part).detach().to("cpu", torch.float32).contiguous()
             for i, t in enumerate(self.translators)
@@ -236,8 +247,16 @@ class TunedLens(nn.Module):
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], model: HookedModel) -> TunedLens:
-        """Read a saved lens for `model`; a model with another unembedding raises `LensMismatchError`."""
+        """Read a saved lens for `model`; a model with another unembedding raises `LensMismatchError`.
+
+        Reads our format and the tuned-lens package's (`config.json` + `params.pt`, the weights with
+        `torch.load(weights_only=True)` only), whichever the directory holds.
+        """
+        from workbench.analysis.lens.tuned_lens_package import is_package_lens, load_package_lens
+
         directory = Path(directory)
+        if is_package_lens(directory):
+            return load_package_lens(directory, model)
         config_path, weights_path = directory / CONFIG_FILENAME, directory / WEIGHTS_FILENAME
         for path in (config_path, weights_path):
             if not path.is_file():
