@@ -146,3 +146,36 @@ def test_the_out_of_vocabulary_advice_works_on_to_tokens_and_prepend_bos_is_expl
     assert mapped.shape == (1, 7)
     with pytest.raises(ValueError, match="no BOS token"):
         model.to_tokens("x", prepend_bos=True)
+
+
+@pytest.mark.parametrize("family", ["mamba", "falcon_mamba", "mamba2"])
+def test_transformer_lens_ssm_bridge_names_reach_the_same_tensors(family):
+    pytest.importorskip("transformers")
+    from tests.adapters.conftest import tiny
+    from workbench.adapters.tl_names import NOT_ALIASED
+
+    model = workbench.from_transformers(tiny(family))
+    tokens = torch.randint(0, model.cfg.d_vocab, (1, 6), generator=torch.Generator().manual_seed(1))
+    aliases = ["blocks.0.mixer.hook_ssm_out", "blocks.1.hook_in", "blocks.0.mixer.hook_in", "ln_final.hook_out"]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=aliases)
+    assert cache["blocks.0.mixer.hook_ssm_out"] is cache["blocks.0.hook_mixer_out"]
+    assert cache["blocks.1.hook_in"] is cache["blocks.1.hook_resid_pre"]
+    # an edit through an alias is an edit of our hook point: zeroing the mixer's output at the last
+    # position changes the logits there exactly as through our own name
+    def zero_last(x, hook):
+        out = x.clone()
+        out[:, -1] = 0
+        return out
+
+    with torch.no_grad():
+        by_alias = model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.mixer.hook_ssm_out", zero_last)])
+        by_name = model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.hook_mixer_out", zero_last)])
+        plain = model(tokens)
+    torch.testing.assert_close(by_alias, by_name)
+    assert not torch.allclose(by_alias[:, -1], plain[:, -1])
+    if family == "mamba2":
+        assert model.canonical_hook_name("blocks.0.mixer.hook_inner_norm") == "blocks.0.mixer.hook_normed"
+    with pytest.raises(KeyError, match="hook_ssm_state"):  # not aliased: its meaning differs (NOT_ALIASED)
+        model.run_with_cache(tokens, names_filter="blocks.0.mixer.hook_ssm_state")
+    assert "mixer.hook_ssm_state" in NOT_ALIASED

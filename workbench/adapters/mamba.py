@@ -20,6 +20,7 @@ from workbench.adapters.base import (
     HookedTransformersLM,
     mask_positions,
 )
+from workbench.adapters.tl_names import MAMBA_ALIASES, layer_aliases
 from workbench.kernels.dispatch import fastest_selective_scan
 from workbench.models.mixers.s6 import S6_HOOK_SPECS, S6_STATE_SPECS
 from workbench.models.paths import ExecutionPath
@@ -120,3 +121,5 @@ class HookedMamba(HookedTransformersLM):
         super().__init__(hf_model, sizes, blocks, ln_final=backbone.norm_f, embed=backbone.embeddings,
                          unembed=hf_model.lm_head, path=path, family="falcon_mamba" if falcon else "mamba")
         self.setup()
+        # TransformerLens 4.x's SSM bridge names (workbench.adapters.tl_names)
+        self.hook_aliases = layer_aliases(MAMBA_ALIASES, len(self.blocks), set(self.hook_dict))

@@ -20,6 +20,7 @@ from workbench.adapters.base import (
     HookedTransformersLM,
     mask_positions,
 )
+from workbench.adapters.tl_names import MAMBA2_ALIASES, layer_aliases
 from workbench.kernels.dispatch import fastest_selective_scan
 from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import Emit, State, run_recurrence
@@ -180,3 +181,5 @@ class HookedMamba2(HookedTransformersLM):
         super().__init__(hf_model, sizes, blocks, ln_final=backbone.norm_f, embed=backbone.embeddings,
                          unembed=hf_model.lm_head, path=path)
         self.setup()
+        # TransformerLens 4.x's SSM bridge names (workbench.adapters.tl_names)
+        self.hook_aliases = layer_aliases(MAMBA2_ALIASES, len(self.blocks), set(self.hook_dict))

@@ -35,6 +35,8 @@ class RecurrentCache(ResidualStreamMethods, dict):
             from workbench.utils import get_act_name
 
             key = get_act_name(*key)
+        if not super().__contains__(key) and self.model is not None:
+            key = getattr(self.model, "hook_aliases", {}).get(key, key)  # another tool's name for the hook
         return super().__getitem__(key)
 
     def stack(self, quantity: str) -> Tensor:

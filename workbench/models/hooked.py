@@ -169,8 +169,17 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
         for row in rows:
             print(f"{row['name']:<{width}}  {row['dims']:<{dims_width}}  {row['meaning']}")
 
+    # Other tools' names for our hook points (alias -> our name), e.g. TransformerLens 4.x's SSM bridge
+    # names on the Mamba adapters (docs/adapters.md); accepted wherever a hook is named.
+    hook_aliases: dict[str, str] = {}
+
+    def canonical_hook_name(self, name: str) -> str:
+        """Our name for `name`: itself, or what an alias stands for."""
+        return self.hook_aliases.get(name, name)
+
     def resolve_names(self, names_filter: NamesFilter) -> list[str]:
-        """Hook names selected by a TransformerLens-style names filter; unknown names raise."""
+        """Hook names selected by a TransformerLens-style names filter (aliases resolved; a predicate
+        sees our names); unknown names raise."""
         known = list(self.hook_dict)
         if names_filter is None:
             return known
@@ -180,16 +189,18 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
             return [n for n in known if names_filter(n)]
         for name in names_filter:
             self.check_hook_name(name)
-        return [n for n in known if n in set(names_filter)]
+        wanted = {self.canonical_hook_name(name) for name in names_filter}
+        return [n for n in known if n in wanted]
 
     def check_hook_name(self, name: str) -> None:
-        if name not in self.hook_dict:
-            raise UnknownHookError(name, list(self.hook_dict))
+        if self.canonical_hook_name(name) not in self.hook_dict:
+            raise UnknownHookError(name, [*self.hook_dict, *self.hook_aliases])
 
     def add_hook(self, name, hook, dir="fwd", is_permanent=False, level=None, prepend=False):
         """As TransformerLens, but an unknown hook name raises `UnknownHookError` with suggestions."""
         if isinstance(name, str):
             self.check_hook_name(name)
+            name = self.canonical_hook_name(name)
         return super().add_hook(name, hook, dir=dir, is_permanent=is_permanent, level=level,
                                 prepend=prepend)
 
@@ -197,13 +208,14 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
         """Used by `hooks(reset_hooks_end=False)`: check string names before TransformerLens does."""
         if isinstance(name, str):
             self.check_hook_name(name)
+            name = self.canonical_hook_name(name)
         return super()._enable_hook(name=name, hook=hook, dir=dir)
 
     def _hook_points_named(self, name: str | Callable[[str], bool], argument: str) -> list[ScopedHookPoint]:
         """The hook points a (name, hook) pair's name selects: one name, or a predicate on names."""
         if isinstance(name, str):
             self.check_hook_name(name)
-            return [self.hook_dict[name]]
+            return [self.hook_dict[self.canonical_hook_name(name)]]
         if callable(name):
             return [point for n, point in self.hook_dict.items() if name(n)]
         raise TypeError(f"{argument}: a hook name must be a string or a predicate on names, got "
