@@ -29,6 +29,8 @@ def chunked_delta_rule(q: Tensor, k: Tensor, v: Tensor, log_alpha: Tensor, beta:
     """q, k [B, H, L, d_k], v [B, H, L, d_v], log_alpha, beta [B, H, L], s0 [B, H, d_k, d_v]
     -> (o [B, H, L, d_v], states [B, H, L, d_k, d_v] if `return_states` else the final state [B, H, d_k, d_v]).
     """
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     length = q.shape[2]
     pad = (-length) % chunk_size
     if pad:  # padded steps have k = v = 0 and α = 1: they leave the state unchanged

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from workbench.analysis.implicit_attention.classic import GRU, LSTM
+from workbench.analysis.implicit_attention.delta_rule import Qwen3Next
 from workbench.analysis.implicit_attention.form import LinearForm, compose_work_bytes
 from workbench.analysis.implicit_attention.kernel import DEFAULT_CHUNK, decay_attention_work_bytes
 from workbench.analysis.implicit_attention.mamba2 import Mamba2
@@ -55,7 +56,7 @@ __all__ = [
 
 FAMILIES: dict[str, Any] = {
     family: module
-    for module in (S6, Mamba2, RWKV, RecurrentGemma, MinGRU, MinLSTM, LSTM, GRU)
+    for module in (S6, Mamba2, RWKV, RecurrentGemma, Qwen3Next, MinGRU, MinLSTM, LSTM, GRU)
     for family in module.families
 }
 AGGREGATIONS = ("none", "mean", "abs_mean", "norm", "gradient")
