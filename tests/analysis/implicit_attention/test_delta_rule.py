@@ -82,12 +82,58 @@ def test_model_map_equals_the_jacobian_with_gates_detached():
     torch.testing.assert_close(form.recur(form.value), form.output, atol=1e-12, rtol=1e-12)
 
 
-def test_attention_layers_and_bad_operands_give_clear_errors():
-    model = from_transformers(tiny("qwen3_next", torch.float64))
-    with pytest.raises(NotImplementedError, match="layer 2 is full attention"):
-        implicit_attention(model, tokens(1, 5), layer=2)
+def test_bad_operands_give_clear_errors():
     q, k, _, beta, log_alpha, _ = operands(L=6)
     with pytest.raises(ValueError, match="expected q and k"):
         delta_rule_attention(q, k[..., :4], beta, log_alpha)
     with pytest.raises(ValueError, match="chunk must be a positive int, got 0"):
         delta_rule_attention(q, k, beta, log_alpha, chunk=0)
+
+
+def test_attention_layer_map_reconstructs_z_with_the_kv_cache_as_bias():
+    """Layer 2 (full attention): its pattern over this call's keys; keys from an earlier call go to the bias."""
+    model = from_transformers(tiny("qwen3_next", torch.float64))
+    ids = tokens(2, 11, seed=35)
+    with torch.no_grad():
+        _, state = model(tokens(2, 3, seed=36), return_state=True)
+    cache = record(model, ids, [2], "exact", initial_state=state)
+    att = implicit_attention(model, ids, layer=2, cache=cache, initial_state=state)
+    assert att.max_error() < 1e-12 and att.bias.abs().max() > 1e-3
+    torch.testing.assert_close(jacobian(Qwen3Next.form(model, cache, 2, "exact")), att.maps, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("layer", [1, 2])
+def test_output_gradient_is_the_gradient_at_the_forms_output(layer):
+    """`output_grad` maps ∂log p/∂hook_out to ∂log p/∂o (delta rule) or ∂log p/∂z (attention), as a
+    backward hook on that quantity sees it in the same float64 run."""
+    model = from_transformers(tiny("qwen3_next", torch.float64))
+    ids = tokens(1, 9, seed=37)
+    quantity = "o" if layer == 1 else "z"
+    store = {}
+
+    def keep(tensor, hook):
+        store["out"] = tensor
+        return tensor
+
+    def keep_grad(grad, hook):
+        store["grad"] = grad
+
+    with torch.enable_grad(), model.hooks(fwd_hooks=[(f"blocks.{layer}.mixer.hook_out", keep)],
+                                          bwd_hooks=[(f"blocks.{layer}.mixer.hook_{quantity}", keep_grad)]):
+        logp = torch.log_softmax(model(ids)[:, 8], -1)[:, 3].sum()
+        (grad_out,) = torch.autograd.grad(logp, store["out"], retain_graph=True)
+        logp.backward()
+    cache = record(model, ids, [layer], "exact")
+    got = Qwen3Next.output_grad(model, layer, "exact", grad_out, cache)  # [b, d, L]
+    torch.testing.assert_close(got, store["grad"].flatten(2).transpose(1, 2), atol=1e-13, rtol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["attr", "rollout", "grad_x_input"])
+def test_attribution_runs_across_the_hybrid_stack(method):
+    """Rollout and gradient-weighted attribution compose the delta-rule maps with the attention patterns."""
+    from workbench.analysis.implicit_attention.attribution import attribute
+
+    model = from_transformers(tiny("qwen3_next", torch.float64))
+    scores = attribute(model, tokens(2, 10, seed=38), method=method, query=7)
+    assert scores.shape == (2, 10) and torch.isfinite(scores[:, :8]).all()
+    assert scores[:, :8].abs().sum() > 0

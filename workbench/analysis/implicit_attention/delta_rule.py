@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from workbench.adapters.qwen3_next import rms_normalize
 from workbench.analysis.implicit_attention.kernel import DEFAULT_CHUNK
 from workbench.kernels.delta_rule import decay_matrix
 from workbench.utils import get_act_name
@@ -29,9 +30,10 @@ from workbench.utils import get_act_name
 if TYPE_CHECKING:
     from workbench.models.protocol import HookedModel
 
-__all__ = ["DeltaRuleForm", "Qwen3Next", "delta_rule_attention", "delta_rule_attention_naive"]
+__all__ = ["DeltaRuleForm", "FullAttentionForm", "Qwen3Next", "delta_rule_attention", "delta_rule_attention_naive"]
 
-DELTA_HOOKS = ("q", "k", "v", "beta", "alpha", "o", "initial_state")
+DELTA_HOOKS = ("q", "k", "v", "beta", "alpha", "o", "gate", "initial_state")
+ATTENTION_HOOKS = ("v", "pattern", "z", "gate", "initial_v")
 DELTA_CHUNK = 64
 
 
@@ -194,6 +196,60 @@ class DeltaRuleForm:
         return o.index_select(1, self.head_index * d_v + self.unit_index)
 
 
+@dataclass
+class FullAttentionForm:
+    """A full-attention layer's recorded pattern as per-channel maps (b batch, d = heads·d_head, L)."""
+
+    pattern: Tensor  # [b, H, L, past + L]: weights on the cached keys, then on this call's
+    value: Tensor  # [b, d, L]: values of each channel's key/value head
+    output: Tensor  # [b, d, L]: z
+    state_part: Tensor  # [b, d, L]: what the cached keys add to z
+    head_index: Tensor  # [d]: each channel's query head
+    value_name: str
+    output_name: str
+    projection: Tensor | None = None
+    n = 1
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        b, d, L = self.value.shape
+        return b, d, L
+
+    def work_bytes(self, lead: int, queries: int, chunk: int | None = DEFAULT_CHUNK) -> int:
+        """Peak bytes of `core`: the picked rows of every head's pattern, then spread over `lead` channel rows."""
+        b, H, _, keys = self.pattern.shape
+        return self.value.element_size() * (b * H * queries * keys + lead * queries * self.shape[2])
+
+    def compose_bytes(self, lead: int, queries: int) -> int:
+        return self.value.element_size() * lead * (3 * self.shape[2] + queries)
+
+    def channels(self, index: Tensor) -> FullAttentionForm:
+        def pick(t: Tensor) -> Tensor:
+            return t.index_select(1, index)
+
+        return replace(self, value=pick(self.value), output=pick(self.output), state_part=pick(self.state_part),
+                       head_index=self.head_index.to(index.device)[index],
+                       projection=None if self.projection is None else self.projection.index_select(1, index))
+
+    def core(self, queries: Tensor | None = None, chunk: int | None = DEFAULT_CHUNK) -> Tensor:
+        """Each channel's head pattern over this call's keys, rows `queries`: [b, d, q, L]."""
+        L = self.shape[2]
+        pattern = self.pattern[..., self.pattern.shape[-1] - L:]  # [b, H, L, L]
+        if queries is not None:
+            pattern = pattern[:, :, queries.to(pattern.device)]
+        return pattern.index_select(1, self.head_index.to(pattern.device))
+
+    def compose(self, alpha: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
+        return alpha, self.state_part[..., queries]
+
+    def recur(self, value: Tensor) -> Tensor:
+        """z from v through the recorded pattern, one query at a time (not the map): the Jacobian check."""
+        L = value.shape[-1]
+        pattern = self.pattern[..., self.pattern.shape[-1] - L:].index_select(1, self.head_index.to(value.device))
+        rows = [(pattern[:, :, t, : t + 1] * value[..., : t + 1]).sum(-1) for t in range(L)]
+        return torch.stack(rows, dim=-1) + self.state_part
+
+
 class Qwen3Next:
     """The gated delta-rule layers of the Qwen3-Next adapter (`HookedGatedDeltaNet`) -> `DeltaRuleForm`."""
 
@@ -210,20 +266,13 @@ class Qwen3Next:
 
     @staticmethod
     def hook_names(layer: int, mode: str, model: HookedModel | None = None) -> list[str]:
-        if model is not None:
-            Qwen3Next.check_recurrent(model, layer)
-        return [get_act_name(q, layer) for q in DELTA_HOOKS]
+        hooks = DELTA_HOOKS if model is None or Qwen3Next.is_recurrent(model, layer) else ATTENTION_HOOKS
+        return [get_act_name(q, layer) for q in hooks]
 
     @staticmethod
-    def check_recurrent(model: HookedModel, layer: int) -> None:
+    def form(model: HookedModel, cache: dict, layer: int, mode: str) -> DeltaRuleForm | FullAttentionForm:
         if not Qwen3Next.is_recurrent(model, layer):
-            raise NotImplementedError(f"layer {layer} is full attention: its own pattern is hooked as "
-                                      f"blocks.{layer}.mixer.hook_pattern; implicit-attention maps are for the "
-                                      f"delta-rule layers {model.recurrent_layers}")
-
-    @staticmethod
-    def form(model: HookedModel, cache: dict, layer: int, mode: str) -> DeltaRuleForm:
-        Qwen3Next.check_recurrent(model, layer)
+            return Qwen3Next.attention_form(model, cache, layer)
         mixer = model.blocks[layer].mixer
         hook = partial(get_act_name, layer=layer)
         q, k = (mixer.per_value_head(cache[hook(n)]).transpose(1, 2) for n in ("q", "k"))  # [b, H, L, d_k]
@@ -238,5 +287,44 @@ class Qwen3Next:
         )
 
     @staticmethod
+    def attention_form(model: HookedModel, cache: dict, layer: int) -> FullAttentionForm:
+        """A gated full-attention layer: pattern per head, values per key/value head, output z (before the gate)."""
+        mixer = model.blocks[layer].mixer
+        sz = mixer.sizes
+        hook = partial(get_act_name, layer=layer)
+        pattern = cache[hook("pattern")].permute(0, 2, 1, 3)  # [b, H, L, past + L]
+        v, z = cache[hook("v")], cache[hook("z")]  # [b, L, H_kv, P], [b, L, H, P]
+        H, P = sz["n_heads"], sz["d_head"]
+        kv_of_head = torch.arange(H, device=v.device) // (H // sz["n_kv_heads"])
+        value = v.index_select(2, kv_of_head).flatten(2).transpose(1, 2)  # [b, H·P, L]
+        cached_v = cache[hook("initial_v")].index_select(1, kv_of_head).to(v.dtype)  # [b, H, past, P]
+        past = cached_v.shape[2]
+        state_part = pattern[..., :past] @ cached_v  # [b, H, L, P]
+        b, L = v.shape[0], v.shape[1]
+        return FullAttentionForm(
+            pattern=pattern, value=value, output=z.flatten(2).transpose(1, 2),
+            state_part=state_part.permute(0, 1, 3, 2).reshape(b, H * P, L),
+            head_index=torch.arange(H * P, device=v.device) // P, value_name=hook("v") + " (per query head)",
+            output_name=hook("z") + " (before the output gate)",
+        )
+
+    @staticmethod
     def output_grad(model: HookedModel, layer: int, mode: str, grad_out: Tensor, cache: dict) -> Tensor:
-        raise NotImplementedError("gradient-weighted maps for the delta rule are not built yet")
+        """∂target/∂(output of the form), [b, d, L], from the gradient at hook_out [b, L, d_model].
+
+        Attention layers: through W_o and the output gate. Delta-rule layers: through out_proj, then the
+        per-head gated RMSNorm by autograd (its 1/rms included, the gate SiLU(z) held as recorded).
+        """
+        mixer = model.blocks[layer].mixer
+        hook = partial(get_act_name, layer=layer)
+        if not Qwen3Next.is_recurrent(model, layer):
+            g = grad_out @ mixer.hf.o_proj.weight.detach().to(grad_out.dtype)  # [b, L, H·P]: ∂/∂(z ⊙ gate)
+            return (g * cache[hook("gate")].flatten(2).to(g.dtype)).transpose(1, 2)
+        g = grad_out @ mixer.hf.out_proj.weight.detach().to(grad_out.dtype)  # [b, L, H·d_v]: ∂/∂normed
+        o = cache[hook("o")].detach().to(g.dtype).requires_grad_(True)  # [b, L, H, d_v]
+        gate = cache[hook("gate")].to(g.dtype)
+        norm = mixer.hf.norm
+        with torch.enable_grad():
+            normed = norm.weight.detach().to(g.dtype) * rms_normalize(o, norm.variance_epsilon) * gate
+            (g,) = torch.autograd.grad(normed, o, g.reshape(o.shape).to(normed.dtype))
+        return g.flatten(2).transpose(1, 2).to(grad_out.dtype)
