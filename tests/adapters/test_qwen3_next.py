@@ -121,3 +121,31 @@ def test_bad_chunk_size_gives_one_clear_error():
     x = torch.zeros(1, 1, 4, 3)
     with pytest.raises(ValueError, match="chunk_size"):
         chunked_delta_rule(x, x, x, x[..., 0], x[..., 0], torch.zeros(1, 1, 3, 3), chunk_size=2.5)
+
+
+def test_mixture_of_experts_routing_is_the_librarys_and_a_router_edit_reroutes():
+    hf = tiny("qwen3_next", torch.float64)
+    model = from_transformers(hf)
+    ids = tokens(2, 7, seed=29)
+    with torch.no_grad():
+        clean, cache = model.run_with_cache(ids)
+        x = cache["blocks.1.ln2.hook_normalized"].reshape(-1, model.sizes["d_model"])
+        logits, weights, index = hf.model.layers[1].mlp.gate(x)  # the library's router on the same input
+    torch.testing.assert_close(cache["blocks.1.mlp.hook_router_logits"].reshape(logits.shape), logits)
+    torch.testing.assert_close(cache["blocks.1.mlp.hook_expert_index"].reshape(index.shape), index.double())
+    torch.testing.assert_close(cache["blocks.1.mlp.hook_expert_weights"].reshape(weights.shape), weights)
+    assert "blocks.0.mlp.hook_router_logits" not in cache  # layer 0 has a dense MLP
+
+    def favour_unchosen_expert(router_logits, hook):
+        chosen = cache["blocks.1.mlp.hook_expert_index"][:, 4].long()  # [batch, top_k]
+        unchosen = [next(e for e in range(model.sizes["n_experts"]) if e not in row) for row in chosen.tolist()]
+        router_logits[torch.arange(2), 4, unchosen] += 100.0
+        return router_logits
+
+    with torch.no_grad():
+        with model.hooks(fwd_hooks=[("blocks.1.mlp.hook_router_logits", favour_unchosen_expert)]):
+            edited, edited_cache = model.run_with_cache(ids)
+    new = edited_cache["blocks.1.mlp.hook_expert_index"][:, 4]
+    assert not torch.equal(new, cache["blocks.1.mlp.hook_expert_index"][:, 4])
+    change = (edited - clean).abs().amax(dim=(0, 2))
+    assert torch.all(change[:4] == 0) and change[4] > 0

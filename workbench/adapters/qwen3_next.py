@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
 
 from workbench.adapters.base import (
     AdapterMixer,
@@ -255,22 +256,73 @@ class HookedGatedAttention(AdapterMixer):
         return causal[None] & keys[:, None, :]
 
 
+class HookedSparseMoe(nn.Module):
+    """`transformers` Qwen3NextSparseMoeBlock with its routing hooked: the router's logits, the chosen
+    experts and their weights (an edit to the logits re-routes); the experts themselves are the library's."""
+
+    def __init__(self, hf_moe: nn.Module):
+        super().__init__()
+        self.hf = hf_moe  # shares the router, the experts, the shared expert and its gate
+        self.hook_router_logits = HookPoint()
+        self.hook_expert_index = HookPoint()
+        self.hook_expert_weights = HookPoint()
+        self.hook_experts_out = HookPoint()
+        self.hook_shared_out = HookPoint()
+
+    @staticmethod
+    def hook_specs() -> dict[str, HookSpec]:
+        return {
+            "mlp.hook_router_logits": (("batch", "pos", "n_experts"), "router logits W_r x_t"),
+            "mlp.hook_expert_index": (("batch", "pos", "top_k"), "the chosen experts' indices (whole numbers in the model's float dtype)"),
+            "mlp.hook_expert_weights": (("batch", "pos", "top_k"), "the chosen experts' weights (renormalised "
+                                        "softmax probabilities where the config says so)"),
+            "mlp.hook_experts_out": (RESID, "weighted sum of the chosen experts' outputs"),
+            "mlp.hook_shared_out": (RESID, "shared expert output times its sigmoid gate"),
+        }
+
+    def forward(self, x: Tensor) -> Tensor:
+        hf = self.hf
+        batch, pos, d_model = x.shape
+        router = hf.gate
+        logits = self.hook_router_logits(F.linear(x, router.weight))  # [batch, pos, n_experts]
+        probs = torch.softmax(logits.to(working_dtype(logits)), dim=-1)
+        weights, index = torch.topk(probs, router.top_k, dim=-1)  # [batch, pos, top_k]
+        if router.norm_topk_prob:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        # hooked as floats holding integers (as Griffin's position), so gradient probes can pass through
+        index = self.hook_expert_index(index.to(logits.dtype)).round().long()
+        weights = self.hook_expert_weights(weights.to(logits.dtype))
+        flat = x.reshape(-1, d_model)
+        experts = hf.experts(flat, index.reshape(-1, router.top_k), weights.reshape(-1, router.top_k))
+        experts = self.hook_experts_out(experts.reshape(batch, pos, d_model))
+        shared = self.hook_shared_out(torch.sigmoid(hf.shared_expert_gate(x)) * hf.shared_expert(x))
+        return experts + shared
+
+
+def is_mixture_of_experts(mlp: nn.Module) -> bool:
+    return all(hasattr(mlp, name) for name in ("gate", "experts", "shared_expert", "shared_expert_gate"))
+
+
 class Qwen3NextBlock(AdapterMlpBlock):
     """resid_mid = resid_pre + mixer(ln1(resid_pre)); resid_post = resid_mid + mlp(ln2(resid_mid)).
 
-    The MLP (dense or the sparse mixture of experts with its shared expert) is the library's module.
+    A dense MLP is the library's module; a sparse mixture of experts has its routing hooked.
     """
 
     def __init__(self, hf_layer: nn.Module, mixer: AdapterMixer):
+        mlp = HookedSparseMoe(hf_layer.mlp) if is_mixture_of_experts(hf_layer.mlp) else hf_layer.mlp
         super().__init__(OffsetRmsNorm(hf_layer.input_layernorm), mixer,
-                         OffsetRmsNorm(hf_layer.post_attention_layernorm), hf_layer.mlp)
+                         OffsetRmsNorm(hf_layer.post_attention_layernorm), mlp)
 
     def extra_hook_specs(self) -> dict[str, HookSpec]:
-        return {
+        specs = {
             "hook_resid_mid": (RESID, "residual after the token mixer"),
             "ln2.hook_normalized": (RESID, "normalised input to the MLP / mixture of experts"),
-            "hook_mlp_out": (RESID, "MLP or mixture-of-experts output added to the residual"),
         }
+        if isinstance(self.mlp, HookedSparseMoe):
+            specs.update(self.mlp.hook_specs())
+        specs["hook_mlp_out"] = (RESID, "MLP or mixture-of-experts output added to the residual")
+        return specs
 
 
 class HookedQwen3Next(HookedTransformersLM):
@@ -291,6 +343,7 @@ class HookedQwen3Next(HookedTransformersLM):
             "d_conv": cfg.linear_conv_kernel_dim, "d_conv-1": cfg.linear_conv_kernel_dim - 1,
             "n_heads": cfg.num_attention_heads, "n_kv_heads": cfg.num_key_value_heads,
             "d_head": getattr(cfg, "head_dim", cfg.hidden_size // cfg.num_attention_heads),
+            "n_experts": cfg.num_experts, "top_k": cfg.num_experts_per_tok,
         }
         blocks = [Qwen3NextBlock(layer, self._mixer(layer, kind, backbone.rotary_emb, sizes))
                   for layer, kind in zip(backbone.layers, cfg.layer_types, strict=True)]
@@ -317,4 +370,4 @@ class HookedQwen3Next(HookedTransformersLM):
         return [layer for layer, kind in enumerate(self.layer_types) if kind == "linear_attention"]
 
 
-__all__ = ["HookedGatedAttention", "HookedGatedDeltaNet", "HookedQwen3Next", "OffsetRmsNorm"]
+__all__ = ["HookedSparseMoe", "HookedGatedAttention", "HookedGatedDeltaNet", "HookedQwen3Next", "OffsetRmsNorm"]
