@@ -273,7 +273,8 @@ class HookedSparseMoe(nn.Module):
     def hook_specs() -> dict[str, HookSpec]:
         return {
             "mlp.hook_router_logits": (("batch", "pos", "n_experts"), "router logits W_r x_t"),
-            "mlp.hook_expert_index": (("batch", "pos", "top_k"), "the chosen experts' indices (whole numbers in the model's float dtype)"),
+            "mlp.hook_expert_index": (("batch", "pos", "top_k"),
+                                      "the chosen experts' indices (whole numbers in the model's float dtype)"),
             "mlp.hook_expert_weights": (("batch", "pos", "top_k"), "the chosen experts' weights (renormalised "
                                         "softmax probabilities where the config says so)"),
             "mlp.hook_experts_out": (RESID, "weighted sum of the chosen experts' outputs"),
