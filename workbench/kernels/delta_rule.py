@@ -53,7 +53,8 @@ def chunked_delta_rule(q: Tensor, k: Tensor, v: Tensor, log_alpha: Tensor, beta:
         delta = u[:, :, n] - w[:, :, n] @ state  # [B, H, C, d_v]
         outputs.append(gamma[:, :, n].exp()[..., None] * (q[:, :, n] @ state) + scores[:, :, n] @ delta)
         if return_states:  # S_t = e^{γ_t} S_0 + Σ_{s≤t} e^{γ_t − γ_s} k_s δ_sᵀ
-            written = torch.einsum("bhts,bhsk,bhsv->bhtkv", inclusive[:, :, n], k[:, :, n], delta)
+            weighted = (inclusive[:, :, n, :, :, None] * k[:, :, n, None]).transpose(-1, -2)  # [B, H, C, d_k, C]
+            written = weighted @ delta[:, :, None]  # [B, H, C, d_k, d_v]
             states.append(gamma[:, :, n].exp()[..., None, None] * state[:, :, None] + written)
         last = (gamma[:, :, n, -1:] - gamma[:, :, n]).exp()[..., None] * k[:, :, n]  # [B, H, C, d_k]
         state = gamma[:, :, n, -1].exp()[..., None, None] * state + last.transpose(-1, -2) @ delta
