@@ -133,6 +133,36 @@ def _xlstm_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str
     return [{"C": C, "n": n, "m": m[..., 0]} for C, n, m in cache.rnn_state.values()]
 
 
+def _qwen3_next() -> torch.nn.Module:
+    config, model = _require("Qwen3NextConfig", "Qwen3NextForCausalLM")
+    # layers 0, 1: gated delta rule (odd key and value head sizes 5 and 7, two value heads per key head);
+    # layer 2: gated full attention (two key/value groups); layer 1's MLP is a mixture of four experts
+    hf = model(config(vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=6, linear_conv_kernel_dim=4,
+                      linear_key_head_dim=5, linear_value_head_dim=7, linear_num_key_heads=2,
+                      linear_num_value_heads=4, decoder_sparse_step=2, moe_intermediate_size=8,
+                      shared_expert_intermediate_size=8, num_experts_per_tok=2, num_experts=4,
+                      layer_types=["linear_attention", "linear_attention", "full_attention"]))
+    hf.config._experts_implementation = "eager"  # the grouped-matmul experts refuse float64
+    with torch.no_grad():  # norm weights away from their zero init, so the (1 + w) offset is exercised
+        for name, parameter in hf.named_parameters():
+            if "norm" in name:
+                parameter.normal_(0.0, 0.3)
+    return hf
+
+
+def _qwen3_next_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """The library's DynamicCache: conv window and matrix state for delta-rule layers, keys and values else."""
+    cache = hf(ids, use_cache=True).cache
+    states = []
+    for layer, kind in enumerate(hf.config.layer_types):
+        if kind == "linear_attention":
+            states.append({"conv": cache.get_conv_state(layer)[..., 1:], "state": cache.get_recurrent_state(layer)})
+        else:
+            states.append({"k": cache.layers[layer].keys, "v": cache.layers[layer].values})
+    return states
+
+
 def _library_logits(hf: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """The library's own logits: in float64 too, RecurrentGemma accumulates its RG-LRU and xLSTM its step
     kernel state in float32 (and xLSTM returns float32 logits)."""
@@ -151,6 +181,8 @@ FAMILIES = {
                               float64_logits=_library_logits, float64_tolerance=1e-5),
     "xlstm": Family("xlstm", "xLSTMForCausalLM", _xlstm, "C", _xlstm_cache_states, supports_padding=False,
                     float64_logits=_library_logits, float64_tolerance=1e-5),
+    "qwen3_next": Family("qwen3_next", "Qwen3NextForCausalLM", _qwen3_next, "state", _qwen3_next_cache_states,
+                         state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
 }
 
 

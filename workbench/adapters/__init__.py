@@ -1,7 +1,7 @@
 """Hugging Face `transformers` recurrent LMs under the workbench hook contract (DESIGN: adapters).
 
 `from_transformers(model_or_path)` wraps MambaForCausalLM, FalconMambaForCausalLM, Mamba2ForCausalLM,
-RwkvForCausalLM, RecurrentGemmaForCausalLM and xLSTMForCausalLM, sharing their parameters; see
+RwkvForCausalLM, RecurrentGemmaForCausalLM, xLSTMForCausalLM and Qwen3NextForCausalLM, sharing their parameters; see
 docs/adapters.md.
 """
 

@@ -29,6 +29,7 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     "Mamba2ForCausalLM": ("workbench.adapters.mamba2", "HookedMamba2"),
     "RecurrentGemmaForCausalLM": ("workbench.adapters.recurrent_gemma", "HookedRecurrentGemma"),
     "xLSTMForCausalLM": ("workbench.adapters.xlstm", "HookedXlstm"),
+    "Qwen3NextForCausalLM": ("workbench.adapters.qwen3_next", "HookedQwen3Next"),
 }
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
 # Files a saved tokenizer leaves (one is enough). Without any, `AutoTokenizer` may still build the

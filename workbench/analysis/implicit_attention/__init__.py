@@ -4,7 +4,7 @@ within a memory budget; attribution from the maps (rollout, gradient-weighted ma
 evaluation by perturbation.
 
 Modules: `kernel` (segment-sum kernels and the naive loop), `form` (the unified form), one module
-per family (`s6` for our S6 and the Mamba adapters, `mamba2`, `rwkv`, `minimal`, `classic`), `api`,
+per family (`s6` for our S6 and the Mamba adapters, `mamba2`, `rwkv`, `minimal`, `classic`, `delta_rule`), `api`,
 `attribution`, `evaluation`, `figures`.
 """
 
