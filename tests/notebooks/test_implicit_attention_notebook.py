@@ -1,7 +1,7 @@
 """notebooks/04_implicit_attention.ipynb runs top to bottom headless, in the time its header promises,
 and its stated conclusions hold against the controls it computes: on random windows no attribution
-method beats the recency baseline, and on long-range closing brackets attr finds the opener that
-recency misses and beats recency in the deletion curves."""
+method beats the recency baseline, and on long-range closing brackets attr ranks the opener far above
+recency and random, yet ties with recency in the deletion curves."""
 
 import re
 
@@ -44,17 +44,18 @@ def test_implicit_attention_notebook_runs_and_its_conclusions_hold_against_its_c
     assert float(re.search(rf"far above random \({NUMBER}\)", random_windows).group(1)) < attr_gap / 2
     assert "attribution here does not beat locality" in random_windows
 
-    # long-range brackets: attr ranks the opener far above recency and random, and beats recency
-    brackets = finding(text, "on 48 closing brackets")
+    # long-range brackets: attr ranks the opener far above recency and random, ties in the curves
+    brackets = finding(text, "on 96 closing brackets")
     ranks = re.search(rf"attr ranks the opener at median {NUMBER}.*against recency's {NUMBER} and random's {NUMBER}",
                       brackets)
     assert ranks, brackets
     attr_rank, recency_rank, random_rank = map(float, ranks.groups())
     assert attr_rank + 8 <= recency_rank and attr_rank + 8 <= random_rank
-    curves = re.search(rf"attr beats recency \(gap {NUMBER} vs {NUMBER}, difference {NUMBER}, "
+    curves = re.search(rf"attr ties with recency \(gap {NUMBER} vs {NUMBER}, difference {NUMBER}, "
                        rf"95% CI \[{NUMBER}, {NUMBER}\]\)", brackets)
     assert curves, brackets
     attr_gap, recency_gap, diff, low, high = map(float, curves.groups())
-    assert attr_gap > recency_gap and low > 0
+    assert low <= diff <= high and low < 0 < high and abs(attr_gap - recency_gap) < 0.5
+    assert "but that does not pay in the deletion curves" in brackets
     opener = re.search(rf"deleting the opener alone raises the bracket's loss by {NUMBER} nats", brackets)
     assert float(opener.group(1)) > 0.5  # the opener matters causally
