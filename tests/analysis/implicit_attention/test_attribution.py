@@ -16,6 +16,8 @@ from workbench.analysis.implicit_attention.attribution import (
 from workbench.analysis.implicit_attention.evaluation import (
     benchmark_naive,
     exactness_report,
+    long_range_closers,
+    paired_gap_interval,
     perturbation_test,
 )
 from workbench.analysis.implicit_attention.figures import map_figure, perturbation_figure, row_heatmap
@@ -79,6 +81,48 @@ def test_perturbation_harness_and_its_figure():
     assert masked.perturbation == "mask"
     with pytest.raises(ValueError, match="needs at least"):
         perturbation_test(model, text[:20], n_examples=2, context=16)
+
+
+def test_recency_ranks_the_nearest_position_first_and_nothing_after_the_query():
+    scores = attribute(make("s6"), torch.randint(0, 11, (2, 10)), "recency", query=6)
+    assert torch.argsort(scores[0, :7], descending=True).tolist() == [6, 5, 4, 3, 2, 1, 0]
+    assert torch.isinf(scores[:, 7:]).all() and (scores[:, 7:] < 0).all()
+
+
+def test_long_range_closers_find_far_openers_and_forget_at_a_mismatch():
+    text = "f(a, b)\nx = g(1, [2, 3], {4: 5})\n] (y)"
+    queries, openers = long_range_closers(text, 6, 40)
+    assert openers.tolist() == [13] and queries.tolist() == [30]  # g(...) spans 18; the rest span 5
+    queries, openers = long_range_closers(text, 1, 40)
+    assert [text[q + 1] for q in queries] == [")", "]", "}", ")", ")"]  # the stray ']' matched nothing
+    assert [text[o] for o in openers] == ["(", "[", "{", "(", "("]
+    with pytest.raises(ValueError, match="min_distance"):
+        long_range_closers(text, 5, 2)
+
+
+def test_perturbation_at_given_windows_ranks_a_relevant_token_and_pairs_methods():
+    model = make("mingru")
+    text = torch.randint(0, 11, (300,), generator=torch.Generator().manual_seed(1))
+    ends = [40, 100, 150, 220]
+    relevant = [p - 3 for p in ends]  # three before the query: recency ranks it 3rd (rank 3)
+    result = perturbation_test(model, text, methods=["recency", "random", "attr"], context=16,
+                               steps=(0, 1, 2), ends=ends, relevant=relevant)
+    assert result.n_examples == 4 and result.ends.tolist() == ends
+    assert result.relevant_ranks["recency"].tolist() == [3, 3, 3, 3]
+    assert result.relevant_delta.shape == (4,)
+    # the per-window gaps average to the table's gap
+    table = result.table.set_index("method")
+    for method in ("recency", "attr"):
+        assert result.example_gaps[method].mean() == pytest.approx(table.gap[method], abs=1e-9)
+    diff, low, high = paired_gap_interval(result, "attr", "recency")
+    assert low <= diff <= high and diff == pytest.approx(table.gap["attr"] - table.gap["recency"], abs=1e-9)
+    with pytest.raises(KeyError, match="was not in this perturbation test"):
+        paired_gap_interval(result, "rollout", "recency")
+    with pytest.raises(ValueError, match="ends must be"):
+        perturbation_test(model, text, methods=["random"], context=16, steps=(0, 1), ends=[5])
+    with pytest.raises(ValueError, match="must lie in its window"):
+        perturbation_test(model, text, methods=["random"], context=16, steps=(0, 1), ends=[40],
+                          relevant=[10])
 
 
 def test_exactness_report_and_benchmark_tables():

@@ -92,3 +92,19 @@ def test_fluency_cost_and_bad_input(planted, vectors):
     with pytest.raises(IndexError, match="outside a text"):
         persistence(planted, vectors["c"], "abc", at=10)
     assert len(pair_cosine_figure(vectors).data) == 2
+
+
+def test_persistence_over_several_texts_gives_intervals_and_a_sustained_push_accumulates(planted, vectors):
+    texts = ["abcdefgh\nabcd", "xyzxyzxy\nxyzx", "a b c d\n efgh"]  # equal lengths: one batch
+    once = persistence(planted, vectors["c"], texts, multiplier=1.0, at=2, relative=False)
+    assert (once.n_texts == 3).all()
+    np.testing.assert_allclose(once.state_ratio[:5], 1.0, atol=1e-5)  # held by f = 1 in every text
+    assert (once.state_ratio_low <= once.state_ratio + 1e-9).all()
+    assert (once.state_ratio_high >= once.state_ratio - 1e-9).all()
+    # added at every position from 2 on, the planted cell (f = 1) sums the pushes, so the carried
+    # state (c and the tanh-bounded h) moves further every step until the newline clears it
+    sustained = persistence(planted, vectors["c"], texts, multiplier=1.0, at=2, relative=False, sustained=True)
+    assert (np.diff(sustained.state_ratio[:5]) > 0.5).all() and sustained.state_ratio[4] > 3.5
+    # one text alone: the interval collapses onto the mean
+    single = persistence(planted, vectors["c"], texts[0], multiplier=1.0, at=2, relative=False)
+    assert (single.kl_low == single.kl).all() and (single.n_texts == 1).all()

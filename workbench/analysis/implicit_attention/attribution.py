@@ -7,7 +7,9 @@
   al. 2021: Ā_l = E_c[(∇Ã ⊙ Ã)^+] and R ← R + Ā_l R. Because y_t = Σ_j Ã_tj v_j, the gradient of
   the target with respect to Ã_tj is g_t v_j, with g the gradient at the layer's output: no
   autograd through the map is needed.
-- `gradient_x_input` on the token embeddings (Shrikumar et al. 2016) and `random` as baselines.
+- `gradient_x_input` on the token embeddings (Shrikumar et al. 2016) and two baselines: `random`,
+  and `recency`, which ranks the nearest characters first. A recurrent model's loss depends most on
+  its last few characters, so an attribution method must beat locality, not only chance.
 
 `attribute(model, tokens, method)` returns one relevance per position [batch, pos] for the
 prediction at a query position.
@@ -49,6 +51,7 @@ METHODS: dict[str, str] = {
     "grad_x_input": "gradient × input on the token embeddings (signed)",
     "grad_x_input_abs": "|gradient × input| on the token embeddings",
     "random": "uniform random relevance",
+    "recency": "locality baseline: the nearer a position to the query, the more relevant",
 }
 
 
@@ -143,6 +146,11 @@ def attribute(model: HookedModel, tokens: Tensor | str, method: str = "attr", qu
         generator = torch.Generator().manual_seed(seed)
         scores = torch.rand(tokens.shape, generator=generator)
         scores[:, query + 1:] = 0
+        return scores
+    if method == "recency":
+        positions = torch.arange(L, dtype=torch.float32) + 1.0  # [L]: 1 .. L, nearest highest
+        scores = positions.expand(tokens.shape[0], L).clone()  # [b, L]
+        scores[:, query + 1:] = float("-inf")
         return scores
     mode = "paper" if method.endswith("_paper") else "exact"
     if mode == "paper" and "paper" not in family_of(model).modes:

@@ -5,14 +5,16 @@
 - `benchmark_naive`: a map kernel (S6, Mamba2 or RWKV) against the papers' triple loop (time ratio).
 - `perturbation_test`: delete (or mask) the most / least attributed tokens first and measure the
   change of the next-token loss (Ali et al. 2024, section 5.3; Chefer et al. 2021 positive /
-  negative perturbation), area under each curve per method.
+  negative perturbation), area under each curve per method, at random windows or at given ones.
+- `long_range_closers`: windows where locality is not the answer, the query just before a closing
+  bracket whose opener lies far back, and `paired_gap_interval` to compare two methods on them.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +40,8 @@ __all__ = [
     "benchmark_naive",
     "exactness_report",
     "jacobian",
+    "long_range_closers",
+    "paired_gap_interval",
     "perturbation_test",
 ]
 
@@ -173,6 +177,11 @@ class PerturbationResult:
     context: int
     perturbation: str
     base_loss: float  # mean next-token loss of the unperturbed windows (nats)
+    example_gaps: dict[str, np.ndarray] = field(default_factory=dict)  # method -> [N] per-window gap
+    ends: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # [N] query positions
+    # with `relevant` given: method -> [N] rank of the known-relevant token (0 = ranked first)
+    relevant_ranks: dict[str, np.ndarray] = field(default_factory=dict)
+    relevant_delta: np.ndarray | None = None  # [N] loss change from deleting the relevant token alone
 
 
 def _perturbed(history: Tensor, window: Tensor, removed: Tensor, how: str, filler: int) -> Tensor:
@@ -214,6 +223,8 @@ def perturbation_test(
     seed: int = 0,
     batch_size: int = 64,
     progress: bool = False,
+    ends: Sequence[int] | None = None,
+    relevant: Sequence[int] | None = None,
 ) -> PerturbationResult:
     """Remove the k most (and least) attributed tokens of a window and measure the loss change.
 
@@ -222,7 +233,10 @@ def perturbation_test(
     window's last position. "delete" removes the chosen tokens and lets earlier text slide in (the
     window keeps its length); "mask" replaces them with `filler`. AUC: the mean loss change over
     `steps`, trapezoid rule on an even grid; more for "most" first is better, less for "least".
-    `progress`: a tqdm bar over the attribution methods.
+    `ends`: the query positions p to use instead of `n_examples` random ones (e.g. from
+    `long_range_closers`). `relevant`: with `ends`, one text position per window of a token known
+    to matter (the opener of the closing bracket): each method's rank of it, and the loss change
+    from deleting it alone, are returned too. `progress`: a tqdm bar over the attribution methods.
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -240,21 +254,51 @@ def perturbation_test(
     if high < low:
         raise ValueError(f"the text has {tokens.shape[0]} tokens; it needs at least "
                          f"{low + 2} for windows of {context} with {max(steps)} removed")
-    generator = torch.Generator().manual_seed(seed)
-    ends = torch.randint(low, high + 1, (n_examples,), generator=generator)  # p
+    if ends is None:
+        generator = torch.Generator().manual_seed(seed)
+        ends_t = torch.randint(low, high + 1, (n_examples,), generator=generator)  # p
+    else:
+        ends_t = torch.as_tensor(list(ends), dtype=torch.long).reshape(-1)  # [N]
+        outside = ends_t[(ends_t < low) | (ends_t > high)]
+        if len(ends_t) == 0 or len(outside):
+            raise ValueError(f"ends must be a non-empty list of positions in [{low}, {high}] (windows of "
+                             f"{context} with {max(steps)} removed, in a text of {tokens.shape[0]} "
+                             f"tokens); got {len(ends_t)} with {outside.tolist()[:5]} outside")
+        n_examples = len(ends_t)
+    ends = ends_t
+    marked = None
+    if relevant is not None:
+        if len(relevant) != n_examples:
+            raise ValueError(f"relevant needs one position per window ({n_examples}), got {len(relevant)}")
+        marked = torch.as_tensor(list(relevant), dtype=torch.long) - (ends - context + 1)  # [N] in-window
+        if ((marked < 0) | (marked >= context)).any():
+            raise ValueError(f"each relevant position must lie in its window of the {context} tokens "
+                             "ending at its query position")
     windows = torch.stack([tokens[p - context + 1: p + 1] for p in ends.tolist()])  # [N, context]
     histories = torch.stack([tokens[p - context - max(steps) + 1: p - context + 1]
                              for p in ends.tolist()]) if max(steps) else windows[:, :0]
     targets = tokens[ends + 1]  # [N]
     device = model.device
     base = _losses(model, windows, targets, batch_size)
+    relevant_ranks: dict[str, np.ndarray] = {}
+    relevant_delta = None
+    if marked is not None:
+        alone = torch.stack([_perturbed(histories[e], windows[e], marked[e:e + 1], perturbation, filler)
+                             for e in range(n_examples)])
+        relevant_delta = (_losses(model, alone, targets, batch_size) - base).numpy()
     rows = []
+    example_gaps: dict[str, np.ndarray] = {}
     for method in tqdm(methods, desc="perturbation test", unit="method", disable=not progress):
+        per_window: dict[str, np.ndarray] = {}
         scores = torch.cat([
             attribute(model, windows[s:s + batch_size].to(device), method, query=-1,
                       target=targets[s:s + batch_size].to(device), seed=seed + s)
             for s in range(0, n_examples, batch_size)
         ])  # [N, context]
+        if marked is not None:
+            # ties ranked pessimistically: positions scoring at least as high, the token itself excluded
+            ranks = (scores >= scores.gather(1, marked[:, None])).sum(1) - 1  # [N]
+            relevant_ranks[method] = ranks.numpy()
         for order in ("most", "least"):
             ranking = torch.argsort(scores, dim=1, descending=order == "most", stable=True)
             inputs = [
@@ -267,14 +311,65 @@ def perturbation_test(
                 rows.append({"method": method, "order": order, "removed": k,
                              "delta_loss": float(d.mean()),
                              "sem": float(d.std(ddof=1) / np.sqrt(n_examples)) if n_examples > 1 else 0.0})
+            per_window[order] = _auc(delta)
+        example_gaps[method] = per_window["most"] - per_window["least"]
     curves = pd.DataFrame(rows)
     table = []
     for method in methods:
         auc = {}
         for order in ("most", "least"):
             y = curves[(curves.method == method) & (curves.order == order)].delta_loss.to_numpy()
-            auc[order] = float(((y[1:] + y[:-1]) / 2).mean()) if len(y) > 1 else float(y[0])
+            auc[order] = float(_auc(y[:, None])[0])
         table.append({"method": method, "most_auc": auc["most"], "least_auc": auc["least"],
                       "gap": auc["most"] - auc["least"], "description": METHODS[method]})
     table_df = pd.DataFrame(table).sort_values("gap", ascending=False, ignore_index=True)
-    return PerturbationResult(curves, table_df, n_examples, context, perturbation, float(base.mean()))
+    return PerturbationResult(curves, table_df, n_examples, context, perturbation, float(base.mean()),
+                              example_gaps, ends.numpy(), relevant_ranks, relevant_delta)
+
+
+def _auc(delta: np.ndarray) -> np.ndarray:
+    """Area under loss-change curves [steps, N] on an even grid (trapezoid rule, mean): [N]."""
+    if len(delta) == 1:
+        return delta[0].astype(float)
+    return ((delta[1:] + delta[:-1]) / 2).mean(0).astype(float)
+
+
+def paired_gap_interval(result: PerturbationResult, method: str, baseline: str, n_boot: int = 2000,
+                        seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean over windows of gap(method) − gap(baseline) and its percentile bootstrap interval
+    (windows resampled, both methods on the same windows): (difference, low, high)."""
+    for name in (method, baseline):
+        if name not in result.example_gaps:
+            raise KeyError(f"method {name!r} was not in this perturbation test; it ran "
+                           f"{', '.join(result.example_gaps)}")
+    diff = result.example_gaps[method] - result.example_gaps[baseline]  # [N]
+    rng = np.random.default_rng(seed)
+    boots = diff[rng.integers(0, len(diff), (n_boot, len(diff)))].mean(1)
+    tail = (1 - level) / 2
+    return float(diff.mean()), float(np.quantile(boots, tail)), float(np.quantile(boots, 1 - tail))
+
+
+_CLOSERS = {")": "(", "]": "[", "}": "{"}
+
+
+def long_range_closers(text: str, min_distance: int, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions where locality is not the answer: the character before a closing bracket whose
+    matching opener lies `min_distance`..`max_distance` characters back (a stack matcher that
+    forgets everything at a mismatch). Returns (query positions p [N], opener positions [N]); the
+    closer is at p + 1. For a character-level tokenizer these index the tokens too."""
+    if not 1 <= min_distance <= max_distance:
+        raise ValueError(f"need 1 <= min_distance <= max_distance, got {min_distance} and {max_distance}")
+    stack: list[tuple[str, int]] = []
+    queries, openers = [], []
+    for i, ch in enumerate(text):
+        if ch in "([{":
+            stack.append((ch, i))
+        elif ch in _CLOSERS:
+            if stack and stack[-1][0] == _CLOSERS[ch]:
+                _, j = stack.pop()
+                if min_distance <= i - j <= max_distance:
+                    queries.append(i - 1)
+                    openers.append(j)
+            else:
+                stack.clear()
+    return np.array(queries, dtype=np.int64), np.array(openers, dtype=np.int64)

@@ -106,7 +106,7 @@ def perturbation_figure(result: Any, title: str | None = None) -> Any:
     """Mean loss change vs removed tokens, most-attributed first (solid) and least first (dotted)."""
     import plotly.graph_objects as go
 
-    colours = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#7f7f7f", "#8c564b"]
+    colours = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#7f7f7f", "#8c564b", "#17becf"]
     fig = go.Figure()
     for i, method in enumerate(result.table.method):
         for order, dash in (("most", "solid"), ("least", "dot")):

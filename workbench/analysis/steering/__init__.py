@@ -4,7 +4,8 @@ Marshall & Belrose 2024, *Does Transformer Interpretability Transfer to RNNs?*).
 
 `vectors` builds a vector from contrastive texts at any hook, `application` adds it during a
 forward pass or generation at absolute positions, `evaluation` sweeps the multiplier, measures the
-cost to fluency and the persistence of a state injection, `figures` draws the results.
+cost to fluency and the persistence of a state injection, `controls` sets equal-norm random
+directions beside a vector and reads the behaviour at equal fluency cost, `figures` draws the results.
 
 >>> from workbench.analysis.steering import Steer, contrastive_vector, planted_steering_lstm, run_steered
 >>> model = planted_steering_lstm()
@@ -36,6 +37,12 @@ from workbench.analysis.steering.behaviours import (
     Behaviour,
     behaviour_vector,
     get_behaviour,
+)
+from workbench.analysis.steering.controls import (
+    SteeringTradeoff,
+    effect_at_cost,
+    equal_norm_random,
+    steering_tradeoff,
 )
 from workbench.analysis.steering.evaluation import (
     SteeringComparison,
@@ -70,11 +77,14 @@ __all__ = [
     "SteeringComparison",
     "SteeringHook",
     "SteeringSweep",
+    "SteeringTradeoff",
     "SteeringVector",
     "activation_samples",
     "behaviour_vector",
     "compare_steering",
     "contrastive_vector",
+    "effect_at_cost",
+    "equal_norm_random",
     "fluency_cost",
     "generate_steered",
     "generation_rate",
@@ -86,6 +96,7 @@ __all__ = [
     "resolve_hook",
     "run_steered",
     "steering",
+    "steering_tradeoff",
     "target_probability",
     "weights_hash",
 ]

@@ -263,44 +263,78 @@ def _flat_state(state: list[dict[str, Tensor]]) -> Tensor:
 @torch.no_grad()
 def persistence(
     model: HookedModel, vector: SteeringVector, texts: str | Sequence[str], multiplier: float = 1.0, *,
-    at: int | None = None, relative: bool = True, horizon: int | None = None, path: str | None = None,
+    at: int | None = None, relative: bool = True, horizon: int | None = None, sustained: bool = False,
+    level: float = 0.95, n_boot: int = 1000, seed: int = 0, path: str | None = None,
     allow_other_model: bool = False,
 ) -> pd.DataFrame:
-    """Inject `multiplier × vector` once at position `at` of each text and follow it: per offset
-    k >= 0, KL(clean ‖ steered) of the next-character distribution at at + k, the largest logit
-    change, and the norm of the change in the carried state (all layers) relative to offset 0."""
+    """Inject `multiplier × vector` once at position `at` of each text (or, `sustained`, at every
+    position from `at` on) and follow it: per offset k >= 0, KL(clean ‖ steered) of the
+    next-character distribution at at + k, the largest log-probability change, and the norm of
+    the change in the carried state (all layers) relative to offset 0 (`state_ratio`).
+
+    Each column is the mean over texts; with several texts, `*_low` / `*_high` give a percentile
+    bootstrap interval of that mean (texts resampled, `level`), and `n_texts` how many texts
+    reach that offset. Texts of equal length run as one batch."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     encoded = tokenize_texts(model, texts, "persistence")
-    rows = []
-    for tokens in encoded:
-        length = len(tokens)
+    per_text: list[pd.DataFrame] = [pd.DataFrame()] * len(encoded)
+    for length, members in group_by_length(encoded).items():
         start = length // 4 if at is None else (at if at >= 0 else length + at)
         if not 0 <= start < length:
             raise IndexError(f"at={at} is outside a text of {length} characters")
         stop = length if horizon is None else min(length, start + horizon + 1)
-        steer = Steer(vector, multiplier, start, relative=relative)
-        clean_logp, clean_states = _stepwise(model, tokens[:stop], (), path, allow_other_model)
-        steer_logp, steer_states = _stepwise(model, tokens[:stop], [steer], path, allow_other_model)
-        diff = (steer_states - clean_states).norm(dim=-1)  # [pos]
-        kl = (clean_logp.exp() * (clean_logp - steer_logp)).sum(-1)  # [pos]
-        dlogit = (steer_logp - clean_logp).abs().amax(-1)  # [pos]
-        for k, t in enumerate(range(start, stop)):
-            rows.append({"offset": k, "kl": float(kl[t]), "max_logprob_change": float(dlogit[t]),
-                         "state_change": float(diff[t]),
-                         "state_ratio": float(diff[t] / diff[start]) if diff[start] > 0 else np.nan})
-    table = pd.DataFrame(rows)
-    return table.groupby("offset", as_index=False).mean()
+        where: Positions = slice(start, None) if sustained else start
+        steer = Steer(vector, multiplier, where, relative=relative)
+        tokens = torch.stack([encoded[i] for i in members])[:, :stop]  # [b, pos]
+        clean_logp, clean_states = _stepwise(model, tokens, (), path, allow_other_model)
+        steer_logp, steer_states = _stepwise(model, tokens, [steer], path, allow_other_model)
+        diff = (steer_states - clean_states).norm(dim=-1)[:, start:]  # [b, offsets]
+        kl = (clean_logp.exp() * (clean_logp - steer_logp)).sum(-1)[:, start:]  # [b, offsets]
+        dlogit = (steer_logp - clean_logp).abs().amax(-1)[:, start:]  # [b, offsets]
+        ratio = torch.where(diff[:, :1] > 0, diff / diff[:, :1].clamp_min(1e-30),
+                            torch.full_like(diff, float("nan")))
+        offsets = np.arange(diff.shape[1])
+        for row, i in enumerate(members):
+            per_text[i] = pd.DataFrame({
+                "offset": offsets, "kl": kl[row].cpu().numpy(),
+                "max_logprob_change": dlogit[row].cpu().numpy(),
+                "state_change": diff[row].cpu().numpy(), "state_ratio": ratio[row].cpu().numpy()})
+    return _mean_with_interval(per_text, ("kl", "max_logprob_change", "state_change", "state_ratio"),
+                               level, n_boot, seed)
+
+
+def _mean_with_interval(per_text: Sequence[pd.DataFrame], columns: Sequence[str], level: float,
+                        n_boot: int, seed: int) -> pd.DataFrame:
+    """Per offset, the mean of `columns` over texts, a bootstrap interval of it and `n_texts`."""
+    rng = np.random.default_rng(seed)
+    tail = (1 - level) / 2
+    rows = []
+    for offset, group in pd.concat(per_text, ignore_index=True).groupby("offset"):
+        row: dict[str, float] = {"offset": int(offset), "n_texts": len(group)}
+        for column in columns:
+            values = group[column].to_numpy(dtype=float)
+            values = values[~np.isnan(values)]
+            row[column] = float(values.mean()) if len(values) else float("nan")
+            if len(values) > 1:
+                boots = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(1)
+                row[f"{column}_low"] = float(np.quantile(boots, tail))
+                row[f"{column}_high"] = float(np.quantile(boots, 1 - tail))
+            else:
+                row[f"{column}_low"] = row[f"{column}_high"] = row[column]
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _stepwise(model: HookedModel, tokens: Tensor, steers: Sequence[Steer], path: str | None,
               allow_other_model: bool) -> tuple[Tensor, Tensor]:
-    """Run one sequence a token at a time under `steers`: (log-probs [pos, d_vocab], carried state
-    after each position [pos, total]); stepping reads the true state the recurrence carries."""
+    """Run a batch of equal-length sequences [b, pos] a token at a time under `steers`: (log-probs
+    [b, pos, d_vocab], carried state after each position [b, pos, total]); stepping reads the true
+    state the recurrence carries."""
     logps, states, state = [], [], None
     with steering(model, steers, allow_other_model):
-        for t in range(len(tokens)):
-            logits, state = model(tokens[t : t + 1][None].to(model.device), initial_state=state,
+        for t in range(tokens.shape[1]):
+            logits, state = model(tokens[:, t : t + 1].to(model.device), initial_state=state,
                                   return_state=True, path=path)
-            logps.append(logits[0, -1].float().log_softmax(-1))
-            states.append(_flat_state(state)[0])
-    return torch.stack(logps), torch.stack(states)
+            logps.append(logits[:, -1].float().log_softmax(-1))  # [b, d_vocab]
+            states.append(_flat_state(state))  # [b, total]
+    return torch.stack(logps, 1), torch.stack(states, 1)

@@ -10,10 +10,11 @@ from typing import Any
 
 import pandas as pd
 
+from workbench.analysis.steering.controls import SteeringTradeoff
 from workbench.analysis.steering.evaluation import SteeringComparison, SteeringSweep
 from workbench.analysis.steering.vectors import SteeringVector
 
-__all__ = ["pair_cosine_figure", "persistence_figure", "sweep_figure"]
+__all__ = ["pair_cosine_figure", "persistence_figure", "sweep_figure", "tradeoff_figure"]
 
 _COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 
@@ -67,8 +68,16 @@ def persistence_figure(tables: pd.DataFrame | Mapping[str, pd.DataFrame], title:
     items = {"injection": tables} if isinstance(tables, pd.DataFrame) else dict(tables)
     fig = go.Figure()
     for i, (name, table) in enumerate(items.items()):
-        fig.add_trace(go.Scatter(x=table.offset, y=table[column], name=name, mode="lines",
-                                 line={"color": _COLOURS[i % len(_COLOURS)]},
+        colour = _COLOURS[i % len(_COLOURS)]
+        if f"{column}_low" in table and (table[f"{column}_high"] > table[f"{column}_low"]).any():
+            band = pd.concat([table.offset, table.offset[::-1]])
+            fig.add_trace(go.Scatter(  # the interval over texts, as a shaded band
+                x=band, y=pd.concat([table[f"{column}_high"], table[f"{column}_low"][::-1]]),
+                fill="toself", fillcolor=colour, opacity=0.18, line={"width": 0}, hoverinfo="skip",
+                legendgroup=name, showlegend=False))
+        n = f" ({int(table.n_texts.min())} texts)" if "n_texts" in table and table.n_texts.min() > 1 else ""
+        fig.add_trace(go.Scatter(x=table.offset, y=table[column], name=name + n, mode="lines",
+                                 legendgroup=name, line={"color": colour},
                                  hovertemplate=f"{name}<br>+%{{x}} tokens: %{{y:.3g}}<extra></extra>"))
     labels = {"state_ratio": "|Δ state| / |Δ state at injection|", "kl": "KL(clean ‖ steered), nats",
               "max_logprob_change": "max |Δ log p|"}
@@ -77,6 +86,37 @@ def persistence_figure(tables: pd.DataFrame | Mapping[str, pd.DataFrame], title:
                       height=340, template="plotly_white")
     if column == "state_ratio":
         fig.update_yaxes(type="log")
+    return fig
+
+
+def tradeoff_figure(tradeoffs: SteeringTradeoff | Mapping[str, SteeringTradeoff],
+                    title: str | None = None, behaviour_name: str = "p(behaviour)") -> Any:
+    """Behaviour against fluency cost (Δ bits per character), one panel per vector: the vector's
+    sweep (markers labelled by multiplier) over the equal-norm random directions' (grey)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    items = {"steering": tradeoffs} if isinstance(tradeoffs, SteeringTradeoff) else dict(tradeoffs)
+    fig = make_subplots(rows=1, cols=len(items), subplot_titles=list(items), horizontal_spacing=0.06)
+    for col, tradeoff in enumerate(items.values(), start=1):
+        for i, sweep in enumerate(tradeoff.random):
+            t = sweep.table.sort_values("multiplier")
+            fig.add_trace(go.Scatter(
+                x=t.delta_bpc, y=t.behaviour, mode="lines", line={"color": "#9e9e9e", "width": 1},
+                name="equal-norm random directions", legendgroup="random",
+                showlegend=col == 1 and i == 0, hovertemplate="random<br>Δ %{x:+.2f} bpc: %{y:.3f}<extra></extra>",
+            ), row=1, col=col)
+        t = tradeoff.sweep.table.sort_values("multiplier")
+        fig.add_trace(go.Scatter(
+            x=t.delta_bpc, y=t.behaviour, mode="lines+markers+text", text=[f"{m:g}" for m in t.multiplier],
+            textposition="top center", textfont={"size": 9}, line={"color": _COLOURS[1]},
+            name="steering vector (× multiplier)", legendgroup="vector", showlegend=col == 1,
+            hovertemplate="vector<br>Δ %{x:+.2f} bpc: %{y:.3f}<extra></extra>",
+        ), row=1, col=col)
+        fig.update_xaxes(title_text="Δ bits per character", row=1, col=col)
+    fig.update_yaxes(title_text=behaviour_name, row=1, col=1)
+    fig.update_layout(title=title or "Behaviour against fluency cost, beside equal-norm random directions",
+                      height=380, width=max(520, 300 * len(items)), template="plotly_white")
     return fig
 
 
