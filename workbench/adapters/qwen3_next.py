@@ -21,7 +21,6 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
 
 from workbench.adapters.base import (
     AdapterMixer,
@@ -31,6 +30,7 @@ from workbench.adapters.base import (
 )
 from workbench.adapters.recurrent_gemma import rotate
 from workbench.kernels.delta_rule import chunked_delta_rule
+from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import Emit, State, run_recurrence
 from workbench.models.specs import RESID, HookSpec
@@ -215,6 +215,15 @@ class HookedGatedAttention(AdapterMixer):
         self.past = keys.shape[2] if isinstance(keys, Tensor) and keys.ndim == 4 else 0
         return super().prepare_state(state, x)
 
+    def forward(self, x: Tensor, state: Mapping[str, Tensor] | None = None, path: ExecutionPath = "fused",
+                mask: Tensor | None = None) -> tuple[Tensor, State]:
+        """As every mixer's; afterwards the zero state is again an empty cache (`past` = 0), which the
+        model's initial-state check reads as 'any cache length'."""
+        try:
+            return super().forward(x, state, path, mask)
+        finally:
+            self.past = 0
+
     def _norm(self, x: Tensor, norm: nn.Module) -> Tensor:
         return (rms_normalize(x, norm.eps) * (1.0 + norm.weight.to(working_dtype(x)))).to(x.dtype)
 
@@ -263,11 +272,11 @@ class HookedSparseMoe(nn.Module):
     def __init__(self, hf_moe: nn.Module):
         super().__init__()
         self.hf = hf_moe  # shares the router, the experts, the shared expert and its gate
-        self.hook_router_logits = HookPoint()
-        self.hook_expert_index = HookPoint()
-        self.hook_expert_weights = HookPoint()
-        self.hook_experts_out = HookPoint()
-        self.hook_shared_out = HookPoint()
+        self.hook_router_logits = ScopedHookPoint()
+        self.hook_expert_index = ScopedHookPoint()
+        self.hook_expert_weights = ScopedHookPoint()
+        self.hook_experts_out = ScopedHookPoint()
+        self.hook_shared_out = ScopedHookPoint()
 
     @staticmethod
     def hook_specs() -> dict[str, HookSpec]:

@@ -52,11 +52,12 @@ NOT_ALIASED: dict[str, str] = {
 
 def layer_aliases(templates: dict[str, str], n_layers: int, known: set[str]) -> dict[str, str]:
     """Every alias of `templates` (and the model-level ones) over `n_layers` blocks whose target hook
-    exists in `known` (our hook names)."""
-    aliases = {alias: ours for alias, ours in MODEL_ALIASES.items() if ours in known}
+    exists in `known` (our hook names). A name we already use is never an alias: ours wins (our
+    `mixer.hook_out` is the mixer's own output, which TransformerLens's `mixer.hook_out` also is)."""
+    aliases = {alias: ours for alias, ours in MODEL_ALIASES.items() if ours in known and alias not in known}
     for layer in range(n_layers):
         for alias, ours in templates.items():
-            target = ours.format(l=layer)
-            if target in known:
-                aliases[alias.format(l=layer)] = target
+            name, target = alias.format(l=layer), ours.format(l=layer)
+            if target in known and name not in known:
+                aliases[name] = target
     return aliases

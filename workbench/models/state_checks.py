@@ -28,7 +28,8 @@ def _describe(value: object) -> str:
 def check_initial_state(state: object, like: Sequence[Mapping[str, Tensor]], device: torch.device) -> None:
     """`state` must be None or a list with one dict per layer holding exactly the keys of `like[layer]`
     (the zero state, shapes for this batch, on any device), each a floating tensor of that shape on
-    `device`. Another floating dtype is accepted (cast, as a float64 state into a float32 model)."""
+    `device`. Another floating dtype is accepted (cast, as a float64 state into a float32 model). An axis
+    of length 0 in the zero state (a KV cache with nothing read yet) may have any length."""
     if state is None:
         return
     layers = len(like)
@@ -67,6 +68,9 @@ def _check_tensor(where: str, value: object, zero: Tensor, device: torch.device)
                   else f"move it with .to({str(device)!r})")
         raise InitialStateError(f"{where}: expected a tensor on the model's device {device}; got one on "
                                 f"{value.device} ({remedy})")
-    if value.shape != zero.shape:
-        raise InitialStateError(f"{where} has shape {tuple(value.shape)}, expected {tuple(zero.shape)} "
+    # an axis the zero state holds empty (an attention layer's KV cache, `past` = 0) may have any length
+    same = value.dim() == zero.dim() and all(z in (0, v) for v, z in zip(value.shape, zero.shape, strict=True))
+    if not same:
+        shown = tuple("any" if z == 0 else z for z in zero.shape)
+        raise InitialStateError(f"{where} has shape {tuple(value.shape)}, expected {shown} "
                                 "(the input's batch size first)")
