@@ -48,7 +48,24 @@ def output_entry(item: Any) -> dict[str, Any]:
     from IPython.core.formatters import format_display_data
 
     data, metadata = format_display_data(item)
+    if _is_plotly_figure(item) and not data.keys() & {PLOTLY_MIME, "application/vnd.jupyter.widget-view+json"}:
+        import json
+
+        import plotly.io as pio
+
+        data[PLOTLY_MIME] = json.loads(pio.to_json(item, validate=False))
     return {"output_type": "display_data", "data": data, "metadata": metadata}
+
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+
+def _is_plotly_figure(item: Any) -> bool:
+    try:
+        from plotly.basedatatypes import BaseFigure
+    except ImportError:
+        return False
+    return isinstance(item, BaseFigure)
 
 
 def set_outputs(output: widgets.Output, *items: Any) -> None:
