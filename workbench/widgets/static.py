@@ -55,7 +55,8 @@ def _entry_html(entry: dict[str, Any]) -> str:
 
 
 def _controls_line(controls: list[widgets.Widget]) -> str:
-    parts = [f"<b>{html.escape(str(c.description))}</b>: {html.escape(str(c.value))}" for c in controls]
+    parts = [(f"<b>{html.escape(str(c.description))}</b>: " if c.description else "") + html.escape(str(c.value))
+             for c in controls]
     return f'<div style="font-family:sans-serif;color:#555">{" · ".join(parts)}</div>' if parts else ""
 
 
