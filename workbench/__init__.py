@@ -23,6 +23,7 @@ _LAZY = {
     "train": "workbench.training.train",
     "TrainConfig": "workbench.training.train",
     "from_transformers": "workbench.adapters",
+    "notebook_setup": "workbench.offline_figures",
 }
 
 __all__ = sorted(_LAZY)

@@ -10,7 +10,6 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 _WORDS = {"one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
           "eight": "8", "nine": "9", "ten": "10"}
@@ -53,36 +52,6 @@ def notebooks_dir() -> Path:
     )
 
 
-# How long one wait on a kernel channel lasts before it polls again (see `_poll_in_slices`).
-CHANNEL_POLL_S = 1.0
-
-
-def _poll_in_slices(channel: Any, slice_s: float = CHANNEL_POLL_S) -> None:
-    """Make `channel.get_msg(timeout)` wait in slices of `slice_s` seconds up to the same deadline.
-
-    nbclient waits for a cell's reply with one poll as long as the cell's timeout. Now and then that
-    poll misses the wake-up of a reply that has already arrived (the socket's edge-triggered event is
-    gone), and the run stalls until the timeout runs out: minutes added to a notebook that took
-    seconds. A fresh poll sees a waiting message at once, so polling again every second bounds the
-    stall to a second and keeps the measured running times honest.
-    """
-    from queue import Empty
-
-    single = channel.get_msg
-
-    async def get_msg(timeout: float | None = None) -> Any:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = slice_s if deadline is None else max(0.0, min(slice_s, deadline - time.monotonic()))
-            try:
-                return await single(timeout=left)
-            except Empty:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-
-    channel.get_msg = get_msg
-
-
 @dataclass
 class NotebookRun:
     """Where the executed notebook and its HTML went, and how long it took."""
@@ -97,9 +66,10 @@ def execute_notebook(
 ):
     """Execute `notebook` top to bottom in a fresh kernel; return (executed node, seconds).
 
-    Shared by `workbench tour` and the notebook tests, so both execute notebooks the same way.
-    `progress`: a tqdm bar over the code cells (in the terminal, where the notebook's own bars are
-    not seen).
+    Shared by `workbench tour` and the project's scripts; plain nbclient, the client under
+    `jupyter nbconvert --execute` and papermill, with nothing added (the tests run those two
+    themselves). `progress`: a tqdm bar over the code cells (in the terminal, where the notebook's
+    own bars are not seen).
     """
     import nbformat
     from nbclient import NotebookClient
@@ -112,12 +82,6 @@ def execute_notebook(
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
                             resources={"metadata": {"path": str(source.parent)}},
                             on_cell_executed=lambda **_: bar.update(1))
-
-    def sliced_channels(**_: Any) -> None:  # runs once the kernel client exists
-        _poll_in_slices(client.kc.shell_channel)
-        _poll_in_slices(client.kc.iopub_channel)
-
-    client.on_notebook_start = sliced_channels
     start = time.perf_counter()
     try:
         client.execute()

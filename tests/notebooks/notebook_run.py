@@ -1,12 +1,14 @@
-"""Shared step of the module notebooks' tests: run one notebook headless, fail on any error cell, and
-hand back its outputs for the content checks (time is only a safety net: tests/notebook_limits.py)."""
+"""Shared step of the module notebooks' tests: run one notebook headless with `jupyter nbconvert
+--to notebook --execute` (tests/notebooks/standard_runners.py), fail on any error cell, and hand back
+its outputs for the content checks (time is only a safety net: tests/notebook_limits.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests.notebook_limits import CELL_TIMEOUT_S, assert_within_safety_net
-from workbench.notebook_runner import execute_notebook, stated_seconds
+import nbformat
+
+from tests.notebooks.standard_runners import executed_by_nbconvert
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
@@ -14,9 +16,7 @@ NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 def run_within_stated_time(name: str) -> list[dict]:
     """Execute notebooks/`name`; assert it showed no error and did not run far past its **Time:**
     paragraph (a safety net); return the outputs of its code cells, in order."""
-    notebook = NOTEBOOKS / name
-    nb, elapsed = execute_notebook(notebook, timeout=CELL_TIMEOUT_S)
-    assert_within_safety_net(name, elapsed, stated_seconds(notebook))
+    nb = nbformat.read(executed_by_nbconvert(NOTEBOOKS / name), as_version=4)
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     return outputs

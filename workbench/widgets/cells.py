@@ -27,7 +27,7 @@ from workbench.analysis.cells import (
 from workbench.analysis.cells.figures import saturation_figure
 from workbench.analysis.cells.recording import mixer_quantities
 from workbench.widgets.display import BusyState
-from workbench.widgets.explorer import Explorer, clear, show
+from workbench.widgets.explorer import Explorer, show
 
 if TYPE_CHECKING:
     from workbench.models.protocol import HookedModel
@@ -133,9 +133,7 @@ class CellExplorer(Explorer):
     def _draw_saturation(self, rec: CellRecording, gates: list[str]) -> None:
         if not gates:
             self.saturation_figure = None
-            clear(self.saturation)
-            with self.saturation:
-                print(f"a {rec.family} model has no sigmoid gates")
+            show(self.saturation, f"a {rec.family} model has no sigmoid gates")
             return
         self.saturation_figure = saturation_figure(gate_saturation(rec, gates=gates))
         show(self.saturation, self.saturation_figure)

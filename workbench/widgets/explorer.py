@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from workbench.errors import SequenceTooLongError
-from workbench.widgets.display import BusyState, error_html, in_kernel
+from workbench.widgets.display import BusyState, error_html, set_outputs
 
 if TYPE_CHECKING:
     from workbench.models.protocol import HookedModel
@@ -119,23 +119,17 @@ class Explorer:
         return tokenizer.decode(tokenizer.encode(text, unknown="map"))
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
+        from workbench.widgets.static import display_with_fallback
 
-        display(self.widget)
+        display_with_fallback(self.widget)
 
 
 def clear(output: widgets.Output, wait: bool = False) -> None:
-    """Clear an Output widget in a kernel (outside one, clear_output would print escape codes instead)."""
-    if in_kernel():
-        output.clear_output(wait=wait)
+    """Empty an Output widget (kernel side; `wait` is kept for callers, a replacement is atomic)."""
+    set_outputs(output)
 
 
 def show(output: widgets.Output, *figures: Any, wait: bool = False) -> None:
-    """Replace what `output` shows by `figures` (in a kernel; outside one, display() would print reprs)."""
-    clear(output, wait)
-    if in_kernel():
-        from IPython.display import display
-
-        with output:
-            for figure in figures:
-                display(figure)
+    """Replace what `output` shows by `figures` (figures, widgets, or strings shown as printed text),
+    set from the kernel side (workbench.widgets.display.set_outputs)."""
+    set_outputs(output, *figures)

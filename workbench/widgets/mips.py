@@ -19,7 +19,7 @@ from workbench.analysis.mips.fsm import FSM
 from workbench.analysis.mips.tasks import get_task, list_tasks
 from workbench.analysis.mips.training import TrainedRNN
 from workbench.analysis.mips.verify import verify_program
-from workbench.widgets.display import BusyState, error_html
+from workbench.widgets.display import BusyState, error_html, set_outputs
 from workbench.widgets.display import in_kernel as _in_kernel
 
 __all__ = ["MipsExplorer"]
@@ -146,17 +146,12 @@ class MipsExplorer:
         self._show(self.graph, self.fsm_figure, "integer states (lattice): no finite machine to draw")
 
     def _show(self, out: widgets.Output, fig: Any, empty: str) -> None:
-        if _in_kernel():  # outside a kernel, clear_output would print escape codes
-            from IPython.display import display
-
-            out.clear_output()
-            with out:
-                display(fig) if fig is not None else print(empty)
+        set_outputs(out, fig if fig is not None else empty)
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
+        from workbench.widgets.static import display_with_fallback
 
-        display(self.widget)
+        display_with_fallback(self.widget)
 
 
 def network_result(trained: TrainedRNN) -> pipeline.SolveResult:

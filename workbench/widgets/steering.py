@@ -194,9 +194,7 @@ class SteeringExplorer(Explorer):
         prompts = list(BEHAVIOURS[name].prompts) if name in BEHAVIOURS else [prompt]
         if not targets:
             self.sweep, self.sweep_figure = None, None
-            clear(self.sweep_output)
-            with self.sweep_output:
-                print("type target characters to sweep the multiplier")
+            show(self.sweep_output, "type target characters to sweep the multiplier")
             return
         self.sweep = multiplier_sweep(self.model, v, self.sweep_multipliers, prompts, targets,
                                       neutral_text=NEUTRAL_TEXT, positions=positions, relative=True,
