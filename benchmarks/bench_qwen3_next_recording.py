@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import torch
 import transformers
+from bench_paths import best_time  # a sibling script: benchmarks/ is on sys.path when run
 
 import workbench
 
@@ -34,14 +34,9 @@ def build() -> torch.nn.Module:
 
 
 def best(fn, repeats: int = 5) -> float:
+    """Best wall time of `fn` without autograd (bench_paths.best_time: one warm-up call first)."""
     with torch.no_grad():
-        fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return min(times)
+        return best_time(fn, repeats)
 
 
 def main() -> None:
