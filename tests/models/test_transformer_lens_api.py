@@ -179,3 +179,19 @@ def test_transformer_lens_ssm_bridge_names_reach_the_same_tensors(family):
     with pytest.raises(KeyError, match="hook_ssm_state"):  # not aliased: its meaning differs (NOT_ALIASED)
         model.run_with_cache(tokens, names_filter="blocks.0.mixer.hook_ssm_state")
     assert "mixer.hook_ssm_state" in NOT_ALIASED
+
+
+def test_what_has_no_recurrent_meaning_names_the_alternative(run):
+    model, _, _, cache = run
+    for name in ("stack_head_results", "compute_head_results", "get_full_resid_decomposition",
+                 "stack_neuron_results"):
+        with pytest.raises(AttributeError, match="decompose_resid"):
+            getattr(cache, name)()
+    for name in ("W_Q", "W_O", "OV", "QK"):
+        with pytest.raises(AttributeError, match="no attention weights.*implicit_attention"):
+            getattr(model, name)
+    with pytest.raises(AttributeError, match="no positional embedding"):
+        _ = model.W_pos
+    with pytest.raises(AttributeError, match="no attribute 'no_such_method'"):
+        _ = cache.no_such_method
+    assert model.blocks is not None and model.embed.weight is model.W_E  # nn.Module attributes still resolve

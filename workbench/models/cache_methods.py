@@ -22,7 +22,20 @@ from workbench.utils import get_act_name
 if TYPE_CHECKING:
     from workbench.models.protocol import HookedModel
 
-__all__ = ["ResidualStreamMethods"]
+__all__ = ["NO_RECURRENT_MEANING", "ResidualStreamMethods"]
+
+# TransformerLens ActivationCache methods with no meaning for a recurrent block, and what to use instead
+NO_RECURRENT_MEANING: dict[str, str] = {
+    "stack_head_results": "recurrent blocks have no attention heads: decompose_resid() gives each block's "
+                          "mixer output, and the implicit-attention maps (workbench.analysis.implicit_attention) "
+                          "split a mixer's output by source position",
+    "compute_head_results": "recurrent blocks have no attention heads: decompose_resid() gives each block's "
+                            "mixer output",
+    "get_full_resid_decomposition": "recurrent blocks have no heads or neurons to split into: decompose_resid() "
+                                    "gives the embedding and each block's mixer (and MLP) output",
+    "stack_neuron_results": "there is no per-neuron output to stack in a recurrent block: decompose_resid() gives "
+                            "each block's mixer output; a gate or state per unit is cache[quantity, layer]",
+}
 
 Slice = int | slice | Sequence[int] | Tensor | None
 
@@ -44,6 +57,11 @@ class ResidualStreamMethods:
 
     model: Any
     has_batch_dim: bool
+
+    def __getattr__(self, name: str) -> Any:
+        if name in NO_RECURRENT_MEANING:
+            raise AttributeError(f"cache.{name}: {NO_RECURRENT_MEANING[name]}")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ------------------------------------------------------------------------------- helpers
     def _model(self) -> HookedModel:

@@ -17,7 +17,16 @@ from torch import Tensor, nn
 
 from workbench.models.residual import linear_norm
 
-__all__ = ["TransformerLensSurface"]
+__all__ = ["NO_RECURRENT_MEANING", "TransformerLensSurface"]
+
+_ATTENTION = ("recurrent blocks have no attention weights: a mixer's parameters are on "
+              "model.blocks[l].mixer (see model.hook_table() for what each block computes), and "
+              "workbench.analysis.implicit_attention gives each layer's token-to-token map")
+# HookedTransformer weights and circuits with no meaning for a recurrent block, and what to use instead
+NO_RECURRENT_MEANING: dict[str, str] = {
+    **{name: _ATTENTION for name in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O", "QK", "OV")},
+    "W_pos": "a recurrent model has no positional embedding: position lives in the recurrent state",
+}
 
 
 class TransformerLensSurface:
@@ -27,6 +36,11 @@ class TransformerLensSurface:
     unembed: nn.Module
     ln_final: nn.Module
     tokenizer: Any
+
+    def __getattr__(self, name: str) -> Any:
+        if name in NO_RECURRENT_MEANING:
+            raise AttributeError(f"model.{name}: {NO_RECURRENT_MEANING[name]}")
+        return super().__getattr__(name)  # type: ignore[misc]  (nn.Module's: parameters, buffers, modules)
 
     @property
     def W_U(self) -> Tensor:  # noqa: N802  (TransformerLens's name)
