@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.analysis.patching.helpers import hooks_of, pair, small
+from tests.analysis.patching.helpers import check_cells, hooks_of, pair, small
 from workbench.analysis.patching import (
     COLUMNS,
     Pair,
@@ -20,7 +20,6 @@ from workbench.analysis.patching import (
     target_probability,
 )
 from workbench.models import MIXER_FAMILIES
-from workbench.utils import get_act_name
 
 PATHS = ("reference", "fused")
 
@@ -49,21 +48,7 @@ def test_every_cell_equals_its_own_run_with_hooks_call(family, path, direction):
     hooks = hooks_of(model)
     df = activation_patching(model, p, metric, hooks=hooks, direction=direction, batch_size=4, path=path)
     source, target = (p.clean, p.corrupted) if direction == "denoising" else (p.corrupted, p.clean)
-    names = [get_act_name(h, layer) for h in hooks[:3] for layer in (0, 1)]
-    names += [get_act_name(h, layer, "mixer") for h in hooks[3:] for layer in (0, 1)]
-    with torch.no_grad():
-        _, cache = model.run_with_cache(source, names_filter=names, path=path)
-        baseline = metric(model(target, path=path)).mean()
-    for row in df.itertuples():
-        def patch(x, hook, position=row.position, name=row.name):
-            out = x.clone()
-            out[:, position] = cache[name][:, position]
-            return out
-
-        with torch.no_grad():
-            logits = model.run_with_hooks(target, fwd_hooks=[(row.name, patch)], path=path)
-        expected = float(metric(logits).mean() - baseline)
-        assert row.effect == pytest.approx(expected, abs=1e-6), (row.name, row.position)
+    check_cells(model, source, target, df, metric, path)
     assert df.effect.abs().max() > 1e-3  # the corruption matters somewhere
 
 

@@ -10,6 +10,7 @@ transformers = pytest.importorskip("transformers")
 
 import workbench  # noqa: E402
 from tests.adapters.conftest import FAMILIES, tiny  # noqa: E402
+from tests.analysis.patching.helpers import check_cells as check_every_cell  # noqa: E402
 from workbench.analysis.patching import (  # noqa: E402
     Pair,
     activation_patching,
@@ -34,19 +35,7 @@ def make_pair(length: int = 6) -> Pair:
 
 def check_cells(model, p, df, metric, path):
     """Every cell of `df` (denoising) against its own `run_with_hooks` call."""
-    names = sorted(set(df.name))
-    with torch.no_grad():
-        _, cache = model.run_with_cache(p.clean, names_filter=names, path=path)
-        baseline = metric(model(p.corrupted, path=path)).mean()
-    for row in df.itertuples():
-        def patch(x, hook, position=row.position, name=row.name):
-            out = x.clone()
-            out[:, position] = cache[name][:, position]
-            return out
-
-        with torch.no_grad():
-            logits = model.run_with_hooks(p.corrupted, fwd_hooks=[(row.name, patch)], path=path)
-        assert row.effect == pytest.approx(float(metric(logits).mean() - baseline), abs=1e-6), (row.name, row.position)
+    check_every_cell(model, p.clean, p.corrupted, df, metric, path)
 
 
 @pytest.mark.parametrize("path", PATHS)
