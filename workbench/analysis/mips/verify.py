@@ -90,19 +90,11 @@ def _sequences(symbols: list, n: int, n_random: int, n_long: int, seed: int) -> 
             yield [symbols[i] for i in row]
 
 
-def _plain_outputs(task: Task, xs: list) -> list:
-    """The reference outputs of one input as plain ints (or lists of ints), ready to send as JSON."""
-    out = task.fn(xs)
-    if task.n_outputs == 1:
-        return [int(o) for o in out]
-    return [[int(v) for v in o] for o in out]
-
-
 def _batches(sequences: Iterator[list], task: Task) -> Iterator[tuple[list, list]]:
     """(inputs, reference outputs) in batches of FIRST_BATCH, doubling up to MAX_BATCH."""
     size = FIRST_BATCH
     while batch := list(itertools.islice(sequences, size)):
-        yield batch, [_plain_outputs(task, xs) for xs in batch]
+        yield batch, [task.fn(xs) for xs in batch]
         size = min(2 * size, MAX_BATCH)
 
 
@@ -131,7 +123,7 @@ def verify_program(
             check_program(program)
         except UnsafeProgramError as exc:
             return Verification(False, 0, 0, 0, error=str(exc), reason="unsafe", **scope)
-        box = Sandbox(program, task.n_inputs, limits)
+        box = Sandbox(program, limits)
         check, finish = box.check, box.close
     elif callable(program):
         box = None
@@ -175,8 +167,7 @@ def _failed(bad: dict, offset: int, inputs: list, expected: list, n: int, n_exha
     got = bad.get("got")
     if isinstance(got, list):  # several output channels come back as lists: tuples, as the reference gives
         got = [tuple(g) if isinstance(g, list) else g for g in got]
-    if isinstance(want, list) and want and isinstance(want[0], list):
-        want = [tuple(w) for w in want]
+    want = None if want is None else list(want)
     return Verification(
         False, n, min(checked, n_exhaustive), max(checked - n_exhaustive, 0), xs, want, got,
         bad.get("error", ""), reason=bad.get("kind", "failed"), **scope,
