@@ -41,6 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "mips_sandbox_results.md"))
+    parser.add_argument("--note", default="", help="where it ran (cores, load)")
     args = parser.parse_args()
     rows = []
     for name in TASKS:
@@ -66,6 +67,7 @@ def main() -> None:
         "route includes starting the confined child (`python -I -S`), the JSON round trips, and computing the",
         "reference outputs here while the child checks the previous batch (so on two free cores it can beat",
         "the single-process loop; on a busy machine it cannot).",
+        *([f"Ran on: {args.note}."] if args.note else []),
         "",
         "| task | sequences | in-process s | sandbox s | sandbox / in-process |",
         "|---|---|---|---|---|",
