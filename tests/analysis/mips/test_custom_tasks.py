@@ -129,6 +129,11 @@ def test_register_task_checks_the_reference_before_the_task_joins_the_registry()
     with pytest.raises(TaskDefinitionError, match="one output per input step"):
         register_task("Faulty_Registered", _one_short, range(4))
     assert "Faulty_Registered" not in TASKS
+    task = register_task(mips.Task("Triple_Registered", triple, range(1, 6)))
+    try:
+        assert mips.get_task("Triple_Registered") is task and "Triple_Registered" in mips.list_tasks()
+    finally:
+        TASKS.pop("Triple_Registered")
 
 
 @pytest.mark.parametrize(

@@ -145,3 +145,10 @@ def test_a_wrong_multichannel_program_reports_tuples_as_the_reference_does():
     v = verify_program(swapped, "Newton_Magnetic", n_random=5, n_long=1)
     assert not v.passed and v.reason == "mismatch"
     assert isinstance(v.counterexample[0], tuple) and isinstance(v.got[0], tuple) and v.got != v.expected
+
+
+def test_the_wall_clock_limit_ends_a_child_the_cpu_limit_has_not_yet_stopped():
+    v = verify_program("def program(xs):\n    while True:\n        pass\n", "Parity_All",
+                       limits=SandboxLimits(cpu_seconds=60, wall_seconds=0.5))
+    assert not v.passed and v.reason == "wall" and "wall-clock limit of 0.5 s" in v.error
+    assert children_of_this_process() == []
