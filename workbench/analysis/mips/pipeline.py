@@ -6,12 +6,12 @@ from each, verify strictly; the first verified program wins (`solve_task`).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
+from workbench.analysis.mips.clock import cpu_seconds
 from workbench.analysis.mips.clustering import state_machines
 from workbench.analysis.mips.fsm import FSM, minimize
 from workbench.analysis.mips.lattice import Lattice, LatticeError, lattice_candidates
@@ -21,7 +21,11 @@ from workbench.analysis.mips.tasks import get_task
 from workbench.analysis.mips.training import TrainedRNN, candidate_specs, train_rnn
 from workbench.analysis.mips.verify import Verification, verify_program
 
-__all__ = ["STAGES", "SolveResult", "extract_program", "extraction_candidates", "solve_task"]
+__all__ = ["NEAR_EXACT", "STAGES", "SolveResult", "extract_program", "extraction_candidates", "solve_task"]
+
+# a nonlinear net this close to exact on held-out sequences is worth reading: the minimised
+# machine is checked against the task itself, so a wrong reading only costs its verification
+NEAR_EXACT = 0.95
 
 STAGES = ("train", "simplify", "extract", "synthesize", "verify")
 
@@ -40,6 +44,7 @@ class SolveResult:
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     attempts: int = 0
     exact_nets: int = 0
+    near_exact_nets: int = 0  # nonlinear nets read at held-out accuracy in [near_exact, 1)
     note: str = ""
     trained: TrainedRNN | None = field(default=None, repr=False)
     extraction: Lattice | FSM | None = field(default=None, repr=False)
@@ -56,6 +61,7 @@ class SolveResult:
             "verification": self.verification.summary() if self.verification else self.note,
             "attempts": self.attempts,
             "exact_nets": self.exact_nets,
+            "near_exact_nets": self.near_exact_nets,
             "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
         }
 
@@ -102,6 +108,7 @@ def solve_task(
     progress: bool = False,
     verbose: bool = False,
     mlp_share: float = 0.35,
+    near_exact: float = NEAR_EXACT,
 ) -> SolveResult:
     """Run the whole pipeline on one task within `time_budget` seconds of training search.
 
@@ -109,16 +116,21 @@ def solve_task(
     a finite machine), linear nets with an MLP readout together get at most `mlp_share` of the
     budget: they train slowly and near-miss (Base_N_Addition: ~0.6-0.9 accuracy after 10-15 s
     each), and without the cap they used up the budget before GRU-16 was reached.
+
+    A nonlinear net that ends at `near_exact` held-out accuracy or above is read too: its hidden
+    states, grouped and minimised, often give the exact machine even when the net still errs on a
+    few long sequences (a modular counter is a rotation a tanh/GRU net approximates slowly), and the
+    program is verified strictly against the task, not against the net.
     """
     task = get_task(task)
     result = SolveResult(task.name)
-    start = time.perf_counter()
+    start = cpu_seconds()
     capped = len(task.alphabet) <= 20
     mlp_left = mlp_share * time_budget if capped else float("inf")
     # no total: the search stops at the first verified program, however many candidates are left
     bar = tqdm(desc=f"MIPS {task.name} (networks tried)", unit="net", disable=not progress)
     for spec in candidate_specs(task, seeds):
-        remaining = time_budget - (time.perf_counter() - start)
+        remaining = time_budget - (cpu_seconds() - start)
         if remaining <= 1:
             result.note = result.note or f"no exact network within {time_budget:.0f} s"
             break
@@ -130,20 +142,21 @@ def solve_task(
         result.attempts += 1
         bar.update(1)
         bar.set_postfix_str(spec.label())
-        t0 = time.perf_counter()
+        t0 = cpu_seconds()
         trained = train_rnn(task, spec, time_limit=limit, progress=progress)
-        result.seconds["train"] += time.perf_counter() - t0
+        result.seconds["train"] += cpu_seconds() - t0
         if spec.readout == "mlp" and spec.family == "linear":
-            mlp_left -= time.perf_counter() - t0
+            mlp_left -= cpu_seconds() - t0
         if verbose:
             print(f"  {task.name} {spec.label()}: acc {trained.accuracy:.3f} in {trained.seconds:.1f} s")
-        if not trained.exact:
+        if not trained.exact and not (spec.family != "linear" and trained.accuracy >= near_exact):
             continue
-        result.exact_nets += 1
-        t0 = time.perf_counter()
+        result.exact_nets += trained.exact
+        result.near_exact_nets += not trained.exact
+        t0 = cpu_seconds()
         if spec.family == "linear":
             simplify_linear(trained)
-        result.seconds["simplify"] += time.perf_counter() - t0
+        result.seconds["simplify"] += cpu_seconds() - t0
         if _read_and_verify(trained, result, verbose):
             result.solved = True
             break
@@ -153,13 +166,13 @@ def solve_task(
 
 def _read_and_verify(trained: TrainedRNN, result: SolveResult, verbose: bool) -> bool:
     """Verify every reading of one exact net until one passes; keep the best so far in `result`."""
-    t0 = time.perf_counter()
+    t0 = cpu_seconds()
     try:
         for extraction, program in extraction_candidates(trained):
-            result.seconds["extract"] += time.perf_counter() - t0
-            t1 = time.perf_counter()
+            result.seconds["extract"] += cpu_seconds() - t0
+            t1 = cpu_seconds()
             verification = verify_program(program.source, trained.task)
-            result.seconds["verify"] += time.perf_counter() - t1
+            result.seconds["verify"] += cpu_seconds() - t1
             if verbose:
                 print(f"    {program.method}: {verification.summary()[:120]}")
             if result.program is None or verification.passed:
@@ -169,10 +182,10 @@ def _read_and_verify(trained: TrainedRNN, result: SolveResult, verbose: bool) ->
                 result.n_states = extraction.n_states if isinstance(extraction, FSM) else extraction.rank
             if verification.passed:
                 return True
-            t0 = time.perf_counter()
-        result.seconds["extract"] += time.perf_counter() - t0
+            t0 = cpu_seconds()
+        result.seconds["extract"] += cpu_seconds() - t0
     except Exception as exc:  # a failed extraction moves on to the next network
-        result.seconds["extract"] += time.perf_counter() - t0
+        result.seconds["extract"] += cpu_seconds() - t0
         result.note = f"{trained.spec.label()}: {type(exc).__name__}: {exc}"[:300]
         if verbose:
             print("   ", result.note)
