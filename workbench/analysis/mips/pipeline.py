@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from workbench.analysis.mips.clock import cpu_seconds
 from workbench.analysis.mips.clustering import state_machines
 from workbench.analysis.mips.fsm import FSM, minimize
 from workbench.analysis.mips.lattice import Lattice, LatticeError, lattice_candidates
@@ -23,11 +24,14 @@ from workbench.analysis.mips.tasks import Task, get_task
 from workbench.analysis.mips.training import TrainedRNN, candidate_specs, train_rnn
 from workbench.analysis.mips.verify import Verification, verify_program
 
-__all__ = ["DEFAULT_BUDGET_S", "STAGES", "SolveResult", "extract_program", "extraction_candidates", "solve",
-           "solve_task", "state_readings", "synthesize"]
+__all__ = ["DEFAULT_BUDGET_S", "NEAR_EXACT", "STAGES", "SolveResult", "extract_program", "extraction_candidates",
+           "solve", "solve_task", "state_readings", "synthesize"]
 
 STAGES = ("train", "simplify", "extract", "synthesize", "verify")
-DEFAULT_BUDGET_S = 80.0  # seconds of training search per task: the budget the published 55/62 used
+DEFAULT_BUDGET_S = 80.0  # CPU seconds of training search per task: the budget the published 55/62 used
+# a nonlinear net this close to exact on held-out sequences is worth reading: the minimised
+# machine is checked against the task itself, so a wrong reading only costs its verification
+NEAR_EXACT = 0.95
 
 
 @dataclass
@@ -44,6 +48,7 @@ class SolveResult:
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     attempts: int = 0
     exact_nets: int = 0
+    near_exact_nets: int = 0  # nonlinear nets read at held-out accuracy in [near_exact, 1)
     note: str = ""
     trained: TrainedRNN | None = field(default=None, repr=False)
     extraction: Lattice | FSM | None = field(default=None, repr=False)
@@ -72,6 +77,7 @@ class SolveResult:
             "verification": self.verification.summary() if self.verification else self.note,
             "attempts": self.attempts,
             "exact_nets": self.exact_nets,
+            "near_exact_nets": self.near_exact_nets,
             "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
             "custom": self.custom,
         }
@@ -100,18 +106,18 @@ def extraction_candidates(
     seconds = seconds if seconds is not None else dict.fromkeys(STAGES, 0.0)
     readings, seen, count = state_readings(trained), set(), 0
     while count < max_candidates:
-        t0 = time.perf_counter()
+        t0 = cpu_seconds()
         reading = next(readings, None)
-        seconds["extract"] += time.perf_counter() - t0
+        seconds["extract"] += cpu_seconds() - t0
         if reading is None:
             return
-        t0 = time.perf_counter()
+        t0 = cpu_seconds()
         try:
             program = synthesize(reading, trained.task)
         except ValueError:  # contradictory data for a table: this reading is not a function
             continue
         finally:
-            seconds["synthesize"] += time.perf_counter() - t0
+            seconds["synthesize"] += cpu_seconds() - t0
         if program.source in seen:
             continue
         seen.add(program.source)
@@ -160,6 +166,7 @@ def solve_task(
     progress: bool = False,
     verbose: bool = False,
     mlp_share: float = 0.35,
+    near_exact: float = NEAR_EXACT,
 ) -> SolveResult:
     """Run the whole pipeline on one task within `time_budget` seconds of training search.
 
@@ -167,18 +174,24 @@ def solve_task(
     a finite machine), linear nets with an MLP readout together get at most `mlp_share` of the
     budget: they train slowly and near-miss (Base_N_Addition: ~0.6-0.9 accuracy after 10-15 s
     each), and without the cap they used up the budget before GRU-16 was reached.
+
+    A nonlinear net that ends at `near_exact` held-out accuracy or above is read too: its hidden
+    states, grouped and minimised, often give the exact machine even when the net still errs on a
+    few long sequences (a modular counter is a rotation a tanh/GRU net approximates slowly), and the
+    program is verified strictly against the task, not against the net. Budgets and stage times are
+    CPU seconds of this process (`clock.cpu_seconds`), except verification's (a sandboxed child).
     """
     task = get_task(task)
     result = SolveResult(task.name, custom=not task.number)
-    start = time.perf_counter()
+    start = cpu_seconds()
     capped = len(task.alphabet) <= 20
     mlp_left = mlp_share * time_budget if capped else float("inf")
     # no total: the search stops at the first verified program, however many candidates are left
     bar = tqdm(desc=f"MIPS {task.name} (networks tried)", unit="net", disable=not progress)
     for spec in candidate_specs(task, seeds):
-        remaining = time_budget - (time.perf_counter() - start)
+        remaining = time_budget - (cpu_seconds() - start)
         if remaining <= 1:
-            result.note = result.note or f"no exact network within {time_budget:.0f} s"
+            result.note = result.note or f"no exact network within {time_budget:.0f} CPU-s"
             break
         limit = min(remaining, 30.0)
         if spec.readout == "mlp" and spec.family == "linear":
@@ -188,20 +201,21 @@ def solve_task(
         result.attempts += 1
         bar.update(1)
         bar.set_postfix_str(spec.label())
-        t0 = time.perf_counter()
+        t0 = cpu_seconds()
         trained = train_rnn(task, spec, time_limit=limit, progress=progress)
-        result.seconds["train"] += time.perf_counter() - t0
+        result.seconds["train"] += cpu_seconds() - t0
         if spec.readout == "mlp" and spec.family == "linear":
-            mlp_left -= time.perf_counter() - t0
+            mlp_left -= cpu_seconds() - t0
         if verbose:
             print(f"  {task.name} {spec.label()}: acc {trained.accuracy:.3f} in {trained.seconds:.1f} s")
-        if not trained.exact:
+        if not trained.exact and not (spec.family != "linear" and trained.accuracy >= near_exact):
             continue
-        result.exact_nets += 1
-        t0 = time.perf_counter()
+        result.exact_nets += trained.exact
+        result.near_exact_nets += not trained.exact
+        t0 = cpu_seconds()
         if spec.family == "linear":
             simplify_linear(trained)
-        result.seconds["simplify"] += time.perf_counter() - t0
+        result.seconds["simplify"] += cpu_seconds() - t0
         if _read_and_verify(trained, result, verbose):
             result.solved = True
             break
@@ -213,7 +227,7 @@ def _read_and_verify(trained: TrainedRNN, result: SolveResult, verbose: bool) ->
     """Verify every reading of one exact net until one passes; keep the best so far in `result`."""
     try:
         for extraction, program in extraction_candidates(trained, seconds=result.seconds):
-            t1 = time.perf_counter()
+            t1 = time.perf_counter()  # the program runs in a sandboxed child: wall-clock seconds
             verification = verify_program(program.source, trained.task)
             result.seconds["verify"] += time.perf_counter() - t1
             if verbose:
