@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from workbench.adapters.config import TransformersConfig
-from workbench.adapters.placement import Placement, is_dispatched, onloaded, state_to
+from workbench.adapters.placement import Placement, check_offloaded_weights, is_dispatched, onloaded, state_to
 from workbench.models.blocks import ResidualBlock
 from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.hooked import ModelState
@@ -136,7 +136,10 @@ class HookedTransformersLM(HookedLanguageModel):
         self.unembed = unembed
         self.hook_logits = ScopedHookPoint()
         # where each part computes when accelerate placed the model (`device_map`); None: one device
-        self.placement = Placement.of(embed, blocks, self.ln_final) if is_dispatched(hf_model) else None
+        self.placement = None
+        if is_dispatched(hf_model):
+            check_offloaded_weights(hf_model)
+            self.placement = Placement.of(embed, blocks, self.ln_final)
 
     @property
     def device(self) -> torch.device:

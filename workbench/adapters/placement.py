@@ -31,6 +31,7 @@ __all__ = [
     "Placement",
     "align_hooks",
     "check_device_map",
+    "check_offloaded_weights",
     "execution_device",
     "is_dispatched",
     "onloaded",
@@ -104,6 +105,26 @@ class Placement:
             previous = execution_device(block, f"block {layer}") or previous
             devices.append(previous)
         return cls(first, tuple(devices), execution_device(ln_final, "the final norm") or previous)
+
+
+def check_offloaded_weights(model: nn.Module) -> None:
+    """Every offloaded weight must be in its hook's offload index, else its first use fails deep in
+    accelerate (a `KeyError`): tied weights (an embedding shared with the head) mapped to different places."""
+    missing, keys_of = [], {}
+    for module in model.modules():
+        for hook in align_hooks(module):
+            weights = hook.weights_map
+            if not hook.offload or weights is None:
+                continue
+            prefix, store = getattr(weights, "prefix", ""), getattr(weights, "dataset", weights)
+            if id(store) not in keys_of:
+                keys_of[id(store)] = set(getattr(store, "all_keys", None) or store.keys())
+            names = [n for n, _ in module.named_parameters(recurse=hook.place_submodules)]
+            missing += [prefix + n for n in names if prefix + n not in keys_of[id(store)]]
+    if missing:
+        raise DeviceMapError(f"the device_map offloads {missing} but accelerate holds no copy of them: they are "
+                             "tied to weights mapped elsewhere (as an embedding shared with the output head when "
+                             "tie_word_embeddings); map the tied modules to the same place")
 
 
 @contextlib.contextmanager
