@@ -175,6 +175,22 @@ class HookedTransformersLM(HookedLanguageModel):
         with onloaded(self.ln_final):
             return self.ln_final(resid.to(self.placement.final_norm)), states
 
+    # TransformerLens's weight views, read with offloaded weights loaded (the returned tensors keep them)
+    @property
+    def W_U(self) -> Tensor:  # noqa: N802
+        with onloaded(self.unembed):
+            return super().W_U
+
+    @property
+    def b_U(self) -> Tensor:  # noqa: N802
+        with onloaded(self.unembed, self.ln_final):
+            return super().b_U
+
+    @property
+    def W_E(self) -> Tensor:  # noqa: N802
+        with onloaded(self.embed):
+            return super().W_E
+
     @property
     def sizes(self) -> dict[str, int]:
         """Every dimension name the hook specs use -> its size (`cfg.sizes`)."""
