@@ -160,3 +160,26 @@ def test_a_block_split_over_two_devices_is_refused():
     add_hook_to_module(block[1], AlignDevicesHook(execution_device="meta"))
     with pytest.raises(DeviceMapError, match="block 3 computes on several devices"):
         execution_device(block, "block 3")
+
+
+def test_a_model_object_placed_by_accelerate_is_followed(tmp_path: Path):
+    from accelerate import dispatch_model
+
+    whole = from_transformers(tiny("mamba2"))
+    placed = dispatch_model(tiny("mamba2"), device_map=split_map(whole.hf_model), offload_dir=str(tmp_path))
+    split = from_transformers(placed)
+    assert split.placement is not None
+    ids = tokens(1, 6, seed=3)
+    assert torch.equal(split(ids), whole(ids))
+
+
+@pytest.mark.parametrize("pair", ["mamba"], indirect=True)
+def test_concurrent_calls_share_one_load_of_the_offloaded_weights(pair: Pair):
+    from concurrent.futures import ThreadPoolExecutor
+
+    expected = pair.whole(pair.ids, path="fused")
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: pair.split(pair.ids, path="fused"), range(8)))
+    assert all(torch.equal(r, expected) for r in results)
+    # every offloaded weight is back on `meta`, every hook offloading again
+    assert {p.device.type for p in pair.split.hf_model.backbone.layers[1].parameters()} == {"meta"}
