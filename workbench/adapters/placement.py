@@ -134,13 +134,14 @@ def onloaded(*modules: nn.Module) -> Iterator[None]:
     Thread-safe and re-entrant: a hook's weights load on the first open context and offload when the
     last one closes; meanwhile the hook itself neither reloads nor offloads (its `offload` is off).
     """
-    pairs = [(sub, hook) for module in modules for sub in module.modules() for hook in align_hooks(sub)
-             if hook.offload or id(hook) in _ONLOADED]
+    pairs = [(sub, hook) for module in modules for sub in module.modules() for hook in align_hooks(sub)]
     entered: list[tuple[nn.Module, object]] = []
     try:
         for sub, hook in pairs:
-            with _LOCK:
+            with _LOCK:  # decided under the lock: another call may be loading or offloading this hook
                 if id(hook) not in _ONLOADED:
+                    if not hook.offload:
+                        continue  # weights in place: nothing to load
                     hook.pre_forward(sub)  # loads the weights (from the CPU copy or the disk index)
                     hook.offload = False
                 _ONLOADED[id(hook)] = _ONLOADED.get(id(hook), 0) + 1
