@@ -11,7 +11,11 @@ such hooks never see. So the rule, applied by `HookedTransformersLM.run_blocks` 
    carried state move there at the block boundary, and the logits come back to the input's device;
 2. the block runs inside `onloaded(block)`: every offloaded module in it loads its weights once on
    entry (the hook's own `pre_forward`) and offloads them on exit (`post_forward`); in between the
-   hooks do not offload, so a module called inside the block and read directly stays loaded.
+   hooks do not offload, so a module called inside the block and read directly stays loaded;
+3. outside the blocks, a module that is called (the embedding, the head) needs nothing, its own hook
+   acts; a weight read directly is read inside `onloaded` (`W_U`, `W_E`); and a library step that
+   edits weights in place (RWKV's inference rescaling) misses offloaded ones, so the adapter applies
+   it to their outputs instead.
 """
 
 from __future__ import annotations
