@@ -175,6 +175,10 @@ class HookedTransformersLM(HookedLanguageModel):
         with onloaded(self.ln_final):
             return self.ln_final(resid.to(self.placement.final_norm)), states
 
+    def weights_loaded(self, *modules: nn.Module) -> contextlib.AbstractContextManager:
+        """The weights of `modules` readable for the duration: offloaded ones loaded (`onloaded`)."""
+        return onloaded(*modules)
+
     # TransformerLens's weight views, read with offloaded weights loaded (the returned tensors keep them)
     @property
     def W_U(self) -> Tensor:  # noqa: N802
