@@ -170,7 +170,8 @@ class UnknownModelError(KeyError):
 
 class DeviceMapError(ValueError):
     """A `device_map` the workbench cannot honour: an unknown or absent device, "disk" without an
-    `offload_folder`, or a block split over several devices; names the entry and what to give instead."""
+    `offload_folder`, a block split over several devices, a tied weight offloaded apart from its twin,
+    or a map given with a model object; names the entry and what to give instead."""
 
 
 class InitialStateError(TypeError, ValueError):
