@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 import workbench
 from workbench.errors import (
     CheckpointError,
+    DeviceMapError,
     EmptyInputError,
     HookReturnError,
     InitialStateError,
@@ -139,6 +140,8 @@ CASES = [
          "no tokenizer files"),
     Case("from_transformers empty", lambda c: workbench.from_transformers(""), EmptyInputError,
          "model_or_dir is empty"),
+    Case("device_map 'disk' without offload_folder", lambda c: workbench.from_transformers(
+        c.tmp, device_map={"": "disk"}), DeviceMapError, "give offload_folder"),
     # ---- inputs
     Case("empty text", lambda c: c.model(""), EmptyInputError, "empty"),
     Case("empty token tensor", lambda c: c.model(torch.zeros(1, 0, dtype=torch.long)), EmptyInputError,

@@ -117,6 +117,11 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
         param = next(self.parameters())
         return [b.zero_state(batch, param.device, param.dtype) for b in self.blocks]
 
+    def weights_loaded(self, *modules: nn.Module) -> contextlib.AbstractContextManager:
+        """The weights of `modules` readable for the duration: nothing to do here; adapters under a
+        `device_map` load offloaded ones (`workbench.adapters.placement.onloaded`)."""
+        return contextlib.nullcontext()
+
     def kernels_used(self) -> dict[int, str]:
         """Which kernel each layer's mixer ran in the last forward pass."""
         return {layer: block.mixer.last_kernel for layer, block in enumerate(self.blocks)}

@@ -178,7 +178,8 @@ class HookedLanguageModel(TransformerLensSurface, HookedRecurrentBase):
         resid, states = self.run_blocks(resid, initial_state, path, mask)
         if return_type is None and not _is_hooked(self.hook_logits):  # nothing reads the logits
             return (None, states) if return_state else None
-        logits = self.hook_logits(self.unembed(resid))  # [batch, pos, d_vocab]
+        # [batch, pos, d_vocab], back on the tokens' device where a device_map put the head elsewhere
+        logits = self.hook_logits(self.unembed(resid).to(tokens.device))
         out: Any
         if return_type in ("loss", "both"):
             if tokens.shape[1] < 2:
