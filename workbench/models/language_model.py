@@ -207,8 +207,8 @@ class HookedLanguageModel(TransformerLensSurface, HookedRecurrentBase):
     ) -> Any:
         """The residual stream after the first `stop_at_layer` blocks (TransformerLens's `stop_at_layer`)."""
         n_layers = len(self.blocks)
-        if isinstance(stop_at_layer, bool) or not isinstance(stop_at_layer, int) or not -n_layers < stop_at_layer <= n_layers \
-                or stop_at_layer == 0:
+        valid = isinstance(stop_at_layer, int) and not isinstance(stop_at_layer, bool)
+        if not valid or not -n_layers < stop_at_layer <= n_layers or stop_at_layer == 0:
             raise ValueError(f"stop_at_layer must be an int in 1..{n_layers} (or -{n_layers - 1}..-1, counted from "
                              f"the end), the number of blocks to run; got {stop_at_layer!r}")
         stop = stop_at_layer % n_layers or n_layers

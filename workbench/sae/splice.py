@@ -107,7 +107,8 @@ def splice_sae(model: HookedRecurrentBase, sae: HookedSAE, hook_name: str | None
     if any(name == sae_point.spliced_at for sae_point in _container(model).values()):
         raise ValueError(f"hook_name: an SAE is already spliced at {name!r}; remove_sae(model, {name!r}) first")
     if name.split(".")[-1].startswith("hook_sae_") or len(dims) < 3 or dims[:2] != ("batch", "pos"):
-        raise ValueError(f"hook_name: an SAE splices into a hook shaped [batch, pos, ...]; {name} is [{', '.join(dims)}]")
+        raise ValueError(f"hook_name: an SAE splices into a hook shaped [batch, pos, ...]; {name} is "
+                         f"[{', '.join(dims)}]")
     sizes = model.dimension_sizes()
     d_in = math.prod(sizes[d] for d in dims[2:])
     if d_in != sae.cfg.d_in:

@@ -65,12 +65,13 @@ def _training_loss(sae: Any, batch: Tensor, coefficients: dict[str, float]) -> f
 
 def train_sae(
     model: HookedRecurrentBase, hook_name: str, tokens: Tensor, *, d_sae: int, steps: int,
-    batch_tokens: int = 256, architecture: str = "standard", sparsity: float = 1e-3, k: int | None = None,
+    batch_tokens: int = 256, architecture: str = "standard", sparsity: float = 1.0, k: int | None = None,
     lr: float = 3e-3, seed: int = 0, output_path: str | Path | None = None, path: ExecutionPath | None = None,
 ) -> TrainedSAE:
     """Train an SAE with SAELens's runner on `hook_name` over `tokens` [n_sequences, context] for
     `steps` steps of `batch_tokens` activations, and return it (also written to `output_path` in
-    SAELens's format when given). `sparsity`: the L1 (standard) or L0 (jumprelu) coefficient."""
+    SAELens's format when given). `sparsity`: the L1 (standard) or L0 (jumprelu) coefficient (SAELens's
+    default, 1.0); `k`: a topk SAE's active latents. The last sequences are held out for the loss."""
     try:
         import datasets
         import sae_lens
@@ -89,29 +90,36 @@ def train_sae(
             raise ValueError(f"{name} must be a positive int; got {value!r}")
     dims = model.hook_specs()[hook_name][0]
     if dims[:2] != ("batch", "pos"):
-        raise ValueError(f"hook_name: SAELens reads a hook shaped [batch, pos, ...]; {hook_name} is [{', '.join(dims)}]")
+        raise ValueError(f"hook_name: SAELens reads a hook shaped [batch, pos, ...]; {hook_name} is "
+                         f"[{', '.join(dims)}]")
     sizes = model.dimension_sizes()
     d_in = math.prod(sizes[d] for d in dims[2:])
     context = tokens.shape[1]
     prompts = max(1, min(tokens.shape[0] // 2, math.ceil(batch_tokens / context)))  # sequences per store batch
-    logging.getLogger("sae_lens").setLevel(logging.WARNING)
     torch.manual_seed(seed)
     cfg = sae_lens.LanguageModelSAERunnerConfig(
         sae=_sae_config(architecture, d_in, d_sae, sparsity, k),
         model_name=type(model).__name__, model_class_name="workbench", hook_name=hook_name,
         dataset_path="", is_dataset_tokenized=True, streaming=False, context_size=context,
         training_tokens=steps * batch_tokens, train_batch_size_tokens=batch_tokens,
-        store_batch_size_prompts=prompts, n_batches_in_buffer=2, prepend_bos=False,
+        store_batch_size_prompts=prompts, n_batches_in_buffer=max(2, math.ceil(2 * batch_tokens / context)),
+        prepend_bos=False,
         device=str(model.device), lr=lr, seed=seed, dead_feature_window=max(steps, 1),
         feature_sampling_window=max(steps, 1), logger=sae_lens.LoggingConfig(log_to_wandb=False),
         checkpoint_path=None, n_checkpoints=0, output_path=None if output_path is None else str(output_path),
         verbose=False, model_kwargs={} if path is None else {"path": path},
     )
     dataset = datasets.Dataset.from_dict({"tokens": tokens[:-prompts].detach().cpu().tolist()})
-    fresh = sae_lens.TrainingSAE.from_dict(sae_lens.TrainingSAEConfig.from_dict(cfg.get_training_sae_cfg_dict()).to_dict())
+    sae_cfg = sae_lens.TrainingSAEConfig.from_dict(cfg.get_training_sae_cfg_dict())
+    fresh = sae_lens.TrainingSAE.from_dict(sae_cfg.to_dict())
     initial = copy.deepcopy(fresh)
-    runner = sae_lens.LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=model,
-                                                     override_sae=fresh)
+    quiet = logging.getLogger("sae_lens")  # it warns that the overrides make the run not reproducible from
+    level, quiet.level = quiet.level, logging.ERROR  # its config alone: here they are the point
+    try:
+        runner = sae_lens.LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=model,
+                                                         override_sae=fresh)
+    finally:
+        quiet.setLevel(level)
     with torch.no_grad():  # the last sequences, not trained on: one held-out batch for the loss
         held_out = runner.activations_store.get_activations(tokens[-prompts:].to(model.device))
     held_out = held_out.reshape(-1, d_in)
