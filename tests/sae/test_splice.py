@@ -103,3 +103,23 @@ def test_bad_splices_say_what_was_expected(model, tmp_path):
     with pytest.raises(FileNotFoundError, match="cfg.json"):
         load_sae(tmp_path)
     assert not any("hook_sae" in name for name in model.hook_dict)
+
+
+def test_sae_files_we_cannot_compute_are_refused_by_name(tmp_path, sae):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    folder = sae.save(tmp_path / "sae")
+    cfg = json.loads((folder / "cfg.json").read_text())
+    (folder / "cfg.json").write_text(json.dumps({**cfg, "architecture": "gated"}))
+    with pytest.raises(ValueError, match="architecture must be one of standard, jumprelu, topk; got 'gated'"):
+        load_sae(folder)
+    (folder / "cfg.json").write_text(json.dumps({**cfg, "normalize_activations": "layer_norm"}))
+    with pytest.raises(ValueError, match="normalize_activations must be 'none'"):
+        load_sae(folder)
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    weights = load_file(folder / "sae_weights.safetensors")
+    save_file({k: v for k, v in weights.items() if k != "b_dec"}, folder / "sae_weights.safetensors")
+    with pytest.raises(ValueError, match=r"missing \['b_dec'\]"):
+        load_sae(folder)
