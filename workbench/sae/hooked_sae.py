@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.recurrence import is_read_only
 from workbench.models.specs import HookSpec
+from workbench.models.transformer_lens_compat import LensHandle
 
 __all__ = ["ARCHITECTURES", "SAE_CFG_FILENAME", "SAE_WEIGHTS_FILENAME", "HookedSAE", "SAEConfig", "load_sae"]
 
@@ -99,6 +100,7 @@ class HookedSAE(nn.Module):
         for name in HOOK_POINTS:
             setattr(self, name, ScopedHookPoint())
         self.spliced_at: str | None = None  # the model hook this SAE is spliced into, if any
+        self.splice_handle: LensHandle | None = None  # the splice's model-wide hook there
 
     # ----- computing ------------------------------------------------------------------------
     def pre_activation(self, x: Tensor) -> Tensor:

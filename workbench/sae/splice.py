@@ -21,7 +21,7 @@ from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.hooked import HookedRecurrentBase
 from workbench.models.recurrence import is_read_only
 from workbench.models.transformer_lens_compat import LensHandle
-from workbench.sae.hooked_sae import HookedSAE
+from workbench.sae.hooked_sae import HOOK_POINTS, HookedSAE
 
 __all__ = ["SpliceHook", "remove_sae", "spliced", "splice_sae"]
 
@@ -107,7 +107,7 @@ def splice_sae(model: HookedRecurrentBase, sae: HookedSAE, hook_name: str | None
     name = model.canonical_hook_name(name)
     specs = model.hook_specs()
     dims = specs[name][0]
-    if any(name == sae_point.spliced_at for sae_point in _container(model).values()):
+    if any(name == other.spliced_at for other in _container(model).values()):
         raise ValueError(f"hook_name: an SAE is already spliced at {name!r}; remove_sae(model, {name!r}) first")
     if name.split(".")[-1].startswith("hook_sae_") or len(dims) < 3 or dims[:2] != ("batch", "pos"):
         raise ValueError(f"hook_name: an SAE splices into a hook shaped [batch, pos, ...]; {name} is "
@@ -122,7 +122,7 @@ def splice_sae(model: HookedRecurrentBase, sae: HookedSAE, hook_name: str | None
     sae.spliced_at = name
     _container(model)[_key(name)] = sae
     point: ScopedHookPoint = model.hook_dict[name]
-    sae._splice_handle = point.add_hook(SpliceHook(sae, name), prepend=True, is_permanent=True)
+    sae.splice_handle = point.add_hook(SpliceHook(sae, name), prepend=True, is_permanent=True)
     model.setup()  # names the SAE's hook points {name}.hook_sae_* (HookedRecurrentBase.setup)
     return sae
 
@@ -136,11 +136,11 @@ def remove_sae(model: HookedRecurrentBase, hook_name: str) -> HookedSAE:
                          f"{[s.spliced_at for s in saes.values()]}")
     sae: HookedSAE = saes[_key(name)]  # type: ignore[assignment]
     point: ScopedHookPoint = model.hook_dict[name]
-    handle: LensHandle = sae._splice_handle
+    handle: LensHandle | None = sae.splice_handle
     point._model_fwd = [h for h in point._model_fwd if h is not handle]
     del saes[_key(name)]
-    sae.spliced_at = None
-    for local in sae.hook_specs(("b", "p", "d")):
+    sae.spliced_at, sae.splice_handle = None, None
+    for local in HOOK_POINTS:
         getattr(sae, local).name = None
     model.setup()
     return sae
