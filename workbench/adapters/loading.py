@@ -77,6 +77,19 @@ class TransformersTokenizer:
     def __init__(self, tokenizer: Any):
         self.tokenizer = tokenizer
 
+    @property
+    def bos_token_id(self) -> int | None:
+        """The wrapped tokenizer's special-token ids, which SAELens's activation store reads."""
+        return self.tokenizer.bos_token_id
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def sep_token_id(self) -> int | None:
+        return getattr(self.tokenizer, "sep_token_id", None)
+
     def to_tokens(self, text: str | Sequence[str]) -> Tensor:
         """Text (or equal-length texts) -> ids [batch, pos]."""
         texts = [text] if isinstance(text, str) else list(text)
