@@ -29,7 +29,7 @@ __all__ = ["DTYPES", "REDUCTIONS", "RecordPlan", "Segment", "ShardSpec", "model_
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 REDUCTIONS = ("moments", "covariance", "topk", "histogram")
 MAX_COVARIANCE_UNITS = 8192  # a [units, units] float64 co-moment: 512 MiB at this size
-MAX_WINDOW = 4096  # positions per forward within a segment; longer windows gain nothing on CPU kernels
+MAX_WINDOW = 2048  # positions per forward within a segment; longer windows gain nothing on CPU kernels
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def plan_shards(
 
     `dtype` is the stored dtype of raw tensors (float32, float16 or bfloat16; reductions are always
     float64 from the model's own values). `unknown`: "map" or "error" for characters outside the
-    vocabulary. `window`: positions per forward (None: the most that fit the budget, at most 4,096).
+    vocabulary. `window`: positions per forward (None: the most that fit the budget, at most 2,048).
     A shard's buffers (twice its raw bytes while it is written) plus one window's forward must fit the
     memory budget, else `MemoryBudgetError` says which setting to lower.
     """

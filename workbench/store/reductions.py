@@ -21,6 +21,8 @@ from torch import Tensor
 
 __all__ = ["HookStats", "merge_stats", "stats_from_tensors", "update_stats"]
 
+REDUCE_CHUNK = 2048  # positions reduced at once: [2048, units] float64 temporaries
+
 
 @dataclass
 class HookStats:
@@ -118,6 +120,13 @@ def merge_stats(a: HookStats, b: HookStats, k: int) -> HookStats:
 def update_stats(
     stats: HookStats, x: Tensor, positions: Tensor, reductions: tuple[str, ...], k: int, edges: Tensor,
 ) -> HookStats:
-    """`stats` followed by the values x [n, ...] (any float dtype) at corpus `positions` [n]."""
-    values = x.reshape(x.shape[0], -1).to(torch.float64)  # [n, units]
-    return merge_stats(stats, _window_stats(values, positions, reductions, k, edges), k)
+    """`stats` followed by the values x [n, ...] (any float dtype) at corpus `positions` [n].
+
+    Works through `REDUCE_CHUNK` positions at a time, so its float64 temporaries stay a few MiB.
+    """
+    flat = x.reshape(x.shape[0], -1)  # [n, units]
+    for start in range(0, flat.shape[0], REDUCE_CHUNK):
+        values = flat[start : start + REDUCE_CHUNK].to(torch.float64)  # [chunk, units]
+        part = _window_stats(values, positions[start : start + REDUCE_CHUNK], reductions, k, edges)
+        stats = merge_stats(stats, part, k)
+    return stats
