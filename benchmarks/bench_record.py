@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--hooks", nargs="+", default=["blocks.1.mixer.hook_c"])
     parser.add_argument("--out", default="/tmp/bench-store")
+    parser.add_argument("--parts", nargs="+", default=["raw", "reduced"], choices=("raw", "reduced"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = pathlib.Path(args.out)
@@ -89,33 +90,39 @@ def main() -> None:
     small = corpus_file(args.chars, out / "corpus.txt")
     workbench.record(model, [corpus_file(50_000, out / "warm.txt")], out / "warm", args.hooks, **settings)
 
-    disk = disk_write_speed(out)
-    tokens = model.tokenizer.encode(small.read_text(encoding="utf-8"), unknown="map")
-    forward = forward_speed(model, tokens, args.rows, args.segment)
-    start = time.perf_counter()
-    store = workbench.record(model, [small], out / "raw", args.hooks, dtype="float16", **settings)
-    seconds = time.perf_counter() - start
-    written = sum((store.directory / s["file"]).stat().st_size for s in store.shards)
-    shutil.rmtree(out / "raw")
-    raw = {"tokens_per_s": store.n_tokens / seconds, "bytes_per_s": written / seconds, "bytes": written}
-
-    big = corpus_file(args.reduce_chars, out / "big.txt")
-    before = current_rss()
-    reset_peak_rss()
-    start = time.perf_counter()
-    reduced = workbench.record(model, [big], out / "reduced", args.hooks, raw=False,
-                               reductions=("moments", "topk", "histogram"), **settings)
-    seconds = time.perf_counter() - start
-    result = {
-        "model": MODEL, "hooks": args.hooks, "segment": args.segment, "rows": args.rows,
-        "disk_bytes_per_s": disk, "forward_tokens_per_s": forward, "raw_chars": args.chars, "raw": raw,
-        "raw_over_forward": raw["tokens_per_s"] / forward, "raw_write_over_disk": raw["bytes_per_s"] / disk,
-        "reduced_chars": reduced.n_tokens, "reduced_tokens_per_s": reduced.n_tokens / seconds,
-        "reduced_over_forward": reduced.n_tokens / seconds / forward,
-        "reduced_peak_rss_bytes": peak_rss() - before, "baseline_rss_bytes": before,
-        "torch": torch.__version__, "cpus": os.cpu_count(), "load_average": os.getloadavg(),
-    }
-    print(json.dumps(result, indent=1))
+    common = {"model": MODEL, "hooks": args.hooks, "segment": args.segment, "rows": args.rows,
+              "torch": torch.__version__, "cpus": os.cpu_count()}
+    if "raw" in args.parts:
+        disk = disk_write_speed(out)
+        tokens = model.tokenizer.encode(small.read_text(encoding="utf-8"), unknown="map")
+        forward = forward_speed(model, tokens, args.rows, args.segment)
+        start = time.perf_counter()
+        store = workbench.record(model, [small], out / "raw", args.hooks, dtype="float16", **settings)
+        seconds = time.perf_counter() - start
+        written = sum((store.directory / s["file"]).stat().st_size for s in store.shards)
+        shutil.rmtree(out / "raw")
+        raw = {"tokens_per_s": store.n_tokens / seconds, "bytes_per_s": written / seconds, "bytes": written}
+        print(json.dumps({**common, "part": "raw", "chars": args.chars, "disk_bytes_per_s": disk,
+                          "forward_tokens_per_s": forward, "raw": raw,
+                          "raw_over_forward": raw["tokens_per_s"] / forward,
+                          "raw_write_over_disk": raw["bytes_per_s"] / disk, "load_average": os.getloadavg()}),
+              flush=True)
+    if "reduced" in args.parts:
+        big = corpus_file(args.reduce_chars, out / "big.txt")
+        tokens = model.tokenizer.encode(small.read_text(encoding="utf-8"), unknown="map")
+        forward = forward_speed(model, tokens, args.rows, args.segment)  # the same run's plain forward
+        del tokens
+        before = current_rss()
+        reset_peak_rss()
+        start = time.perf_counter()
+        reduced = workbench.record(model, [big], out / "reduced", args.hooks, raw=False,
+                                   reductions=("moments", "topk", "histogram"), **settings)
+        seconds = time.perf_counter() - start
+        print(json.dumps({**common, "part": "reduced", "chars": reduced.n_tokens,
+                          "tokens_per_s": reduced.n_tokens / seconds, "seconds": seconds,
+                          "forward_tokens_per_s": forward, "reduced_over_forward": reduced.n_tokens / seconds / forward,
+                          "peak_rss_above_baseline_bytes": peak_rss() - before, "baseline_rss_bytes": before,
+                          "load_average": os.getloadavg()}), flush=True)
     shutil.rmtree(out, ignore_errors=True)
 
 
