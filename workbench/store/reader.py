@@ -119,7 +119,9 @@ class ActivationStore:
                     pieces.append(handle.get_slice(key)[lo - base : hi - base])
         if pieces:
             return torch.cat(pieces)
-        return torch.zeros((0, *self.shape(key)) if key != "tokens" else 0)
+        if key == "tokens":
+            return torch.zeros(0, dtype=torch.int64)
+        return torch.zeros((0, *self.shape(key)), dtype=getattr(torch, self.plan["dtype"]))
 
     def document_ranges(self) -> list[tuple[int, int]]:
         """Corpus positions [start, stop) of each document (text file or token tensor), in order."""
