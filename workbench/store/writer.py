@@ -47,6 +47,9 @@ def _write_atomically(directory: Path, name: str, write: object) -> Path:
     target = directory / name
     staging = directory / f".{name}.{os.getpid()}.tmp"
     write(staging)  # type: ignore[operator]
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(staging, 0o666 & ~mask)  # safetensors creates its files 0o600
     fsync_path(staging)
     os.replace(staging, target)
     fsync_path(directory)
