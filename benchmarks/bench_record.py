@@ -65,6 +65,8 @@ def disk_write_speed(directory: pathlib.Path, total: int = 2**30) -> float:
 def forward_speed(model: workbench.HookedRecurrentLM, tokens: torch.Tensor, rows: int, segment: int) -> float:
     """Tokens/s of plain forwards in the store's layout: rows of `segment` tokens, 2,048-position windows."""
     usable = tokens[: tokens.shape[0] // (rows * segment) * rows * segment]
+    if usable.numel() == 0:
+        raise SystemExit(f"--chars must be at least --rows x --segment = {rows * segment:,} for the forward")
     start = time.perf_counter()
     for group in usable.view(-1, rows, segment):  # [rows, segment]
         state = None
