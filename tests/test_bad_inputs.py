@@ -227,6 +227,19 @@ CASES = [
     Case("seed a string", lambda c: c.model.generate("def", seed="x"), TypeError, "seed must be an int"),
     Case("NaN logits while sampling", lambda c: _generate_with(c, ("hook_logits", lambda x, hook: x * float("nan"))),
          ValueError, "NaN or Inf"),
+    # the activation store (workbench.record)
+    Case("record a missing file", lambda c: workbench.record(c.model, [c.tmp / "no.txt"], c.tmp / "s", C0),
+         FileNotFoundError, "no such text file"),
+    Case("record a float tensor", lambda c: workbench.record(c.model, torch.zeros(9), c.tmp / "s", C0),
+         TypeError, "integer tensor"),
+    Case("record float64", lambda c: workbench.record(c.model, c.tokens[0], c.tmp / "s", C0, dtype="float64"),
+         ValueError, "dtype must be one of"),
+    Case("record an unknown hook", lambda c: workbench.record(c.model, c.tokens[0], c.tmp / "s", "blocks.0.hook_x"),
+         UnknownHookError, "blocks.0.hook_x"),
+    Case("record a stateless hook", lambda c: workbench.record(c.model, c.tokens[0], c.tmp / "s",
+                                                              "blocks.0.mixer.hook_initial_c"),
+         UnknownHookError, "no position axis"),
+    Case("open a missing store", lambda c: workbench.open_store(c.tmp), FileNotFoundError, "no activation store"),
 ]
 
 
