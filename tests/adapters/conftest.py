@@ -163,6 +163,39 @@ def _qwen3_next_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dic
     return states
 
 
+def _kimi_linear() -> torch.nn.Module:
+    config, model = _require("KimiLinearConfig", "KimiLinearForCausalLM")
+    # layers 0, 1: KDA (3 heads of odd size 5); layer 2: latent attention (low-rank queries of rank 4, latent
+    # rank 6, shared key part 2, nope part 3, values 5); layers 1, 2: four experts in two groups, top 2 of the
+    # best group, one shared expert
+    hf = model(config(vocab_size=50, hidden_size=16, intermediate_size=24, moe_intermediate_size=8,
+                      num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4, q_lora_rank=4,
+                      kv_lora_rank=6, qk_rope_head_dim=2, qk_nope_head_dim=3, v_head_dim=5, linear_head_dim=5,
+                      linear_num_heads=3, linear_conv_kernel_dim=4, num_local_experts=4, num_experts_per_tok=2,
+                      n_group=2, topk_group=1, n_shared_experts=1, pad_token_id=0, bos_token_id=1,
+                      eos_token_id=2, layer_types=["linear_attention", "linear_attention", "full_attention"]))
+    hf.config._experts_implementation = "eager"  # the grouped-matmul experts refuse float64
+    with torch.no_grad():  # norm weights and the router's correction bias away from their ones / zeros init
+        for name, parameter in hf.named_parameters():
+            if "norm" in name:
+                parameter.normal_(1.0, 0.3)
+        for layer in hf.model.layers[1:]:
+            layer.mlp.gate.e_score_correction_bias.normal_(0.0, 0.1)
+    return hf
+
+
+def _kimi_linear_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """The library's DynamicCache: conv window and matrix state for KDA layers, the latents for MLA."""
+    cache = hf(ids, use_cache=True).cache
+    states = []
+    for layer, kind in enumerate(hf.config.layer_types):
+        if kind == "linear_attention":
+            states.append({"conv": cache.get_conv_state(layer)[..., 1:], "state": cache.get_recurrent_state(layer)})
+        else:
+            states.append({"latent": cache.layers[layer].keys, "k_shared": cache.layers[layer].values})
+    return states
+
+
 def _library_logits(hf: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """The library's own logits: in float64 too, RecurrentGemma accumulates its RG-LRU and xLSTM its step
     kernel state in float32 (and xLSTM returns float32 logits)."""
@@ -183,6 +216,8 @@ FAMILIES = {
                     float64_logits=_library_logits, float64_tolerance=1e-5),
     "qwen3_next": Family("qwen3_next", "Qwen3NextForCausalLM", _qwen3_next, "state", _qwen3_next_cache_states,
                          state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
+    "kimi_linear": Family("kimi_linear", "KimiLinearForCausalLM", _kimi_linear, "state", _kimi_linear_cache_states,
+                          state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
 }
 
 
