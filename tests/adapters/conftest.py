@@ -196,6 +196,26 @@ def _kimi_linear_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[di
     return states
 
 
+def _olmo_hybrid(rope: bool = True) -> torch.nn.Module:
+    config, model = _require("OlmoHybridConfig", "OlmoHybridForCausalLM")
+    # layers 0, 1: gated delta rule (2 key heads of size 5, 4 value heads of size 7, β ∈ (0, 2)); layer 2:
+    # post-norm attention with RoPE (4 query heads, 2 key/value groups, head size 6)
+    cfg = config(vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=3,
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=6, linear_conv_kernel_dim=4,
+                 linear_key_head_dim=5, linear_value_head_dim=7, linear_num_key_heads=2,
+                 linear_num_value_heads=4, linear_a_log_max=1.0, pad_token_id=0, eos_token_id=2,
+                 rope_parameters={"rope_type": "default", "rope_theta": 100.0},
+                 layer_types=["linear_attention", "linear_attention", "full_attention"])
+    if not rope:  # as the released checkpoints (the config fills in a default when given None)
+        cfg.rope_parameters = None
+    hf = model(cfg)
+    with torch.no_grad():  # norm weights away from their ones init
+        for name, parameter in hf.named_parameters():
+            if "norm" in name:
+                parameter.normal_(1.0, 0.3)
+    return hf
+
+
 def _library_logits(hf: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """The library's own logits: in float64 too, RecurrentGemma accumulates its RG-LRU and xLSTM its step
     kernel state in float32 (and xLSTM returns float32 logits)."""
@@ -217,6 +237,8 @@ FAMILIES = {
     "qwen3_next": Family("qwen3_next", "Qwen3NextForCausalLM", _qwen3_next, "state", _qwen3_next_cache_states,
                          state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
     "kimi_linear": Family("kimi_linear", "KimiLinearForCausalLM", _kimi_linear, "state", _kimi_linear_cache_states,
+                          state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
+    "olmo_hybrid": Family("olmo_hybrid", "OlmoHybridForCausalLM", _olmo_hybrid, "state", _qwen3_next_cache_states,
                           state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
 }
 

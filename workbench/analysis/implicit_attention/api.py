@@ -13,7 +13,7 @@ mode) -> LinearForm` (or a form with the same methods, as RWKV's `WKVForm`) and 
 `transformers` adapters Mamba / FalconMamba (the S6 form), Mamba2, RWKV-4, RecurrentGemma
 (RG-LRU blocks, and its local-attention blocks as their own patterns), Qwen3-Next (the gated
 delta rule, `delta_rule`, and its full-attention layers as their own patterns) and Kimi-Linear (KDA, the
-delta rule with a per-channel decay, and its latent-attention layers as their own patterns).
+delta rule with a per-channel decay, and its latent-attention layers as their own patterns) and OLMo-Hybrid.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from workbench.analysis.implicit_attention.kernel import DEFAULT_CHUNK, decay_at
 from workbench.analysis.implicit_attention.kimi_linear import KimiLinear
 from workbench.analysis.implicit_attention.mamba2 import Mamba2
 from workbench.analysis.implicit_attention.minimal import MinGRU, MinLSTM
+from workbench.analysis.implicit_attention.olmo_hybrid import OlmoHybrid
 from workbench.analysis.implicit_attention.recurrent_gemma import RecurrentGemma
 from workbench.analysis.implicit_attention.rwkv import RWKV
 from workbench.analysis.implicit_attention.s6 import S6
@@ -59,7 +60,8 @@ __all__ = [
 
 FAMILIES: dict[str, Any] = {
     family: module
-    for module in (S6, Mamba2, RWKV, RecurrentGemma, MinGRU, MinLSTM, LSTM, GRU, Qwen3Next, KimiLinear)
+    for module in (S6, Mamba2, RWKV, RecurrentGemma, MinGRU, MinLSTM, LSTM, GRU, Qwen3Next, KimiLinear,
+                   OlmoHybrid)
     for family in module.families
 }
 AGGREGATIONS = ("none", "mean", "abs_mean", "norm", "gradient")
