@@ -9,8 +9,9 @@ Per head, with S_t of shape [d_k, d_v] (the orientation of `transformers` and FL
 Within a chunk with cumulative log decay γ_t = Σ_{r≤t} log α_r, the new values δ solve a unit
 lower-triangular system (the UT transform): (I + A) δ = β v − β (e^{γ} ⊙ K) S_0 with
 A[t, s] = β_t Σ_i k_{t,i} k_{s,i} e^{γ_{t,i} − γ_{s,i}} for s < t; then every state and output of the chunk
-is a matmul. The per-channel decay forms its pair decays [C, C, d_k] (no e^{−γ} factor, so no overflow;
-L·C·d_k numbers per head at once).
+is a matmul. The per-channel decay factors its scores as (x e^{γ})(y e^{−γ})ᵀ while |γ| within every chunk
+stays in the dtype's range (`FACTOR_LIMIT`), else forms the pair decays e^{γ_t − γ_s} [C, C, d_k]
+(L·C·d_k numbers per head at once, no overflow).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+# Largest |γ| (cumulative log decay within a chunk) for which e^{±γ} stays in the normal range of the dtype:
+# below it the per-channel scores factor as (x e^{γ}) (y e^{−γ})ᵀ, one matmul instead of [C, C, d_k] products
+FACTOR_LIMIT = {torch.float64: 600.0, torch.float32: 60.0, torch.bfloat16: 60.0}
 
 
 def decay_matrix(gamma: Tensor, strict: bool) -> Tensor:
@@ -45,6 +50,10 @@ def decayed_scores(x: Tensor, y: Tensor, gamma: Tensor, strict: bool) -> Tensor:
     """
     if not per_channel(gamma, x):
         return (x @ y.transpose(-1, -2)) * decay_matrix(gamma, strict)
+    if float(gamma.detach().abs().amax()) <= FACTOR_LIMIT.get(gamma.dtype, 8.0):
+        # e^{γ_t} and e^{−γ_s} both stay in the dtype's normal range: one matmul, products exact to rounding
+        scores = (x * gamma.exp()) @ (y * (-gamma).exp()).transpose(-1, -2)  # [..., C, C]
+        return scores.tril(-1 if strict else 0)
     return (x[..., :, None, :] * y[..., None, :, :] * pair_decays(gamma, strict)).sum(-1)  # [..., C, C]
 
 
