@@ -63,3 +63,11 @@ def test_implicit_attention_reconstructs_and_equals_the_jacobian(model64, layer)
     assert att.max_error() < 1e-10 and att.bias.abs().max() > 1e-6
     torch.testing.assert_close(jacobian(OlmoHybrid.form(model64, cache, layer, "exact")), att.maps,
                                atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["rollout", "grad_x_input"])
+def test_attribution_runs_across_the_post_norm_stack(model64, method):
+    from workbench.analysis.implicit_attention.attribution import attribute
+
+    scores = attribute(model64, tokens(2, 10, seed=65), method=method, query=7)
+    assert scores.shape == (2, 10) and torch.isfinite(scores[:, :8]).all() and scores[:, :8].abs().sum() > 0
