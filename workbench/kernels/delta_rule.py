@@ -10,8 +10,8 @@ Within a chunk with cumulative log decay γ_t = Σ_{r≤t} log α_r, the new val
 lower-triangular system (the UT transform): (I + A) δ = β v − β (e^{γ} ⊙ K) S_0 with
 A[t, s] = β_t Σ_i k_{t,i} k_{s,i} e^{γ_{t,i} − γ_{s,i}} for s < t; then every state and output of the chunk
 is a matmul. The per-channel decay factors its scores as (x e^{γ})(y e^{−γ})ᵀ while |γ| within every chunk
-stays in the dtype's range (`FACTOR_LIMIT`), else forms the pair decays e^{γ_t − γ_s} [C, C, d_k]
-(L·C·d_k numbers per head at once, no overflow).
+stays in the dtype's range (`FACTOR_LIMIT`), else block by block (`blocked_scores`: pair decays within
+16-step blocks, factors ≤ 1 across them, so nothing overflows).
 """
 
 from __future__ import annotations
@@ -54,7 +54,25 @@ def decayed_scores(x: Tensor, y: Tensor, gamma: Tensor, strict: bool) -> Tensor:
         # e^{γ_t} and e^{−γ_s} both stay in the dtype's normal range: one matmul, products exact to rounding
         scores = (x * gamma.exp()) @ (y * (-gamma).exp()).transpose(-1, -2)  # [..., C, C]
         return scores.tril(-1 if strict else 0)
-    return (x[..., :, None, :] * y[..., None, :, :] * pair_decays(gamma, strict)).sum(-1)  # [..., C, C]
+    return blocked_scores(x, y, gamma, strict)
+
+
+def blocked_scores(x: Tensor, y: Tensor, gamma: Tensor, strict: bool, block: int = 16) -> Tensor:
+    """`decayed_scores` for any per-channel decay: within each block of `block` keys the pair decays
+    [block, block, d_k]; a later query t reads key block j through its last step b as
+    (x_t e^{γ_t − γ_b}) · (y_s e^{γ_b − γ_s}), both factors ≤ 1 (log α ≤ 0), so nothing overflows."""
+    size = gamma.shape[-2]
+    out = x.new_zeros(*x.shape[:-1], size)  # [..., C, C]
+    for start in range(0, size, block):
+        keys = slice(start, min(start + block, size))
+        out[..., keys, keys] = (x[..., keys, None, :] * y[..., None, keys, :]
+                                * pair_decays(gamma[..., keys, :], strict)).sum(-1)
+        if keys.stop < size:
+            rows, last = slice(keys.stop, size), gamma[..., keys.stop - 1:keys.stop, :]  # γ_b  [..., 1, d_k]
+            reads = x[..., rows, :] * (gamma[..., rows, :] - last).exp()  # [..., C − stop, d_k]
+            written = y[..., keys, :] * (last - gamma[..., keys, :]).exp()  # [..., block, d_k]
+            out[..., rows, keys] = reads @ written.transpose(-1, -2)
+    return out
 
 
 def pair_decays(gamma: Tensor, strict: bool) -> Tensor:

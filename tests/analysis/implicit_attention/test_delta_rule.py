@@ -63,18 +63,21 @@ def test_chunked_kernel_equals_the_step_by_step_rule(chunk, per_channel):
 
 
 def test_strong_per_channel_decay_takes_the_pairwise_form_and_stays_exact():
-    """|γ| beyond FACTOR_LIMIT within a chunk: e^{−γ} would overflow, so the pair decays e^{γ_t − γ_s} are formed."""
+    """|γ| beyond FACTOR_LIMIT within a chunk: e^{−γ} would overflow, so the scores go block by block (pair
+    decays within 16 steps, factors ≤ 1 across blocks); a chunk of 40 has blocks of 16, 16 and 8."""
     from workbench.kernels.delta_rule import FACTOR_LIMIT
 
-    q, k, v, beta, log_alpha, s0 = operands(per_channel=True)
-    log_alpha = log_alpha * 120.0  # α down to e^−120 per step
-    assert float(log_alpha[..., :8, :].sum(-2).abs().amax()) > FACTOR_LIMIT[torch.float64]
-    o, states = chunked_delta_rule(q, k, v, log_alpha, beta, s0, chunk_size=8, return_states=True)
+    q, k, v, beta, log_alpha, s0 = operands(L=45, per_channel=True)
+    log_alpha = log_alpha * 40.0  # α down to e^−40 per step
+    assert float(log_alpha[..., :40, :].sum(-2).abs().amax()) > FACTOR_LIMIT[torch.float64]
+    o, states = chunked_delta_rule(q, k, v, log_alpha, beta, s0, chunk_size=40, return_states=True)
     want_o, want_states = step_by_step(q, k, v, beta, log_alpha, s0)
     torch.testing.assert_close(o, want_o, atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(states, want_states, atol=1e-12, rtol=1e-12)
-    maps, readback = delta_rule_attention(q, k, beta, log_alpha, chunk=8)
+    maps, readback = delta_rule_attention(q, k, beta, log_alpha, chunk=40)
     torch.testing.assert_close(maps @ v + readback @ s0, o, atol=1e-12, rtol=1e-12)
+    naive, _ = delta_rule_attention_naive(q[:1, :1, :20], k[:1, :1, :20], beta[:1, :1, :20], log_alpha[:1, :1, :20])
+    torch.testing.assert_close(maps[:1, :1, :20, :20], naive, atol=1e-12, rtol=1e-12)  # a prefix: across a block
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
