@@ -101,14 +101,30 @@ def load(
     path: ExecutionPath = "fused",
     device: str | torch.device = "cpu",
 ) -> HookedRecurrentLM:
-    """Load an embedded model by name, or a checkpoint directory, with `model.tokenizer` attached.
+    """Load an embedded model by name, or a checkpoint directory (ours, or a `transformers` one opened with
+    `workbench.from_transformers`), with `model.tokenizer` attached.
 
     `name_or_dir`: an embedded model's name or a checkpoint directory. `path`: the model's default
     execution path ("fused" fast kernels, or the step-by-step "reference").
     """
     from workbench.training.checkpoint import load_checkpoint
 
-    return load_checkpoint(resolve(name_or_dir), device=device, path=path)
+    directory = resolve(name_or_dir)
+    if is_transformers_directory(directory):
+        from workbench.adapters import from_transformers
+
+        return from_transformers(directory, path=path).to(device)
+    return load_checkpoint(directory, device=device, path=path)
+
+
+def is_transformers_directory(directory: Path) -> bool:
+    """Whether `directory` holds a `transformers` checkpoint (its config.json names a `model_type`) rather
+    than a workbench one (whose config.json nests the model's under "config")."""
+    try:
+        document = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and "model_type" in document and "config" not in document
 
 
 def _row(name: str, checkpoint: Path) -> dict[str, Any]:

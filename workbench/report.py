@@ -103,7 +103,7 @@ def cells_section(model: HookedModel, text: str, units_per_layer: int = 3) -> Re
         quantity = "out" if "out" in model.blocks[0].mixer.quantities else quantity
     rec = record(model, text, [quantity])
     bodies = []
-    for layer in range(len(model.blocks)):
+    for layer in sorted({layer for layer, _ in rec.values}):  # the recurrent layers (a hybrid's others attend)
         values = rec.values[(layer, quantity)]  # [pos, units]
         values = values.reshape(values.shape[0], -1)
         spread = values.std(axis=0)  # [units]

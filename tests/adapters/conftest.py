@@ -163,6 +163,59 @@ def _qwen3_next_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dic
     return states
 
 
+def _kimi_linear() -> torch.nn.Module:
+    config, model = _require("KimiLinearConfig", "KimiLinearForCausalLM")
+    # layers 0, 1: KDA (3 heads of odd size 5); layer 2: latent attention (low-rank queries of rank 4, latent
+    # rank 6, shared key part 2, nope part 3, values 5); layers 1, 2: four experts in two groups, top 2 of the
+    # best group, one shared expert
+    hf = model(config(vocab_size=50, hidden_size=16, intermediate_size=24, moe_intermediate_size=8,
+                      num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4, q_lora_rank=4,
+                      kv_lora_rank=6, qk_rope_head_dim=2, qk_nope_head_dim=3, v_head_dim=5, linear_head_dim=5,
+                      linear_num_heads=3, linear_conv_kernel_dim=4, num_local_experts=4, num_experts_per_tok=2,
+                      n_group=2, topk_group=1, n_shared_experts=1, pad_token_id=0, bos_token_id=1,
+                      eos_token_id=2, layer_types=["linear_attention", "linear_attention", "full_attention"]))
+    hf.config._experts_implementation = "eager"  # the grouped-matmul experts refuse float64
+    with torch.no_grad():  # norm weights and the router's correction bias away from their ones / zeros init
+        for name, parameter in hf.named_parameters():
+            if "norm" in name:
+                parameter.normal_(1.0, 0.3)
+        for layer in hf.model.layers[1:]:
+            layer.mlp.gate.e_score_correction_bias.normal_(0.0, 0.1)
+    return hf
+
+
+def _kimi_linear_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """The library's DynamicCache: conv window and matrix state for KDA layers, the latents for MLA."""
+    cache = hf(ids, use_cache=True).cache
+    states = []
+    for layer, kind in enumerate(hf.config.layer_types):
+        if kind == "linear_attention":
+            states.append({"conv": cache.get_conv_state(layer)[..., 1:], "state": cache.get_recurrent_state(layer)})
+        else:
+            states.append({"latent": cache.layers[layer].keys, "k_shared": cache.layers[layer].values})
+    return states
+
+
+def _olmo_hybrid(rope: bool = True) -> torch.nn.Module:
+    config, model = _require("OlmoHybridConfig", "OlmoHybridForCausalLM")
+    # layers 0, 1: gated delta rule (2 key heads of size 5, 4 value heads of size 7, β ∈ (0, 2)); layer 2:
+    # post-norm attention with RoPE (4 query heads, 2 key/value groups, head size 6)
+    cfg = config(vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=3,
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=6, linear_conv_kernel_dim=4,
+                 linear_key_head_dim=5, linear_value_head_dim=7, linear_num_key_heads=2,
+                 linear_num_value_heads=4, linear_a_log_max=1.0, pad_token_id=0, eos_token_id=2,
+                 rope_parameters={"rope_type": "default", "rope_theta": 100.0},
+                 layer_types=["linear_attention", "linear_attention", "full_attention"])
+    if not rope:  # as the released checkpoints (the config fills in a default when given None)
+        cfg.rope_parameters = None
+    hf = model(cfg)
+    with torch.no_grad():  # norm weights away from their ones init
+        for name, parameter in hf.named_parameters():
+            if "norm" in name:
+                parameter.normal_(1.0, 0.3)
+    return hf
+
+
 def _library_logits(hf: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """The library's own logits: in float64 too, RecurrentGemma accumulates its RG-LRU and xLSTM its step
     kernel state in float32 (and xLSTM returns float32 logits)."""
@@ -183,6 +236,10 @@ FAMILIES = {
                     float64_logits=_library_logits, float64_tolerance=1e-5),
     "qwen3_next": Family("qwen3_next", "Qwen3NextForCausalLM", _qwen3_next, "state", _qwen3_next_cache_states,
                          state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
+    "kimi_linear": Family("kimi_linear", "KimiLinearForCausalLM", _kimi_linear, "state", _kimi_linear_cache_states,
+                          state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
+    "olmo_hybrid": Family("olmo_hybrid", "OlmoHybridForCausalLM", _olmo_hybrid, "state", _qwen3_next_cache_states,
+                          state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
 }
 
 

@@ -131,3 +131,32 @@ def test_generation_and_small_calls_do_not_consult_the_budget(budget):
     budget(1)  # any call that asked would be refused
     out = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4, greedy=True)
     assert out.shape == (1, 7)
+
+
+def test_attention_patterns_count_as_quadratic_in_length(budget):
+    """A hook naming `key_pos` (the keys an attention query reads) grows with pos²: the hybrid's patterns
+    enter the estimate as scores and softmax per attention layer, recorded or not, and the streaming
+    window is the largest whose quadratic estimate fits."""
+    from tests.adapters.conftest import tiny
+    from workbench.adapters import from_transformers
+    from workbench.models.memory import QUADRATIC_COPIES, _model_widths, fitting_window
+
+    model = from_transformers(tiny("qwen3_next"))  # one attention layer, 4 query heads, float32
+    heads, attention_layers = model.sizes["n_heads"], len(model.blocks) - len(model.recurrent_layers)
+    assert _model_widths(model).quadratic == attention_layers * heads * 4
+    assert _model_widths(small_lm("lstm", dtype=torch.float32)).quadratic == 0
+    with torch.no_grad():
+        short, long = (model.estimate_memory(torch.zeros(2, n, dtype=torch.long)) for n in (3000, 6000))
+        part = "attention scores and patterns"
+        assert short.parts[part] == QUADRATIC_COPIES * 2 * 3000 ** 2 * heads * 4 * attention_layers
+        assert long.parts[part] == 4 * short.parts[part]
+        recorded = model.estimate_memory(torch.zeros(2, 3000, dtype=torch.long),
+                                         names_filter=lambda name: name.endswith("hook_pattern"))
+        assert recorded.parts["recording (1 hook)"] == short.parts[part] // QUADRATIC_COPIES
+        budget(short.total)
+        with pytest.raises(MemoryBudgetError, match="attention scores and patterns"):
+            model(torch.zeros(2, 6000, dtype=torch.long))
+    window = fitting_window(model, 2, short.total)
+    fits = [model.estimate_memory(torch.zeros(2, n, dtype=torch.long), grad=False, return_type="loss").total
+            <= short.total for n in (window, window + 1)]
+    assert fits == [True, False] and window < 6000

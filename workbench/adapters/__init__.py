@@ -1,8 +1,8 @@
 """Hugging Face `transformers` recurrent LMs under the workbench hook contract (DESIGN: adapters).
 
 `from_transformers(model_or_path)` wraps MambaForCausalLM, FalconMambaForCausalLM, Mamba2ForCausalLM,
-RwkvForCausalLM, RecurrentGemmaForCausalLM, xLSTMForCausalLM and Qwen3NextForCausalLM, sharing their parameters; see
-docs/adapters.md.
+RwkvForCausalLM, RecurrentGemmaForCausalLM, xLSTMForCausalLM, Qwen3NextForCausalLM, KimiLinearForCausalLM and
+OlmoHybridForCausalLM, sharing their parameters; see docs/adapters.md.
 """
 
 from __future__ import annotations

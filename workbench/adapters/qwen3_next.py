@@ -110,9 +110,11 @@ class HookedGatedDeltaNet(AdapterMixer):
 
     @staticmethod
     def _step(inputs: Mapping[str, Tensor], state: State, emit: Emit) -> State:
-        """One step of the gated delta rule per head: q, k [batch, H, d_k], v [batch, H, d_v], α, β [batch, H]."""
-        q, k, v = inputs["q"], inputs["k"], inputs["v"]
-        decayed = inputs["alpha"][..., None, None] * state["state"]  # α_t S_{t−1}  [batch, H, d_k, d_v]
+        """One step of the gated delta rule per head: q, k [batch, H, d_k], v [batch, H, d_v], β [batch, H],
+        α [batch, H] (one decay per head) or [batch, H, d_k] (per key channel, Kimi's KDA)."""
+        q, k, v, alpha = inputs["q"], inputs["k"], inputs["v"], inputs["alpha"]
+        alpha = alpha[..., None] if alpha.ndim == k.ndim else alpha[..., None, None]
+        decayed = alpha * state["state"]  # D_t S_{t−1}  [batch, H, d_k, d_v]
         recalled = (decayed * k[..., None]).sum(-2)  # α_t S_{t−1}ᵀ k_t  [batch, H, d_v]
         delta = inputs["beta"][..., None] * (v - recalled)  # β_t (v_t − α_t S_{t−1}ᵀ k_t)
         s = emit("state", decayed + k[..., None] * delta[..., None, :])

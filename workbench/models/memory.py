@@ -58,6 +58,9 @@ LOGIT_COPIES = {"logits": 1, "loss": 3}
 MAX_AUTO_WINDOW = 32_768
 # Below this estimate the guard does not read /proc/meminfo: one-token generation steps stay cheap.
 SMALL_CALL_BYTES = 32 * 2**20
+# Copies of each quadratic hook's tensor (an attention `pattern` [batch, pos, heads, key_pos]) a forward
+# holds at once whether or not it records it: the scores and their softmax, per attention layer.
+QUADRATIC_COPIES = 2
 
 _checked = contextvars.ContextVar("workbench_memory_checked", default=False)
 
@@ -82,12 +85,17 @@ class MemoryEstimate:
 
 @dataclass(frozen=True)
 class _Widths:
-    """Per-position bytes of one model in one dtype, computed once (hook specs are fixed)."""
+    """Per-position bytes of one model in one dtype, computed once (hook specs are fixed).
 
-    activation: int  # every hook but the output's, per position and batch row
+    A hook declares a size quadratic in the length by naming a second axis the model sizes with the
+    length (`key_pos`, the keys an attention query reads): its bytes go to `quadratic`, per pos².
+    """
+
+    activation: int  # every hook but the output's, per position and batch row (the linear part)
     output: int  # the output hook (logits), per position and batch row
     family: str
     n_layers: int
+    quadratic: int = 0  # every hook's bytes per pos² and batch row (attention patterns)
 
 
 _widths: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -100,11 +108,14 @@ def _model_widths(model: HookedRecurrentBase) -> _Widths:
         return known[1]
     names = [n for n in model.hook_dict if n != model._output_hook]
 
-    def per_position(hooks: list[str]) -> int:  # bytes at one more position, batch 1
-        return model.recording_bytes(1, 2, hooks) - model.recording_bytes(1, 1, hooks)
+    def at(pos: int) -> int:
+        return model.recording_bytes(1, pos, names)
 
-    widths = _Widths(per_position(names), per_position([model._output_hook]),
-                     str(getattr(model.cfg, "family", "")), len(model.blocks))
+    # bytes(pos) = constant + linear · pos + quadratic · pos², read off the hook specs at pos 1, 2, 3
+    quadratic = (at(3) - 2 * at(2) + at(1)) // 2
+    linear = at(2) - at(1) - 3 * quadratic
+    output = model.recording_bytes(1, 2, [model._output_hook]) - model.recording_bytes(1, 1, [model._output_hook])
+    widths = _Widths(linear, output, str(getattr(model.cfg, "family", "")), len(model.blocks), quadratic)
     _widths[model] = (dtype, widths)
     return widths
 
@@ -144,28 +155,44 @@ def estimate_call(
     recording = model.recording_bytes(batch, pos, recorded) if recorded else 0
     copies = LOGIT_COPIES.get(return_type or "", 1 if output_hooked else 0)
     work = _per_position(widths, path, grad=False)
+    squares = batch * pos * pos * widths.quadratic  # bytes of every quadratic hook at this length
     logits = "logits" if copies <= 1 else f"logits and loss ({copies} x [batch, pos, d_vocab])"
     parts = {
         f"recording ({n_recorded} hook{'' if n_recorded == 1 else 's'})": recording,
         logits: copies * rows * widths.output,
         "forward work buffers": int(rows * work),
     }
+    if squares:
+        parts["attention scores and patterns"] = QUADRATIC_COPIES * squares
     if incl_bwd:
         every = widths.activation + widths.output
         parts["recorded gradients"] = recording
-        parts["autograd graph and gradient probes"] = GRADIENT_GRAPH_FACTOR * rows * every
+        parts["autograd graph and gradient probes"] = GRADIENT_GRAPH_FACTOR * (rows * every + squares)
     elif grad:
         graph = max(0.0, _per_position(widths, path, grad=True) - work)
-        parts["autograd graph"] = int(rows * graph + (copies > 0) * rows * widths.output)
+        parts["autograd graph"] = int(rows * graph + (copies > 0) * rows * widths.output
+                                      + QUADRATIC_COPIES * squares)
     return MemoryEstimate(batch, pos, parts)
 
 
 def fitting_window(
     model: HookedRecurrentBase, batch: int, budget: int, recorded: Sequence[str] = (), path: str = "fused",
 ) -> int:
-    """The most positions per window that fit `budget` when streamed under no_grad (at least 1)."""
+    """The most positions per window that fit `budget` when streamed under no_grad (at least 1); with
+    attention patterns (quadratic in the window) the largest window whose estimate fits, by bisection."""
     one = estimate_call(model, batch, 1, recorded=recorded, return_type="loss", path=path).total
-    return max(1, int(budget // max(one, 1)))
+    linear = max(1, int(budget // max(one, 1)))
+    if not _model_widths(model).quadratic:
+        return linear
+
+    def fits(pos: int) -> bool:
+        return estimate_call(model, batch, pos, recorded=recorded, return_type="loss", path=path).total <= budget
+
+    low, high = 1, linear  # the quadratic terms only add: the linear window is an upper bound
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return low
 
 
 def check_estimate(

@@ -15,6 +15,7 @@ from workbench.analysis.implicit_attention import implicit_attention
 from workbench.analysis.implicit_attention.api import record
 from workbench.analysis.implicit_attention.delta_rule import (
     Qwen3Next,
+    decay_step,
     delta_rule_attention,
     delta_rule_attention_naive,
 )
@@ -22,22 +23,67 @@ from workbench.analysis.implicit_attention.evaluation import jacobian
 from workbench.kernels.delta_rule import chunked_delta_rule
 
 
-def operands(L: int = 13, d_k: int = 5, d_v: int = 7, seed: int = 0):
-    """Random delta-rule operands [2, 3 heads, L, ...] in float64: unit keys, β in (0, 1), α in (e^−1, 1)."""
+def operands(L: int = 13, d_k: int = 5, d_v: int = 7, seed: int = 0, per_channel: bool = False):
+    """Random delta-rule operands [2, 3 heads, L, ...] in float64: unit keys, β in (0, 1), α in (e^−1, 1)
+    (one α per head and step, or one per key channel as Kimi's KDA)."""
     g = torch.Generator().manual_seed(seed)
     shape = (2, 3, L)
     q = torch.randn(*shape, d_k, generator=g, dtype=torch.float64)
     k = torch.nn.functional.normalize(torch.randn(*shape, d_k, generator=g, dtype=torch.float64), dim=-1)
     v = torch.randn(*shape, d_v, generator=g, dtype=torch.float64)
     beta = torch.rand(*shape, generator=g, dtype=torch.float64)
-    log_alpha = -torch.rand(*shape, generator=g, dtype=torch.float64)
+    log_alpha = -torch.rand(*shape, *((d_k,) if per_channel else ()), generator=g, dtype=torch.float64)
     s0 = torch.randn(2, 3, d_k, d_v, generator=g, dtype=torch.float64)
     return q, k, v, beta, log_alpha, s0
 
 
+def step_by_step(q, k, v, beta, log_alpha, s0):
+    """The delta rule one step at a time (the paper's equation, D_t scalar or diagonal): (o, states)."""
+    state, outputs, states = s0, [], []
+    for t in range(q.shape[2]):
+        kept = decay_step(log_alpha[:, :, t], state)
+        delta = beta[:, :, t, None] * (v[:, :, t] - (kept * k[:, :, t, :, None]).sum(-2))
+        state = kept + k[:, :, t, :, None] * delta[..., None, :]
+        outputs.append((state * q[:, :, t, :, None]).sum(-2))
+        states.append(state)
+    return torch.stack(outputs, 2), torch.stack(states, 2)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("chunk", [1, 4, 13, 64])
+def test_chunked_kernel_equals_the_step_by_step_rule(chunk, per_channel):
+    q, k, v, beta, log_alpha, s0 = operands(per_channel=per_channel)
+    o, states = chunked_delta_rule(q, k, v, log_alpha, beta, s0, chunk_size=chunk, return_states=True)
+    o_final, final = chunked_delta_rule(q, k, v, log_alpha, beta, s0, chunk_size=chunk)
+    want_o, want_states = step_by_step(q, k, v, beta, log_alpha, s0)
+    torch.testing.assert_close(o, want_o, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(states, want_states, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(o_final, want_o, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(final, want_states[:, :, -1], atol=1e-12, rtol=1e-12)
+
+
+def test_strong_per_channel_decay_takes_the_pairwise_form_and_stays_exact():
+    """|γ| beyond FACTOR_LIMIT within a chunk: e^{−γ} would overflow, so the scores go block by block (pair
+    decays within 16 steps, factors ≤ 1 across blocks); a chunk of 40 has blocks of 16, 16 and 8."""
+    from workbench.kernels.delta_rule import FACTOR_LIMIT
+
+    q, k, v, beta, log_alpha, s0 = operands(L=45, per_channel=True)
+    log_alpha = log_alpha * 40.0  # α down to e^−40 per step
+    assert float(log_alpha[..., :40, :].sum(-2).abs().amax()) > FACTOR_LIMIT[torch.float64]
+    o, states = chunked_delta_rule(q, k, v, log_alpha, beta, s0, chunk_size=40, return_states=True)
+    want_o, want_states = step_by_step(q, k, v, beta, log_alpha, s0)
+    torch.testing.assert_close(o, want_o, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(states, want_states, atol=1e-12, rtol=1e-12)
+    maps, readback = delta_rule_attention(q, k, beta, log_alpha, chunk=40)
+    torch.testing.assert_close(maps @ v + readback @ s0, o, atol=1e-12, rtol=1e-12)
+    naive, _ = delta_rule_attention_naive(q[:1, :1, :20], k[:1, :1, :20], beta[:1, :1, :20], log_alpha[:1, :1, :20])
+    torch.testing.assert_close(maps[:1, :1, :20, :20], naive, atol=1e-12, rtol=1e-12)  # a prefix: across a block
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
 @pytest.mark.parametrize("chunk", [1, 3, 4, 13, 64])
-def test_chunked_map_reconstructs_the_delta_rule_and_equals_the_naive_loop(chunk):
-    q, k, v, beta, log_alpha, s0 = operands()
+def test_chunked_map_reconstructs_the_delta_rule_and_equals_the_naive_loop(chunk, per_channel):
+    q, k, v, beta, log_alpha, s0 = operands(per_channel=per_channel)
     o, _ = chunked_delta_rule(q, k, v, log_alpha, beta, s0, chunk_size=4)
     maps, readback = delta_rule_attention(q, k, beta, log_alpha, chunk=chunk)
     torch.testing.assert_close(maps @ v + readback @ s0, o, atol=1e-12, rtol=1e-12)
@@ -82,8 +128,20 @@ def test_model_map_equals_the_jacobian_with_gates_detached():
     torch.testing.assert_close(form.recur(form.value), form.output, atol=1e-12, rtol=1e-12)
 
 
+def test_per_channel_decay_differs_from_its_mean():
+    """A per-channel decay is not a scalar one in disguise: the map moves when α varies across channels."""
+    q, k, _, beta, log_alpha, _ = operands(per_channel=True)
+    channels, _ = delta_rule_attention(q, k, beta, log_alpha, chunk=4)
+    mean, _ = delta_rule_attention(q, k, beta, log_alpha.mean(-1), chunk=4)
+    assert (channels - mean).abs().max() > 1e-3
+
+
 def test_bad_operands_give_clear_errors():
     q, k, _, beta, log_alpha, _ = operands(L=6)
+    with pytest.raises(ValueError, match=r"log_alpha \[..., L\] \(one decay per step\) or \[..., L, d_k\]"):
+        delta_rule_attention(q, k, beta, log_alpha[..., None].expand(*log_alpha.shape, 4))
+    with pytest.raises(ValueError, match=r"log_alpha must be \[B, H, L\] or \[B, H, L, d_k\]"):
+        chunked_delta_rule(q, k, q, log_alpha[..., :5], beta, q.new_zeros(2, 3, 5, 5))
     with pytest.raises(ValueError, match="expected q and k"):
         delta_rule_attention(q, k[..., :4], beta, log_alpha)
     with pytest.raises(ValueError, match="chunk must be a positive int, got 0"):

@@ -8,7 +8,9 @@ S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ unrolls to
     o_t = S_tᵀ q_t = Σ_{s≤t} A[t, s] v_s + S_{−1}ᵀ R_t,
     A[t, s] = β_s k_sᵀ F_{s+1} ⋯ F_t q_t,   F_r = α_r (I − β_r k_r k_rᵀ),   R_t = F_0 ⋯ F_t q_t
 
-(each F_r is symmetric: this is β_s k_sᵀ (∏_{r=s+1..t} F_r) q_t read in time order). One L×L map per
+(each F_r is symmetric: this is β_s k_sᵀ (∏_{r=s+1..t} F_r) q_t read in time order). Kimi's KDA decays
+per key channel, D_r = diag(α_r): then F_r = (I − β_r k_r k_rᵀ) D_r is not symmetric and
+A[t, s] = β_s k_sᵀ F_{s+1}ᵀ ⋯ F_tᵀ q_t; both forms take log_alpha [..., L] or [..., L, d_k]. One L×L map per
 head, shared by the head's d_v channels; the initial state goes to the bias. `delta_rule_attention` computes it chunk
 by chunk with the UT transform; `delta_rule_attention_naive` is the per-pair loop it is checked against.
 """
@@ -24,7 +26,7 @@ from torch import Tensor
 
 from workbench.adapters.qwen3_next import rms_normalize
 from workbench.analysis.implicit_attention.kernel import DEFAULT_CHUNK
-from workbench.kernels.delta_rule import decay_matrix
+from workbench.kernels.delta_rule import decayed, decayed_scores
 from workbench.utils import get_act_name
 
 if TYPE_CHECKING:
@@ -38,14 +40,23 @@ DELTA_CHUNK = 64
 
 
 def _check_operands(q: Tensor, k: Tensor, beta: Tensor, log_alpha: Tensor) -> None:
-    if q.shape != k.shape or q.ndim < 2 or beta.shape != q.shape[:-1] or log_alpha.shape != q.shape[:-1]:
-        raise ValueError(f"expected q and k [..., L, d_k] and beta, log_alpha [..., L]; got q {tuple(q.shape)}, "
-                         f"k {tuple(k.shape)}, beta {tuple(beta.shape)}, log_alpha {tuple(log_alpha.shape)}")
+    if (q.shape != k.shape or q.ndim < 2 or beta.shape != q.shape[:-1]
+            or log_alpha.shape not in (q.shape[:-1], q.shape)):
+        raise ValueError(f"expected q and k [..., L, d_k], beta [..., L] and log_alpha [..., L] (one decay per "
+                         f"step) or [..., L, d_k] (per key channel); got q {tuple(q.shape)}, k {tuple(k.shape)}, "
+                         f"beta {tuple(beta.shape)}, log_alpha {tuple(log_alpha.shape)}")
+
+
+def decay_step(log_alpha_t: Tensor, state: Tensor) -> Tensor:
+    """D_t S for S [..., d_k, d_v]: log_alpha_t [...] (scalar decay) or [..., d_k] (per key channel)."""
+    per_channel = log_alpha_t.ndim == state.ndim - 1
+    return (log_alpha_t[..., None] if per_channel else log_alpha_t[..., None, None]).exp() * state
 
 
 def delta_rule_attention(q: Tensor, k: Tensor, beta: Tensor, log_alpha: Tensor,
                          chunk: int = DELTA_CHUNK) -> tuple[Tensor, Tensor]:
-    """(A [..., L, L], R [..., L, d_k]) from q, k [..., L, d_k] and beta, log_alpha [..., L], chunk by chunk.
+    """(A [..., L, L], R [..., L, d_k]) from q, k [..., L, d_k], beta [..., L] and log_alpha [..., L] or
+    [..., L, d_k] (Kimi's per-channel decay, where e^{γ} below is diagonal), chunk by chunk.
 
     Within a chunk (cumulative log decay γ) the new values are δ = T⁻¹ diag(β) v − W S_in with T the
     UT system; the state entering chunk n is S_n = K_n v_{<n} + M_n S_{−1}, and each chunk maps
@@ -57,24 +68,32 @@ def delta_rule_attention(q: Tensor, k: Tensor, beta: Tensor, log_alpha: Tensor,
     *lead, L, d_k = q.shape
     C = min(chunk, L)
     pad = (-L) % C
+    channels = log_alpha.shape == q.shape
     if pad:  # padded steps come after every real one: they change no real row
         q, k = (torch.nn.functional.pad(x, (0, 0, 0, pad)) for x in (q, k))
-        beta, log_alpha = (torch.nn.functional.pad(x, (0, pad)) for x in (beta, log_alpha))
+        beta = torch.nn.functional.pad(beta, (0, pad))
+        log_alpha = torch.nn.functional.pad(log_alpha, (0, 0, 0, pad) if channels else (0, pad))
     Lp = L + pad
     N = Lp // C
     q, k = (x.unflatten(-2, (N, C)) for x in (q, k))  # [..., N, C, d_k]
     beta = beta.unflatten(-1, (N, C))  # [..., N, C]
-    gamma = log_alpha.unflatten(-1, (N, C)).cumsum(-1)  # [..., N, C]
+    if channels:  # [..., N, C, d_k]
+        gamma = log_alpha.unflatten(-2, (N, C)).cumsum(-2)
+        end = gamma[..., -1:, :]  # [..., N, 1, d_k]
+        decay_end = torch.diag_embed(end[..., 0, :].exp())  # diag(e^{γ_C})  [..., N, d_k, d_k]
+    else:  # [..., N, C]
+        gamma = log_alpha.unflatten(-1, (N, C)).cumsum(-1)
+        end = gamma[..., -1:]  # [..., N, 1]
+        decay_end = end.exp()[..., None] * torch.eye(d_k, dtype=q.dtype, device=q.device)  # [..., N, d_k, d_k]
     eye = torch.eye(C, dtype=q.dtype, device=q.device)
-    system = eye + (beta[..., None] * k) @ k.transpose(-1, -2) * decay_matrix(gamma, strict=True)
+    system = eye + decayed_scores(beta[..., None] * k, k, gamma, strict=True)
     solve = partial(torch.linalg.solve_triangular, system, upper=False, unitriangular=True)
     intra = solve(torch.diag_embed(beta))  # T⁻¹ diag(β)  [..., N, C, C]
-    w = solve((beta * gamma.exp())[..., None] * k)  # T⁻¹ diag(β e^γ) k  [..., N, C, d_k]
-    scores = (q @ k.transpose(-1, -2)) * decay_matrix(gamma, strict=False)  # [..., N, C, C]
-    readout = gamma.exp()[..., None] * q - scores @ w  # [..., N, C, d_k]: reads the entering state
-    carried = (gamma[..., -1:] - gamma).exp()[..., None] * k  # Λ: [..., N, C, d_k]
-    decay_end = gamma[..., -1].exp()[..., None, None]  # [..., N, 1, 1]
-    grow = decay_end * torch.eye(d_k, dtype=q.dtype, device=q.device) - carried.transpose(-1, -2) @ w  # G_n
+    w = solve(beta[..., None] * decayed(gamma, k))  # T⁻¹ diag(β) (e^γ ⊙ k)  [..., N, C, d_k]
+    scores = decayed_scores(q, k, gamma, strict=False)  # [..., N, C, C]
+    readout = decayed(gamma, q) - scores @ w  # [..., N, C, d_k]: reads the entering state
+    carried = decayed(end - gamma, k)  # Λ: [..., N, C, d_k]
+    grow = decay_end - carried.transpose(-1, -2) @ w  # G_n  [..., N, d_k, d_k]
     written = carried.transpose(-1, -2) @ intra  # [..., N, d_k, C]: columns of K_{n+1} for chunk n
     maps = q.new_zeros(*lead, Lp, Lp)
     keys = q.new_zeros(*lead, d_k, Lp)  # K_n, filled chunk by chunk
@@ -93,8 +112,9 @@ def delta_rule_attention(q: Tensor, k: Tensor, beta: Tensor, log_alpha: Tensor,
 
 
 def delta_rule_attention_naive(q: Tensor, k: Tensor, beta: Tensor, log_alpha: Tensor) -> tuple[Tensor, Tensor]:
-    """The unrolled recurrence pair by pair: for each query t, the product P = F_{s+1} ⋯ F_t grown one
-    factor per key s going back, A[t, s] = β_s k_sᵀ P q_t. The oracle the chunked form is checked and timed against."""
+    """The unrolled recurrence pair by pair: for each query t, the product P = F_{s+1}ᵀ ⋯ F_tᵀ grown one
+    factor per key s going back, A[t, s] = β_s k_sᵀ P q_t with F_rᵀ = D_r (I − β_r k_r k_rᵀ). The oracle the
+    chunked form is checked and timed against."""
     _check_operands(q, k, beta, log_alpha)
     *lead, L, d_k = q.shape
     eye = torch.eye(d_k, dtype=q.dtype, device=q.device)
@@ -106,7 +126,7 @@ def delta_rule_attention_naive(q: Tensor, k: Tensor, beta: Tensor, log_alpha: Te
             k_s = k[..., s, :]
             maps[..., t, s] = beta[..., s] * (k_s[..., None, :] @ P @ q[..., t, :, None])[..., 0, 0]
             factor = eye - beta[..., s, None, None] * k_s[..., :, None] * k_s[..., None, :]
-            P = log_alpha[..., s, None, None].exp() * (factor @ P)
+            P = decay_step(log_alpha.select(q.ndim - 2, s), factor @ P)  # D_s (I − β_s k_s k_sᵀ) P
         R[..., t, :] = (P @ q[..., t, :, None])[..., 0]
     return maps, R
 
@@ -118,7 +138,7 @@ class DeltaRuleForm:
     q: Tensor  # [b, H, L, d_k], the scaled query of each value head's key head
     k: Tensor  # [b, H, L, d_k]
     beta: Tensor  # [b, H, L]
-    log_alpha: Tensor  # [b, H, L]
+    log_alpha: Tensor  # [b, H, L], or [b, H, L, d_k] for a per-channel decay (Kimi)
     state0: Tensor  # [b, H, d_k, d_v]: the initial state S_{−1}
     value: Tensor  # [b, d, L]: v, head-major channels
     output: Tensor  # [b, d, L]: o
@@ -140,7 +160,8 @@ class DeltaRuleForm:
         inverse, scores, about 4·L·C) and K_n, then the map spread over `lead` channel rows."""
         b, H, L, d_k = self.q.shape
         C = min(DELTA_CHUNK, L)
-        heads = b * H * (L * L + 4 * L * C + 4 * L * d_k)
+        pairs = L * C * d_k if self.log_alpha.shape == self.q.shape else 0  # per-channel pair decays
+        heads = b * H * (L * L + 4 * L * C + 4 * L * d_k + pairs)
         return self.value.element_size() * (heads + lead * queries * L)
 
     def compose_bytes(self, lead: int, queries: int) -> int:
@@ -188,9 +209,9 @@ class DeltaRuleForm:
         S, outs = self.state0, []
         for t in range(L):
             k_t, q_t = self.k[:, :, t], self.q[:, :, t]  # [b, H, d_k]
-            decayed = self.log_alpha[:, :, t, None, None].exp() * S
-            delta = self.beta[:, :, t, None] * (v[..., t] - (decayed * k_t[..., None]).sum(-2))  # [b, H, d_v]
-            S = decayed + k_t[..., None] * delta[..., None, :]
+            kept = decay_step(self.log_alpha[:, :, t], S)  # D_t S_{t−1}
+            delta = self.beta[:, :, t, None] * (v[..., t] - (kept * k_t[..., None]).sum(-2))  # [b, H, d_v]
+            S = kept + k_t[..., None] * delta[..., None, :]
             outs.append((S * q_t[..., None]).sum(-2))  # [b, H, d_v]
         o = torch.stack(outs, dim=-1).reshape(b, H * d_v, L)
         return o.index_select(1, self.head_index * d_v + self.unit_index)

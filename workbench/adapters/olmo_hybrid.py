@@ -1,0 +1,229 @@
+"""OLMo-Hybrid from `transformers`: gated delta-rule layers (pre-norm blocks) interleaved with OLMo-2-style
+attention layers (post-norm blocks: the attention and MLP outputs are normalised before they are added),
+every layer with a dense MLP.
+
+The delta-rule layer is Qwen3-Next's (`HookedGatedDeltaNet`: same step, chunked pass and edit route) with
+separate q/k/v projections, no conv bias, β_t = 2σ(W_b x_t) when the config allows negative eigenvalues
+(β ∈ (0, 2), so I − β k kᵀ can flip k's direction) and the output gate SiLU(W_g x_t). The attention layer
+normalises q and k over all heads at once (RMSNorm of the whole projection), applies RoPE when the config has
+it (the released checkpoints use none) and has no output gate; its state is the KV cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from workbench.adapters.base import AdapterMixer, AdapterMlpBlock, HookedNorm, HookedTransformersLM, mask_positions
+from workbench.adapters.kimi_linear import RmsNorm
+from workbench.adapters.qwen3_next import (
+    BPV,
+    BPVD,
+    HookedGatedAttention,
+    HookedGatedDeltaNet,
+    l2_normalize,
+    rms_normalize,
+)
+from workbench.adapters.recurrent_gemma import rotate
+from workbench.models.blocks import ResidualBlock
+from workbench.models.hook_point import ScopedHookPoint
+from workbench.models.paths import ExecutionPath
+from workbench.models.recurrence import State, run_recurrence
+from workbench.models.specs import RESID, HookSpec
+
+
+class HookedOlmoDeltaNet(HookedGatedDeltaNet):
+    """`transformers` OlmoHybridGatedDeltaNet recomputed with every delta-rule quantity hooked."""
+
+    def hook_specs(self) -> dict[str, HookSpec]:
+        beta = "2σ(W_b x_t) (negative eigenvalues allowed)" if self.hf.allow_neg_eigval else "σ(W_b x_t)"
+        return {**super().hook_specs(),
+                "qkv": (("batch", "pos", "d_qkv"), "(W_q x, W_k x, W_v x) before the conv"),
+                "beta": (BPV, f"writing strength β_t = {beta}"),
+                "gate": (BPVD, "output gate SiLU(W_g x_t)")}
+
+    def mix(self, x_in: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
+        hf, sz = self.hf, self.sizes
+        batch, pos = x_in.shape[:2]
+        x_in = mask_positions(x_in, mask)
+        qkv = self.hook_qkv(torch.cat([hf.q_proj(x_in), hf.k_proj(x_in), hf.v_proj(x_in)], dim=-1))
+        padded = torch.cat([state["conv"], qkv.transpose(1, 2)], dim=-1)  # [batch, d_qkv, k−1+pos]
+        new_conv = padded[..., padded.shape[-1] - (sz["d_conv"] - 1):]
+        conv = F.conv1d(padded.to(hf.conv1d.weight.dtype), hf.conv1d.weight, None, groups=sz["d_qkv"])
+        mixed = F.silu(conv).transpose(1, 2).to(x_in.dtype)  # [batch, pos, d_qkv]
+        key_dim = sz["n_k_heads"] * sz["d_k"]
+        q_part, k_part, v_part = mixed.split([key_dim, key_dim, sz["n_v_heads"] * sz["d_v"]], dim=-1)
+        q = self.hook_q(l2_normalize(q_part.reshape(batch, pos, -1, sz["d_k"])) * sz["d_k"] ** -0.5)
+        k = self.hook_k(l2_normalize(k_part.reshape(batch, pos, -1, sz["d_k"])))
+        v = self.hook_v(v_part.reshape(batch, pos, -1, sz["d_v"]).to(q.dtype))  # [batch, pos, H, d_v]
+        beta = torch.sigmoid(hf.b_proj(x_in).to(q.dtype)) * (2.0 if hf.allow_neg_eigval else 1.0)
+        beta = self.hook_beta(beta)  # [batch, pos, H]
+        log_alpha = -hf.A_log.to(q.dtype).exp() * F.softplus(hf.a_proj(x_in).to(q.dtype) + hf.dt_bias.to(q.dtype))
+        unedited = log_alpha.exp()
+        alpha = self.hook_alpha(unedited.clone())
+        # log α as the library forms it unless a hook changed α; α edited to 0 stays finite in the chunked form
+        log_alpha = torch.where(alpha == unedited, log_alpha, torch.log(alpha).clamp(min=-1e3))
+        inputs = {"q": self.per_value_head(q), "k": self.per_value_head(k), "v": v, "alpha": alpha,
+                  "beta": beta, "log_alpha": log_alpha}
+        s0 = state["state"].to(q.dtype)
+        values, final = run_recurrence(
+            self._step, inputs, {"state": s0}, self.hook_points(("state", "o")), self._state_at, ("state",),
+            needed=("o",),
+            first_pass=(lambda wanted: self._chunked(inputs, s0, wanted)) if fused else None,
+            segment_pass=(lambda wanted, start, stop, before: self._chunked(
+                {name: value[:, start:stop] for name, value in inputs.items()}, before["state"], wanted,
+            )) if fused else None,
+        )
+        gate = self.hook_gate(F.silu(hf.g_proj(x_in).reshape(batch, pos, -1, sz["d_v"]).to(q.dtype)))
+        norm = hf.o_norm
+        normed = self.hook_normed(norm.weight.to(q.dtype) * rms_normalize(values["o"], norm.variance_epsilon) * gate)
+        out = self.hook_out(hf.o_proj(normed.reshape(batch, pos, -1).to(x_in.dtype)))  # [batch, pos, d_model]
+        return out, {"conv": new_conv, "state": final["state"].to(x_in.dtype)}
+
+
+class HookedOlmoAttention(HookedGatedAttention):
+    """`transformers` OlmoHybridAttention (GQA, q/k RMSNorm over all heads, optional RoPE, no gate), hooked.
+
+    Its state is the rotated keys and values read so far (the library's KV cache), of any length.
+    """
+
+    quantities = ("q", "k", "v", "pattern", "z", "out")
+
+    def hook_specs(self) -> dict[str, HookSpec]:
+        specs = super().hook_specs()
+        rope = "before RoPE" if self.rotary is not None else "(no RoPE in this config)"
+        return {
+            "q": (("batch", "pos", "n_heads", "d_head"), f"queries after q_norm (over all heads), {rope}"),
+            "k": (("batch", "pos", "n_kv_heads", "d_head"), f"keys after k_norm (over all heads), {rope}"),
+            "v": specs["v"], "pattern": specs["pattern"], "z": specs["z"],
+            "out": (RESID, "attention output W_o z_t (the block normalises it before adding)"),
+        }
+
+    def mix(self, x_in: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
+        hf, sz = self.hf, self.sizes
+        batch, pos = x_in.shape[:2]
+        heads, kv_heads, d_head = sz["n_heads"], sz["n_kv_heads"], sz["d_head"]
+        self.last_kernel = "full attention (no recurrence)"
+        q = self.hook_q(RmsNorm(hf.q_norm)(hf.q_proj(x_in)).view(batch, pos, heads, d_head))
+        k = self.hook_k(RmsNorm(hf.k_norm)(hf.k_proj(x_in)).view(batch, pos, kv_heads, d_head))
+        v = self.hook_v(hf.v_proj(x_in).view(batch, pos, kv_heads, d_head))
+        past = state["k"].shape[2]
+        if self.rotary is not None:
+            absolute = torch.arange(past, past + pos, device=x_in.device).expand(batch, pos)  # [batch, pos]
+            cos, sin = (t.to(q.dtype) for t in self.rotary(v, absolute))  # [batch, pos, d_head]
+            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        keys = torch.cat([state["k"], k.transpose(1, 2)], dim=2)  # [batch, n_kv, past+pos, d_head]
+        values = torch.cat([state["v"], v.transpose(1, 2)], dim=2)
+        repeat = heads // kv_heads
+        scores = q.transpose(1, 2) @ keys.repeat_interleave(repeat, dim=1).transpose(2, 3) * hf.scaling
+        valid = self._valid_keys(past, pos, mask, x_in.device)  # [batch, pos, past+pos]
+        scores = scores.masked_fill(~valid[:, None], float("-inf"))  # [batch, n_heads, pos, past+pos]
+        pattern = torch.softmax(scores, dim=-1)
+        pattern = torch.where(valid.any(-1)[:, None, :, None], pattern, torch.zeros_like(pattern))
+        pattern = self.hook_pattern(pattern.transpose(1, 2))  # [batch, pos, n_heads, past+pos]
+        z = pattern.transpose(1, 2) @ values.repeat_interleave(repeat, dim=1)  # [batch, n_heads, pos, d_head]
+        z = self.hook_z(z.transpose(1, 2))  # [batch, pos, n_heads, d_head]
+        out = self.hook_out(hf.o_proj(z.reshape(batch, pos, -1)))  # [batch, pos, d_model]
+        return out, {"k": keys, "v": values}
+
+
+class PostNormBlock(ResidualBlock):
+    """OLMo-2's block: resid_mid = resid_pre + norm(mixer(resid_pre)); resid_post = resid_mid + norm(mlp(resid_mid)).
+
+    No input norm (`ln1`, `ln2` absent); the output norms are hooked as `ln_mixer_out` and `ln_mlp_out`.
+    """
+
+    def __init__(self, hf_layer: nn.Module, mixer: AdapterMixer):
+        super().__init__()
+        self.mixer = mixer
+        self.ln_mixer_out = HookedNorm(RmsNorm(hf_layer.post_attention_layernorm))
+        self.mlp = hf_layer.mlp
+        self.ln_mlp_out = HookedNorm(RmsNorm(hf_layer.post_feedforward_layernorm))
+        for name in ("hook_resid_pre", "hook_mixer_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post"):
+            setattr(self, name, ScopedHookPoint())
+
+    def hook_specs(self, layer: int) -> dict[str, HookSpec]:
+        return {
+            "hook_resid_pre": (RESID, f"residual stream entering block {layer}"),
+            **self.mixer.block_hook_specs(),
+            "ln_mixer_out.hook_normalized": (RESID, "normalised attention output"),
+            "hook_mixer_out": (RESID, "normalised attention output added to the residual"),
+            "hook_resid_mid": (RESID, "residual after the attention"),
+            "ln_mlp_out.hook_normalized": (RESID, "normalised MLP output"),
+            "hook_mlp_out": (RESID, "normalised MLP output added to the residual"),
+            "hook_resid_post": (RESID, f"residual stream leaving block {layer}"),
+        }
+
+    def forward(self, resid: Tensor, state: Mapping[str, Tensor] | None, path: ExecutionPath,
+                mask: Tensor | None = None) -> tuple[Tensor, State]:
+        resid = self.hook_resid_pre(resid)  # [batch, pos, d_model]
+        mixed, new_state = self.mixer(resid, state, path, mask)
+        resid = self.hook_resid_mid(resid + self.hook_mixer_out(self.ln_mixer_out(mixed)))
+        resid = resid + self.hook_mlp_out(self.ln_mlp_out(self.mlp(resid)))
+        return self.hook_resid_post(resid), new_state
+
+
+class PreNormBlock(AdapterMlpBlock):
+    """The delta-rule layers' block: resid_mid = resid_pre + mixer(ln1(resid_pre)); resid_post = resid_mid +
+    mlp(ln2(resid_mid)), the MLP the library's."""
+
+    def __init__(self, hf_layer: nn.Module, mixer: AdapterMixer):
+        super().__init__(RmsNorm(hf_layer.input_layernorm), mixer, RmsNorm(hf_layer.post_attention_layernorm),
+                         hf_layer.mlp)
+
+    def extra_hook_specs(self) -> dict[str, HookSpec]:
+        return {
+            "hook_resid_mid": (RESID, "residual after the delta-rule layer"),
+            "ln2.hook_normalized": (RESID, "normalised input to the MLP"),
+            "hook_mlp_out": (RESID, "MLP output added to the residual"),
+        }
+
+
+class HookedOlmoHybrid(HookedTransformersLM):
+    """OlmoHybridForCausalLM under the hook contract: gated delta-rule and attention layers."""
+
+    family = "olmo_hybrid"
+    generate_with_padding = False
+
+    def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
+        cfg, backbone = hf_model.config, hf_model.model
+        sizes = {
+            "d_model": cfg.hidden_size, "d_vocab": cfg.vocab_size,
+            "n_k_heads": cfg.linear_num_key_heads, "n_v_heads": cfg.linear_num_value_heads,
+            "d_k": cfg.linear_key_head_dim, "d_v": cfg.linear_value_head_dim,
+            "d_inner": cfg.linear_num_value_heads * cfg.linear_value_head_dim,
+            "d_qkv": 2 * cfg.linear_num_key_heads * cfg.linear_key_head_dim
+            + cfg.linear_num_value_heads * cfg.linear_value_head_dim,
+            "d_conv": cfg.linear_conv_kernel_dim, "d_conv-1": cfg.linear_conv_kernel_dim - 1,
+            "n_heads": cfg.num_attention_heads, "n_kv_heads": cfg.num_key_value_heads,
+            "d_head": getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads,
+        }
+        blocks = [self._block(layer, kind, backbone.rotary_emb, sizes)
+                  for layer, kind in zip(backbone.layers, cfg.layer_types, strict=True)]
+        super().__init__(hf_model, sizes, blocks, ln_final=RmsNorm(backbone.norm),
+                         embed=backbone.embed_tokens, unembed=hf_model.lm_head, path=path)
+        self.layer_types = list(cfg.layer_types)
+        self.setup()
+
+    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
+        """With the attention layers' key axis: no cached keys, so `key_pos` = `pos`."""
+        return {**super().dimension_sizes(batch, pos), "past": 0, "key_pos": pos}
+
+    @staticmethod
+    def _block(layer: nn.Module, kind: str, rotary: nn.Module | None, sizes: Mapping[str, int]) -> ResidualBlock:
+        if kind == "linear_attention":
+            return PreNormBlock(layer, HookedOlmoDeltaNet(layer.linear_attn, sizes))
+        if kind == "full_attention":
+            return PostNormBlock(layer, HookedOlmoAttention(layer.self_attn, rotary, sizes))
+        raise ValueError(f"unknown OLMo-Hybrid layer type {kind!r}; expected 'linear_attention' or 'full_attention'")
+
+    @property
+    def recurrent_layers(self) -> list[int]:
+        """Indices of the gated delta-rule layers (the others are attention)."""
+        return [layer for layer, kind in enumerate(self.layer_types) if kind == "linear_attention"]
+
+
+__all__ = ["HookedOlmoAttention", "HookedOlmoDeltaNet", "HookedOlmoHybrid", "PostNormBlock"]
