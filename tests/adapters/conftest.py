@@ -163,6 +163,39 @@ def _qwen3_next_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dic
     return states
 
 
+def _bamba() -> torch.nn.Module:
+    config, model = _require("BambaConfig", "BambaForCausalLM")
+    # layers 0, 1: Mamba-2 (8 heads of odd size 3 in 2 groups, chunk 5 that divides no test length);
+    # layer 2: attention (4 query / 2 key-value heads of odd size 3, RoPE on 2 of the 3 dims)
+    hf = model(config(vocab_size=50, hidden_size=12, intermediate_size=20, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, attn_layer_indices=[2], mamba_n_heads=8,
+                      mamba_d_head=3, mamba_n_groups=2, mamba_d_state=5, mamba_d_conv=4, mamba_expand=2,
+                      mamba_chunk_size=5))
+    _spread_norms(hf)
+    return hf
+
+
+def _spread_norms(hf: torch.nn.Module) -> None:
+    """Norm weights away from their init of ones, so that every norm's weight is exercised."""
+    with torch.no_grad():
+        for name, parameter in hf.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                parameter.normal_(1.0, 0.3)
+
+
+def _hybrid_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """The library's DynamicCache of a Mamba-2 hybrid: conv window (d_conv − 1 of its d_conv inputs) and
+    SSM state for the Mamba layers, keys and values for the attention layers."""
+    cache = hf(ids, use_cache=True).cache
+    states = []
+    for layer, entry in enumerate(cache.layers):
+        if hasattr(entry, "conv_states"):
+            states.append({"conv": cache.get_conv_state(layer)[..., 1:], "state": cache.get_recurrent_state(layer)})
+        else:
+            states.append({"k": entry.keys, "v": entry.values})
+    return states
+
+
 def _library_logits(hf: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """The library's own logits: in float64 too, RecurrentGemma accumulates its RG-LRU and xLSTM its step
     kernel state in float32 (and xLSTM returns float32 logits)."""
@@ -183,6 +216,8 @@ FAMILIES = {
                     float64_logits=_library_logits, float64_tolerance=1e-5),
     "qwen3_next": Family("qwen3_next", "Qwen3NextForCausalLM", _qwen3_next, "state", _qwen3_next_cache_states,
                          state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
+    "bamba": Family("bamba", "BambaForCausalLM", _bamba, "state", _hybrid_cache_states, state_layers=(0, 1),
+                    float64_logits=_library_logits, float64_tolerance=1e-6),
 }
 
 

@@ -30,6 +30,7 @@ from workbench.analysis.implicit_attention.delta_rule import Qwen3Next
 from workbench.analysis.implicit_attention.form import LinearForm, compose_work_bytes
 from workbench.analysis.implicit_attention.kernel import DEFAULT_CHUNK, decay_attention_work_bytes
 from workbench.analysis.implicit_attention.mamba2 import Mamba2
+from workbench.analysis.implicit_attention.mamba2_hybrid import Mamba2Hybrid
 from workbench.analysis.implicit_attention.minimal import MinGRU, MinLSTM
 from workbench.analysis.implicit_attention.recurrent_gemma import RecurrentGemma
 from workbench.analysis.implicit_attention.rwkv import RWKV
@@ -57,7 +58,7 @@ __all__ = [
 
 FAMILIES: dict[str, Any] = {
     family: module
-    for module in (S6, Mamba2, RWKV, RecurrentGemma, MinGRU, MinLSTM, LSTM, GRU, Qwen3Next)
+    for module in (S6, Mamba2, RWKV, RecurrentGemma, MinGRU, MinLSTM, LSTM, GRU, Qwen3Next, Mamba2Hybrid)
     for family in module.families
 }
 AGGREGATIONS = ("none", "mean", "abs_mean", "norm", "gradient")
