@@ -175,6 +175,23 @@ def _bamba() -> torch.nn.Module:
     return hf
 
 
+def _granitemoehybrid() -> torch.nn.Module:
+    config, model = _require("GraniteMoeHybridConfig", "GraniteMoeHybridForCausalLM")
+    # as Bamba's but 2 query heads of size 6 on one key/value head (full RoPE needs an even size), every
+    # μP multiplier away from 1, and a mixture of 4 experts (top 2)
+    # plus the shared MLP after every layer
+    hf = model(config(vocab_size=50, hidden_size=12, intermediate_size=8, shared_intermediate_size=10,
+                      num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1,
+                      layer_types=["linear_attention", "linear_attention", "full_attention"], mamba_n_heads=8,
+                      mamba_d_head=3, mamba_n_groups=2, mamba_d_state=5, mamba_d_conv=4, mamba_expand=2,
+                      mamba_chunk_size=5, num_local_experts=4, num_experts_per_tok=2,
+                      position_embedding_type="rope", embedding_multiplier=1.7, residual_multiplier=0.6,
+                      attention_multiplier=0.4, logits_scaling=2.5))
+    hf.config._experts_implementation = "eager"  # the grouped-matmul experts refuse float64
+    _spread_norms(hf)
+    return hf
+
+
 def _spread_norms(hf: torch.nn.Module) -> None:
     """Norm weights away from their init of ones, so that every norm's weight is exercised."""
     with torch.no_grad():
@@ -218,6 +235,9 @@ FAMILIES = {
                          state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
     "bamba": Family("bamba", "BambaForCausalLM", _bamba, "state", _hybrid_cache_states, state_layers=(0, 1),
                     float64_logits=_library_logits, float64_tolerance=1e-6),
+    "granitemoehybrid": Family("granitemoehybrid", "GraniteMoeHybridForCausalLM", _granitemoehybrid, "state",
+                               _hybrid_cache_states, state_layers=(0, 1), float64_logits=_library_logits,
+                               float64_tolerance=1e-6),
 }
 
 

@@ -18,7 +18,7 @@ from workbench.analysis.implicit_attention.mamba2_hybrid import Mamba2Hybrid
 
 from .conftest import tiny, tokens
 
-HYBRIDS = ["bamba"]
+HYBRIDS = ["bamba", "granitemoehybrid"]
 
 
 @pytest.fixture(scope="module", params=HYBRIDS)
@@ -140,3 +140,31 @@ def test_memory_budget_counts_the_ssm_state_and_the_attention_pattern(hybrid):
                                         names_filter=lambda n: n.endswith(("hook_state", "hook_pattern")))
     assert cache[f"blocks.{mamba}.mixer.hook_state"].numel() * 8 == state
     assert cache[f"blocks.{attention}.mixer.hook_pattern"].numel() * 8 == pattern
+
+
+def test_granite_routing_is_the_librarys_and_a_router_edit_reroutes():
+    hf = tiny("granitemoehybrid", torch.float64)
+    model = from_transformers(hf)
+    ids = tokens(2, 7, seed=49)
+    with torch.no_grad():
+        clean, cache = model.run_with_cache(ids)
+        x = cache["blocks.1.ln2.hook_normalized"].reshape(-1, model.sizes["d_model"])
+        logits, weights, index = hf.model.layers[1].block_sparse_moe.router(x)  # the library's router
+    torch.testing.assert_close(cache["blocks.1.mlp.hook_router_logits"].reshape(logits.shape), logits.double())
+    torch.testing.assert_close(cache["blocks.1.mlp.hook_expert_index"].reshape(index.shape), index.double())
+    torch.testing.assert_close(cache["blocks.1.mlp.hook_expert_weights"].reshape(weights.shape), weights,
+                               atol=1e-6, rtol=1e-6)  # the library routes in float32
+
+    def favour_unchosen_expert(router_logits, hook):
+        chosen = cache["blocks.1.mlp.hook_expert_index"][:, 4].long()  # [batch, top_k]
+        unchosen = [next(e for e in range(model.sizes["n_experts"]) if e not in row) for row in chosen.tolist()]
+        router_logits[torch.arange(2), 4, unchosen] += 100.0
+        return router_logits
+
+    with torch.no_grad():
+        with model.hooks(fwd_hooks=[("blocks.1.mlp.hook_router_logits", favour_unchosen_expert)]):
+            edited, edited_cache = model.run_with_cache(ids)
+    assert not torch.equal(edited_cache["blocks.1.mlp.hook_expert_index"][:, 4],
+                           cache["blocks.1.mlp.hook_expert_index"][:, 4])
+    change = (edited - clean).abs().amax(dim=(0, 2))
+    assert torch.all(change[:4] == 0) and change[4] > 0

@@ -53,7 +53,7 @@ def attention_layer_form(model: HookedModel, cache: dict, layer: int) -> FullAtt
 class Mamba2Hybrid:
     """The Mamba-2 hybrid adapters (`HookedMamba2Hybrid`): Mamba2 forms and attention patterns."""
 
-    families = ("bamba",)
+    families = ("bamba", "granitemoehybrid")
     modes = Mamba2.modes
     channel_name = "d_inner"
 
