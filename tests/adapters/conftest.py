@@ -192,6 +192,26 @@ def _granitemoehybrid() -> torch.nn.Module:
     return hf
 
 
+def _nemotron_h() -> torch.nn.Module:
+    config, model = _require("NemotronHConfig", "NemotronHForCausalLM")
+    # blocks: Mamba-2, Mamba-2 (as Bamba's), mixture of experts (4 experts in 2 groups, top 2 from the best
+    # group), attention without positions (4 query / 2 key-value heads of size 3), squared-ReLU MLP
+    hf = model(config(vocab_size=50, hidden_size=12, intermediate_size=20,
+                      layers_block_type=["linear_attention", "linear_attention", "moe", "full_attention", "mlp"],
+                      num_hidden_layers=5, num_attention_heads=4, num_key_value_heads=2, head_dim=3,
+                      mamba_num_heads=8, mamba_head_dim=3, n_groups=2, ssm_state_size=5, conv_kernel=4,
+                      chunk_size=5, n_routed_experts=4, num_experts_per_tok=2, n_group=2, topk_group=1,
+                      moe_intermediate_size=6, moe_shared_expert_intermediate_size=8, routed_scaling_factor=1.5,
+                      norm_topk_prob=True))
+    hf.config._experts_implementation = "eager"  # the grouped-matmul experts refuse float64
+    with torch.no_grad():  # the library starts the router at zero: spread it and its correction bias
+        router = hf.model.layers[2].mixer.gate
+        router.weight.normal_(0.0, 1.0)
+        router.e_score_correction_bias.normal_(0.0, 0.1)
+    _spread_norms(hf)
+    return hf
+
+
 def _spread_norms(hf: torch.nn.Module) -> None:
     """Norm weights away from their init of ones, so that every norm's weight is exercised."""
     with torch.no_grad():
@@ -208,6 +228,8 @@ def _hybrid_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[st
     for layer, entry in enumerate(cache.layers):
         if hasattr(entry, "conv_states"):
             states.append({"conv": cache.get_conv_state(layer)[..., 1:], "state": cache.get_recurrent_state(layer)})
+        elif getattr(entry, "keys", None) is None:  # a position-wise block (MLP, experts): no state
+            states.append({})
         else:
             states.append({"k": entry.keys, "v": entry.values})
     return states
@@ -238,6 +260,8 @@ FAMILIES = {
     "granitemoehybrid": Family("granitemoehybrid", "GraniteMoeHybridForCausalLM", _granitemoehybrid, "state",
                                _hybrid_cache_states, state_layers=(0, 1), float64_logits=_library_logits,
                                float64_tolerance=1e-6),
+    "nemotron_h": Family("nemotron_h", "NemotronHForCausalLM", _nemotron_h, "state", _hybrid_cache_states,
+                         state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
 }
 
 

@@ -18,7 +18,7 @@ from workbench.analysis.implicit_attention.mamba2_hybrid import Mamba2Hybrid
 
 from .conftest import tiny, tokens
 
-HYBRIDS = ["bamba", "granitemoehybrid"]
+HYBRIDS = ["bamba", "granitemoehybrid", "nemotron_h"]
 
 
 @pytest.fixture(scope="module", params=HYBRIDS)
@@ -34,7 +34,9 @@ def attention_layers(model) -> list[int]:
 def test_layer_kinds_follow_the_config(hybrid):
     _, model = hybrid
     assert model.recurrent_layers and attention_layers(model)
-    assert sorted(model.recurrent_layers + attention_layers(model)) == list(range(len(model.blocks)))
+    for layer, kind in enumerate(model.layer_types):
+        if kind in ("mlp", "moe"):  # NemotronH's position-wise blocks carry nothing
+            assert model.blocks[layer].mixer.state_names == ()
     for layer in model.recurrent_layers:
         assert "state" in model.blocks[layer].mixer.state_names
     for layer in attention_layers(model):
@@ -88,7 +90,8 @@ def test_every_layer_map_reconstructs_its_output_with_the_state_as_bias(hybrid):
     for layer in layers:
         att = implicit_attention(model, ids, layer=layer, cache=cache, initial_state=state)
         assert att.max_error() < 1e-10, layer
-        assert att.bias.abs().max() > 1e-6, layer  # the state does contribute
+        if model.layer_types[layer] in ("mamba", "attention"):
+            assert att.bias.abs().max() > 1e-6, layer  # the state does contribute
         form = Mamba2Hybrid.form(model, cache, layer, "exact")
         torch.testing.assert_close(jacobian(form), att.maps, atol=1e-10, rtol=1e-10)
 
@@ -168,3 +171,23 @@ def test_granite_routing_is_the_librarys_and_a_router_edit_reroutes():
                            cache["blocks.1.mlp.hook_expert_index"][:, 4])
     change = (edited - clean).abs().amax(dim=(0, 2))
     assert torch.all(change[:4] == 0) and change[4] > 0
+
+
+def test_nemotron_group_limited_routing_is_the_librarys():
+    """Sigmoid scores, the correction bias, the best group, then the top 2 experts in it: the same
+    experts and weights as the library's router, and only experts of one group chosen per token."""
+    hf = tiny("nemotron_h", torch.float64)
+    model = from_transformers(hf)
+    ids = tokens(2, 9, seed=50)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(ids)
+        x = cache["blocks.2.ln1.hook_normalized"]
+        _, weights, index = hf.model.layers[2].mixer.gate(x)  # the library's router, in float32
+    ours = cache["blocks.2.mixer.hook_expert_index"].reshape(index.shape).long()
+    order, library_order = ours.sort(-1), index.sort(-1)
+    torch.testing.assert_close(order.values, library_order.values)
+    got = cache["blocks.2.mixer.hook_expert_weights"].reshape(weights.shape).gather(1, order.indices)
+    torch.testing.assert_close(got, weights.gather(1, library_order.indices).double(), atol=1e-6, rtol=1e-6)
+    per_group = model.sizes["n_experts"] // 2
+    groups = ours // per_group  # [tokens, top_k]
+    assert torch.all(groups.amin(-1) == groups.amax(-1))

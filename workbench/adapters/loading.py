@@ -32,6 +32,7 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     "Qwen3NextForCausalLM": ("workbench.adapters.qwen3_next", "HookedQwen3Next"),
     "BambaForCausalLM": ("workbench.adapters.bamba", "HookedBamba"),
     "GraniteMoeHybridForCausalLM": ("workbench.adapters.granitemoehybrid", "HookedGraniteMoeHybrid"),
+    "NemotronHForCausalLM": ("workbench.adapters.nemotron_h", "HookedNemotronH"),
 }
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
 # Files a saved tokenizer leaves (one is enough). Without any, `AutoTokenizer` may still build the

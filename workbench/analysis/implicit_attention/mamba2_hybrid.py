@@ -1,4 +1,4 @@
-"""Mamba-2 hybrids (Bamba, GraniteMoeHybrid, ...) as implicit attention, layer by layer and stack-wide.
+"""Mamba-2 hybrids (Bamba, GraniteMoeHybrid, NemotronH) as implicit attention, layer by layer and stack-wide.
 
 Mamba-2 layers: the Mamba2 form (`implicit_attention.mamba2`, its modes exact / normed / paper) on the
 same hooks. Attention layers: their own softmax pattern, exactly (values per query head, output z before
@@ -24,7 +24,7 @@ from workbench.utils import get_act_name
 if TYPE_CHECKING:
     from workbench.models.protocol import HookedModel
 
-__all__ = ["Mamba2Hybrid", "attention_layer_form"]
+__all__ = ["Mamba2Hybrid", "attention_layer_form", "position_wise_form"]
 
 ATTENTION_HOOKS = ("v", "pattern", "z", "initial_v")
 
@@ -50,10 +50,21 @@ def attention_layer_form(model: HookedModel, cache: dict, layer: int) -> FullAtt
     )
 
 
+def position_wise_form(model: HookedModel, cache: dict, layer: int) -> FullAttentionForm:
+    """An MLP or mixture-of-experts block (NemotronH): it mixes no positions, so its map is the identity,
+    exactly, with value = output = its hook_out."""
+    out = cache[get_act_name("out", layer)].flatten(2).transpose(1, 2)  # [b, d_model, L]
+    b, d, L = out.shape
+    eye = torch.eye(L, dtype=out.dtype, device=out.device).expand(b, 1, L, L)  # [b, 1, L, L]
+    return FullAttentionForm(pattern=eye, value=out, output=out, state_part=torch.zeros_like(out),
+                             head_index=torch.zeros(d, dtype=torch.long, device=out.device),
+                             value_name=get_act_name("out", layer), output_name=get_act_name("out", layer))
+
+
 class Mamba2Hybrid:
     """The Mamba-2 hybrid adapters (`HookedMamba2Hybrid`): Mamba2 forms and attention patterns."""
 
-    families = ("bamba", "granitemoehybrid")
+    families = ("bamba", "granitemoehybrid", "nemotron_h")
     modes = Mamba2.modes
     channel_name = "d_inner"
 
@@ -65,12 +76,16 @@ class Mamba2Hybrid:
     def hook_names(layer: int, mode: str, model: HookedModel | None = None) -> list[str]:
         if model is None or Mamba2Hybrid.is_recurrent(model, layer):
             return Mamba2.hook_names(layer, mode, model)
+        if model.layer_types[layer] != "attention":
+            return [get_act_name("out", layer)]
         return [get_act_name(q, layer) for q in ATTENTION_HOOKS]
 
     @staticmethod
     def form(model: HookedModel, cache: dict, layer: int, mode: str) -> LinearForm | FullAttentionForm:
         if Mamba2Hybrid.is_recurrent(model, layer):
             return Mamba2.form(model, cache, layer, mode)
+        if model.layer_types[layer] != "attention":
+            return position_wise_form(model, cache, layer)
         return attention_layer_form(model, cache, layer)
 
     @staticmethod
@@ -78,5 +93,7 @@ class Mamba2Hybrid:
         """∂target/∂(output of the form), [b, d, L]: the Mamba2 form's, or through W_o for attention."""
         if Mamba2Hybrid.is_recurrent(model, layer):
             return Mamba2.output_grad(model, layer, mode, grad_out, cache)
+        if model.layer_types[layer] != "attention":
+            return grad_out.transpose(1, 2)  # the form's output is hook_out itself
         weight = model.blocks[layer].mixer.hf.o_proj.weight.detach().to(grad_out.dtype)
         return (grad_out @ weight).transpose(1, 2)  # [b, H·P, L]
