@@ -1,7 +1,8 @@
 """Hugging Face `transformers` recurrent LMs under the workbench hook contract (DESIGN: adapters).
 
 `from_transformers(model_or_path)` wraps MambaForCausalLM, FalconMambaForCausalLM, Mamba2ForCausalLM,
-RwkvForCausalLM, RecurrentGemmaForCausalLM, xLSTMForCausalLM and Qwen3NextForCausalLM, sharing their parameters; see
+RwkvForCausalLM, RecurrentGemmaForCausalLM, xLSTMForCausalLM, Qwen3NextForCausalLM and the Mamba-2 hybrids
+(Bamba, GraniteMoeHybrid, NemotronH), sharing their parameters; see
 docs/adapters.md.
 """
 
