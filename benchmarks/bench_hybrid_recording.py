@@ -54,6 +54,26 @@ def best(fn, repeats: int = 5) -> float:
         return best_time(fn, repeats)
 
 
+def measure(family: str, ids: torch.Tensor) -> None:
+    """Print one table row per call for `family`."""
+    hf = build(family)
+    model = workbench.from_transformers(hf)
+    states = [n for n in model.hook_dict if n.endswith(("mixer.hook_state", "mixer.hook_k", "mixer.hook_v"))]
+    rows = {
+        "library forward": lambda: hf(ids),
+        "ours, fused, no hooks": lambda: model(ids, path="fused"),
+        "ours, fused, recording every state": lambda: model.run_with_cache(ids, names_filter=states),
+        "ours, fused, recording every hook": lambda: model.run_with_cache(ids),
+    }
+    base = None
+    for name, fn in rows.items():
+        seconds = best(fn)
+        base = base or seconds
+        print(f"| {family} | {name} | {seconds:.3f} | {seconds / base:.2f} |", flush=True)
+    kernels = sorted({block.mixer.last_kernel for block in model.blocks})
+    print(f"| {family} | kernels: {'; '.join(kernels)} | | |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--length", type=int, default=512)
@@ -66,22 +86,7 @@ def main() -> None:
     print("| family | call | time (s) | × library |")
     print("|---|---|---|---|")
     for family in args.families:
-        hf = build(family)
-        model = workbench.from_transformers(hf)
-        states = [n for n in model.hook_dict if n.endswith(("mixer.hook_state", "mixer.hook_k", "mixer.hook_v"))]
-        rows = {
-            "library forward": lambda: hf(ids),
-            "ours, fused, no hooks": lambda: model(ids, path="fused"),
-            "ours, fused, recording every state": lambda: model.run_with_cache(ids, names_filter=states),
-            "ours, fused, recording every hook": lambda: model.run_with_cache(ids),
-        }
-        base = None
-        for name, fn in rows.items():
-            seconds = best(fn)
-            base = base or seconds
-            print(f"| {family} | {name} | {seconds:.3f} | {seconds / base:.2f} |", flush=True)
-        kernels = sorted({block.mixer.last_kernel for block in model.blocks})
-        print(f"| {family} | kernels: {'; '.join(kernels)} | | |", flush=True)
+        measure(family, ids)
     print(f"load average at end {os.getloadavg()}")
 
 
