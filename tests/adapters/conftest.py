@@ -212,6 +212,28 @@ def _nemotron_h() -> torch.nn.Module:
     return hf
 
 
+def _falcon_h1() -> torch.nn.Module:
+    config, model = _require("FalconH1Config", "FalconH1ForCausalLM")
+    # two blocks of parallel Mamba-2 (as Bamba's) and attention (2 query heads of size 6 on one key/value
+    # head), every μP multiplier away from 1, the gated norm on and applied before the gate
+    hf = model(config(vocab_size=50, hidden_size=12, intermediate_size=20, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, mamba_n_heads=8, mamba_d_head=3,
+                      mamba_n_groups=2, mamba_d_state=5, mamba_d_conv=4, mamba_expand=2, mamba_chunk_size=5,
+                      mamba_d_ssm=24, mamba_rms_norm=True, mamba_norm_before_gate=True, key_multiplier=0.7,
+                      attention_in_multiplier=1.3, attention_out_multiplier=0.8, ssm_in_multiplier=1.2,
+                      ssm_out_multiplier=0.9, embedding_multiplier=1.5, lm_head_multiplier=0.6,
+                      mlp_multipliers=[1.1, 0.9], ssm_multipliers=[1.1, 0.9, 1.2, 0.8, 1.3]))
+    _spread_norms(hf)
+    return hf
+
+
+def _falcon_h1_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """Falcon-H1's cache: each block's conv window and SSM state and its keys and values, in one state."""
+    cache = hf(ids, use_cache=True).cache
+    return [{"conv": cache.get_conv_state(layer)[..., 1:], "state": cache.get_recurrent_state(layer),
+             "k": entry.keys, "v": entry.values} for layer, entry in enumerate(cache.layers)]
+
+
 def _spread_norms(hf: torch.nn.Module) -> None:
     """Norm weights away from their init of ones, so that every norm's weight is exercised."""
     with torch.no_grad():
@@ -262,6 +284,8 @@ FAMILIES = {
                                float64_tolerance=1e-6),
     "nemotron_h": Family("nemotron_h", "NemotronHForCausalLM", _nemotron_h, "state", _hybrid_cache_states,
                          state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
+    "falcon_h1": Family("falcon_h1", "FalconH1ForCausalLM", _falcon_h1, "state", _falcon_h1_cache_states,
+                        float64_logits=_library_logits, float64_tolerance=1e-6),
 }
 
 

@@ -191,3 +191,22 @@ def test_nemotron_group_limited_routing_is_the_librarys():
     per_group = model.sizes["n_experts"] // 2
     groups = ours // per_group  # [tokens, top_k]
     assert torch.all(groups.amin(-1) == groups.amax(-1))
+
+
+def test_falcon_h1_block_adds_its_parallel_branches_and_continues_from_its_kv_cache():
+    """mixer output = hook_mamba_out + hook_attention_out (multipliers included); the attention's hooks
+    live under mixer.attention; a second call from the returned state (KV cache and SSM state) continues."""
+    model = from_transformers(tiny("falcon_h1", torch.float64))
+    ids = tokens(2, 9, seed=51)
+    with torch.no_grad():
+        full, cache = model.run_with_cache(ids)
+        _, state = model(ids[:, :4], return_state=True)
+        rest = model(ids[:, 4:], initial_state=state)
+    for layer in range(len(model.blocks)):
+        name = f"blocks.{layer}"
+        torch.testing.assert_close(cache[f"{name}.hook_mixer_out"],
+                                   cache[f"{name}.mixer.hook_mamba_out"] + cache[f"{name}.mixer.hook_attention_out"])
+        pattern = cache[f"{name}.mixer.attention.hook_pattern"]
+        torch.testing.assert_close(pattern.sum(-1), torch.ones(pattern.shape[:-1], dtype=pattern.dtype))
+        assert tuple(state[layer]["k"].shape) == (2, model.sizes["n_kv_heads"], 4, model.sizes["d_attn_head"])
+    torch.testing.assert_close(rest, full[:, 4:], atol=1e-10, rtol=1e-10)

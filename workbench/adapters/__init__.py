@@ -2,7 +2,7 @@
 
 `from_transformers(model_or_path)` wraps MambaForCausalLM, FalconMambaForCausalLM, Mamba2ForCausalLM,
 RwkvForCausalLM, RecurrentGemmaForCausalLM, xLSTMForCausalLM, Qwen3NextForCausalLM and the Mamba-2 hybrids
-(Bamba, GraniteMoeHybrid, NemotronH), sharing their parameters; see
+(Bamba, GraniteMoeHybrid, NemotronH, Falcon-H1), sharing their parameters; see
 docs/adapters.md.
 """
 

@@ -33,13 +33,15 @@ class HookedRopeAttention(HookedGatedAttention):
 
     quantities = ("q", "k", "v", "pattern", "z", "out")
 
-    def __init__(self, hf_attention: nn.Module, rotary: nn.Module | None, sizes: Mapping[str, int]):
+    def __init__(self, hf_attention: nn.Module, rotary: nn.Module | None, sizes: Mapping[str, int],
+                 key_scale: float = 1.0):
         super().__init__(hf_attention, rotary, sizes)  # shares q_proj, k_proj, v_proj, o_proj
+        self.key_scale = key_scale  # Falcon-H1's key multiplier (1 elsewhere)
 
     def hook_specs(self) -> dict[str, HookSpec]:
         return {
             "q": (BPQ, "queries W_q x_t, before RoPE"),
-            "k": (BPKV, "keys W_k x_t, before RoPE"),
+            "k": (BPKV, "keys W_k x_t (times Falcon-H1's key multiplier), before RoPE"),
             "v": (BPKV, "values W_v x_t"),
             "pattern": (("batch", "pos", "n_attn_heads", "key_pos"),
                         "attention weights over the cached keys then this call's keys"),
@@ -60,7 +62,8 @@ class HookedRopeAttention(HookedGatedAttention):
         heads, kv_heads, d_head = sz["n_attn_heads"], sz["n_kv_heads"], sz["d_attn_head"]
         self.last_kernel = "full attention (no recurrence)"
         q = self.hook_q(hf.q_proj(x_in).view(batch, pos, heads, d_head))  # [batch, pos, n_heads, d_head]
-        k = self.hook_k(hf.k_proj(x_in).view(batch, pos, kv_heads, d_head))
+        k = hf.k_proj(x_in).view(batch, pos, kv_heads, d_head)
+        k = self.hook_k(k * self.key_scale if self.key_scale != 1.0 else k)
         v = self.hook_v(hf.v_proj(x_in).view(batch, pos, kv_heads, d_head))
         past = state["k"].shape[2]
         if self.rotary is not None:
@@ -146,19 +149,23 @@ class ScaledEmbedding(nn.Module):
 
 
 class ScaledHead(nn.Module):
-    """The library's unembedding divided by its logits scaling, so the logit lens decodes exactly."""
+    """The library's unembedding times its multiplier (Falcon-H1) or divided by its logits scaling (Granite),
+    so the logit lens decodes exactly."""
 
-    def __init__(self, head: nn.Module, divisor: float):
+    def __init__(self, head: nn.Module, divisor: float = 1.0, multiplier: float = 1.0):
         super().__init__()
         self.head = head
         self.divisor = divisor
+        self.multiplier = multiplier
 
     @property
     def weight(self) -> Tensor:
         return self.head.weight  # [d_vocab, d_model]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(x) / self.divisor
+        logits = self.head(x)  # [batch, pos, d_vocab]
+        logits = logits * self.multiplier if self.multiplier != 1.0 else logits
+        return logits / self.divisor if self.divisor != 1.0 else logits
 
 
 class HookedMamba2Hybrid(HookedTransformersLM):
