@@ -1,9 +1,10 @@
-"""Mamba-2 hybrids (Bamba, GraniteMoeHybrid, NemotronH): the cost of recording every state over the library's
+"""Mamba-2 hybrids (Bamba, GraniteMoeHybrid, NemotronH, Falcon-H1): the cost of recording every state over the library's
 own forward, on CPU, side by side in one run.
 
 Per family a random model of d_model 256 with three Mamba-2 layers (8 heads of 64, d_state 32, one group)
 and one attention layer (4 query / 2 key-value heads of 64) in float32 (NemotronH: each followed by an
-MLP block; Granite: by a mixture of 8 experts, top 2, plus its shared MLP); best of 5 after a warm-up:
+MLP block; Granite: by a mixture of 8 experts, top 2, plus its shared MLP; Falcon-H1: four blocks each
+running Mamba-2 and attention in parallel); best of 5 after a warm-up:
 the library's forward, ours (fused path) without hooks, ours recording every recurrent state (each
 Mamba-2 layer's s_t and each attention layer's keys and values) and ours recording every hook.
 Ratio = time / the library's. Run:
@@ -41,6 +42,10 @@ def build(family: str) -> torch.nn.Module:
         model = transformers.GraniteMoeHybridForCausalLM(config).eval()
         model.config._experts_implementation = "eager"
         return model
+    if family == "falcon_h1":  # four blocks, each Mamba-2 and attention in parallel
+        config = transformers.FalconH1Config(**COMMON, **MAMBA, mamba_d_ssm=512, head_dim=64, intermediate_size=512,
+                                             num_hidden_layers=4)
+        return transformers.FalconH1ForCausalLM(config).eval()
     config = transformers.NemotronHConfig(
         **COMMON, head_dim=64, intermediate_size=512, mamba_num_heads=8, mamba_head_dim=64, n_groups=1,
         ssm_state_size=32, conv_kernel=4, chunk_size=128, num_hidden_layers=8,
@@ -58,7 +63,7 @@ def measure(family: str, ids: torch.Tensor) -> None:
     """Print one table row per call for `family`."""
     hf = build(family)
     model = workbench.from_transformers(hf)
-    states = [n for n in model.hook_dict if n.endswith(("mixer.hook_state", "mixer.hook_k", "mixer.hook_v"))]
+    states = [n for n in model.hook_dict if n.endswith(("mixer.hook_state", ".hook_k", ".hook_v"))]
     rows = {
         "library forward": lambda: hf(ids),
         "ours, fused, no hooks": lambda: model(ids, path="fused"),
@@ -77,7 +82,7 @@ def measure(family: str, ids: torch.Tensor) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--length", type=int, default=512)
-    parser.add_argument("--families", nargs="+", default=["bamba", "granitemoehybrid", "nemotron_h"])
+    parser.add_argument("--families", nargs="+", default=["bamba", "granitemoehybrid", "nemotron_h", "falcon_h1"])
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     ids = torch.randint(0, 1000, (1, args.length), generator=torch.Generator().manual_seed(0))
