@@ -216,6 +216,100 @@ def _olmo_hybrid(rope: bool = True) -> torch.nn.Module:
     return hf
 
 
+def _bamba() -> torch.nn.Module:
+    config, model = _require("BambaConfig", "BambaForCausalLM")
+    # layers 0, 1: Mamba-2 (8 heads of odd size 3 in 2 groups, chunk 5 that divides no test length);
+    # layer 2: attention (4 query / 2 key-value heads of odd size 3, RoPE on 2 of the 3 dims)
+    hf = model(config(vocab_size=50, hidden_size=12, intermediate_size=20, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, attn_layer_indices=[2], mamba_n_heads=8,
+                      mamba_d_head=3, mamba_n_groups=2, mamba_d_state=5, mamba_d_conv=4, mamba_expand=2,
+                      mamba_chunk_size=5))
+    _spread_norms(hf)
+    return hf
+
+
+def _granitemoehybrid() -> torch.nn.Module:
+    config, model = _require("GraniteMoeHybridConfig", "GraniteMoeHybridForCausalLM")
+    # as Bamba's but 2 query heads of size 6 on one key/value head (full RoPE needs an even size), every
+    # μP multiplier away from 1, and a mixture of 4 experts (top 2)
+    # plus the shared MLP after every layer
+    hf = model(config(vocab_size=50, hidden_size=12, intermediate_size=8, shared_intermediate_size=10,
+                      num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1,
+                      layer_types=["linear_attention", "linear_attention", "full_attention"], mamba_n_heads=8,
+                      mamba_d_head=3, mamba_n_groups=2, mamba_d_state=5, mamba_d_conv=4, mamba_expand=2,
+                      mamba_chunk_size=5, num_local_experts=4, num_experts_per_tok=2,
+                      position_embedding_type="rope", embedding_multiplier=1.7, residual_multiplier=0.6,
+                      attention_multiplier=0.4, logits_scaling=2.5))
+    hf.config._experts_implementation = "eager"  # the grouped-matmul experts refuse float64
+    _spread_norms(hf)
+    return hf
+
+
+def _nemotron_h() -> torch.nn.Module:
+    config, model = _require("NemotronHConfig", "NemotronHForCausalLM")
+    # blocks: Mamba-2, Mamba-2 (as Bamba's), mixture of experts (4 experts in 2 groups, top 2 from the best
+    # group), attention without positions (4 query / 2 key-value heads of size 3), squared-ReLU MLP
+    hf = model(config(vocab_size=50, hidden_size=12, intermediate_size=20,
+                      layers_block_type=["linear_attention", "linear_attention", "moe", "full_attention", "mlp"],
+                      num_hidden_layers=5, num_attention_heads=4, num_key_value_heads=2, head_dim=3,
+                      mamba_num_heads=8, mamba_head_dim=3, n_groups=2, ssm_state_size=5, conv_kernel=4,
+                      chunk_size=5, n_routed_experts=4, num_experts_per_tok=2, n_group=2, topk_group=1,
+                      moe_intermediate_size=6, moe_shared_expert_intermediate_size=8, routed_scaling_factor=1.5,
+                      norm_topk_prob=True))
+    hf.config._experts_implementation = "eager"  # the grouped-matmul experts refuse float64
+    with torch.no_grad():  # the library starts the router at zero: spread it and its correction bias
+        router = hf.model.layers[2].mixer.gate
+        router.weight.normal_(0.0, 1.0)
+        router.e_score_correction_bias.normal_(0.0, 0.1)
+    _spread_norms(hf)
+    return hf
+
+
+def _falcon_h1() -> torch.nn.Module:
+    config, model = _require("FalconH1Config", "FalconH1ForCausalLM")
+    # two blocks of parallel Mamba-2 (as Bamba's) and attention (2 query heads of size 6 on one key/value
+    # head), every μP multiplier away from 1, the gated norm on and applied before the gate
+    hf = model(config(vocab_size=50, hidden_size=12, intermediate_size=20, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, mamba_n_heads=8, mamba_d_head=3,
+                      mamba_n_groups=2, mamba_d_state=5, mamba_d_conv=4, mamba_expand=2, mamba_chunk_size=5,
+                      mamba_d_ssm=24, mamba_rms_norm=True, mamba_norm_before_gate=True, key_multiplier=0.7,
+                      attention_in_multiplier=1.3, attention_out_multiplier=0.8, ssm_in_multiplier=1.2,
+                      ssm_out_multiplier=0.9, embedding_multiplier=1.5, lm_head_multiplier=0.6,
+                      mlp_multipliers=[1.1, 0.9], ssm_multipliers=[1.1, 0.9, 1.2, 0.8, 1.3]))
+    _spread_norms(hf)
+    return hf
+
+
+def _falcon_h1_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """Falcon-H1's cache: each block's conv window and SSM state and its keys and values, in one state."""
+    cache = hf(ids, use_cache=True).cache
+    return [{"conv": cache.get_conv_state(layer)[..., 1:], "state": cache.get_recurrent_state(layer),
+             "k": entry.keys, "v": entry.values} for layer, entry in enumerate(cache.layers)]
+
+
+def _spread_norms(hf: torch.nn.Module) -> None:
+    """Norm weights away from their init of ones, so that every norm's weight is exercised."""
+    with torch.no_grad():
+        for name, parameter in hf.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                parameter.normal_(1.0, 0.3)
+
+
+def _hybrid_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """The library's DynamicCache of a Mamba-2 hybrid: conv window (d_conv − 1 of its d_conv inputs) and
+    SSM state for the Mamba layers, keys and values for the attention layers."""
+    cache = hf(ids, use_cache=True).cache
+    states = []
+    for layer, entry in enumerate(cache.layers):
+        if hasattr(entry, "conv_states"):
+            states.append({"conv": cache.get_conv_state(layer)[..., 1:], "state": cache.get_recurrent_state(layer)})
+        elif getattr(entry, "keys", None) is None:  # a position-wise block (MLP, experts): no state
+            states.append({})
+        else:
+            states.append({"k": entry.keys, "v": entry.values})
+    return states
+
+
 def _library_logits(hf: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """The library's own logits: in float64 too, RecurrentGemma accumulates its RG-LRU and xLSTM its step
     kernel state in float32 (and xLSTM returns float32 logits)."""
@@ -240,6 +334,15 @@ FAMILIES = {
                           state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
     "olmo_hybrid": Family("olmo_hybrid", "OlmoHybridForCausalLM", _olmo_hybrid, "state", _qwen3_next_cache_states,
                           state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
+    "bamba": Family("bamba", "BambaForCausalLM", _bamba, "state", _hybrid_cache_states, state_layers=(0, 1),
+                    float64_logits=_library_logits, float64_tolerance=1e-6),
+    "granitemoehybrid": Family("granitemoehybrid", "GraniteMoeHybridForCausalLM", _granitemoehybrid, "state",
+                               _hybrid_cache_states, state_layers=(0, 1), float64_logits=_library_logits,
+                               float64_tolerance=1e-6),
+    "nemotron_h": Family("nemotron_h", "NemotronHForCausalLM", _nemotron_h, "state", _hybrid_cache_states,
+                         state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
+    "falcon_h1": Family("falcon_h1", "FalconH1ForCausalLM", _falcon_h1, "state", _falcon_h1_cache_states,
+                        float64_logits=_library_logits, float64_tolerance=1e-6),
 }
 
 

@@ -2,7 +2,8 @@
 
 `from_transformers(model_or_path)` wraps MambaForCausalLM, FalconMambaForCausalLM, Mamba2ForCausalLM,
 RwkvForCausalLM, RecurrentGemmaForCausalLM, xLSTMForCausalLM, Qwen3NextForCausalLM, KimiLinearForCausalLM and
-OlmoHybridForCausalLM, sharing their parameters; see docs/adapters.md.
+OlmoHybridForCausalLM and the Mamba-2 hybrids (Bamba, GraniteMoeHybrid, NemotronH, Falcon-H1), sharing
+their parameters; see docs/adapters.md.
 """
 
 from __future__ import annotations

@@ -156,22 +156,26 @@ class HookedTransformersLM(HookedLanguageModel):
         return [block.zero_state(batch, device, dtype) for block, device in placed]
 
     def run_blocks(self, resid: Tensor, initial_state: ModelState | None, path: ExecutionPath | None,
-                   mask: Tensor | None = None) -> tuple[Tensor, ModelState]:
+                   mask: Tensor | None = None, stop_at_layer: int | None = None) -> tuple[Tensor, ModelState]:
         """As `HookedRecurrentBase.run_blocks`; under a `device_map` each block runs on its own device
         with its offloaded weights loaded (`workbench.adapters.placement`), its state left there."""
         if self.placement is None:
-            return super().run_blocks(resid, initial_state, path, mask)
+            return super().run_blocks(resid, initial_state, path, mask, stop_at_layer)
         path = self.resolve_path(path)
+        stop = len(self.blocks) if stop_at_layer is None else stop_at_layer
+        blocks, devices = list(self.blocks)[:stop], self.placement.blocks[:stop]
         if initial_state is not None:
             dtype = next(self.parameters()).dtype  # shapes from zero states on the meta device: no memory
-            like = [b.zero_state(resid.shape[0], torch.device("meta"), dtype) for b in self.blocks]
-            check_initial_state(initial_state, like, self.placement.blocks)
+            like = [b.zero_state(resid.shape[0], torch.device("meta"), dtype) for b in blocks]
+            check_initial_state(initial_state, like, devices)
         states: ModelState = []
-        for layer, (block, device) in enumerate(zip(self.blocks, self.placement.blocks, strict=True)):
+        for layer, (block, device) in enumerate(zip(blocks, devices, strict=True)):
             state = None if initial_state is None else state_to(initial_state[layer], device)
             with onloaded(block), _current_device(device):
                 resid, state = block(resid.to(device), state, path, None if mask is None else mask.to(device))
             states.append(state)
+        if stop_at_layer is not None:
+            return resid, states  # TransformerLens's stop_at_layer: no final norm
         with onloaded(self.ln_final):
             return self.ln_final(resid.to(self.placement.final_norm)), states
 

@@ -35,6 +35,7 @@ from workbench.adapters.qwen3_next import (
 from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import State, run_recurrence
+from workbench.models.residual import LinearNorm
 from workbench.models.specs import RESID, HookSpec
 
 BPHD = ("batch", "pos", "n_v_heads", "d_k")
@@ -52,6 +53,11 @@ class RmsNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         normed = rms_normalize(x, self.norm.variance_epsilon)
         return self.norm.weight.to(normed.dtype) * normed.to(x.dtype)
+
+    def linear_reading(self) -> LinearNorm:
+        """As an RMSNorm with gain w, for the cache's `apply_ln_to_stack` (`models.residual`)."""
+        return LinearNorm("rmsnorm", self.norm.weight, None, float(self.norm.variance_epsilon),
+                          type(self.norm).__name__)
 
 
 class HookedKimiDeltaAttention(HookedGatedDeltaNet):

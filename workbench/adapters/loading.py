@@ -33,6 +33,10 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     "Qwen3NextForCausalLM": ("workbench.adapters.qwen3_next", "HookedQwen3Next"),
     "KimiLinearForCausalLM": ("workbench.adapters.kimi_linear", "HookedKimiLinear"),
     "OlmoHybridForCausalLM": ("workbench.adapters.olmo_hybrid", "HookedOlmoHybrid"),
+    "BambaForCausalLM": ("workbench.adapters.bamba", "HookedBamba"),
+    "GraniteMoeHybridForCausalLM": ("workbench.adapters.granitemoehybrid", "HookedGraniteMoeHybrid"),
+    "NemotronHForCausalLM": ("workbench.adapters.nemotron_h", "HookedNemotronH"),
+    "FalconH1ForCausalLM": ("workbench.adapters.falcon_h1", "HookedFalconH1"),
 }
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
 # Files a saved tokenizer leaves (one is enough). Without any, `AutoTokenizer` may still build the

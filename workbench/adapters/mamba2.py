@@ -120,7 +120,7 @@ class HookedMamba2Mixer(AdapterMixer):
         split = [d_inner, sz["d_conv_channels"], H]
         weights = hf.in_proj.weight.split(split, dim=0)
         biases = (None,) * 3 if hf.in_proj.bias is None else hf.in_proj.bias.split(split)
-        z, xBC, dt = (F.linear(x_in, w, b) for w, b in zip(weights, biases, strict=True))
+        z, xBC, dt = self._scale_projections(*(F.linear(x_in, w, b) for w, b in zip(weights, biases, strict=True)))
         xBC = self.hook_xBC(xBC)  # [batch, pos, conv channels]
         padded = torch.cat([state["conv"], xBC.transpose(1, 2)], dim=-1)  # [batch, channels, k-1+pos]
         new_conv = padded[..., padded.shape[-1] - (sz["d_conv"] - 1):]
@@ -148,6 +148,10 @@ class HookedMamba2Mixer(AdapterMixer):
         normed = self.hook_normed(self._gated_norm(y, gate))  # [batch, pos, d_inner]
         return self.hook_out(hf.out_proj(normed.to(x_in.dtype))), {"conv": new_conv, "state": final["state"]}
 
+
+    def _scale_projections(self, z: Tensor, xBC: Tensor, dt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The in-projection's three parts as the mixer uses them (Falcon-H1 scales them; Mamba2 does not)."""
+        return z, xBC, dt
 
     def _gated_norm(self, y: Tensor, gate: Tensor) -> Tensor:
         """RMSNorm of y ⊙ gate over each group of d_inner / n_groups units, times the norm's weight.

@@ -33,6 +33,7 @@ from workbench.kernels.delta_rule import chunked_delta_rule
 from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import Emit, State, run_recurrence
+from workbench.models.residual import LinearNorm
 from workbench.models.specs import RESID, HookSpec
 
 BPKD = ("batch", "pos", "n_k_heads", "d_k")
@@ -69,6 +70,10 @@ class OffsetRmsNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         weight = self.norm.weight.to(working_dtype(x))
         return (rms_normalize(x, self.norm.eps) * (1.0 + weight)).to(x.dtype)
+
+    def linear_reading(self) -> LinearNorm:
+        """As an RMSNorm with gain 1 + w, for the cache's `apply_ln_to_stack` (`models.residual`)."""
+        return LinearNorm("rmsnorm", 1.0 + self.norm.weight, None, float(self.norm.eps), type(self.norm).__name__)
 
 
 class HookedGatedDeltaNet(AdapterMixer):

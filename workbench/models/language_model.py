@@ -183,12 +183,14 @@ class HookedLanguageModel(TransformerLensSurface, HookedRecurrentBase):
         self._guard_forward(tokens.shape[0], tokens.shape[1], "loss" if return_type == "both" else return_type,
                             path, initial_state)
         mask = self._padding_mask(attention_mask)
-        resid = self.hook_embed(self.embed_tokens(tokens))  # [batch, pos, d_model]
+        with self.weights_loaded(self.embed):  # offloaded weights held for this call, not its neighbours'
+            resid = self.hook_embed(self.embed_tokens(tokens))  # [batch, pos, d_model]
         resid, states = self.run_blocks(resid, initial_state, path, mask)
         if return_type is None and not _is_hooked(self.hook_logits):  # nothing reads the logits
             return (None, states) if return_state else None
         # [batch, pos, d_vocab], back on the tokens' device where a device_map put the head elsewhere
-        logits = self.hook_logits(self.unembed(resid).to(tokens.device))
+        with self.weights_loaded(self.unembed):
+            logits = self.hook_logits(self.unembed(resid).to(tokens.device))
         out: Any
         if return_type in ("loss", "both"):
             if tokens.shape[1] < 2:
@@ -214,7 +216,8 @@ class HookedLanguageModel(TransformerLensSurface, HookedRecurrentBase):
                              f"the end), the number of blocks to run; got {stop_at_layer!r}")
         stop = stop_at_layer % n_layers or n_layers
         self._guard_forward(tokens.shape[0], tokens.shape[1], None, path, initial_state)
-        resid = self.hook_embed(self.embed_tokens(tokens))  # [batch, pos, d_model]
+        with self.weights_loaded(self.embed):  # offloaded weights held for this call, not its neighbours'
+            resid = self.hook_embed(self.embed_tokens(tokens))  # [batch, pos, d_model]
         state = None if initial_state is None else initial_state[:stop]
         resid, states = self.run_blocks(resid, state, path, self._padding_mask(attention_mask), stop_at_layer=stop)
         return (resid, states) if return_state else resid

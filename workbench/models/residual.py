@@ -77,6 +77,9 @@ def linear_norm(module: nn.Module) -> LinearNorm:
     if isinstance(inner, nn.Module) and not hasattr(module, "kind"):  # an adapter's HookedNorm wrapper
         module = inner
     name = type(module).__name__
+    reading = getattr(module, "linear_reading", None)
+    if callable(reading):  # an adapter's own norm (e.g. one recomputed in float64) says how it reads
+        return reading()
     kind = getattr(module, "kind", None)
     if kind is not None:  # workbench.models.blocks.Norm
         mapped = {"layernorm": "layernorm", "rmsnorm": "rmsnorm", "none": "identity"}[kind]

@@ -32,6 +32,7 @@ from workbench.analysis.implicit_attention.form import LinearForm, compose_work_
 from workbench.analysis.implicit_attention.kernel import DEFAULT_CHUNK, decay_attention_work_bytes
 from workbench.analysis.implicit_attention.kimi_linear import KimiLinear
 from workbench.analysis.implicit_attention.mamba2 import Mamba2
+from workbench.analysis.implicit_attention.mamba2_hybrid import Mamba2Hybrid
 from workbench.analysis.implicit_attention.minimal import MinGRU, MinLSTM
 from workbench.analysis.implicit_attention.olmo_hybrid import OlmoHybrid
 from workbench.analysis.implicit_attention.recurrent_gemma import RecurrentGemma
@@ -61,7 +62,7 @@ __all__ = [
 FAMILIES: dict[str, Any] = {
     family: module
     for module in (S6, Mamba2, RWKV, RecurrentGemma, MinGRU, MinLSTM, LSTM, GRU, Qwen3Next, KimiLinear,
-                   OlmoHybrid)
+                   OlmoHybrid, Mamba2Hybrid)
     for family in module.families
 }
 AGGREGATIONS = ("none", "mean", "abs_mean", "norm", "gradient")
