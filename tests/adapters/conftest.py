@@ -163,6 +163,34 @@ def _qwen3_next_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dic
     return states
 
 
+def _jamba() -> torch.nn.Module:
+    config, model = _require("JambaConfig", "JambaForCausalLM")
+    # layers 0, 1: Mamba-1 (d_inner 32, Δ rank 3); layer 2: attention (4 query heads, 2 key/value groups);
+    # layer 1's MLP is a mixture of four experts (top 2)
+    hf = model(config(vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, attn_layer_period=3, attn_layer_offset=2,
+                      expert_layer_period=2, expert_layer_offset=1, num_experts=4, num_experts_per_tok=2,
+                      mamba_d_state=4, mamba_d_conv=4, mamba_expand=2, mamba_dt_rank=3))
+    hf.config._experts_implementation = "eager"  # the grouped-matmul experts refuse float64
+    with torch.no_grad():  # norm weights away from their init of ones, so that they are exercised
+        for name, parameter in hf.named_parameters():
+            if "norm" in name:
+                parameter.normal_(1.0, 0.3)
+    return hf
+
+
+def _jamba_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """The library's cache: conv window and SSM state for Mamba layers, keys and values for attention."""
+    cache = hf(ids, use_cache=True).cache
+    states = []
+    for layer, kind in enumerate(hf.config.layers_block_type):
+        if kind == "mamba":
+            states.append({"conv": cache.get_conv_state(layer)[..., 1:], "state": cache.get_recurrent_state(layer)})
+        else:
+            states.append({"k": cache.layers[layer].keys, "v": cache.layers[layer].values})
+    return states
+
+
 def _library_logits(hf: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """The library's own logits: in float64 too, RecurrentGemma accumulates its RG-LRU and xLSTM its step
     kernel state in float32 (and xLSTM returns float32 logits)."""
@@ -183,6 +211,8 @@ FAMILIES = {
                     float64_logits=_library_logits, float64_tolerance=1e-5),
     "qwen3_next": Family("qwen3_next", "Qwen3NextForCausalLM", _qwen3_next, "state", _qwen3_next_cache_states,
                          state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
+    "jamba": Family("jamba", "JambaForCausalLM", _jamba, "state", _jamba_cache_states, state_layers=(0, 1),
+                    float64_logits=_library_logits, float64_tolerance=1e-6),
 }
 
 

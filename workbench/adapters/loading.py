@@ -30,6 +30,7 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     "RecurrentGemmaForCausalLM": ("workbench.adapters.recurrent_gemma", "HookedRecurrentGemma"),
     "xLSTMForCausalLM": ("workbench.adapters.xlstm", "HookedXlstm"),
     "Qwen3NextForCausalLM": ("workbench.adapters.qwen3_next", "HookedQwen3Next"),
+    "JambaForCausalLM": ("workbench.adapters.jamba", "HookedJamba"),
 }
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
 # Files a saved tokenizer leaves (one is enough). Without any, `AutoTokenizer` may still build the

@@ -11,8 +11,9 @@ A family is a class with `families`, `modes`, `hook_names(layer, mode)`, `form(m
 mode) -> LinearForm` (or a form with the same methods, as RWKV's `WKVForm`) and `output_grad(...)`;
 `FAMILIES` maps the config's family to it: our S6, minGRU, minLSTM, LSTM and GRU, and through the
 `transformers` adapters Mamba / FalconMamba (the S6 form), Mamba2, RWKV-4, RecurrentGemma
-(RG-LRU blocks, and its local-attention blocks as their own patterns) and Qwen3-Next (the gated
-delta rule, `delta_rule`, and its full-attention layers as their own patterns).
+(RG-LRU blocks, and its local-attention blocks as their own patterns), Qwen3-Next (the gated
+delta rule, `delta_rule`, and its full-attention layers as their own patterns) and the Mamba-1
+hybrids (`hybrid`: S6 layers and attention layers' own patterns).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch import Tensor
 from workbench.analysis.implicit_attention.classic import GRU, LSTM
 from workbench.analysis.implicit_attention.delta_rule import Qwen3Next
 from workbench.analysis.implicit_attention.form import LinearForm, compose_work_bytes
+from workbench.analysis.implicit_attention.hybrid import MambaHybrid
 from workbench.analysis.implicit_attention.kernel import DEFAULT_CHUNK, decay_attention_work_bytes
 from workbench.analysis.implicit_attention.mamba2 import Mamba2
 from workbench.analysis.implicit_attention.minimal import MinGRU, MinLSTM
@@ -57,7 +59,7 @@ __all__ = [
 
 FAMILIES: dict[str, Any] = {
     family: module
-    for module in (S6, Mamba2, RWKV, RecurrentGemma, MinGRU, MinLSTM, LSTM, GRU, Qwen3Next)
+    for module in (S6, Mamba2, RWKV, RecurrentGemma, MinGRU, MinLSTM, LSTM, GRU, Qwen3Next, MambaHybrid)
     for family in module.families
 }
 AGGREGATIONS = ("none", "mean", "abs_mean", "norm", "gradient")
