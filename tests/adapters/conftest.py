@@ -191,6 +191,37 @@ def _jamba_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str
     return states
 
 
+def _zamba() -> torch.nn.Module:
+    config, model = _require("ZambaConfig", "ZambaForCausalLM")
+    # layers 0, 1: Mamba-1 with two Mamba heads (d_inner 32, Δ rank 3); layers 2, 3: hybrid (the shared
+    # attention block, 4 query heads of size 8 over 2 key/value groups, then Mamba)
+    hf = model(config(vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2, n_mamba_heads=2, attn_layer_period=1,
+                      attn_layer_offset=0, mamba_d_state=4, mamba_d_conv=4, mamba_expand=2, mamba_dt_rank=3))
+    with torch.no_grad():  # norm weights away from their init of ones; projections (init std 0.02) and Δ
+        for name, parameter in hf.named_parameters():  # large enough that every layer moves the logits
+            if "norm" in name:
+                parameter.normal_(1.0, 0.3)
+            elif name.endswith(("x_proj_weight", "dt_proj_bias")):
+                parameter.normal_(0.0, 0.5)
+            elif name.endswith(("proj.weight", "linear.weight")):
+                parameter.normal_(0.0, 0.15)
+    return hf
+
+
+def _zamba_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """The library's cache: conv window and SSM state (per Mamba head, flattened) per layer, and keys and
+    values of the hybrid layers' shared attention."""
+    cache = hf(ids, use_cache=True).cache
+    states = []
+    for layer, kind in enumerate(hf.config.layers_block_type):
+        state = {"conv": cache.get_conv_state(layer)[..., 1:], "state": cache.get_recurrent_state(layer).flatten(1, 2)}
+        if kind == "hybrid":
+            state.update(k=cache.layers[layer].keys, v=cache.layers[layer].values)
+        states.append(state)
+    return states
+
+
 def _library_logits(hf: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """The library's own logits: in float64 too, RecurrentGemma accumulates its RG-LRU and xLSTM its step
     kernel state in float32 (and xLSTM returns float32 logits)."""
@@ -212,6 +243,8 @@ FAMILIES = {
     "qwen3_next": Family("qwen3_next", "Qwen3NextForCausalLM", _qwen3_next, "state", _qwen3_next_cache_states,
                          state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
     "jamba": Family("jamba", "JambaForCausalLM", _jamba, "state", _jamba_cache_states, state_layers=(0, 1),
+                    float64_logits=_library_logits, float64_tolerance=1e-6),
+    "zamba": Family("zamba", "ZambaForCausalLM", _zamba, "state", _zamba_cache_states,
                     float64_logits=_library_logits, float64_tolerance=1e-6),
 }
 

@@ -31,6 +31,7 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     "xLSTMForCausalLM": ("workbench.adapters.xlstm", "HookedXlstm"),
     "Qwen3NextForCausalLM": ("workbench.adapters.qwen3_next", "HookedQwen3Next"),
     "JambaForCausalLM": ("workbench.adapters.jamba", "HookedJamba"),
+    "ZambaForCausalLM": ("workbench.adapters.zamba", "HookedZamba"),
 }
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
 # Files a saved tokenizer leaves (one is enough). Without any, `AutoTokenizer` may still build the

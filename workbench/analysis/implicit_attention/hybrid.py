@@ -1,4 +1,4 @@
-"""Mamba-1 hybrids as implicit attention: Jamba's (and Zamba's) Mamba layers as the S6 form, their
+"""Mamba-1 hybrids as implicit attention: Jamba's and Zamba's Mamba layers as the S6 form, Jamba's
 softmax-attention layers as their own recorded patterns.
 
 A Mamba layer's map is the S6 form (`s6.S6`, "exact" or "paper"), taken from the adapter's hooks; an
@@ -51,9 +51,14 @@ def attention_form(model: HookedModel, cache: dict, layer: int) -> FullAttention
 
 
 class MambaHybrid:
-    """Jamba / Zamba -> per layer, the S6 form of its Mamba mixer or its attention pattern."""
+    """Jamba / Zamba -> per layer, the S6 form of its Mamba mixer or its attention pattern.
 
-    families = ("jamba",)
+    Zamba's B and C are per Mamba head (spread to the head's channels); every Zamba layer has a Mamba
+    mixer, so its maps are the Mamba ones and the shared attention's patterns (`blocks.{l}.attn.hook_pattern`,
+    which feed the Mamba input of hybrid layers) are not composed into the rollout.
+    """
+
+    families = ("jamba", "zamba")
     modes = ("exact", "paper")
     channel_name = "d_inner"
 
@@ -69,9 +74,13 @@ class MambaHybrid:
 
     @staticmethod
     def form(model: HookedModel, cache: dict, layer: int, mode: str) -> LinearForm | FullAttentionForm:
-        if MambaHybrid.is_recurrent(model, layer):
+        if not MambaHybrid.is_recurrent(model, layer):
+            return attention_form(model, cache, layer)
+        mixer = model.blocks[layer].mixer
+        if not hasattr(mixer, "per_channel"):  # Jamba: B, C shared by every channel
             return S6.form(model, cache, layer, mode)
-        return attention_form(model, cache, layer)
+        B, C = (mixer.per_channel(cache[get_act_name(q, layer)]).transpose(1, 2) for q in ("B", "C"))  # [b, d, L, n]
+        return S6.form_with(model, cache, layer, mode, B, C)
 
     @staticmethod
     def output_grad(model: HookedModel, layer: int, mode: str, grad_out: Tensor, cache: dict) -> Tensor:
