@@ -222,6 +222,30 @@ def _zamba_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str
     return states
 
 
+def _lfm2() -> torch.nn.Module:
+    config, model = _require("Lfm2Config", "Lfm2ForCausalLM")
+    # layers 0, 1: gated short convolutions (window L = 3, with biases); layer 2: attention (3 query heads
+    # of size 6 on one key/value head, q/k norms, RoPE)
+    hf = model(config(vocab_size=50, hidden_size=18, intermediate_size=24, num_hidden_layers=3,
+                      num_attention_heads=3, num_key_value_heads=1, conv_bias=True, conv_L_cache=3,
+                      block_multiple_of=4, layer_types=["conv", "conv", "full_attention"]))
+    with torch.no_grad():  # norm weights away from their init of ones; projections (init std 0.02) large
+        for name, parameter in hf.named_parameters():  # enough that every layer moves the logits
+            if "norm" in name:
+                parameter.normal_(1.0, 0.3)
+            elif name.endswith(("proj.weight", "conv.weight", "bias")):
+                parameter.normal_(0.0, 0.25)
+    return hf
+
+
+def _lfm2_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """The library's cache: the conv window (it keeps L inputs, we keep L - 1), keys and values."""
+    cache = hf(ids, use_cache=True).cache
+    return [{"state": cache.get_conv_state(layer)[..., 1:]} if kind == "conv"
+            else {"k": cache.layers[layer].keys, "v": cache.layers[layer].values}
+            for layer, kind in enumerate(hf.config.layer_types)]
+
+
 def _library_logits(hf: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """The library's own logits: in float64 too, RecurrentGemma accumulates its RG-LRU and xLSTM its step
     kernel state in float32 (and xLSTM returns float32 logits)."""
@@ -246,6 +270,8 @@ FAMILIES = {
                     float64_logits=_library_logits, float64_tolerance=1e-6),
     "zamba": Family("zamba", "ZambaForCausalLM", _zamba, "state", _zamba_cache_states,
                     float64_logits=_library_logits, float64_tolerance=1e-6),
+    "lfm2": Family("lfm2", "Lfm2ForCausalLM", _lfm2, "state", _lfm2_cache_states, state_lag=1,
+                   state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
 }
 
 

@@ -32,6 +32,7 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     "Qwen3NextForCausalLM": ("workbench.adapters.qwen3_next", "HookedQwen3Next"),
     "JambaForCausalLM": ("workbench.adapters.jamba", "HookedJamba"),
     "ZambaForCausalLM": ("workbench.adapters.zamba", "HookedZamba"),
+    "Lfm2ForCausalLM": ("workbench.adapters.lfm2", "HookedLfm2"),
 }
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
 # Files a saved tokenizer leaves (one is enough). Without any, `AutoTokenizer` may still build the

@@ -13,7 +13,8 @@ mode) -> LinearForm` (or a form with the same methods, as RWKV's `WKVForm`) and 
 `transformers` adapters Mamba / FalconMamba (the S6 form), Mamba2, RWKV-4, RecurrentGemma
 (RG-LRU blocks, and its local-attention blocks as their own patterns), Qwen3-Next (the gated
 delta rule, `delta_rule`, and its full-attention layers as their own patterns) and the Mamba-1
-hybrids (`hybrid`: S6 layers and attention layers' own patterns).
+hybrids (`hybrid`: S6 layers and attention layers' own patterns) and LFM2 (`short_conv`: the exact
+banded map of its gated short convolutions, and its attention layers' own patterns).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from workbench.analysis.implicit_attention.minimal import MinGRU, MinLSTM
 from workbench.analysis.implicit_attention.recurrent_gemma import RecurrentGemma
 from workbench.analysis.implicit_attention.rwkv import RWKV
 from workbench.analysis.implicit_attention.s6 import S6
+from workbench.analysis.implicit_attention.short_conv import Lfm2
 from workbench.errors import EmptyInputError, MemoryBudgetError, UnknownHookError
 from workbench.utils import block_name
 
@@ -59,7 +61,7 @@ __all__ = [
 
 FAMILIES: dict[str, Any] = {
     family: module
-    for module in (S6, Mamba2, RWKV, RecurrentGemma, MinGRU, MinLSTM, LSTM, GRU, Qwen3Next, MambaHybrid)
+    for module in (S6, Mamba2, RWKV, RecurrentGemma, MinGRU, MinLSTM, LSTM, GRU, Qwen3Next, MambaHybrid, Lfm2)
     for family in module.families
 }
 AGGREGATIONS = ("none", "mean", "abs_mean", "norm", "gradient")
