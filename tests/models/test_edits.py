@@ -234,7 +234,8 @@ def test_without_autograd_the_fast_kernels_give_the_same_edits(family):
         torch.testing.assert_close(marked, unmarked, atol=1e-12, rtol=1e-12)
 
 
-@pytest.mark.parametrize("adapter", ("mamba", "mamba2", "rwkv", "recurrent_gemma", "xlstm", "qwen3_next"))
+@pytest.mark.parametrize("adapter", ("mamba", "mamba2", "rwkv", "recurrent_gemma", "xlstm", "qwen3_next", "jamba",
+                                     "zamba", "lfm2"))
 def test_adapter_state_edits_equal_the_general_replay(adapter):
     """Every adapter's segment pass (its fused kernel on a position range from a given state)."""
     pytest.importorskip("transformers")
