@@ -210,6 +210,16 @@ def _olmo_hybrid(rope: bool = True) -> torch.nn.Module:
         cfg.rope_parameters = None
     hf = model(cfg)
     with torch.no_grad():  # norm weights away from their ones init
+def _jamba() -> torch.nn.Module:
+    config, model = _require("JambaConfig", "JambaForCausalLM")
+    # layers 0, 1: Mamba-1 (d_inner 32, Δ rank 3); layer 2: attention (4 query heads, 2 key/value groups);
+    # layer 1's MLP is a mixture of four experts (top 2)
+    hf = model(config(vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, attn_layer_period=3, attn_layer_offset=2,
+                      expert_layer_period=2, expert_layer_offset=1, num_experts=4, num_experts_per_tok=2,
+                      mamba_d_state=4, mamba_d_conv=4, mamba_expand=2, mamba_dt_rank=3))
+    hf.config._experts_implementation = "eager"  # the grouped-matmul experts refuse float64
+    with torch.no_grad():  # norm weights away from their init of ones, so that they are exercised
         for name, parameter in hf.named_parameters():
             if "norm" in name:
                 parameter.normal_(1.0, 0.3)
@@ -310,6 +320,73 @@ def _hybrid_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[st
     return states
 
 
+def _jamba_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """The library's cache: conv window and SSM state for Mamba layers, keys and values for attention."""
+    cache = hf(ids, use_cache=True).cache
+    states = []
+    for layer, kind in enumerate(hf.config.layers_block_type):
+        if kind == "mamba":
+            states.append({"conv": cache.get_conv_state(layer)[..., 1:], "state": cache.get_recurrent_state(layer)})
+        else:
+            states.append({"k": cache.layers[layer].keys, "v": cache.layers[layer].values})
+    return states
+
+
+def _zamba() -> torch.nn.Module:
+    config, model = _require("ZambaConfig", "ZambaForCausalLM")
+    # layers 0, 1: Mamba-1 with two Mamba heads (d_inner 32, Δ rank 3); layers 2, 3: hybrid (the shared
+    # attention block, 4 query heads of size 8 over 2 key/value groups, then Mamba)
+    hf = model(config(vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2, n_mamba_heads=2, attn_layer_period=1,
+                      attn_layer_offset=0, mamba_d_state=4, mamba_d_conv=4, mamba_expand=2, mamba_dt_rank=3))
+    with torch.no_grad():  # norm weights away from their init of ones; projections (init std 0.02) and Δ
+        for name, parameter in hf.named_parameters():  # large enough that every layer moves the logits
+            if "norm" in name:
+                parameter.normal_(1.0, 0.3)
+            elif name.endswith(("x_proj_weight", "dt_proj_bias")):
+                parameter.normal_(0.0, 0.5)
+            elif name.endswith(("proj.weight", "linear.weight")):
+                parameter.normal_(0.0, 0.15)
+    return hf
+
+
+def _zamba_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """The library's cache: conv window and SSM state (per Mamba head, flattened) per layer, and keys and
+    values of the hybrid layers' shared attention."""
+    cache = hf(ids, use_cache=True).cache
+    states = []
+    for layer, kind in enumerate(hf.config.layers_block_type):
+        state = {"conv": cache.get_conv_state(layer)[..., 1:], "state": cache.get_recurrent_state(layer).flatten(1, 2)}
+        if kind == "hybrid":
+            state.update(k=cache.layers[layer].keys, v=cache.layers[layer].values)
+        states.append(state)
+    return states
+
+
+def _lfm2() -> torch.nn.Module:
+    config, model = _require("Lfm2Config", "Lfm2ForCausalLM")
+    # layers 0, 1: gated short convolutions (window L = 3, with biases); layer 2: attention (3 query heads
+    # of size 6 on one key/value head, q/k norms, RoPE)
+    hf = model(config(vocab_size=50, hidden_size=18, intermediate_size=24, num_hidden_layers=3,
+                      num_attention_heads=3, num_key_value_heads=1, conv_bias=True, conv_L_cache=3,
+                      block_multiple_of=4, layer_types=["conv", "conv", "full_attention"]))
+    with torch.no_grad():  # norm weights away from their init of ones; projections (init std 0.02) large
+        for name, parameter in hf.named_parameters():  # enough that every layer moves the logits
+            if "norm" in name:
+                parameter.normal_(1.0, 0.3)
+            elif name.endswith(("proj.weight", "conv.weight", "bias")):
+                parameter.normal_(0.0, 0.25)
+    return hf
+
+
+def _lfm2_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """The library's cache: the conv window (it keeps L inputs, we keep L - 1), keys and values."""
+    cache = hf(ids, use_cache=True).cache
+    return [{"state": cache.get_conv_state(layer)[..., 1:]} if kind == "conv"
+            else {"k": cache.layers[layer].keys, "v": cache.layers[layer].values}
+            for layer, kind in enumerate(hf.config.layer_types)]
+
+
 def _library_logits(hf: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """The library's own logits: in float64 too, RecurrentGemma accumulates its RG-LRU and xLSTM its step
     kernel state in float32 (and xLSTM returns float32 logits)."""
@@ -343,6 +420,12 @@ FAMILIES = {
                          state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
     "falcon_h1": Family("falcon_h1", "FalconH1ForCausalLM", _falcon_h1, "state", _falcon_h1_cache_states,
                         float64_logits=_library_logits, float64_tolerance=1e-6),
+    "jamba": Family("jamba", "JambaForCausalLM", _jamba, "state", _jamba_cache_states, state_layers=(0, 1),
+                    float64_logits=_library_logits, float64_tolerance=1e-6),
+    "zamba": Family("zamba", "ZambaForCausalLM", _zamba, "state", _zamba_cache_states,
+                    float64_logits=_library_logits, float64_tolerance=1e-6),
+    "lfm2": Family("lfm2", "Lfm2ForCausalLM", _lfm2, "state", _lfm2_cache_states, state_lag=1,
+                   state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
 }
 
 

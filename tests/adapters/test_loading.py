@@ -88,7 +88,7 @@ def test_unsupported_architecture_in_a_directory_is_refused_before_loading_weigh
         from_transformers(tmp_path)
 
 
-@pytest.mark.parametrize("name", ["JambaForCausalLM", "GPT2LMHeadModel"])
+@pytest.mark.parametrize("name", ["LlamaForCausalLM", "GPT2LMHeadModel"])
 def test_families_without_an_adapter_are_refused_clearly(name):
     from workbench.adapters.loading import _adapter_for
 

@@ -37,6 +37,9 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     "GraniteMoeHybridForCausalLM": ("workbench.adapters.granitemoehybrid", "HookedGraniteMoeHybrid"),
     "NemotronHForCausalLM": ("workbench.adapters.nemotron_h", "HookedNemotronH"),
     "FalconH1ForCausalLM": ("workbench.adapters.falcon_h1", "HookedFalconH1"),
+    "JambaForCausalLM": ("workbench.adapters.jamba", "HookedJamba"),
+    "ZambaForCausalLM": ("workbench.adapters.zamba", "HookedZamba"),
+    "Lfm2ForCausalLM": ("workbench.adapters.lfm2", "HookedLfm2"),
 }
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
 # Files a saved tokenizer leaves (one is enough). Without any, `AutoTokenizer` may still build the

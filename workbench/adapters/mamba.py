@@ -63,6 +63,12 @@ class HookedMambaMixer(AdapterMixer):
     def _state_at(values: Mapping[str, Tensor], t: int) -> State:
         return {"state": values["state"][:, t]}
 
+    def normalize_dt_B_C(self, dt: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The Δ input, B and C as the scan reads them: FalconMamba's weightless RMS norms, else as given."""
+        if self.falcon:
+            return self.hf.dt_layernorm(dt), self.hf.b_layernorm(B), self.hf.c_layernorm(C)
+        return dt, B, C
+
     def mix(self, x_in: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
         hf = self.hf
         d_inner, n, rank = self.sizes["d_inner"], self.sizes["d_state"], self.sizes["dt_rank"]
@@ -77,9 +83,7 @@ class HookedMambaMixer(AdapterMixer):
         u = self.hook_conv(mask_positions(hf.act(conv).transpose(1, 2), mask))  # [batch, pos, d_inner]
         new_conv = padded[..., padded.shape[-1] - (self.sizes["d_conv"] - 1):]
         w_dt, w_B, w_C = hf.x_proj.weight.split([rank, n, n], dim=0)
-        dt, B, C = F.linear(u, w_dt), F.linear(u, w_B), F.linear(u, w_C)  # [batch, pos, ·]
-        if self.falcon:  # weightless RMS norms on the Δ input, B and C
-            dt, B, C = hf.dt_layernorm(dt), hf.b_layernorm(B), hf.c_layernorm(C)
+        dt, B, C = self.normalize_dt_B_C(F.linear(u, w_dt), F.linear(u, w_B), F.linear(u, w_C))  # [batch, pos, ·]
         delta = self.hook_delta(F.softplus(F.linear(dt, hf.dt_proj.weight, hf.dt_proj.bias)))
         inputs = {"conv": u, "delta": delta, "B": self.hook_B(B), "C": self.hook_C(C)}
 

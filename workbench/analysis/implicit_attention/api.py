@@ -13,7 +13,10 @@ mode) -> LinearForm` (or a form with the same methods, as RWKV's `WKVForm`) and 
 `transformers` adapters Mamba / FalconMamba (the S6 form), Mamba2, RWKV-4, RecurrentGemma
 (RG-LRU blocks, and its local-attention blocks as their own patterns), Qwen3-Next (the gated
 delta rule, `delta_rule`, and its full-attention layers as their own patterns) and Kimi-Linear (KDA, the
-delta rule with a per-channel decay, and its latent-attention layers as their own patterns) and OLMo-Hybrid.
+delta rule with a per-channel decay, and its latent-attention layers as their own patterns), OLMo-Hybrid,
+the Mamba-2 hybrids (`mamba2_hybrid`), the Mamba-1
+hybrids (`hybrid`: S6 layers and attention layers' own patterns) and LFM2 (`short_conv`: the exact
+banded map of its gated short convolutions, and its attention layers' own patterns).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from torch import Tensor
 from workbench.analysis.implicit_attention.classic import GRU, LSTM
 from workbench.analysis.implicit_attention.delta_rule import Qwen3Next
 from workbench.analysis.implicit_attention.form import LinearForm, compose_work_bytes
+from workbench.analysis.implicit_attention.hybrid import MambaHybrid
 from workbench.analysis.implicit_attention.kernel import DEFAULT_CHUNK, decay_attention_work_bytes
 from workbench.analysis.implicit_attention.kimi_linear import KimiLinear
 from workbench.analysis.implicit_attention.mamba2 import Mamba2
@@ -38,6 +42,7 @@ from workbench.analysis.implicit_attention.olmo_hybrid import OlmoHybrid
 from workbench.analysis.implicit_attention.recurrent_gemma import RecurrentGemma
 from workbench.analysis.implicit_attention.rwkv import RWKV
 from workbench.analysis.implicit_attention.s6 import S6
+from workbench.analysis.implicit_attention.short_conv import Lfm2
 from workbench.errors import EmptyInputError, MemoryBudgetError, UnknownHookError
 from workbench.utils import block_name
 
@@ -62,7 +67,7 @@ __all__ = [
 FAMILIES: dict[str, Any] = {
     family: module
     for module in (S6, Mamba2, RWKV, RecurrentGemma, MinGRU, MinLSTM, LSTM, GRU, Qwen3Next, KimiLinear,
-                   OlmoHybrid, Mamba2Hybrid)
+                   OlmoHybrid, Mamba2Hybrid, MambaHybrid, Lfm2)
     for family in module.families
 }
 AGGREGATIONS = ("none", "mean", "abs_mean", "norm", "gradient")

@@ -45,7 +45,7 @@ def s6_parameters(mixer: Any) -> tuple[torch.Tensor, torch.Tensor, torch.nn.Conv
     if getattr(hf, "activation", "silu") not in ("silu", "swish"):
         raise NotImplementedError(f"the exact S6 form writes the conv activation as SiLU; this mixer uses "
                                   f"{hf.activation!r}")
-    return mixer.A, hf.D, hf.conv1d, hf.out_proj
+    return mixer.A, getattr(mixer, "D", hf.D), hf.conv1d, hf.out_proj  # Zamba's mixer flattens its per-head D
 
 
 class S6:
@@ -62,10 +62,17 @@ class S6:
     @staticmethod
     def form(model: HookedModel, cache: dict, layer: int, mode: str) -> LinearForm:
         """The layer's operands from the cache (parameters detached: the map is data, not a graph)."""
+        hook = partial(get_act_name, layer=layer)
+        B, C = cache[hook("B")][:, None], cache[hook("C")][:, None]  # [b, 1, L, n]
+        return S6.form_with(model, cache, layer, mode, B, C)
+
+    @staticmethod
+    def form_with(model: HookedModel, cache: dict, layer: int, mode: str, B: torch.Tensor,
+                  C: torch.Tensor) -> LinearForm:
+        """`form` with B and C given as [b, 1 or d_inner, L, n] (shared by all channels, or per channel)."""
         A, D, conv1d, out_proj = s6_parameters(model.blocks[layer].mixer)
         hook = partial(get_act_name, layer=layer)
         x, u, delta = (cache[hook(q)].transpose(1, 2) for q in ("x", "conv", "delta"))  # [b, d, L]
-        B, C = cache[hook("B")][:, None], cache[hook("C")][:, None]  # [b, 1, L, n]
         A = A.detach().to(delta.dtype)  # [d, n]
         log_decay = delta[..., None] * A[None, :, None, :]  # [b, d, L, n]: Δ_t A
         B_bar = B * delta[..., None]  # [b, d, L, n]: Δ_j B_j

@@ -1,0 +1,109 @@
+"""Zamba: multi-head Mamba-1 layers and one shared attention block whose output feeds the Mamba input.
+
+The generic adapter tests (logits, library cache, causal edits, generation) run on the tiny config of
+conftest.py (layers 0, 1 Mamba; 2, 3 hybrid); these check what is particular to Zamba.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from workbench.adapters import from_transformers
+from workbench.analysis.implicit_attention.api import implicit_attention
+from workbench.analysis.implicit_attention.attribution import attribute
+
+from .conftest import tiny, tokens
+
+HYBRID_LAYERS = (2, 3)
+
+
+@pytest.fixture(scope="module")
+def zamba64():
+    hf = tiny("zamba", torch.float64)
+    return hf, from_transformers(hf)
+
+
+def test_every_hook_agrees_on_both_paths_in_float64(zamba64):
+    """The library casts its norms, A, D and the Δ bias to float32, so in float64 it is matched to ~1e-8;
+    our two paths keep float64 and agree to 1e-10 on every hook, the shared block's included."""
+    hf, model = zamba64
+    ids = tokens(2, 13, seed=41)
+    with torch.no_grad():
+        caches = {p: model.run_with_cache(ids, path=p)[1] for p in ("reference", "fused")}
+        error = (model(ids) - hf(ids).logits).abs().max()
+    assert error < 1e-6
+    assert "blocks.2.attn.hook_pattern" in caches["fused"] and "blocks.0.attn.hook_pattern" not in caches["fused"]
+    for name, value in caches["reference"].items():
+        torch.testing.assert_close(caches["fused"][name], value, atol=1e-10, rtol=1e-10, msg=name)
+
+
+def test_B_C_and_delta_are_per_mamba_head():
+    hf = tiny("zamba")
+    model = from_transformers(hf)
+    ids = tokens(2, 7, seed=42)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(ids)
+        mixer = hf.model.layers[0].mamba
+        u = cache["blocks.0.mixer.hook_conv"].view(2, 7, mixer.n_mamba_heads, -1)  # [b, L, H, head_dim]
+        for h in range(mixer.n_mamba_heads):
+            dt, B, C = (u[:, :, h] @ mixer.x_proj_weight[h].T).split(
+                [mixer.time_step_rank, mixer.ssm_state_size, mixer.ssm_state_size], -1)
+            torch.testing.assert_close(cache["blocks.0.mixer.hook_B"][:, :, h], B)
+            torch.testing.assert_close(cache["blocks.0.mixer.hook_C"][:, :, h], C)
+            width = u.shape[-1]
+            delta = F.softplus(dt @ mixer.dt_proj_weight[h].T + mixer.dt_proj_bias[h])
+            torch.testing.assert_close(cache["blocks.0.mixer.hook_delta"][:, :, h * width:(h + 1) * width], delta)
+
+
+def test_the_shared_attention_keeps_one_kv_cache_per_hybrid_layer_and_continues_a_text(zamba64):
+    _, model = zamba64
+    attention = [model.blocks[layer].attn.hf for layer in HYBRID_LAYERS]
+    assert attention[0].q_proj.weight is attention[1].q_proj.weight  # the library ties them
+    ids = tokens(2, 8, seed=43)
+    with torch.no_grad():
+        full, cache = model.run_with_cache(ids)
+        _, state = model(ids[:, :5], return_state=True)
+        rest, rest_cache = model.run_with_cache(ids[:, 5:], initial_state=state)
+    for layer in HYBRID_LAYERS:
+        assert set(state[layer]) == {"conv", "state", "k", "v"}
+        assert tuple(state[layer]["k"].shape) == (2, model.sizes["n_kv_heads"], 5, model.sizes["d_head"])
+        pattern = cache[f"blocks.{layer}.attn.hook_pattern"]  # [2, 8, n_heads, 8]
+        assert all(torch.all(pattern[:, t, :, t + 1:] == 0) for t in range(8))
+        torch.testing.assert_close(rest_cache[f"blocks.{layer}.attn.hook_pattern"], pattern[:, 5:],
+                                   atol=1e-10, rtol=1e-10)
+    assert not torch.equal(state[2]["k"], state[3]["k"])
+    torch.testing.assert_close(rest, full[:, 5:], atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["attn.hook_k", "attn.hook_pattern", "hook_transformer_out"])
+def test_an_edit_in_the_shared_block_is_causal_and_equal_on_both_paths(zamba64, name):
+    _, model = zamba64
+    ids = tokens(1, 10, seed=44)
+
+    def bump(x, hook):
+        x[:, 6] = x[:, 6] + 0.3
+        return x
+
+    with torch.no_grad():
+        clean = model(ids)
+        outs = [model.run_with_hooks(ids, fwd_hooks=[(f"blocks.2.{name}", bump)], path=p)
+                for p in ("reference", "fused")]
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-10, rtol=1e-10)
+    change = (outs[0] - clean).abs().amax(dim=(0, 2))
+    assert torch.all(change[:6] == 0) and change[6:].max() > 0
+
+
+def test_implicit_attention_reproduces_every_mamba_layer_and_rolls_out(zamba64):
+    _, model = zamba64
+    ids = tokens(1, 9, seed=45)
+    with torch.no_grad():
+        _, state = model(tokens(1, 4, seed=46), return_state=True)
+    for layer in range(4):
+        for mode in ("exact", "paper"):
+            att = implicit_attention(model, ids, layer=layer, mode=mode, initial_state=state)
+            assert att.max_error() < 1e-12, (layer, mode)
+            assert tuple(att.maps.shape) == (1, model.sizes["d_inner"], 9, 9)
+    scores = attribute(model, ids, method="rollout", query=6)  # [1, 9]
+    assert torch.all(scores[:, 7:] == 0) and torch.all(scores[:, :7] > 0)
