@@ -210,16 +210,6 @@ def _olmo_hybrid(rope: bool = True) -> torch.nn.Module:
         cfg.rope_parameters = None
     hf = model(cfg)
     with torch.no_grad():  # norm weights away from their ones init
-def _jamba() -> torch.nn.Module:
-    config, model = _require("JambaConfig", "JambaForCausalLM")
-    # layers 0, 1: Mamba-1 (d_inner 32, Δ rank 3); layer 2: attention (4 query heads, 2 key/value groups);
-    # layer 1's MLP is a mixture of four experts (top 2)
-    hf = model(config(vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=3,
-                      num_attention_heads=4, num_key_value_heads=2, attn_layer_period=3, attn_layer_offset=2,
-                      expert_layer_period=2, expert_layer_offset=1, num_experts=4, num_experts_per_tok=2,
-                      mamba_d_state=4, mamba_d_conv=4, mamba_expand=2, mamba_dt_rank=3))
-    hf.config._experts_implementation = "eager"  # the grouped-matmul experts refuse float64
-    with torch.no_grad():  # norm weights away from their init of ones, so that they are exercised
         for name, parameter in hf.named_parameters():
             if "norm" in name:
                 parameter.normal_(1.0, 0.3)
@@ -318,6 +308,22 @@ def _hybrid_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[st
         else:
             states.append({"k": entry.keys, "v": entry.values})
     return states
+
+
+def _jamba() -> torch.nn.Module:
+    config, model = _require("JambaConfig", "JambaForCausalLM")
+    # layers 0, 1: Mamba-1 (d_inner 32, Δ rank 3); layer 2: attention (4 query heads, 2 key/value groups);
+    # layer 1's MLP is a mixture of four experts (top 2)
+    hf = model(config(vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, attn_layer_period=3, attn_layer_offset=2,
+                      expert_layer_period=2, expert_layer_offset=1, num_experts=4, num_experts_per_tok=2,
+                      mamba_d_state=4, mamba_d_conv=4, mamba_expand=2, mamba_dt_rank=3))
+    hf.config._experts_implementation = "eager"  # the grouped-matmul experts refuse float64
+    with torch.no_grad():  # norm weights away from their init of ones, so that they are exercised
+        for name, parameter in hf.named_parameters():
+            if "norm" in name:
+                parameter.normal_(1.0, 0.3)
+    return hf
 
 
 def _jamba_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
