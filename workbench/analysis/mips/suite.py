@@ -5,7 +5,7 @@ results table and per-task artefacts, merge shards, replace re-run rows.
 from __future__ import annotations
 
 import json
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -13,8 +13,9 @@ from tqdm.auto import tqdm
 from workbench.analysis.mips.artifacts import save_artifacts
 from workbench.analysis.mips.pipeline import SolveResult, solve_task
 from workbench.analysis.mips.tasks import get_task, list_tasks
+from workbench.distributed import Executor, SerialExecutor
 
-__all__ = ["merge_results", "results_table", "run_benchmark", "update_results"]
+__all__ = ["SuiteSettings", "merge_results", "results_table", "run_benchmark", "solve_unit", "update_results"]
 
 
 def results_table(rows: list[dict], budget: float, rerun: list[str] | None = None, rerun_note: str = "") -> str:
@@ -64,6 +65,19 @@ def results_table(rows: list[dict], budget: float, rerun: list[str] | None = Non
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class SuiteSettings:
+    """What every task of a suite run shares: the search budget (seconds) and the seeds tried per network."""
+
+    time_budget: float = 60.0
+    seeds: tuple[int, ...] = (0, 1)
+
+
+def solve_unit(settings: SuiteSettings, name: str) -> SolveResult:
+    """One task of the suite: the unit a fan-out runs (`workbench.distributed`)."""
+    return solve_task(name, time_budget=settings.time_budget, seeds=settings.seeds, verbose=False)
+
+
 def run_benchmark(
     tasks: list[str] | None = None,
     *,
@@ -71,26 +85,38 @@ def run_benchmark(
     out: str | Path | None = None,
     programs_dir: str | Path | None = None,
     verbose: bool = True,
+    seeds: tuple[int, ...] = (0, 1),
+    executor: Executor | None = None,
 ) -> list[SolveResult]:
-    """Solve every task (all 62 by default); write the table to `out` (+ `.json` rows) and artefacts per task."""
+    """Solve every task (all 62 by default); write the table to `out` (+ `.json` rows) and artefacts per task.
+
+    `executor` runs the tasks (default: one after another in this process); a
+    `workbench.distributed.RayExecutor` fans them out, one task per worker. The table is rewritten,
+    in task order, as each task finishes. Results equal the serial run's unless the wall-clock
+    budget cut a search short (docs/cluster.md).
+    """
     names = tasks or list_tasks()
-    results = []
-    for name in tqdm(names, desc="MIPS benchmark", unit="task", disable=not verbose):
-        t0 = time.perf_counter()
-        r = solve_task(name, time_budget=time_budget, verbose=False)
-        results.append(r)
+    for name in names:
+        get_task(name)  # an unknown task fails here, before any work is sent out
+    finished: dict[int, SolveResult] = {}
+
+    def record(index: int, r: SolveResult) -> None:
+        finished[index] = r
         if verbose:
             tqdm.write(
-                f"{name}: {'SOLVED' if r.solved else 'no'} ({r.method or r.note[:80]}) "
-                f"{time.perf_counter() - t0:.0f} s"
+                f"{names[index]}: {'SOLVED' if r.solved else 'no'} ({r.method or r.note[:80]}) "
+                f"{sum(r.seconds.values()):.0f} s"
             )
         if out is not None:
-            rows = [x.row() for x in results]
+            rows = [finished[i].row() for i in sorted(finished)]
             Path(out).write_text(results_table(rows, time_budget))
             Path(out).with_suffix(".json").write_text(json.dumps({"budget": time_budget, "rows": rows}, indent=1))
         if programs_dir is not None:
             save_artifacts(r, programs_dir)
-    return results
+
+    executor = executor or SerialExecutor(threads=None)
+    settings = SuiteSettings(float(time_budget), tuple(seeds))
+    return executor.map(solve_unit, names, context=settings, desc="MIPS benchmark", progress=verbose, on_result=record)
 
 
 def merge_results(paths: list[str | Path], report: str | Path | None = None) -> list[dict]:

@@ -1,0 +1,96 @@
+"""Fan-out on a real two-node Ray cluster (`ray start --head` + one node joined with `--address`):
+the MIPS suite, tuned-lens fitting and a patching sweep equal their serial runs exactly, and a worker
+killed mid-run (SIGKILL, by pid) is retried with nothing lost or duplicated."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pandas as pd
+import pytest
+import torch
+
+from tests.analysis.patching.helpers import hooks_of, pair, small
+from workbench.analysis.cells import planted_lstm
+from workbench.analysis.lens import TunedLens
+from workbench.analysis.mips import run_benchmark
+from workbench.analysis.patching import activation_patching, logit_difference
+from workbench.distributed import RayExecutor, SerialExecutor, UnitStart
+
+pytestmark = pytest.mark.slow
+
+# Six quick tasks, each solved by one of its first few networks: the outcome is set by seeds and step
+# counts; the budget is only a safety net (a search it cut short would differ between runs).
+MIPS_TASKS = ["Bitwise_Or", "Bitwise_Not", "Current_Number", "Bitwise_And", "Sum_All", "Bit_Shift_Right"]
+SAFETY_NET_S = 600.0
+LENS_TEXT = "def f(x):\n    return (x + 1) * [x, 2]\n" * 6
+
+
+def comparable(result) -> tuple:
+    """A MIPS result without its wall-clock seconds: row, program and every trained weight."""
+    row = {k: v for k, v in result.row().items() if k != "seconds"}
+    weights = {k: v.clone() for k, v in result.trained.model.state_dict().items()} if result.trained else {}
+    return row, result.program.source if result.program else None, weights
+
+
+def assert_same_results(serial: list, fanned: list) -> None:
+    assert len(fanned) == len(serial)
+    for a, b in zip(serial, fanned, strict=True):
+        row_a, program_a, weights_a = comparable(a)
+        row_b, program_b, weights_b = comparable(b)
+        assert row_b == row_a
+        assert program_b == program_a
+        assert weights_b.keys() == weights_a.keys()
+        assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a), row_a["task"]
+
+
+def test_mips_suite_on_ray_equals_serial_with_a_worker_killed_mid_run(ray_cluster):
+    serial = run_benchmark(MIPS_TASKS, time_budget=SAFETY_NET_S, verbose=False, executor=SerialExecutor(threads=1))
+    assert all(r.solved for r in serial), [r.note for r in serial]
+    address = ray_cluster.ready()
+    killed: list[UnitStart] = []
+    starts: list[UnitStart] = []
+    joined = None
+
+    def kill_first_unit_on_the_joined_node(start: UnitStart) -> None:
+        nonlocal joined
+        starts.append(start)
+        joined = joined or ray_cluster.node_id("worker")  # the driver is connected by now
+        if not killed and start.node == joined:
+            os.kill(start.pid, signal.SIGKILL)  # the worker process running this task, mid-task
+            killed.append(start)
+
+    executor = RayExecutor(address, on_start=kill_first_unit_on_the_joined_node)
+    fanned = run_benchmark(MIPS_TASKS, time_budget=SAFETY_NET_S, verbose=False, executor=executor)
+    assert killed, "no unit ran on the joined node"
+    assert [s.index for s in starts].count(killed[0].index) >= 2, "the killed unit was not run again"
+    assert len({s.node for s in starts}) == 2  # both nodes worked
+    assert [r.task for r in fanned] == MIPS_TASKS  # complete, in order, once each
+    assert_same_results(serial, fanned)
+
+
+def test_tuned_lens_per_layer_on_ray_equals_serial(ray_cluster):
+    model = planted_lstm(n_layers=3)
+    settings = dict(steps=4, batch_size=2, seq_len=16, progress=False)
+    serial = TunedLens.from_model(model).fit(LENS_TEXT, executor=SerialExecutor(threads=1), **settings)
+    fanned = TunedLens.from_model(model).fit(LENS_TEXT, executor=RayExecutor(ray_cluster.ready()), **settings)
+    state, expected = fanned.state_dict(), serial.state_dict()
+    assert state.keys() == expected.keys()
+    assert all(torch.equal(state[k], expected[k]) for k in expected)
+    assert any(serial.translators[i].weight.abs().max() > 0 for i in range(3))  # the fit moved them
+    assert fanned.history_ == serial.history_ and len(serial.history_) == 4
+    assert fanned.training_ == serial.training_
+
+
+def test_activation_patching_on_ray_equals_serial(ray_cluster):
+    model, runs = small("lstm"), pair(batch=2, length=9)
+    kwargs = dict(hooks=hooks_of(model), batch_size=4, path="fused")  # 3 batches per site: 30 units
+    with torch.no_grad():
+        top = int(model(runs.clean)[0, -1].argmax())
+    metric = logit_difference(top, (top + 1) % 7)
+    serial = activation_patching(model, runs, metric, **kwargs, executor=SerialExecutor(threads=1))
+    fanned = activation_patching(model, runs, metric, **kwargs, executor=RayExecutor(ray_cluster.ready()))
+    assert serial.effect.abs().max() > 0
+    pd.testing.assert_frame_equal(fanned, serial, check_exact=True)
+    assert fanned.attrs == serial.attrs
