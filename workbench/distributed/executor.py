@@ -115,15 +115,8 @@ class RayExecutor:
     def map(self, function, items, *, context=None, desc="", progress=True, on_result=None):
         """`function(context, item)` for each item as Ray tasks; results in item order as they finish."""
         ray = connect(self.address)
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
         items = list(items)
-        here = ray.get_runtime_context().get_node_id()
-        tracker = (
-            ray.remote(StartLog)
-            .options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False))
-            .remote()
-        )
+        tracker = start_log(ray)
         task = ray.remote(run_unit).options(num_cpus=self.cpus, max_retries=self.max_retries, retry_exceptions=False)
         shared = ray.put(context)
         pending = {
@@ -157,7 +150,6 @@ class RayExecutor:
             raise
         finally:
             bar.close()
-            ray.kill(tracker)
         return [results[index] for index in range(len(items))]
 
     def fetch(self, ray, ref, index: int):
@@ -174,6 +166,24 @@ class RayExecutor:
                 f"unit {index} was lost after {self.max_retries} retries ({type(exc).__name__}: {exc}); "
                 "raise max_retries or check the cluster's nodes (`ray status`)"
             ) from exc
+
+
+_START_LOGS: dict[str, object] = {}  # Ray job id -> that driver's StartLog actor
+
+
+def start_log(ray):
+    """This driver's `StartLog` actor, pinned to the driver's node; made once per connection (an actor
+    is a process of its own, seconds to start)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    context = ray.get_runtime_context()
+    job = context.get_job_id()
+    if job not in _START_LOGS:
+        here = NodeAffinitySchedulingStrategy(context.get_node_id(), soft=False)
+        _START_LOGS[job] = ray.remote(StartLog).options(num_cpus=0, scheduling_strategy=here).remote()
+    log = _START_LOGS[job]
+    ray.get(log.drain.remote())  # a map stopped by an error may have left reports behind
+    return log
 
 
 class StartLog:
