@@ -24,6 +24,9 @@ _LAZY = {
     "TrainConfig": "workbench.training.train",
     "from_transformers": "workbench.adapters",
     "notebook_setup": "workbench.offline_figures",
+    "record": "workbench.store",
+    "open_store": "workbench.store",
+    "ActivationStore": "workbench.store",
 }
 
 __all__ = sorted(_LAZY)

@@ -200,9 +200,56 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------- record
+def add_record_command(subparsers: Subparsers) -> None:
+    """`workbench record`: stream a corpus through a model into a sharded activation store."""
+    parser = subparsers.add_parser(
+        "record",
+        help="record hooks over a corpus into a sharded activation store on disk",
+        description="Stream text files through a model with the state carried, writing the chosen hooks "
+        "to sharded safetensors with a JSON manifest (and on-the-fly reductions). Rerunning the same "
+        "command after an interruption records only the missing shards.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("model", help="embedded model name or checkpoint directory")
+    parser.add_argument("corpus", nargs="+", help="UTF-8 text files, one document each")
+    parser.add_argument("--out", required=True, help="the store's directory")
+    parser.add_argument("--hooks", required=True, nargs="+", help="hook names, e.g. blocks.1.mixer.hook_c")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    parser.add_argument("--segment-tokens", type=int, default=16_384, help="the state resets every N tokens")
+    parser.add_argument("--segments-per-shard", type=int, default=8, help="segments per shard (batch rows)")
+    parser.add_argument("--reductions", nargs="*", default=[],
+                        help="any of moments covariance topk histogram")
+    parser.add_argument("--no-raw", action="store_true", help="keep only the reductions")
+    parser.add_argument("--topk", type=int, default=16, help="top activations kept per unit")
+    parser.add_argument("--histogram", nargs=3, type=float, default=(-1.0, 1.0, 40), metavar=("LOW", "HIGH", "BINS"))
+    parser.add_argument("--path", default="fused", choices=("fused", "reference"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--overwrite", action="store_true", help="replace another recording in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run_record)
+
+
+def run_record(args: argparse.Namespace) -> int:
+    from workbench.registry import load
+    from workbench.store import record
+
+    model = load(args.model, path=args.path, device=args.device)
+    low, high, bins = args.histogram
+    if bins != int(bins):
+        raise ValueError(f"--histogram BINS must be a whole number, got {bins}")
+    store = record(
+        model, args.corpus, args.out, args.hooks, dtype=args.dtype, segment_tokens=args.segment_tokens,
+        segments_per_shard=args.segments_per_shard, reductions=tuple(args.reductions), raw=not args.no_raw,
+        topk=args.topk, histogram=(low, high, int(bins)), overwrite=args.overwrite, progress=not args.no_progress,
+    )  # fmt: skip
+    print(store)
+    return 0
+
+
 SUBCOMMANDS: list[AddCommand] = [
     add_train_command, add_list_command, add_eval_command, add_tour_command,
-    add_report_command,
+    add_report_command, add_record_command,
 ]
 
 # Errors that are the user's to fix: printed as one line, not a traceback (--traceback shows it).
