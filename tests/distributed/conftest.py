@@ -13,7 +13,7 @@ def ray_cluster():
     pytest.importorskip("ray")
     cluster = LocalCluster()
     try:
-        cluster.start_head()  # boots while the serial references compute
+        cluster.boot()  # both nodes boot while the serial references compute
         yield cluster
     finally:
         import ray

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -82,13 +83,32 @@ class LocalCluster:
                 raise RuntimeError(f"ray {name} node {why}:\n{log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.2)
 
-    def ready(self) -> str:
-        """The head (launched if not yet), then the joined node; returns the address once both run."""
-        if "head" not in self.processes:
-            self.start_head()
-        self.wait_ready("head")
-        if "worker" not in self.processes:
+    def gcs_listening(self) -> bool:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def boot(self) -> LocalCluster:
+        """Launch the head, and the joined node from a thread as soon as the head's GCS port answers
+        (both boot while the caller works); `ready()` waits for them."""
+        self.start_head()
+
+        def join() -> None:
+            deadline = time.monotonic() + START_LIMIT_S
+            while not self.gcs_listening() and self.processes["head"].poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
             self.start_worker()
+
+        self.joiner = threading.Thread(target=join, daemon=True)
+        self.joiner.start()
+        return self
+
+    def ready(self) -> str:
+        """Both nodes running (booted if not yet); returns the head's address."""
+        if "head" not in self.processes:
+            self.boot()
+        self.wait_ready("head")
+        self.joiner.join()
         self.wait_ready("worker")
         return self.address
 
@@ -101,6 +121,8 @@ class LocalCluster:
 
     def stop(self) -> None:
         """SIGTERM each node's process group, SIGKILL what is left after a grace period; remove the temp dir."""
+        if getattr(self, "joiner", None) is not None:
+            self.joiner.join()
         for process in self.processes.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)

@@ -15,8 +15,10 @@ from tests.analysis.patching.helpers import hooks_of, pair, small
 from workbench.analysis.cells import planted_lstm
 from workbench.analysis.lens import TunedLens
 from workbench.analysis.mips import run_benchmark
+from workbench.analysis.mips.suite import SuiteSettings, solve_unit
 from workbench.analysis.patching import activation_patching, logit_difference
 from workbench.distributed import RayExecutor, SerialExecutor, UnitStart
+from workbench.store import record
 
 pytestmark = pytest.mark.slow
 
@@ -94,3 +96,28 @@ def test_activation_patching_on_ray_equals_serial(ray_cluster):
     assert serial.effect.abs().max() > 0
     pd.testing.assert_frame_equal(fanned, serial, check_exact=True)
     assert fanned.attrs == serial.attrs
+
+
+def test_a_units_own_error_reaches_the_driver_as_itself_and_is_not_retried(ray_cluster):
+    starts: list[UnitStart] = []
+    executor = RayExecutor(ray_cluster.ready(), on_start=starts.append)
+    with pytest.raises(KeyError, match="unknown MIPS task"):
+        executor.map(solve_unit, ["No_Such_Task"], context=SuiteSettings(), progress=False)
+    assert [s.index for s in starts] == [0]
+
+
+def test_recording_by_shards_on_ray_equals_the_serial_store_byte_for_byte(ray_cluster, tmp_path):
+    model = small("lstm")
+    generator = torch.Generator().manual_seed(0)
+    corpus = [torch.randint(0, 7, (300,), generator=generator), torch.randint(0, 7, (170,), generator=generator)]
+    settings = dict(hooks=["blocks.0.mixer.hook_c", "blocks.1.hook_resid_post"], segment_tokens=64,
+                    segments_per_shard=2, reductions=("moments", "topk"))  # 8 segments: 4 shards
+    serial = record(model, corpus, tmp_path / "serial", **settings)
+    fanned = record(model, corpus, tmp_path / "ray", executor=RayExecutor(ray_cluster.ready()), **settings)
+    files = sorted(p.name for p in (tmp_path / "serial").iterdir())
+    assert sum(name.startswith("shard-") for name in files) == 4
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == files  # no temporaries or duplicates left
+    for name in files:
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "serial" / name).read_bytes(), name
+    name = "blocks.0.mixer.hook_c"
+    assert torch.equal(torch.cat(list(fanned.iter_tensors(name))), torch.cat(list(serial.iter_tensors(name))))
