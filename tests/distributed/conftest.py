@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import pytest
 
 from tests.distributed.local_cluster import LocalCluster
@@ -10,8 +13,11 @@ from tests.distributed.local_cluster import LocalCluster
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A `LocalCluster` whose head is booting: call `.ready()` for both nodes, then join `.address`."""
-    pytest.importorskip("ray")
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("needs the ray extra: pip install 'recurrent-workbench[ray]'")
     cluster = LocalCluster()
+    saved = {key: os.environ.get(key) for key in cluster.auth}
+    os.environ.update(cluster.auth)  # the driver (this process) authenticates as the nodes do: set before ray loads
     try:
         cluster.boot()  # both nodes boot while the serial references compute
         yield cluster
@@ -21,3 +27,8 @@ def ray_cluster():
         if ray.is_initialized():
             ray.shutdown()
         cluster.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -2,7 +2,8 @@
 joined with `--address`, each a `--block` process in its own process group, stopped by process group.
 
 Every port is chosen free (nothing clashes with another cluster on the machine), usage stats are off
-(offline), and the temporary directory is a short one under /tmp: Ray puts Unix sockets there and a
+(offline), token authentication uses a fresh token passed in the environment, and the temporary
+directory is a short one under /tmp: Ray puts Unix sockets there and a
 socket path may not pass 107 bytes, which pytest's tmp_path (deeper still under xdist) can.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -48,9 +50,12 @@ class LocalCluster:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.cpus = cpus_per_node
+        # Token authentication with a token of this cluster's own, in the environment: the nodes and the
+        # driver (`auth` goes into its os.environ) agree, whatever ~/.ray/auth_token holds.
+        self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
         # a loaded machine registers a node slowly: wait longer than the default 30 s before giving up
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1",
-                    "RAY_raylet_start_wait_time_s": "120"}
+                    "RAY_raylet_start_wait_time_s": "120", **self.auth}
         self.ray = str(Path(sys.executable).with_name("ray"))
         self.processes: dict[str, subprocess.Popen] = {}
         self.node_manager_ports: dict[str, int] = {}

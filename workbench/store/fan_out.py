@@ -1,8 +1,9 @@
 """Recording a corpus by shards on an executor (`workbench.distributed`): one unit per shard.
 
 Each shard starts its segments from the model's initial state at the plan's declared boundaries, so
-its bytes depend only on the plan and the model: any worker may write any shard, a retried shard
-rewrites the same file atomically, and the store equals the serial `record`'s byte for byte. Every
+its contents depend only on the plan and the model: any worker may write any shard, a retried shard
+rewrites the same file atomically, and every tensor and metadata entry equals the serial `record`'s
+bit for bit (the files' bytes may not: safetensors orders header metadata by a per-process hash). Every
 worker writes into `out_dir` itself, so on several machines it must be a directory they all see.
 """
 

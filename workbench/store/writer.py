@@ -228,7 +228,8 @@ def record(
     `settings` are `plan_shards`'s (segment_tokens, segments_per_shard, dtype, raw, reductions, topk,
     histogram, window, path, unknown, memory_budget_bytes). Rerunning the same call after an
     interruption records only the shards that are missing. `executor` (e.g.
-    `workbench.distributed.RayExecutor()`) records one shard per unit, byte-identical (`store/fan_out.py`).
+    `workbench.distributed.RayExecutor()`) records one shard per unit, with the serial run's tensors
+    (`store/fan_out.py`).
     """
     from tqdm.auto import tqdm
 
