@@ -1,4 +1,4 @@
-"""One real local Ray cluster (head + one joined node) for the module that asks for it, stopped even on failure."""
+"""One real local Ray cluster (head + one joined node) for the test that asks for it, stopped even on failure."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from tests.distributed.local_cluster import LocalCluster
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ray_cluster():
     """A `LocalCluster` whose head is booting: call `.ready()` for both nodes, then join `.address`."""
     if importlib.util.find_spec("ray") is None:

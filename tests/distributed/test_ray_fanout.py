@@ -49,7 +49,7 @@ def assert_same_results(serial: list, fanned: list) -> None:
         assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a), row_a["task"]
 
 
-def test_mips_suite_on_ray_equals_serial_with_a_worker_killed_mid_run(ray_cluster):
+def check_mips_suite_equals_serial_with_a_worker_killed_mid_run(ray_cluster) -> None:
     serial = run_benchmark(MIPS_TASKS, time_budget=SAFETY_NET_S, verbose=False, executor=SerialExecutor(threads=1))
     assert all(r.solved for r in serial), [r.note for r in serial]
     address = ray_cluster.ready()
@@ -74,7 +74,7 @@ def test_mips_suite_on_ray_equals_serial_with_a_worker_killed_mid_run(ray_cluste
     assert_same_results(serial, fanned)
 
 
-def test_tuned_lens_per_layer_on_ray_equals_serial(ray_cluster):
+def check_tuned_lens_per_layer_equals_serial(ray_cluster) -> None:
     model = planted_lstm(n_layers=3)
     settings = dict(steps=4, batch_size=2, seq_len=16, progress=False)
     serial = TunedLens.from_model(model).fit(LENS_TEXT, executor=SerialExecutor(threads=1), **settings)
@@ -87,7 +87,7 @@ def test_tuned_lens_per_layer_on_ray_equals_serial(ray_cluster):
     assert fanned.training_ == serial.training_
 
 
-def test_activation_patching_on_ray_equals_serial(ray_cluster):
+def check_activation_patching_equals_serial(ray_cluster) -> None:
     model, runs = small("lstm"), pair(batch=2, length=9)
     kwargs = dict(hooks=hooks_of(model), batch_size=4, path="fused")  # 3 batches per site: 30 units
     with torch.no_grad():
@@ -100,7 +100,7 @@ def test_activation_patching_on_ray_equals_serial(ray_cluster):
     assert fanned.attrs == serial.attrs
 
 
-def test_a_units_own_error_reaches_the_driver_as_itself_and_is_not_retried(ray_cluster):
+def check_a_units_own_error_reaches_the_driver_as_itself_unretried(ray_cluster) -> None:
     starts: list[UnitStart] = []
     executor = RayExecutor(ray_cluster.ready(), on_start=starts.append)
     with pytest.raises(KeyError, match="unknown MIPS task"):
@@ -122,7 +122,7 @@ def same_file(a: Path, b: Path) -> bool:
         )
 
 
-def test_recording_by_shards_on_ray_equals_the_serial_store(ray_cluster, tmp_path):
+def check_recording_by_shards_equals_the_serial_store(ray_cluster, tmp_path: Path) -> None:
     model = small("lstm")
     generator = torch.Generator().manual_seed(0)
     corpus = [torch.randint(0, 7, (300,), generator=generator), torch.randint(0, 7, (170,), generator=generator)]
@@ -137,3 +137,13 @@ def test_recording_by_shards_on_ray_equals_the_serial_store(ray_cluster, tmp_pat
         assert same_file(tmp_path / "serial" / name, tmp_path / "ray" / name), name
     name = "blocks.0.mixer.hook_c"
     assert torch.equal(torch.cat(list(fanned.iter_tensors(name))), torch.cat(list(serial.iter_tensors(name))))
+
+
+def test_fan_outs_on_a_two_node_cluster_equal_their_serial_runs(ray_cluster, tmp_path):
+    # One test, so one cluster under `pytest -n 2` (xdist would split a module's tests between workers,
+    # each starting its own cluster); each check names what failed.
+    check_mips_suite_equals_serial_with_a_worker_killed_mid_run(ray_cluster)  # its serial run overlaps the boot
+    check_tuned_lens_per_layer_equals_serial(ray_cluster)
+    check_activation_patching_equals_serial(ray_cluster)
+    check_recording_by_shards_equals_the_serial_store(ray_cluster, tmp_path)
+    check_a_units_own_error_reaches_the_driver_as_itself_unretried(ray_cluster)
