@@ -139,4 +139,9 @@ class LocalCluster:
                 os.killpg(process.pid, signal.SIGKILL)  # stragglers of the group (workers, agents)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)
-        shutil.rmtree(self.root, ignore_errors=True)
+        # Ray's workers run in sessions of their own (outside the groups) and exit when their raylet
+        # is gone, writing their last logs as they go: remove the directory until it stays removed.
+        deadline = time.monotonic() + 10
+        while self.root.exists() and time.monotonic() < deadline:
+            shutil.rmtree(self.root, ignore_errors=True)
+            time.sleep(0.5)
