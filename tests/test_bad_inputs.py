@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 import workbench
 from workbench.errors import (
     CheckpointError,
+    DeviceMapError,
     EmptyInputError,
     HookReturnError,
     InitialStateError,
@@ -139,6 +140,8 @@ CASES = [
          "no tokenizer files"),
     Case("from_transformers empty", lambda c: workbench.from_transformers(""), EmptyInputError,
          "model_or_dir is empty"),
+    Case("device_map 'disk' without offload_folder", lambda c: workbench.from_transformers(
+        c.tmp, device_map={"": "disk"}), DeviceMapError, "give offload_folder"),
     # ---- inputs
     Case("empty text", lambda c: c.model(""), EmptyInputError, "empty"),
     Case("empty token tensor", lambda c: c.model(torch.zeros(1, 0, dtype=torch.long)), EmptyInputError,
@@ -224,6 +227,19 @@ CASES = [
     Case("seed a string", lambda c: c.model.generate("def", seed="x"), TypeError, "seed must be an int"),
     Case("NaN logits while sampling", lambda c: _generate_with(c, ("hook_logits", lambda x, hook: x * float("nan"))),
          ValueError, "NaN or Inf"),
+    # the activation store (workbench.record)
+    Case("record a missing file", lambda c: workbench.record(c.model, [c.tmp / "no.txt"], c.tmp / "s", C0),
+         FileNotFoundError, "no such text file"),
+    Case("record a float tensor", lambda c: workbench.record(c.model, torch.zeros(9), c.tmp / "s", C0),
+         TypeError, "integer tensor"),
+    Case("record float64", lambda c: workbench.record(c.model, c.tokens[0], c.tmp / "s", C0, dtype="float64"),
+         ValueError, "dtype must be one of"),
+    Case("record an unknown hook", lambda c: workbench.record(c.model, c.tokens[0], c.tmp / "s", "blocks.0.hook_x"),
+         UnknownHookError, "blocks.0.hook_x"),
+    Case("record a stateless hook", lambda c: workbench.record(c.model, c.tokens[0], c.tmp / "s",
+                                                              "blocks.0.mixer.hook_initial_c"),
+         UnknownHookError, "no position axis"),
+    Case("open a missing store", lambda c: workbench.open_store(c.tmp), FileNotFoundError, "no activation store"),
 ]
 
 

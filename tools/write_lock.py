@@ -21,6 +21,7 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "recurrent-workbench"
 LOCK = ROOT / "requirements" / "lock.txt"
+SAE_LOCK = ROOT / "requirements" / "lock-sae.txt"  # the [sae] environment: transformer-lens 3.x with sae-lens
 BINDER = ROOT / "binder" / "requirements.txt"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
@@ -70,15 +71,19 @@ def pin_lines(dists: dict[str, metadata.Distribution], names: set[str] | None = 
     return [f"{dists[name].metadata['Name']}=={public_version(dists[name].version)}" for name in chosen]
 
 
-def lock_text(dists: dict[str, metadata.Distribution]) -> str:
+def lock_text(dists: dict[str, metadata.Distribution], sae: bool = False) -> str:
     python = ".".join(map(str, sys.version_info[:2]))
+    env = "WORKBENCH_ENV=sae " if sae else ""
     header = [
         "# Constraints for install.sh: every package of one environment resolved from the newest",
         f"# releases (Python {python}, {sys.platform}) and tested together. Regenerate with",
-        "# `bash tools/update_lock.sh`; install the newest releases instead with",
-        "# `WORKBENCH_DEPS=newest bash install.sh`. torch is pinned without its local label (+cpu), so",
+        f"# `{env}bash tools/update_lock.sh`; install the newest releases instead with",
+        f"# `{env}WORKBENCH_DEPS=newest bash install.sh`. torch is pinned without its local label (+cpu), so",
         "# the CPU and the CUDA builds both satisfy it.",
     ]
+    if sae:
+        header.append("# The [sae] extra's environment (`WORKBENCH_ENV=sae bash install.sh`): sae-lens needs "
+                      "transformer-lens < 4.")
     return "\n".join(header + pin_lines(dists)) + "\n"
 
 
@@ -99,8 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if binder/requirements.txt is not what the lock implies")
+    parser.add_argument("--sae", action="store_true",
+                        help="write requirements/lock-sae.txt only, from an environment with the [sae] extra")
     args = parser.parse_args(argv)
     dists = installed()
+    if args.sae:
+        if "sae-lens" not in dists:
+            print("--sae: this environment has no sae-lens; build it with WORKBENCH_ENV=sae bash install.sh",
+                  file=sys.stderr)
+            return 2
+        SAE_LOCK.write_text(lock_text(dists, sae=True))
+        print(f"wrote {SAE_LOCK.relative_to(ROOT)} ({len(dists)} pins)")
+        return 0
     if args.check:
         return 0 if BINDER.read_text() == binder_text(dists) else 1
     LOCK.parent.mkdir(exist_ok=True)

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 __all__ = [
     "CheckpointError",
     "CorpusNotFoundError",
+    "DeviceMapError",
     "EmptyInputError",
     "HookReturnError",
     "InitialStateError",
@@ -165,6 +166,12 @@ class UnknownModelError(KeyError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class DeviceMapError(ValueError):
+    """A `device_map` the workbench cannot honour: an unknown or absent device, "disk" without an
+    `offload_folder`, a block split over several devices, a tied weight offloaded apart from its twin,
+    or a map given with a model object; names the entry and what to give instead."""
 
 
 class InitialStateError(TypeError, ValueError):

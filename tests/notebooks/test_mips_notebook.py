@@ -18,6 +18,8 @@ def test_mips_notebook_runs_top_to_bottom_within_its_stated_time():
     assert "<div" not in text, "the widget demo printed raw HTML"
     assert re.search(r"states; (no contradictions|\d+ contradiction\(s\): [\d,]+ of [\d,]+ observed)", text), text
     findings = re.findall(r"FINDING: .*(?:is verified|by \w+)", text)
-    assert len(findings) == 3, findings  # Add_Mod_3, Sum_Last2, the search
+    assert len(findings) == 4, findings  # Add_Mod_3, Sum_Last2, the search, the custom task
+    assert "FINDING: the custom task Game_Score is verified" in text  # defined in the notebook, solved by mips.solve
+    assert "a faulty reference is caught before any search: task 'Short'" in text
     assert "exhaustively only up to length 2 (100 symbols)" in text
     assert "of 100 symbols: length 8 would be" in text  # the verification says why it stops at length 2

@@ -7,18 +7,22 @@ our hook names (DESIGN: the hook contract) on a readable reference path and a fu
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from workbench.adapters.config import TransformersConfig
+from workbench.adapters.placement import Placement, check_offloaded_weights, is_dispatched, onloaded, state_to
 from workbench.models.blocks import ResidualBlock
 from workbench.models.hook_point import ScopedHookPoint
+from workbench.models.hooked import ModelState
 from workbench.models.language_model import HookedLanguageModel
 from workbench.models.mixers.base import Mixer
 from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import State
+from workbench.models.state_checks import check_initial_state
 
 __all__ = [
     "AdapterBlock",
@@ -131,6 +135,65 @@ class HookedTransformersLM(HookedLanguageModel):
         self.hook_embed = ScopedHookPoint()
         self.unembed = unembed
         self.hook_logits = ScopedHookPoint()
+        # where each part computes when accelerate placed the model (`device_map`); None: one device
+        self.placement = None
+        if is_dispatched(hf_model):
+            check_offloaded_weights(hf_model)
+            self.placement = Placement.of(embed, blocks, self.ln_final)
+
+    @property
+    def device(self) -> torch.device:
+        """Where token ids and recordings go: the embedding's device (under a `device_map`, its
+        execution device; offloaded weights sit on `meta`)."""
+        return super().device if self.placement is None else self.placement.input
+
+    def initial_state(self, batch: int = 1) -> ModelState:
+        """The zero state, one dict per layer, each on its block's device (DESIGN: big checkpoints)."""
+        if self.placement is None:
+            return super().initial_state(batch)
+        dtype = next(self.parameters()).dtype
+        placed = zip(self.blocks, self.placement.blocks, strict=True)
+        return [block.zero_state(batch, device, dtype) for block, device in placed]
+
+    def run_blocks(self, resid: Tensor, initial_state: ModelState | None, path: ExecutionPath | None,
+                   mask: Tensor | None = None) -> tuple[Tensor, ModelState]:
+        """As `HookedRecurrentBase.run_blocks`; under a `device_map` each block runs on its own device
+        with its offloaded weights loaded (`workbench.adapters.placement`), its state left there."""
+        if self.placement is None:
+            return super().run_blocks(resid, initial_state, path, mask)
+        path = self.resolve_path(path)
+        if initial_state is not None:
+            dtype = next(self.parameters()).dtype  # shapes from zero states on the meta device: no memory
+            like = [b.zero_state(resid.shape[0], torch.device("meta"), dtype) for b in self.blocks]
+            check_initial_state(initial_state, like, self.placement.blocks)
+        states: ModelState = []
+        for layer, (block, device) in enumerate(zip(self.blocks, self.placement.blocks, strict=True)):
+            state = None if initial_state is None else state_to(initial_state[layer], device)
+            with onloaded(block), _current_device(device):
+                resid, state = block(resid.to(device), state, path, None if mask is None else mask.to(device))
+            states.append(state)
+        with onloaded(self.ln_final):
+            return self.ln_final(resid.to(self.placement.final_norm)), states
+
+    def weights_loaded(self, *modules: nn.Module) -> contextlib.AbstractContextManager:
+        """The weights of `modules` readable for the duration: offloaded ones loaded (`onloaded`)."""
+        return onloaded(*modules)
+
+    # TransformerLens's weight views, read with offloaded weights loaded (the returned tensors keep them)
+    @property
+    def W_U(self) -> Tensor:  # noqa: N802
+        with onloaded(self.unembed):
+            return super().W_U
+
+    @property
+    def b_U(self) -> Tensor:  # noqa: N802
+        with onloaded(self.unembed, self.ln_final):
+            return super().b_U
+
+    @property
+    def W_E(self) -> Tensor:  # noqa: N802
+        with onloaded(self.embed):
+            return super().W_E
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -144,6 +207,11 @@ class HookedTransformersLM(HookedLanguageModel):
         """Text -> ids [batch, pos] with the checkpoint's tokenizer (equal lengths only); `unknown` changes
         nothing (a subword tokenizer maps any text)."""
         return self.tokenizer.to_tokens(text)
+
+
+def _current_device(device: torch.device) -> contextlib.AbstractContextManager:
+    """CUDA's current device set to `device` (kernels such as Triton's launch there), else nothing."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def mask_positions(x: Tensor, mask: Tensor | None) -> Tensor:

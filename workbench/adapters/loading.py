@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from workbench.errors import EmptyInputError, SequenceTooLongError
+from workbench.adapters.placement import DeviceMap, check_device_map
+from workbench.errors import DeviceMapError, EmptyInputError, SequenceTooLongError
 
 if TYPE_CHECKING:
     from workbench.models.paths import ExecutionPath
@@ -75,6 +76,19 @@ class TransformersTokenizer:
 
     def __init__(self, tokenizer: Any):
         self.tokenizer = tokenizer
+
+    @property
+    def bos_token_id(self) -> int | None:
+        """The wrapped tokenizer's special-token ids, which SAELens's activation store reads."""
+        return self.tokenizer.bos_token_id
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def sep_token_id(self) -> int | None:
+        return getattr(self.tokenizer, "sep_token_id", None)
 
     def to_tokens(self, text: str | Sequence[str]) -> Tensor:
         """Text (or equal-length texts) -> ids [batch, pos]."""
@@ -162,8 +176,9 @@ def _usable_tokenizer(directory: Path) -> Any:
     return tokenizer
 
 
-def load_directory(directory: Path, dtype: torch.dtype | None = None) -> tuple[nn.Module, Any]:
-    """(model, tokenizer or None) from a local checkpoint directory, offline."""
+def load_directory(directory: Path, dtype: torch.dtype | None = None, device_map: DeviceMap | None = None,
+                   offload_folder: str | os.PathLike[str] | None = None) -> tuple[nn.Module, Any]:
+    """(model, tokenizer or None) from a local checkpoint directory, offline; placed by `device_map`."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if not (directory / "config.json").is_file():
@@ -177,17 +192,23 @@ def load_directory(directory: Path, dtype: torch.dtype | None = None) -> tuple[n
         names = list(getattr(config, "architectures", None) or [])
         if not any(n in ADAPTERS for n in names):
             raise UnsupportedModelError(names[0] if names else type(config).__name__)
-        model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=dtype)
+        placed = {} if device_map is None else {"device_map": device_map, "offload_folder": offload_folder}
+        model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=dtype, **placed)
         tokenizer = _usable_tokenizer(directory)
     return model, tokenizer
 
 
 def from_transformers(model_or_dir: nn.Module | str | os.PathLike[str], path: ExecutionPath = "fused",
-                      dtype: torch.dtype | None = None) -> Any:
+                      dtype: torch.dtype | None = None, device_map: DeviceMap | None = None,
+                      offload_folder: str | os.PathLike[str] | None = None) -> Any:
     """A hooked workbench model over a `transformers` recurrent LM, sharing its parameters.
 
     `model_or_dir`: a model object (MambaForCausalLM, ...), a local checkpoint directory, or a hub
     id already in the local cache. `path`: "fused" or "reference", the model's default execution path.
+    `device_map` (loading from a directory or hub id): as `transformers`' `from_pretrained` takes it,
+    "auto" or {module name: "cpu" | "disk" | device}; blocks then run where it puts them, weights
+    mapped to "disk" are read from `offload_folder` while their block runs (docs/adapters.md, "Big
+    checkpoints"). A model object already placed by accelerate is followed as it is.
 
     >>> from transformers import MambaConfig, MambaForCausalLM
     >>> hf = MambaForCausalLM(MambaConfig(vocab_size=11, hidden_size=8, state_size=2, num_hidden_layers=1))
@@ -199,12 +220,18 @@ def from_transformers(model_or_dir: nn.Module | str | os.PathLike[str], path: Ex
     tokenizer, directory = None, None
     if isinstance(model_or_dir, nn.Module):
         hf_model = model_or_dir
+        if device_map is not None:
+            raise DeviceMapError("device_map applies when loading from a checkpoint directory; a model object is "
+                                 "used where it is: load it with from_pretrained(..., device_map=...) or place it "
+                                 "with accelerate.dispatch_model first, then pass it without device_map")
     elif isinstance(model_or_dir, (str, os.PathLike)):
         if not os.fspath(model_or_dir).strip():
             raise EmptyInputError("model_or_dir is empty; expected a transformers model, a local checkpoint "
                                   "directory or a hub id in the local cache")
         directory = _resolve_directory(model_or_dir)
-        hf_model, tokenizer = load_directory(directory, dtype)
+        if device_map is not None:
+            check_device_map(device_map, offload_folder)
+        hf_model, tokenizer = load_directory(directory, dtype, device_map, offload_folder)
     else:
         raise TypeError(f"expected a transformers model or a checkpoint directory, got {type(model_or_dir).__name__}")
     adapter = _adapter_for(type(hf_model).__name__)

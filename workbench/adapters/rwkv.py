@@ -14,7 +14,7 @@ is hooked per position, so an edit to it acts at that step only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -27,6 +27,7 @@ from workbench.adapters.base import (
     HookedNorm,
     HookedTransformersLM,
 )
+from workbench.adapters.placement import align_hooks
 from workbench.kernels import linear_scan
 from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.paths import ExecutionPath
@@ -96,6 +97,7 @@ class HookedRwkvTimeMix(AdapterMixer):
     def __init__(self, hf_attention: nn.Module, sizes: Mapping[str, int]):
         super().__init__(sizes)
         self.hf = hf_attention  # shares time_decay, time_first, time_mix_*, key, value, receptance, output
+        self.output_divisor = lambda: 1  # set by the model where `output` is offloaded (see HookedRwkv)
 
     def hook_specs(self) -> dict[str, HookSpec]:
         specs = shared_dims(BPA, {
@@ -157,7 +159,7 @@ class HookedRwkvTimeMix(AdapterMixer):
             self._state_at, ("num", "den", "max"), needed=("wkv",), first_pass=scan if fused else None,
             segment_pass=scan if fused else None,
         )
-        out = self.hook_out(hf.output(r * values["wkv"]))  # [batch, pos, d_model]
+        out = self.hook_out(hf.output(r * values["wkv"]) / self.output_divisor())  # [batch, pos, d_model]
         return out, {"shift": x[:, -1], **final}
 
 
@@ -167,6 +169,7 @@ class HookedRwkvChannelMix(nn.Module):
     def __init__(self, hf_feed_forward: nn.Module):
         super().__init__()
         self.hf = hf_feed_forward
+        self.value_divisor = lambda: 1  # set by the model where `value` is offloaded (see HookedRwkv)
         self.hook_k = ScopedHookPoint()
         self.hook_r = ScopedHookPoint()
 
@@ -175,7 +178,7 @@ class HookedRwkvChannelMix(nn.Module):
         k = self.hook_k(torch.square(F.relu(hf.key(x * hf.time_mix_key + shifted * (1 - hf.time_mix_key)))))
         mix_r = x * hf.time_mix_receptance + shifted * (1 - hf.time_mix_receptance)
         r = self.hook_r(torch.sigmoid(hf.receptance(mix_r)))
-        return r * hf.value(k)  # [batch, pos, d_model]
+        return r * (hf.value(k) / self.value_divisor())  # [batch, pos, d_model]
 
 
 class HookedRwkvBlock(AdapterBlock):
@@ -238,6 +241,10 @@ class HookedRwkv(HookedTransformersLM):
         super().__init__(hf_model, sizes, blocks, ln_final=rwkv.ln_out, embed=rwkv.embeddings,
                          unembed=hf_model.head, path=path)
         self.pre_ln = rwkv.blocks[0].pre_ln
+        for layer, block in enumerate(blocks):
+            divisor = 2 ** (layer // every) if every > 0 else 1
+            block.mixer.output_divisor = _offloaded_rescale(block.mixer.hf.output, divisor, rwkv)
+            block.mlp.value_divisor = _offloaded_rescale(block.mlp.hf.value, divisor, rwkv)
         self.setup()
 
     def embed_tokens(self, tokens: Tensor) -> Tensor:
@@ -250,3 +257,12 @@ class HookedRwkv(HookedTransformersLM):
             # as the library does on every inference call: output weights divided by 2^(layer // every)
             self.hf_model.rwkv._rescale_layers()  # noqa: SLF001 (the library's own inference step)
         return super().forward(inputs, *args, **kwargs)
+
+
+def _offloaded_rescale(linear: nn.Module, divisor: int, rwkv: nn.Module) -> Callable[[], int]:
+    """What to divide `linear`'s output by: the library halves these weights in place for inference
+    (`_rescale_layers`), which an offloaded weight (on `meta`, reloaded from its unscaled copy) misses;
+    dividing the output by the same power of two gives the in-place result to the bit."""
+    if not any(hook.offload for hook in align_hooks(linear)):
+        return lambda: 1
+    return lambda: divisor if rwkv.layers_are_rescaled else 1

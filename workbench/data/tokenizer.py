@@ -123,6 +123,13 @@ class CharTokenizer:
     def vocab_size(self) -> int:
         return len(self.chars)
 
+    # The special-token ids a Hugging Face tokenizer has, which SAELens's activation store reads: a
+    # character model has none (it starts from its initial state, not from a BOS token).
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    sep_token_id: int | None = None
+    pad_token_id: int | None = None
+
     @property
     def unknown_id(self) -> int | None:
         return None if self.unknown_token is None else self.stoi[self.unknown_token]

@@ -74,10 +74,11 @@ STALE_LOCK_S = 600.0  # a build lock older than this was left by a process kille
 
 
 def _cpu_tag() -> str:
-    """Short hash of the CPU model and flags, the torch version and the environment: the kernel is
-    built with -march=native against this torch, so a cache shared between machines or virtual
-    environments must not hand one's binary to another."""
-    info = f"{platform.machine()} {torch.__version__} {sys.prefix}"
+    """Short hash of the CPU model and flags, the torch version, the environment and the sources'
+    folder: the kernel is built with -march=native against this torch, so a cache shared between
+    machines or virtual environments must not hand one's binary to another, and two checkouts sharing
+    one environment must not rebuild each other's extension (and wait on its lock) in turn."""
+    info = f"{platform.machine()} {torch.__version__} {sys.prefix} {kernel_source_dir()}"
     try:
         with open("/proc/cpuinfo") as f:
             info += "".join(line for line in f if line.startswith(("model name", "flags")))

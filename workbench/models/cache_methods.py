@@ -177,13 +177,15 @@ class ResidualStreamMethods:
             source = get_act_name("resid_mid" if mlp_input else "resid_pre", count)
             if module is None:
                 raise ValueError(f"block {count} has no {'MLP ' if mlp_input else ''}input norm to apply")
-        norm = linear_norm(module)
-        stream = self._get(source, "apply_ln_to_stack")  # [(batch,) pos, d_model]
-        norm.check(module, stream)
-        has_batch = self.has_batch_dim and has_batch_dim
-        scale = norm.scale(self._slices(stream[None], pos_slice, batch_slice, has_batch)[0])
-        return norm.linear_part(self._slices(residual_stack, None, batch_slice, has_batch) if batch_slice is not None
-                                else residual_stack, scale)
+        with model.weights_loaded(module):  # an offloaded norm's weight is loaded for the reading
+            norm = linear_norm(module)
+            stream = self._get(source, "apply_ln_to_stack")  # [(batch,) pos, d_model]
+            norm.check(module, stream)
+            has_batch = self.has_batch_dim and has_batch_dim
+            scale = norm.scale(self._slices(stream[None], pos_slice, batch_slice, has_batch)[0])
+            stack = self._slices(residual_stack, None, batch_slice, has_batch) if batch_slice is not None \
+                else residual_stack
+            return norm.linear_part(stack, scale)
 
     def logit_attrs(self, residual_stack: Tensor, tokens: int | str | Tensor,
                     incorrect_tokens: int | str | Tensor | None = None, pos_slice: Slice = None,

@@ -15,9 +15,9 @@ from typing import Literal
 
 import torch
 from torch import Tensor
-from transformer_lens.hook_points import HookPoint
 
 from workbench.errors import UnknownHookError
+from workbench.models.transformer_lens_compat import HookPoint
 
 __all__ = ["Edit", "EditError", "UnknownEditHookError", "resolve_edits"]
 

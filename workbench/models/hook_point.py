@@ -22,9 +22,9 @@ from typing import Literal
 
 from torch import Tensor
 from torch.utils.hooks import RemovableHandle
-from transformer_lens.hook_points import HookPoint, LensHandle
 
 from workbench.models.hook_checks import check_hook_result
+from workbench.models.transformer_lens_compat import HookPoint, LensHandle
 
 __all__ = ["HookScope", "ScopedHookPoint", "current_scope", "hook_scope", "last_run_notes"]
 

@@ -16,8 +16,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformer_lens import HookedRootModule
-from transformer_lens.hook_points import HookPoint
 
 from workbench.errors import EmptyInputError, UnknownHookError
 from workbench.models.blocks import RecurrentBlock
@@ -41,6 +39,7 @@ from workbench.models.paths import DefaultPath, ExecutionPath
 from workbench.models.recurrence import ActivationRecorder, State
 from workbench.models.specs import RESID, HookSpec
 from workbench.models.state_checks import check_initial_state
+from workbench.models.transformer_lens_compat import HookedRootModule, HookPoint
 
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 __all__ = ["GRADIENT_GRAPH_FACTOR", "HookedRecurrentBase", "HookedRecurrentSeq2Seq", "ModelState", "NamesFilter"]
@@ -71,28 +70,64 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
         """TransformerLens's `setup` (names every hook point), then a check that each is a
         `ScopedHookPoint`: a plain `HookPoint` would share one call's hooks with every thread."""
         super().setup()
+        self._name_spliced_hooks()
         plain = [name for name, point in self.hook_dict.items() if not isinstance(point, ScopedHookPoint)]
         if plain:
             raise TypeError(f"hook points {plain} are plain TransformerLens HookPoints; build them as "
                             "workbench.models.hook_point.ScopedHookPoint() so hooks stay per call")
 
+    def spliced_modules(self) -> list[nn.Module]:
+        """Modules spliced into the forward pass at a hook (SAEs, `workbench.sae.splice_sae`): each
+        has `spliced_at` (the hook's name) and `hook_specs(dims)`; they live in `self.saes`."""
+        saes = self._modules.get("saes")
+        return [] if saes is None else list(saes.values())
+
+    def _name_spliced_hooks(self) -> None:
+        """A spliced module's hook points are named after the hook they sit on, as SAELens names them:
+        `blocks.0.mixer.hook_c.hook_sae_acts_post`, not their place in the module tree."""
+        for key, module in (self._modules.get("saes") or {}).items():
+            for local, point in module.named_children():
+                if not isinstance(point, HookPoint):
+                    continue
+                old, new = f"saes.{key}.{local}", f"{module.spliced_at}.{local}"
+                self.hook_dict.pop(old, None)
+                self.mod_dict.pop(old, None)
+                point.name = new
+                self.hook_dict[new] = point
+                self.mod_dict[new] = point
+
+    def _spliced_specs(self, specs: dict[str, HookSpec]) -> dict[str, HookSpec]:
+        """`specs` with each spliced module's hooks right after the hook it sits on."""
+        extra = {m.spliced_at: m for m in self.spliced_modules()}
+        if not extra:
+            return specs
+        merged: dict[str, HookSpec] = {}
+        for name, spec in specs.items():
+            merged[name] = spec
+            if name in extra:
+                dims = (spec[0][0], spec[0][1], f"{name}:d_in")
+                merged.update({f"{name}.{local}": s for local, s in extra[name].hook_specs(dims).items()})
+        return merged
+
     # ----- running -------------------------------------------------------------------------
     def run_blocks(
         self, resid: Tensor, initial_state: ModelState | None, path: ExecutionPath | None,
-        mask: Tensor | None = None,
+        mask: Tensor | None = None, stop_at_layer: int | None = None,
     ) -> tuple[Tensor, ModelState]:
         """resid: [batch, pos, d_model] through every block and the final norm; returns it and the
-        final states. mask: [batch, pos] (1 = token, 0 = padding) for blocks that read padding."""
+        final states. mask: [batch, pos] (1 = token, 0 = padding) for blocks that read padding.
+        `stop_at_layer=k`: blocks 0..k-1 only, no final norm (TransformerLens's `stop_at_layer`)."""
         path = self.resolve_path(path)
+        blocks = self.blocks if stop_at_layer is None else self.blocks[:stop_at_layer]
         if initial_state is not None:
             param = next(self.parameters())  # shapes from zero states on the meta device: no memory
-            like = [b.zero_state(resid.shape[0], torch.device("meta"), param.dtype) for b in self.blocks]
+            like = [b.zero_state(resid.shape[0], torch.device("meta"), param.dtype) for b in blocks]
             check_initial_state(initial_state, like, resid.device)
         states: ModelState = []
-        for layer, block in enumerate(self.blocks):
+        for layer, block in enumerate(blocks):
             resid, state = block(resid, None if initial_state is None else initial_state[layer], path, mask)
             states.append(state)
-        return self.ln_final(resid), states
+        return (self.ln_final(resid) if stop_at_layer is None else resid), states
 
     @property
     def device(self) -> torch.device:
@@ -117,6 +152,11 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
         param = next(self.parameters())
         return [b.zero_state(batch, param.device, param.dtype) for b in self.blocks]
 
+    def weights_loaded(self, *modules: nn.Module) -> contextlib.AbstractContextManager:
+        """The weights of `modules` readable for the duration: nothing to do here; adapters under a
+        `device_map` load offloaded ones (`workbench.adapters.placement.onloaded`)."""
+        return contextlib.nullcontext()
+
     def kernels_used(self) -> dict[int, str]:
         """Which kernel each layer's mixer ran in the last forward pass."""
         return {layer: block.mixer.last_kernel for layer, block in enumerate(self.blocks)}
@@ -138,6 +178,7 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
                 specs[f"blocks.{layer}.{name}"] = spec
         specs["ln_final.hook_normalized"] = (RESID, "final normalised residual stream")
         specs[self._output_hook] = self._output_spec()
+        specs = self._spliced_specs(specs)
         missing = set(self.hook_dict) - set(specs)
         if missing:
             raise AssertionError(f"hooks without a spec: {sorted(missing)}")
@@ -145,7 +186,11 @@ class HookedRecurrentBase(DefaultPath, HookedRootModule):
 
     def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
         """Size of every dimension name the hook specs use, for `batch` x `pos`."""
-        return dimension_sizes(self.cfg, batch=batch, pos=pos)
+        sizes = dimension_sizes(self.cfg, batch=batch, pos=pos)
+        for module in self.spliced_modules():  # a spliced SAE's d_in and d_sae
+            sizes[f"{module.spliced_at}:d_in"] = module.cfg.d_in
+            sizes[f"{module.spliced_at}:d_in->d_sae"] = module.cfg.d_sae
+        return sizes
 
     def hook_table(self, batch: int = 1, pos: int = 1) -> list[dict[str, Any]]:
         """One row per hook: name, shape (names and sizes for `batch` x `pos`), meaning."""

@@ -150,13 +150,18 @@ class HookedLanguageModel(TransformerLensSurface, HookedRecurrentBase):
         loss_per_token: bool = False,
         *,
         input: Tensor | str | Sequence[str] | None = None,  # noqa: A002  (TransformerLens's name)
+        prepend_bos: bool | None = None,
+        stop_at_layer: int | None = None,
     ) -> Any:
         """tokens [batch, pos] (or text) -> logits [batch, pos, d_vocab] (and the final state per layer).
 
         `return_type` is TransformerLens's: "logits", "loss" (the mean next-token cross-entropy in
         nats; per token, [batch, pos − 1], with `loss_per_token=True`), "both" (logits, loss) or None
         (returns None and skips the logits unless `hook_logits` is hooked); anything else raises.
-        `input=` is accepted for `inputs`, as TransformerLens names it. The whole call's peak memory
+        `input=` is accepted for `inputs`, as TransformerLens names it; `prepend_bos` applies to text
+        inputs as in `to_tokens`. `stop_at_layer=k` (TransformerLens's, which SAELens's activation
+        store passes) runs blocks 0..k-1 only and returns the residual stream after them
+        [batch, pos, d_model], unnormalised; a negative k counts from the end. The whole call's peak memory
         is checked against the budget first (`estimate_memory`); `attention_mask` [batch, pos] (1 =
         token, 0 = padding) is used as the wrapped model uses it (models that cannot honour padding
         accept only a mask of ones).
@@ -170,7 +175,11 @@ class HookedLanguageModel(TransformerLensSurface, HookedRecurrentBase):
         if inputs is None:
             raise TypeError("inputs: forward needs text, a list of texts or token ids (model(tokens) or "
                             "model(input=tokens)); got NoneType")
+        if prepend_bos and isinstance(inputs, (str, list, tuple)):
+            inputs = self.to_tokens(inputs, prepend_bos=True)
         tokens = self._as_tokens(inputs)
+        if stop_at_layer is not None:
+            return self._run_until(tokens, stop_at_layer, initial_state, path, attention_mask, return_state)
         self._guard_forward(tokens.shape[0], tokens.shape[1], "loss" if return_type == "both" else return_type,
                             path, initial_state)
         mask = self._padding_mask(attention_mask)
@@ -178,7 +187,8 @@ class HookedLanguageModel(TransformerLensSurface, HookedRecurrentBase):
         resid, states = self.run_blocks(resid, initial_state, path, mask)
         if return_type is None and not _is_hooked(self.hook_logits):  # nothing reads the logits
             return (None, states) if return_state else None
-        logits = self.hook_logits(self.unembed(resid))  # [batch, pos, d_vocab]
+        # [batch, pos, d_vocab], back on the tokens' device where a device_map put the head elsewhere
+        logits = self.hook_logits(self.unembed(resid).to(tokens.device))
         out: Any
         if return_type in ("loss", "both"):
             if tokens.shape[1] < 2:
@@ -191,6 +201,23 @@ class HookedLanguageModel(TransformerLensSurface, HookedRecurrentBase):
         else:
             out = logits
         return (out, states) if return_state else out
+
+    def _run_until(
+        self, tokens: Tensor, stop_at_layer: int, initial_state: ModelState | None, path: ExecutionPath | None,
+        attention_mask: Tensor | None, return_state: bool,
+    ) -> Any:
+        """The residual stream after the first `stop_at_layer` blocks (TransformerLens's `stop_at_layer`)."""
+        n_layers = len(self.blocks)
+        valid = isinstance(stop_at_layer, int) and not isinstance(stop_at_layer, bool)
+        if not valid or not -n_layers < stop_at_layer <= n_layers or stop_at_layer == 0:
+            raise ValueError(f"stop_at_layer must be an int in 1..{n_layers} (or -{n_layers - 1}..-1, counted from "
+                             f"the end), the number of blocks to run; got {stop_at_layer!r}")
+        stop = stop_at_layer % n_layers or n_layers
+        self._guard_forward(tokens.shape[0], tokens.shape[1], None, path, initial_state)
+        resid = self.hook_embed(self.embed_tokens(tokens))  # [batch, pos, d_model]
+        state = None if initial_state is None else initial_state[:stop]
+        resid, states = self.run_blocks(resid, state, path, self._padding_mask(attention_mask), stop_at_layer=stop)
+        return (resid, states) if return_state else resid
 
     def score(
         self, inputs: Tensor | str | Sequence[str], *, window: int | None = None,

@@ -194,6 +194,8 @@ def _advice(
     tips = []
     if any(name.startswith("recording") for name in large):
         tips.append("record fewer hooks (names_filter=...)")
+        tips.append("or record them to disk in shards, memory bounded by one shard: "
+                    "workbench.record(model, corpus_files, out_dir, hooks=[...]) (docs/activation_store.md)")
     if any("autograd" in name or "gradients" in name for name in large):
         tips.append("run under torch.no_grad() (or torch.inference_mode()) unless you need gradients")
     if any(name.startswith("logits") for name in large):

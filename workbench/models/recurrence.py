@@ -43,9 +43,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from transformer_lens.hook_points import HookPoint
 
 from workbench.models.hook_checks import check_hook_result
+from workbench.models.transformer_lens_compat import HookPoint
 
 State = dict[str, Tensor]
 Emit = Callable[[str, Tensor], Tensor]

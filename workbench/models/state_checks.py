@@ -25,10 +25,12 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
-def check_initial_state(state: object, like: Sequence[Mapping[str, Tensor]], device: torch.device) -> None:
+def check_initial_state(state: object, like: Sequence[Mapping[str, Tensor]],
+                        device: torch.device | Sequence[torch.device]) -> None:
     """`state` must be None or a list with one dict per layer holding exactly the keys of `like[layer]`
     (the zero state, shapes for this batch, on any device), each a floating tensor of that shape on
-    `device`. Another floating dtype is accepted (cast, as a float64 state into a float32 model). An axis
+    `device` (or on `device[layer]`, one per layer, for a model placed over several devices). Another
+    floating dtype is accepted (cast, as a float64 state into a float32 model). An axis
     of length 0 in the zero state (a KV cache with nothing read yet) may have any length."""
     if state is None:
         return
@@ -50,8 +52,9 @@ def check_initial_state(state: object, like: Sequence[Mapping[str, Tensor]], dev
             parts = ([f"lacks {missing}"] if missing else []) + ([f"has unknown keys {extra}"] if extra else [])
             raise InitialStateError(f"{where} {' and '.join(parts)}; expected exactly the keys {keys[layer]} "
                                     f"({HINT})")
+        on = device if isinstance(device, torch.device) else device[layer]
         for name, zero in zeros.items():
-            _check_tensor(f"{where}[{name!r}]", entry[name], zero, device)
+            _check_tensor(f"{where}[{name!r}]", entry[name], zero, on)
 
 
 def _check_tensor(where: str, value: object, zero: Tensor, device: torch.device) -> None:

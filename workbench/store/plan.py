@@ -29,7 +29,7 @@ __all__ = ["DTYPES", "REDUCTIONS", "RecordPlan", "Segment", "ShardSpec", "model_
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 REDUCTIONS = ("moments", "covariance", "topk", "histogram")
 MAX_COVARIANCE_UNITS = 8192  # a [units, units] float64 co-moment: 512 MiB at this size
-MAX_WINDOW = 4096  # positions per forward within a segment; longer windows gain nothing on CPU kernels
+MAX_WINDOW = 2048  # positions per forward within a segment; longer windows gain nothing on CPU kernels
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,8 @@ def plan_shards(
 
     `dtype` is the stored dtype of raw tensors (float32, float16 or bfloat16; reductions are always
     float64 from the model's own values). `unknown`: "map" or "error" for characters outside the
-    vocabulary. `window`: positions per forward (None: the most that fit the budget, at most 4,096).
+    vocabulary. `window`: positions per forward (None: `segment_tokens`, at most 2,048; a fixed default,
+    so a resumed run plans the same shards on a machine with other free memory).
     A shard's buffers (twice its raw bytes while it is written) plus one window's forward must fit the
     memory budget, else `MemoryBudgetError` says which setting to lower.
     """
@@ -231,18 +232,20 @@ def plan_shards(
     documents = tuple(describe_corpus(corpus, segment_tokens, model.tokenizer))
     rows = min(segments_per_shard, sum(math.ceil(d.length / segment_tokens) for d in documents))
     budget = memory_budget_bytes or memory_budget(model.device)
-    if window is None:
-        window = min(MAX_WINDOW, segment_tokens, fitting_window(model, rows, budget // 2, names, path))
+    if window is None:  # fixed, not from the free memory: a resumed run must plan the same shards
+        window = min(MAX_WINDOW, segment_tokens)
     _check_positive(window=window)
     shard_bytes = (2 * rows * segment_tokens * sum(math.prod(s) for s in shapes.values())
                    * DTYPES[dtype].itemsize if raw else 0)
     forward = estimate_call(model, rows, window, recorded=names, return_type=None, path=path).total
     if shard_bytes + forward > budget:
+        fits = fitting_window(model, rows, max(budget - shard_bytes, 0), names, path)
         raise MemoryBudgetError(
             shard_bytes + forward, budget, what=f"recording shards of {rows} x {segment_tokens:,} tokens",
             parts={"shard buffers (raw tensors, twice while written)": shard_bytes, "one window's forward": forward},
-            hint="lower segment_tokens or segments_per_shard, store a smaller dtype, record fewer hooks, "
-                 "or keep only reductions (raw=False)")
+            hint=f"pass a smaller window (window={min(fits, window):,} fits beside the shard), lower "
+                 "segment_tokens or segments_per_shard, store a smaller dtype, record fewer hooks, or keep only "
+                 "reductions (raw=False)")
     tokenizer = model.tokenizer.to_dict() if hasattr(model.tokenizer, "to_dict") else None
     from workbench.analysis.lens.logit_lens import model_name
 

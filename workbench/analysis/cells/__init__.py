@@ -22,6 +22,7 @@ from workbench.analysis.cells.discovery import (
     unit_profile,
 )
 from workbench.analysis.cells.features import FEATURES, Feature, compute_features, regex_feature
+from workbench.analysis.cells.from_store import discover_cells_from_store
 from workbench.analysis.cells.ngram import (
     ERROR_CATEGORIES,
     ErrorAnalysis,
@@ -72,6 +73,7 @@ __all__ = [
     "conditional_correlation",
     "correlations",
     "discover_cells",
+    "discover_cells_from_store",
     "error_analysis",
     "gate_saturation",
     "heatmap_grid",

@@ -98,6 +98,32 @@ class CellDiscovery:
         return list(dict.fromkeys(self.table.feature))
 
 
+def discovery_table(
+    names: Sequence[str], kinds: Sequence[str], scored: Sequence[tuple[int, str, np.ndarray, np.ndarray]],
+) -> Any:
+    """The ranked table from (layer, quantity, train r [units, feats], held-out r) per recorded key."""
+    import pandas as pd
+
+    frames = []
+    for layer, quantity, r_train, r_test in scored:
+        units = np.arange(r_train.shape[0])
+        for j, name in enumerate(names):
+            frames.append(pd.DataFrame({
+                "feature": name, "kind": kinds[j],
+                "layer": layer, "quantity": quantity, "unit": units,
+                "train_r": r_train[:, j], "test_r": r_test[:, j],
+            }))
+    table = pd.concat(frames, ignore_index=True)
+    table["score"] = np.sign(table.train_r) * table.test_r
+    table["abs_train_r"] = table.train_r.abs().fillna(-1.0)
+    table = table.sort_values(["feature", "abs_train_r"], ascending=[True, False], kind="stable")
+    table["rank"] = table.groupby("feature").cumcount() + 1
+    table = table.drop(columns="abs_train_r").reset_index(drop=True)
+    order = {n: i for i, n in enumerate(names)}
+    return table.sort_values(["feature", "rank"], key=lambda c: c.map(order) if c.name ==
+                             "feature" else c).reset_index(drop=True)
+
+
 def discover_cells(
     recording: CellRecording,
     features: Sequence[str] | Mapping[str, FeatureSpec] | None = None,
@@ -110,33 +136,15 @@ def discover_cells(
     """Rank every recorded unit for every feature by |Pearson r| on the first `train_fraction`
     of the text; score it by r on the held-out rest (the split is contiguous, so no leakage).
     """
-    import pandas as pd
-
     feats = compute_features(recording.text, features)
     names = list(feats)
     f = np.stack([feats[n] for n in names], axis=1)  # [pos, feats]
     cut = _split(len(recording), train_fraction)
-    frames = []
+    scored = []
     for layer, quantity in _keys(recording, keys):
         x = recording.get(layer, quantity)  # [pos, units]
-        r_train = correlations(x[:cut], f[:cut])  # [units, feats]
-        r_test = correlations(x[cut:], f[cut:])
-        units = np.arange(x.shape[1])
-        for j, name in enumerate(names):
-            frames.append(pd.DataFrame({
-                "feature": name, "kind": feature_kind(name, f[:, j]),
-                "layer": layer, "quantity": quantity, "unit": units,
-                "train_r": r_train[:, j], "test_r": r_test[:, j],
-            }))
-    table = pd.concat(frames, ignore_index=True)
-    table["score"] = np.sign(table.train_r) * table.test_r
-    table["abs_train_r"] = table.train_r.abs().fillna(-1.0)
-    table = table.sort_values(["feature", "abs_train_r"], ascending=[True, False], kind="stable")
-    table["rank"] = table.groupby("feature").cumcount() + 1
-    table = table.drop(columns="abs_train_r").reset_index(drop=True)
-    order = {n: i for i, n in enumerate(names)}
-    table = table.sort_values(["feature", "rank"], key=lambda c: c.map(order) if c.name ==
-                              "feature" else c).reset_index(drop=True)
+        scored.append((layer, quantity, correlations(x[:cut], f[:cut]), correlations(x[cut:], f[cut:])))
+    table = discovery_table(names, [feature_kind(n, f[:, j]) for j, n in enumerate(names)], scored)
     result = CellDiscovery(table, None, train_fraction, len(recording))
     if probes:
         result.probes = probe_features(recording, feats, keys=keys, train_fraction=train_fraction,

@@ -186,7 +186,9 @@ def _check_budget(model: HookedModel, pos: int, names: list[str], budget: int | 
     if needed > limit:
         raise MemoryBudgetError(
             needed, limit, what=f"recording {len(names)} quantities over {pos} characters",
-            hint="use a shorter text, fewer layers or quantities, or raise memory_budget_bytes",
+            hint="use a shorter text, fewer layers or quantities, or raise memory_budget_bytes; or record "
+                 "to disk with workbench.record(model, corpus_files, out_dir, hooks=[...]) and discover cells "
+                 "from the store (workbench.analysis.cells.discover_cells_from_store)",
         )
 
 

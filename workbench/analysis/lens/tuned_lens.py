@@ -208,6 +208,45 @@ class TunedLens(nn.Module):
         )  # fmt: skip
         return self
 
+    def fit_from_store(
+        self,
+        store: Any,
+        *,
+        steps: int = 250,
+        tokens_per_step: int = 1024,
+        lr: float = 1.0,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-3,
+        grad_clip: float | None = 1.0,
+        threads: int | None = None,
+        progress: bool = True,
+    ) -> TunedLens:
+        """Train the translators on residual streams recorded in an activation store (`workbench.record`
+        of `hook_embed` and every `blocks.{l}.hook_resid_post`) instead of running the model.
+
+        Each step reads the next `tokens_per_step` corpus positions (wrapping round at the end); the
+        target is the model's own decoding of the stored final residual. Same optimiser as `fit`.
+        """
+        from workbench.analysis.lens.from_store import store_batches
+
+        self.check_model(self.model)
+        for key, value in {"steps": steps, "tokens_per_step": tokens_per_step}.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        batches, store = store_batches(self, store, self.translated_layers, steps, tokens_per_step)
+        with torch_threads(threads), _frozen(self.model):
+            self.history_ = train_translators(self, batches, self.translated_layers, steps=steps, lr=lr,
+                                              momentum=momentum, weight_decay=weight_decay, grad_clip=grad_clip,
+                                              progress=progress)
+        self.training_ = {
+            "steps": steps, "tokens_per_step": tokens_per_step, "lr": lr, "momentum": momentum,
+            "nesterov": momentum > 0, "weight_decay": weight_decay, "grad_clip": grad_clip,
+            "schedule": "linear decay to 0, no warm-up", "optimizer": "SGD",
+            "loss": "KL(final || lens), summed over read-outs", "tokens_seen": steps * tokens_per_step,
+            "store": str(store.directory), "corpus_sha256": store.plan["corpus"]["sha256"],
+        }  # fmt: skip
+        return self
+
     def history_frame(self) -> Any:
         """`history_` as a DataFrame: one row per step, a column of KL (bits) per read-out."""
         import pandas as pd
@@ -307,6 +346,46 @@ class TunedLens(nn.Module):
         return f"model={self.model_name!r}, layers={self.layers}, {fitted}"
 
 
+def train_translators(
+    lens: Any, batches: Iterator[tuple[dict[str, Tensor], Tensor]], layers: list[Layer], *, steps: int,
+    lr: float, momentum: float, weight_decay: float, grad_clip: float | None, progress: bool,
+) -> list[dict[str, Any]]:
+    """The optimisation (Belrose et al. 2023 recipe) over `steps` batches of (hook -> activations
+    [..., d_model], the final log-probabilities [..., d_vocab]); returns the history."""
+    from tqdm.auto import tqdm
+
+    parameters = [p for p in lens.parameters() if p.requires_grad]
+    optimiser = torch.optim.SGD(
+        parameters, lr=lr * (1 - momentum), momentum=momentum, nesterov=momentum > 0,
+        weight_decay=weight_decay,
+    )  # fmt: skip
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1.0 - step / steps)
+    hooks = lens.hooks()
+    names = [hooks[layer] for layer in layers]
+    labels = [str(layer) for layer in layers]
+    history: list[dict[str, Any]] = []
+    bar = tqdm(batches, total=steps, desc=lens.name, disable=not progress)
+    for step, (cache, target) in enumerate(bar):
+        losses = torch.stack(
+            [
+                kl_divergence(target, lens(cache[name], layer).float().log_softmax(-1)).mean()
+                for name, layer in zip(names, layers, strict=True)
+            ]
+        )  # [n_layers] nats
+        optimiser.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+        row = {"step": step, "lr": optimiser.param_groups[0]["lr"] / (1 - momentum)}
+        optimiser.step()
+        schedule.step()
+        bits = (losses.detach() / LN2).tolist()
+        row.update(zip(labels, bits, strict=True))
+        history.append(row)
+        bar.set_postfix(mean_kl_bits=f"{sum(bits) / len(bits):.3f}")
+    return history
+
+
 def fit_translators(
     lens: Any,
     text: Any,
@@ -329,8 +408,6 @@ def fit_translators(
     `lens` has `.model`, `.hooks()` (layer -> hook name) and parameters; the activations come from
     the model's hooks over windows of the streamed text, the state carried across windows.
     """
-    from tqdm.auto import tqdm
-
     for key, value in {"steps": steps, "batch_size": batch_size, "seq_len": seq_len}.items():
         if value <= 0:
             raise ValueError(f"{key} must be positive, got {value}")
@@ -340,43 +417,22 @@ def fit_translators(
     source = corpus_text(text, "train")
     ids = encode_corpus(model.tokenizer, source)  # [n]
     data = streams(ids, batch_size, seq_len)  # [batch, length]
-    parameters = [p for p in lens.parameters() if p.requires_grad]
-    optimiser = torch.optim.SGD(
-        parameters, lr=lr * (1 - momentum), momentum=momentum, nesterov=momentum > 0,
-        weight_decay=weight_decay,
-    )  # fmt: skip
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1.0 - step / steps)
     hooks = lens.hooks()
     names = [hooks[layer] for layer in layers]
-    labels = [str(layer) for layer in layers]
-    history: list[dict[str, Any]] = []
-    state = None
-    with torch_threads(threads), _frozen(model):
-        bar = tqdm(windows(data, seq_len, steps), total=steps, desc=lens.name, disable=not progress)
-        for step, (window, reset) in enumerate(bar):
+
+    def batches() -> Iterator[tuple[dict[str, Tensor], Tensor]]:
+        state = None
+        for window, reset in windows(data, seq_len, steps):
             if reset:
                 state = None
             cache, logits, state = collect_hooks(
                 model, window.to(model.device), names, state, memory_budget_bytes=memory_budget_bytes
             )  # cache: hook -> [batch, seq, ...], logits [batch, seq, d_vocab]
-            target = logits.float().log_softmax(-1)  # [batch, seq, d_vocab]
-            losses = torch.stack(
-                [
-                    kl_divergence(target, lens(cache[name], layer).float().log_softmax(-1)).mean()
-                    for name, layer in zip(names, layers, strict=True)
-                ]
-            )  # [n_layers] nats
-            optimiser.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
-            row = {"step": step, "lr": optimiser.param_groups[0]["lr"] / (1 - momentum)}
-            optimiser.step()
-            schedule.step()
-            bits = (losses.detach() / LN2).tolist()
-            row.update(zip(labels, bits, strict=True))
-            history.append(row)
-            bar.set_postfix(mean_kl_bits=f"{sum(bits) / len(bits):.3f}")
+            yield cache, logits.float().log_softmax(-1)
+
+    with torch_threads(threads), _frozen(model):
+        history = train_translators(lens, batches(), layers, steps=steps, lr=lr, momentum=momentum,
+                                    weight_decay=weight_decay, grad_clip=grad_clip, progress=progress)
     training = {
         "steps": steps, "batch_size": data.shape[0], "seq_len": seq_len, "lr": lr,
         "momentum": momentum, "nesterov": momentum > 0, "weight_decay": weight_decay,

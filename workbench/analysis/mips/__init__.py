@@ -1,11 +1,15 @@
 """MIPS (Michaud et al. 2024): RNN -> finite state machine -> Python program.
 
->>> from workbench.analysis.mips import solve_task
->>> result = solve_task("Bitwise_Not", time_budget=20)  # doctest: +SKIP
+>>> from workbench.analysis import mips
+>>> task = mips.Task("Count_Sevens", lambda xs: [xs[: t + 1].count(7) for t in range(len(xs))], range(10))
+>>> result = mips.solve(task, budget=30)  # doctest: +SKIP
+>>> print(result.program.source, result.verification.summary())  # doctest: +SKIP
 
-The pipeline per task is `solve_task` (`pipeline`), the 62-task suite `run_benchmark` (`suite`),
-the command line `python -m workbench.analysis.mips.benchmark`. Imports are lazy (PEP 562, as in
-`workbench`): importing the package is cheap, each name loads its module when first touched.
+`solve` checks the task's reference function, then runs the pipeline (`pipeline.solve_task`); the
+62-task suite is `run_benchmark` (`suite`), the command line `python -m workbench.analysis.mips.benchmark`
+(`--task-file` / `--task` for your own tasks). Programs are verified in a sandbox (`sandbox`).
+Imports are lazy (PEP 562, as in `workbench`): importing the package is cheap, each name loads its
+module when first touched.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from workbench.lazy import lazy_exports
 
 _LAZY = {
     # the pipeline and the suite
+    "DEFAULT_BUDGET_S": "pipeline",
     "SolveResult": "pipeline",
+    "solve": "pipeline",
     "extract_program": "pipeline",
     "extraction_candidates": "pipeline",
     "solve_task": "pipeline",
@@ -25,6 +31,7 @@ _LAZY = {
     # tasks, networks, training
     "TASKS": "tasks",
     "Task": "tasks",
+    "TaskDefinitionError": "tasks",
     "UnknownTaskError": "tasks",
     "get_task": "tasks",
     "list_tasks": "tasks",
@@ -46,6 +53,11 @@ _LAZY = {
     "Program": "synthesis",
     "program_from_fsm": "synthesis",
     "program_from_lattice": "synthesis",
+    "SandboxError": "sandbox",
+    "SandboxLimits": "sandbox",
+    "UnsafeProgramError": "sandbox",
+    "check_program": "sandbox",
+    "run_program": "sandbox",
     "Verification": "verify",
     "verify_program": "verify",
     # artefacts and figures

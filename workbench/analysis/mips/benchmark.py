@@ -10,6 +10,11 @@ record). From a shell:
     python -m workbench.analysis.mips.benchmark --merge shard*.json --report benchmarks/mips_results.md
     python -m workbench.analysis.mips.benchmark --update benchmarks/mips_results.json --with rerun.json \
         --note "re-run on 2 shared cores"
+    python -m workbench.analysis.mips.benchmark --task-file my_tasks.py --programs my_programs
+    python -m workbench.analysis.mips.benchmark --task my_tasks:count_sevens --budget 30
+
+Your own tasks (`--task-file`, `--task`; docs/mips.md) are checked first and written to their own
+table (default `mips_custom_results.md`), without the paper's columns.
 
 Every run uses one torch thread and fixed seeds; only the wall-clock budget can cut a search short.
 `--ray` runs one task per Ray worker on a local cluster (every core); `--address HOST:PORT` (or
@@ -22,8 +27,10 @@ import argparse
 
 import torch
 
+from workbench.analysis.mips.pipeline import DEFAULT_BUDGET_S
 from workbench.analysis.mips.suite import merge_results, run_benchmark, update_results
-from workbench.analysis.mips.tasks import TASKS, list_tasks
+from workbench.analysis.mips.task_files import tasks_from_file, tasks_from_reference
+from workbench.analysis.mips.tasks import TASKS, Task, TaskDefinitionError, list_tasks
 from workbench.distributed import ADDRESS_ENV, RayExecutor
 
 __all__ = ["main"]
@@ -32,10 +39,15 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> None:
     """Command line: run the suite (or one shard of it) and write the table; or merge shard results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=60.0, help="seconds of training search per task")
-    parser.add_argument("--out", default="benchmarks/mips_results.md")
+    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds of training search per task")
+    parser.add_argument("--out", default=None,
+                        help="the table (default benchmarks/mips_results.md; mips_custom_results.md for your tasks)")
     parser.add_argument("--programs", default=None, help="folder for the artefacts (program, weights, states)")
     parser.add_argument("--tasks", nargs="*", default=None, choices=sorted(TASKS), metavar="TASK")
+    parser.add_argument("--task-file", nargs="+", default=None, metavar="FILE",
+                        help="Python file(s) defining Task objects: solve those tasks")
+    parser.add_argument("--task", dest="task_refs", nargs="+", default=None, metavar="MODULE:OBJECT",
+                        help="a Task, or a list of Tasks, importable as module:object")
     parser.add_argument("--shard", default=None, help="i/n: run every n-th task starting at i")
     parser.add_argument("--merge", nargs="+", default=None, metavar="SHARD", help="shard outputs (.json or .md)")
     parser.add_argument("--report", default=None, help="with --merge or --update: the markdown table")
@@ -58,7 +70,11 @@ def main(argv: list[str] | None = None) -> None:
         rows = merge_results(args.merge, args.report or args.out)
         print(f"merged {len(rows)} tasks: solved {sum(r['solved'] for r in rows)} / {len(rows)}")
         return
-    names = args.tasks or list_tasks()
+    if not args.budget > 0:
+        parser.error(f"--budget must be a positive number of seconds, got {args.budget}")
+    custom = _custom_tasks(parser, args.task_file or [], args.task_refs or [])
+    names: list[str | Task] = [*(args.tasks or []), *custom] or list_tasks()
+    out = args.out or ("mips_custom_results.md" if custom else "benchmarks/mips_results.md")
     if args.shard:
         try:
             i, n = (int(v) for v in args.shard.split("/"))
@@ -69,10 +85,21 @@ def main(argv: list[str] | None = None) -> None:
         names = names[i::n]
     executor = RayExecutor(args.address) if args.ray or args.address else None
     results = run_benchmark(
-        names, time_budget=args.budget, out=args.out, programs_dir=args.programs, seeds=tuple(args.seeds),
-        executor=executor,
+        names, time_budget=args.budget, out=out, programs_dir=args.programs, seeds=tuple(args.seeds), executor=executor,
     )
     print(f"solved {sum(r.solved for r in results)} / {len(results)}")
+
+
+def _custom_tasks(parser: argparse.ArgumentParser, files: list[str], references: list[str]) -> list[Task]:
+    """The tasks of `--task-file` and `--task`, each checked (`Task.validate`); a bad one ends with its message."""
+    try:
+        tasks = [t for f in files for t in tasks_from_file(f)]
+        tasks += [t for r in references for t in tasks_from_reference(r)]
+        for task in tasks:
+            task.validate()
+    except (TaskDefinitionError, FileNotFoundError, ImportError) as exc:
+        parser.error(str(exc))
+    return tasks
 
 
 if __name__ == "__main__":

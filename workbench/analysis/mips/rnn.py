@@ -19,11 +19,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from torch import nn
-from transformer_lens import HookedRootModule
-from transformer_lens.hook_points import HookPoint
 
 from workbench.analysis.mips.tasks import Task
 from workbench.models.recurrence import Emit, run_recurrence
+from workbench.models.transformer_lens_compat import HookedRootModule, HookPoint
 
 __all__ = ["FAMILIES", "MipsRNN", "RNNSpec", "encode_inputs"]
 

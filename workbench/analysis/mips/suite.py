@@ -1,5 +1,6 @@
-"""The whole 62-task MIPS suite (Michaud et al. 2024, Table 1): run it (or a shard), write the
-results table and per-task artefacts, merge shards, replace re-run rows.
+"""The whole 62-task MIPS suite (Michaud et al. 2024, Table 1): run it (or a shard, or your own tasks),
+write the results table and per-task artefacts, merge shards, replace re-run rows. Custom tasks get a
+table of their own, without the paper's columns.
 """
 
 from __future__ import annotations
@@ -11,19 +12,74 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from workbench.analysis.mips.artifacts import save_artifacts
-from workbench.analysis.mips.pipeline import SolveResult, solve_task
-from workbench.analysis.mips.tasks import get_task, list_tasks
+from workbench.analysis.mips.pipeline import DEFAULT_BUDGET_S, SolveResult, solve_task
+from workbench.analysis.mips.tasks import TASKS, Task, get_task, list_tasks
 from workbench.distributed import Executor, SerialExecutor
 
 __all__ = ["SuiteSettings", "merge_results", "results_table", "run_benchmark", "solve_unit", "update_results"]
 
 
+def _number(name: str) -> int:
+    """The paper's task number, 0 for a task that is not one of its 62 (or not registered here)."""
+    return TASKS[name].number if name in TASKS else 0
+
+
+def _is_custom(row: dict) -> bool:
+    """A row of a task outside the paper's 62 (rows written before the "custom" key: by registry number)."""
+    return bool(row["custom"]) if "custom" in row else not _number(row["task"])
+
+
+def _order(row: dict) -> tuple[int, str]:
+    return (_number(row["task"]) or 10**6, row["task"])
+
+
+def _cells(r: dict, rerun: list[str]) -> list[str]:
+    """The columns every table shares, from `task` to `verify s`."""
+    sec = r["seconds"]
+    return [
+        f"{r['task']}{'*' if r['task'] in rerun else ''}", "yes" if r["solved"] else "no", r["rnn"] or "-",
+        str(r["states"]) if r["states"] is not None else "-", r["method"] or "-", str(r["program_lines"] or "-"),
+        str(r["verification"]).replace("|", "/"),
+        f"{sec['train']:.1f}", f"{sec['extract']:.1f}",
+        f"{sec['synthesize']:.1f}" if "custom" in r else "-",  # rows before then lumped it into extract
+        f"{sec['verify']:.1f}",
+    ]
+
+
+_HEAD = "| task | solved | RNN | states | method | lines | verification | train s | extract s | synth s | verify s |"
+_STRICT = ("under strict verification (every sequence up to length N, 10,000 random of length 10 and 1,000 of "
+           "length 100)")
+
+
 def results_table(rows: list[dict], budget: float, rerun: list[str] | None = None, rerun_note: str = "") -> str:
-    """Markdown table of result rows (`SolveResult.row()`), with solved counts against the paper.
+    """Markdown of result rows (`SolveResult.row()`): the paper's tasks against the paper, custom tasks apart.
 
     `rerun`: tasks whose rows come from a later run than the rest (marked `*`), said with `rerun_note`.
     """
     rerun = rerun or []
+    paper_rows = [r for r in rows if not _is_custom(r)]
+    custom_rows = [r for r in rows if _is_custom(r)]
+    lines = []
+    if paper_rows:
+        lines += _paper_table(paper_rows, budget, rerun, rerun_note)
+    if custom_rows:
+        solved = sum(r["solved"] for r in custom_rows)
+        lines += [
+            "## Custom tasks" if paper_rows else "# MIPS results (custom tasks)",
+            "",
+            f"Solved **{solved} / {len(custom_rows)}** {_STRICT}. Tasks defined by the user, not among the 62 of "
+            f"Michaud et al. 2024. Per-task training-search budget: {budget:.0f} s, one CPU thread.",
+            "",
+            _HEAD,
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+            *("| " + " | ".join(_cells(r, rerun)) + " |" for r in custom_rows),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _paper_table(rows: list[dict], budget: float, rerun: list[str], rerun_note: str) -> list[str]:
+    """The 62-task table: solved counts and per-task columns against the paper's MIPS and GPT-4."""
     solved = sum(r["solved"] for r in rows)
     tasks = [get_task(r["task"]) for r in rows]
     both = sum(r["solved"] and t.paper_mips for r, t in zip(rows, tasks, strict=True))
@@ -32,8 +88,7 @@ def results_table(rows: list[dict], budget: float, rerun: list[str] | None = Non
     lines = [
         "# MIPS benchmark results (Michaud et al. 2024 tasks)",
         "",
-        f"Solved **{solved} / {len(rows)}** under strict verification (every sequence up to length N, "
-        "10,000 random of length 10 and 1,000 of length 100). Paper: MIPS 32/62, GPT-4 30/62, union 43/62.",
+        f"Solved **{solved} / {len(rows)}** {_STRICT}. Paper: MIPS 32/62, GPT-4 30/62, union 43/62.",
         f"Per-task training-search budget: {budget:.0f} s, one CPU thread. States: integer state variables "
         "(lattice) or FSM states after minimisation.",
         "",
@@ -48,47 +103,40 @@ def results_table(rows: list[dict], budget: float, rerun: list[str] | None = Non
             else []
         ),
         "",
-        "| # | task | solved | RNN | states | method | lines | verification | train s | extract s | verify s |"
-        " paper MIPS | GPT-4 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| # " + _HEAD + " paper MIPS | GPT-4 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r, t in zip(rows, tasks, strict=True):
-        sec = r["seconds"]
-        lines.append(
-            f"| {t.number} | {r['task']}{'*' if r['task'] in rerun else ''} | {'yes' if r['solved'] else 'no'} | "
-            f"{r['rnn'] or '-'} | "
-            f"{r['states'] if r['states'] is not None else '-'} | {r['method'] or '-'} | "
-            f"{r['program_lines'] or '-'} | {str(r['verification']).replace('|', '/')} | {sec['train']:.1f} | "
-            f"{sec['extract']:.1f} | {sec['verify']:.1f} | {'yes' if t.paper_mips else 'no'} | "
-            f"{'yes' if t.paper_gpt4 else 'no'} |"
-        )
-    return "\n".join(lines) + "\n"
+        cells = [str(t.number), *_cells(r, rerun), "yes" if t.paper_mips else "no", "yes" if t.paper_gpt4 else "no"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 @dataclass(frozen=True)
 class SuiteSettings:
     """What every task of a suite run shares: the search budget (seconds) and the seeds tried per network."""
 
-    time_budget: float = 60.0
+    time_budget: float = DEFAULT_BUDGET_S
     seeds: tuple[int, ...] = (0, 1)
 
 
-def solve_unit(settings: SuiteSettings, name: str) -> SolveResult:
-    """One task of the suite: the unit a fan-out runs (`workbench.distributed`)."""
-    return solve_task(name, time_budget=settings.time_budget, seeds=settings.seeds, verbose=False)
+def solve_unit(settings: SuiteSettings, task: str | Task) -> SolveResult:
+    """One task of the suite (a name or a `Task`): the unit a fan-out runs (`workbench.distributed`)."""
+    return solve_task(task, time_budget=settings.time_budget, seeds=settings.seeds, verbose=False)
 
 
 def run_benchmark(
-    tasks: list[str] | None = None,
+    tasks: list[str | Task] | None = None,
     *,
-    time_budget: float = 60.0,
+    time_budget: float = DEFAULT_BUDGET_S,
     out: str | Path | None = None,
     programs_dir: str | Path | None = None,
     verbose: bool = True,
     seeds: tuple[int, ...] = (0, 1),
     executor: Executor | None = None,
 ) -> list[SolveResult]:
-    """Solve every task (all 62 by default); write the table to `out` (+ `.json` rows) and artefacts per task.
+    """Solve every task (names or `Task`s; all 62 by default); write the table to `out` (+ `.json` rows) and
+    artefacts per task.
 
     `executor` runs the tasks (default: one after another in this process); a
     `workbench.distributed.RayExecutor` fans them out, one task per worker. The table is rewritten,
@@ -96,15 +144,17 @@ def run_benchmark(
     budget cut a search short (docs/cluster.md).
     """
     names = tasks or list_tasks()
-    for name in names:
-        get_task(name)  # an unknown task fails here, before any work is sent out
+    for task in names:
+        if not isinstance(task, Task):
+            get_task(task)  # an unknown task fails here, before any work is sent out
+    labels = [task.name if isinstance(task, Task) else task for task in names]
     finished: dict[int, SolveResult] = {}
 
     def record(index: int, r: SolveResult) -> None:
         finished[index] = r
         if verbose:
             tqdm.write(
-                f"{names[index]}: {'SOLVED' if r.solved else 'no'} ({r.method or r.note[:80]}) "
+                f"{labels[index]}: {'SOLVED' if r.solved else 'no'} ({r.method or r.note[:80]}) "
                 f"{sum(r.seconds.values()):.0f} s"
             )
         if out is not None:
@@ -142,7 +192,7 @@ def merge_results(paths: list[str | Path], report: str | Path | None = None) -> 
     if len(set(known)) > 1:
         raise ValueError(f"the shards ran with different budgets: {sorted(set(known))}")
     budget = known[0] if known else float("nan")
-    merged = sorted(rows.values(), key=lambda r: get_task(r["task"]).number or 10**6)
+    merged = sorted(rows.values(), key=_order)
     if report is not None:
         Path(report).write_text(results_table(merged, budget))
         Path(report).with_suffix(".json").write_text(json.dumps({"budget": budget, "rows": merged}, indent=1))
@@ -176,8 +226,8 @@ def update_results(
             rows[row["task"]] = row
             if row["task"] not in rerun:
                 rerun.append(row["task"])
-    merged = sorted(rows.values(), key=lambda r: get_task(r["task"]).number or 10**6)
-    rerun.sort(key=lambda name: get_task(name).number or 10**6)
+    merged = sorted(rows.values(), key=_order)
+    rerun.sort(key=lambda name: (_number(name) or 10**6, name))
     rerun_note = "; ".join(dict.fromkeys(notes))
     Path(report or base.with_suffix(".md")).write_text(results_table(merged, budget, rerun, rerun_note))
     base.write_text(

@@ -2,12 +2,18 @@
 
 A task maps an input sequence to an output sequence, one output per step. A symbol is an `int` for a
 one-channel task and a `tuple[int, ...]` for several channels (e.g. the two bit streams of
-`Binary_Addition`); outputs likewise. `Task.generate` draws integer arrays `[batch, pos, channels]`;
-`register_task` adds a user-defined task through the same interface.
+`Binary_Addition`); outputs likewise. `Task.generate` draws integer arrays `[batch, pos, channels]`.
+
+Your own task is a `Task` (docs/mips.md): `Task("Count_Sevens", fn, alphabet=range(10))`. An
+alphabet is every symbol: `range(10)` is 0..9, while the tuple `(0, 9)` is the two symbols 0 and 9.
+`Task.validate` runs the reference function on sample inputs (one integer output per step,
+deterministic, causal) before a search; `register_task` also adds a task to the registry by name.
 """
 
 from __future__ import annotations
 
+import numbers
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +22,7 @@ import numpy as np
 __all__ = [
     "TASKS",
     "Task",
+    "TaskDefinitionError",
     "UnknownTaskError",
     "get_task",
     "list_tasks",
@@ -32,13 +39,49 @@ class UnknownTaskError(KeyError):
         return str(self.args[0]) if self.args else "unknown task"
 
 
+class TaskDefinitionError(ValueError):
+    """A task whose name, alphabet or reference function cannot define a MIPS task; the message says which."""
+
+
+def _symbols(task: str, argument: str, values: object) -> tuple[int, ...]:
+    """An alphabet given as a range, list, tuple or array of integers -> its sorted distinct symbols."""
+    if isinstance(values, str | bytes) or not isinstance(values, range | Sequence | set | frozenset | np.ndarray):
+        raise TaskDefinitionError(
+            f"task {task!r}: {argument} must be a range or a list of integers (e.g. range(10) for 0..9), "
+            f"got {type(values).__name__} {values!r}"
+        )
+    bad = [v for v in values if not isinstance(v, numbers.Integral)]
+    if bad:
+        raise TaskDefinitionError(f"task {task!r}: {argument} must hold integers, got {bad[0]!r} "
+                                  f"({type(bad[0]).__name__})")
+    symbols = tuple(sorted({int(v) for v in values}))
+    if not symbols:
+        raise TaskDefinitionError(f"task {task!r}: {argument} is empty; give at least one symbol, e.g. range(2)")
+    return symbols
+
+
+def _describe(symbols: tuple[int, ...]) -> str:
+    """`0..9 (10 values)` for a contiguous alphabet, else the symbols themselves with the tuple-vs-range hint."""
+    lo, hi = symbols[0], symbols[-1]
+    if hi - lo + 1 == len(symbols):
+        return f"{lo}..{hi} ({len(symbols)} values)"
+    shown = ", ".join(map(str, symbols[:12])) + (", ..." if len(symbols) > 12 else "")
+    return (f"{{{shown}}} ({len(symbols)} symbols: a tuple or list names every symbol; "
+            f"for {lo}..{hi} give range({lo}, {hi + 1}))")
+
+
 @dataclass(frozen=True)
 class Task:
-    """One benchmark task: alphabet, channels and the exact reference function (Michaud et al. 2024, Sec. 4)."""
+    """One task: name, reference function, input alphabet, channels (Michaud et al. 2024, Sec. 4).
+
+    `fn` maps an input list to an output list, one output per step. `alphabet`: a range or the list
+    of every input symbol; `output_alphabet` (optional): the outputs allowed, checked by `validate`.
+    `n_inputs` / `n_outputs`: channels per step (symbols and outputs are then tuples).
+    """
 
     name: str
     fn: Callable[[list], list]
-    alphabet: tuple[int, ...]
+    alphabet: tuple[int, ...]  # a range or any integer sequence on input; stored as sorted symbols
     n_inputs: int = 1
     n_outputs: int = 1
     seq_len: int = 10
@@ -47,6 +90,34 @@ class Task:
     paper_gpt4: bool = False
     paper_mips: bool = False
     tags: tuple[str, ...] = field(default_factory=tuple)
+    output_alphabet: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", self.name):
+            raise TaskDefinitionError(
+                f"a task's name must start with a letter and hold only letters, digits, _ and - (it names its "
+                f"files), got {self.name!r}"
+            )
+        if not callable(self.fn):
+            raise TaskDefinitionError(f"task {self.name!r}: fn must be callable, got {type(self.fn).__name__}")
+        for argument in ("n_inputs", "n_outputs", "seq_len"):
+            value = getattr(self, argument)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+                raise TaskDefinitionError(f"task {self.name!r}: {argument} must be an integer >= 1, got {value!r}")
+        object.__setattr__(self, "alphabet", _symbols(self.name, "alphabet", self.alphabet))
+        if self.output_alphabet is not None:
+            object.__setattr__(self, "output_alphabet", _symbols(self.name, "output_alphabet", self.output_alphabet))
+
+    def validate(self, n_samples: int = 96, seed: int = 0) -> Task:
+        """Run `fn` on sample inputs: a list of one output per step, integers (in `output_alphabet`),
+        the same twice, and causal (a prefix's outputs are a prefix of the outputs). Returns the task.
+
+        Raises `TaskDefinitionError` naming the input and what was wrong.
+        """
+        from workbench.analysis.mips.task_checks import check_reference
+
+        check_reference(self, n_samples, seed)
+        return self
 
     def check_input(self, xs: Sequence[Symbol]) -> list[Symbol]:
         """Validate one input sequence: non-empty, right number of channels, every value in the alphabet."""
@@ -62,11 +133,9 @@ class Task:
                     f"the task takes {self.n_inputs}"
                 )
             for v in values:
-                if int(v) != v or int(v) not in allowed:
-                    lo, hi = min(self.alphabet), max(self.alphabet)
+                if not isinstance(v, numbers.Integral) or int(v) not in allowed:
                     raise ValueError(
-                        f"{self.name}: symbol {s!r} at position {t} is outside the alphabet "
-                        f"{lo}..{hi} ({len(self.alphabet)} values)"
+                        f"{self.name}: symbol {s!r} at position {t} is outside the alphabet {_describe(self.alphabet)}"
                     )
         return [
             int(s) if self.n_inputs == 1 and not isinstance(s, tuple | list) else tuple(int(v) for v in s)
@@ -98,9 +167,9 @@ TASKS: dict[str, Task] = {}
 
 
 def register_task(
-    name: str,
-    fn: Callable[[list], list],
-    alphabet: Sequence[int],
+    name: str | Task,
+    fn: Callable[[list], list] | None = None,
+    alphabet: Sequence[int] | range | None = None,
     *,
     n_inputs: int = 1,
     n_outputs: int = 1,
@@ -109,18 +178,26 @@ def register_task(
     number: int = 0,
     paper_gpt4: bool = False,
     paper_mips: bool = False,
+    output_alphabet: Sequence[int] | range | None = None,
     overwrite: bool = False,
+    validate: bool = True,
 ) -> Task:
-    """Add a task (a function from an input sequence to an output sequence, plus its alphabet) to the registry."""
-    if not callable(fn):
-        raise TypeError(f"task {name!r}: fn must be callable, got {type(fn).__name__}")
-    alphabet = tuple(sorted({int(a) for a in alphabet}))
-    if not alphabet:
-        raise ValueError(f"task {name!r}: the alphabet is empty")
-    if name in TASKS and not overwrite:
-        raise ValueError(f"task {name!r} is already registered; pass overwrite=True to replace it")
-    task = Task(name, fn, alphabet, n_inputs, n_outputs, seq_len, description, number, paper_gpt4, paper_mips)
-    TASKS[name] = task
+    """Add a task to the registry (so it is found by name): a `Task`, or its name, function and alphabet.
+
+    `validate` runs `Task.validate` first, so a faulty reference function fails here, not mid-search.
+    """
+    if isinstance(name, Task):
+        task = name
+    else:
+        if alphabet is None:
+            raise TaskDefinitionError(f"task {name!r}: give the input alphabet, e.g. range(10) for 0..9")
+        task = Task(name, fn, alphabet, n_inputs, n_outputs, seq_len, description, number, paper_gpt4, paper_mips,
+                    output_alphabet=output_alphabet)
+    if task.name in TASKS and not overwrite:
+        raise ValueError(f"task {task.name!r} is already registered; pass overwrite=True to replace it")
+    if validate:
+        task.validate()
+    TASKS[task.name] = task
     return task
 
 
@@ -646,5 +723,6 @@ for _num, _name, _fn, _alpha, _nin, _nout, _len, _gpt4, _mips, _desc in _SPEC:
         number=_num,
         paper_gpt4=_gpt4,
         paper_mips=_mips,
+        validate=False,  # tests/analysis/mips/test_tasks.py checks every built-in reference
     )
 assert len(TASKS) == 62, len(TASKS)

@@ -8,13 +8,13 @@ seeds, within a time budget.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from workbench.analysis.mips.clock import cpu_seconds
 from workbench.analysis.mips.rnn import MipsRNN, RNNSpec, encode_inputs
 from workbench.analysis.mips.tasks import Task, get_task
 
@@ -145,7 +145,7 @@ def train_rnn(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max_steps, eta_min=lr / 50)
     gen = torch.Generator().manual_seed(spec.seed)
-    start, history, step = time.perf_counter(), [], 0
+    start, history, step = cpu_seconds(), [], 0
 
     def loss_fn(idx: torch.Tensor) -> torch.Tensor:
         out = model(f_tr[idx])
@@ -185,7 +185,7 @@ def train_rnn(
                 acc = _polish_lbfgs(model, loss_fn, n_train, accuracy, acc)
             if acc == 1.0 and (classes is not None or step >= 300):
                 break
-            if time.perf_counter() - start > time_limit:
+            if cpu_seconds() - start > time_limit:
                 out_of_time = True
                 break
             if spec.family == "linear" and step >= 300 and history[-1] > 0.3 * initial_loss:
@@ -201,7 +201,7 @@ def train_rnn(
         # reach the precision rounding needs, and beyond: the lattice reads integer weights off an
         # exact net only when its loss is near zero, not merely below the rounding threshold
         acc = _polish_lbfgs(model, loss_fn, n_train, accuracy, acc)
-    return TrainedRNN(task, spec, model, classes, acc, step, time.perf_counter() - start, history, out_of_time)
+    return TrainedRNN(task, spec, model, classes, acc, step, cpu_seconds() - start, history, out_of_time)
 
 
 def _polish_lbfgs(model: MipsRNN, loss_fn, n_train: int, accuracy, acc: float, target: float = 1e-14) -> float:

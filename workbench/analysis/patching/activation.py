@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Literal
 import pandas as pd
 import torch
 from torch import Tensor
-from transformer_lens.hook_points import HookPoint
 
 from workbench.analysis.patching.inputs import HookFn, Hooks, Pair, check_pair, tile_rows
 from workbench.analysis.patching.metrics import Metric, check_metric
@@ -33,6 +32,7 @@ from workbench.analysis.steering.vectors import hook_shape
 from workbench.errors import UnknownHookError
 from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import PositionWiseHook
+from workbench.models.transformer_lens_compat import HookPoint
 from workbench.utils import BLOCK_HOOKS, get_act_name, hook_layer
 
 if TYPE_CHECKING:

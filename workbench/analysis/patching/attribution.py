@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 from torch import Tensor
-from transformer_lens.hook_points import HookPoint
 
 from workbench.analysis.patching.activation import (
     Direction,
@@ -32,6 +31,7 @@ from workbench.analysis.patching.inputs import Hooks, Pair, check_pair
 from workbench.analysis.patching.metrics import Metric, check_metric
 from workbench.models import read_only
 from workbench.models.paths import ExecutionPath
+from workbench.models.transformer_lens_compat import HookPoint
 
 if TYPE_CHECKING:
     from workbench.models.protocol import HookedModel

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 from torch import Tensor
-from transformer_lens.hook_points import HookPoint
 
 from workbench.analysis.implicit_attention.api import attend, family_of, record
 from workbench.analysis.patching.activation import DEFAULT_BATCH, check_positions, resume
@@ -36,6 +35,7 @@ from workbench.analysis.patching.inputs import as_batch, tile_rows
 from workbench.analysis.patching.metrics import Metric, check_metric
 from workbench.analysis.patching.paths import check_layers, check_target
 from workbench.models.paths import ExecutionPath
+from workbench.models.transformer_lens_compat import HookPoint
 from workbench.utils import get_act_name
 
 if TYPE_CHECKING:

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from transformer_lens.hook_points import HookPoint
 
 from workbench.errors import EmptyInputError
+from workbench.models.transformer_lens_compat import HookPoint
 from workbench.utils import get_act_name
 
 if TYPE_CHECKING:

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from transformer_lens.hook_points import HookPoint
 
 from workbench.analysis.steering.vectors import SteeringVector, hook_layer, hook_shape
+from workbench.models.transformer_lens_compat import HookPoint
 from workbench.utils import in_layer
 
 if TYPE_CHECKING:

@@ -6,13 +6,13 @@ from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
 
 from workbench.models.config import RecurrentConfig
 from workbench.models.hook_point import ScopedHookPoint, last_run_notes
 from workbench.models.paths import ExecutionPath, check_path
 from workbench.models.recurrence import State, gradient_probe, gradient_route, hook_wants_gradient
 from workbench.models.specs import HookSpec
+from workbench.models.transformer_lens_compat import HookPoint
 
 __all__ = ["HookSpec", "Mixer", "dimension_sizes"]
 
