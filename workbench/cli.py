@@ -227,6 +227,9 @@ def add_record_command(subparsers: Subparsers) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--overwrite", action="store_true", help="replace another recording in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--ray", action="store_true", help="one shard per Ray worker (a local cluster by default)")
+    parser.add_argument("--address", default=None, help="join the Ray cluster at HOST:PORT (implies --ray; "
+                        "default $WORKBENCH_RAY_ADDRESS); --out must be a directory every node sees")
     parser.set_defaults(run=run_record)
 
 
@@ -235,6 +238,11 @@ def run_record(args: argparse.Namespace) -> int:
     from workbench.store import record
 
     model = load(args.model, path=args.path, device=args.device)
+    executor = None
+    if args.ray or args.address:
+        from workbench.distributed import RayExecutor
+
+        executor = RayExecutor(args.address)
     low, high, bins = args.histogram
     if bins != int(bins):
         raise ValueError(f"--histogram BINS must be a whole number, got {bins}")
@@ -242,6 +250,7 @@ def run_record(args: argparse.Namespace) -> int:
         model, args.corpus, args.out, args.hooks, dtype=args.dtype, segment_tokens=args.segment_tokens,
         segments_per_shard=args.segments_per_shard, reductions=tuple(args.reductions), raw=not args.no_raw,
         topk=args.topk, histogram=(low, high, int(bins)), overwrite=args.overwrite, progress=not args.no_progress,
+        executor=executor,
     )  # fmt: skip
     print(store)
     return 0

@@ -25,6 +25,7 @@ from workbench.store.plan import DTYPES, RecordPlan, ShardSpec, plan_shards
 from workbench.store.reductions import HookStats, histogram_edges, merge_stats, stats_from_tensors, update_stats
 
 if TYPE_CHECKING:
+    from workbench.distributed import Executor
     from workbench.models.language_model import HookedLanguageModel
     from workbench.store.reader import ActivationStore
 
@@ -235,17 +236,24 @@ def record(
     *,
     overwrite: bool = False,
     progress: bool = False,
+    executor: Executor | None = None,
     **settings: object,
 ) -> ActivationStore:
     """Record `hooks` of `model` over `corpus` into `out_dir` and return the opened store.
 
     `settings` are `plan_shards`'s (segment_tokens, segments_per_shard, dtype, raw, reductions, topk,
     histogram, window, path, unknown, memory_budget_bytes). Rerunning the same call after an
-    interruption records only the shards that are missing.
+    interruption records only the shards that are missing. `executor` (e.g.
+    `workbench.distributed.RayExecutor()`) records one shard per unit, with the serial run's tensors
+    (`store/fan_out.py`).
     """
     from tqdm.auto import tqdm
 
     plan = plan_shards(model, corpus, hooks, **settings)  # type: ignore[arg-type]
+    if executor is not None:
+        from workbench.store.fan_out import record_shards_on
+
+        return record_shards_on(executor, model, plan, out_dir, overwrite=overwrite, progress=progress)
     begin(plan, out_dir, overwrite=overwrite)
     todo = pending_shards(plan, out_dir)
     bar = tqdm(total=plan.n_tokens, initial=plan.n_tokens - sum(plan.shards[i].n_tokens for i in todo),

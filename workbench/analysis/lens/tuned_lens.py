@@ -49,6 +49,7 @@ from workbench.files import atomic_directory
 from workbench.threads import torch_threads
 
 if TYPE_CHECKING:
+    from workbench.distributed import Executor
     from workbench.models.protocol import HookedModel
 
 __all__ = ["FORMAT", "LensMismatchError", "Translator", "TunedLens", "fit_translators", "kl_divergence"]
@@ -179,6 +180,7 @@ class TunedLens(nn.Module):
         threads: int | None = None,
         progress: bool = True,
         memory_budget_bytes: int | None = None,
+        executor: Executor | None = None,
     ) -> TunedLens:
         """Train the translators on `text` (a str, or a `Corpus`: its train split) and return self.
 
@@ -187,8 +189,18 @@ class TunedLens(nn.Module):
         the sum over read-outs of KL(final || lens) with SGD + Nesterov momentum and a linear decay
         to zero (Belrose et al. 2023, appendix: lr 1 after dividing out PyTorch's 1 / (1 - momentum)).
         `threads` sets torch's CPU threads for the run. The model's weights are never changed.
+        `executor` (e.g. `workbench.distributed.RayExecutor()`) fits one translator per unit, each
+        clipping its own gradient (`lens/per_layer.py`); its units' threads replace `threads`.
         """
         self.check_model(self.model)
+        if executor is not None:
+            from workbench.analysis.lens.per_layer import fit_per_layer
+
+            return fit_per_layer(
+                self, text, executor, steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr,
+                momentum=momentum, weight_decay=weight_decay, grad_clip=grad_clip, progress=progress,
+                memory_budget_bytes=memory_budget_bytes,
+            )  # fmt: skip
         self.history_, self.training_ = fit_translators(
             self, text, self.translated_layers, steps=steps, batch_size=batch_size, seq_len=seq_len,
             lr=lr, momentum=momentum, weight_decay=weight_decay, grad_clip=grad_clip, threads=threads,

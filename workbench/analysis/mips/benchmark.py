@@ -6,6 +6,7 @@ artefacts (weights as safetensors, the state machine or lattice, the program, th
 record). From a shell:
 
     python -m workbench.analysis.mips.benchmark --budget 100 --shard 0/16 --out shard0.md --programs progs
+    python -m workbench.analysis.mips.benchmark --budget 100 --ray --out all.md   # fanned out on Ray
     python -m workbench.analysis.mips.benchmark --merge shard*.json --report benchmarks/mips_results.md
     python -m workbench.analysis.mips.benchmark --update benchmarks/mips_results.json --with rerun.json \
         --note "re-run on 2 shared cores"
@@ -16,6 +17,8 @@ Your own tasks (`--task-file`, `--task`; docs/mips.md) are checked first and wri
 table (default `mips_custom_results.md`), without the paper's columns.
 
 Every run uses one torch thread and fixed seeds; only the wall-clock budget can cut a search short.
+`--ray` runs one task per Ray worker on a local cluster (every core); `--address HOST:PORT` (or
+$WORKBENCH_RAY_ADDRESS) joins an existing one (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from workbench.analysis.mips.pipeline import DEFAULT_BUDGET_S
 from workbench.analysis.mips.suite import merge_results, run_benchmark, update_results
 from workbench.analysis.mips.task_files import tasks_from_file, tasks_from_reference
 from workbench.analysis.mips.tasks import TASKS, Task, TaskDefinitionError, list_tasks
+from workbench.distributed import ADDRESS_ENV, RayExecutor
 
 __all__ = ["main"]
 
@@ -50,6 +54,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--update", default=None, metavar="RESULTS_JSON", help="replace rows of these results")
     parser.add_argument("--with", dest="with_", nargs="+", default=None, metavar="SHARD", help="with --update")
     parser.add_argument("--note", default="", help="with --update: where the re-run tasks ran")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="seeds tried per network size")
+    parser.add_argument("--ray", action="store_true", help="fan the tasks out on Ray (a local cluster by default)")
+    parser.add_argument("--address", default=None, help=f"join the Ray cluster at HOST:PORT (implies --ray; "
+                        f"default ${ADDRESS_ENV})")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.update:
@@ -75,7 +83,10 @@ def main(argv: list[str] | None = None) -> None:
         if not 0 <= i < n:
             parser.error(f"--shard {args.shard}: need 0 <= i < n")
         names = names[i::n]
-    results = run_benchmark(names, time_budget=args.budget, out=out, programs_dir=args.programs)
+    executor = RayExecutor(args.address) if args.ray or args.address else None
+    results = run_benchmark(
+        names, time_budget=args.budget, out=out, programs_dir=args.programs, seeds=tuple(args.seeds), executor=executor,
+    )
     print(f"solved {sum(r.solved for r in results)} / {len(results)}")
 
 

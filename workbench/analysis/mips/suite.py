@@ -6,7 +6,7 @@ table of their own, without the paper's columns.
 from __future__ import annotations
 
 import json
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -14,8 +14,9 @@ from tqdm.auto import tqdm
 from workbench.analysis.mips.artifacts import save_artifacts
 from workbench.analysis.mips.pipeline import DEFAULT_BUDGET_S, SolveResult, solve_task
 from workbench.analysis.mips.tasks import TASKS, Task, get_task, list_tasks
+from workbench.distributed import Executor, SerialExecutor
 
-__all__ = ["merge_results", "results_table", "run_benchmark", "update_results"]
+__all__ = ["SuiteSettings", "merge_results", "results_table", "run_benchmark", "solve_unit", "update_results"]
 
 
 def _number(name: str) -> int:
@@ -111,6 +112,19 @@ def _paper_table(rows: list[dict], budget: float, rerun: list[str], rerun_note: 
     return [*lines, ""]
 
 
+@dataclass(frozen=True)
+class SuiteSettings:
+    """What every task of a suite run shares: the search budget (seconds) and the seeds tried per network."""
+
+    time_budget: float = DEFAULT_BUDGET_S
+    seeds: tuple[int, ...] = (0, 1)
+
+
+def solve_unit(settings: SuiteSettings, task: str | Task) -> SolveResult:
+    """One task of the suite (a name or a `Task`): the unit a fan-out runs (`workbench.distributed`)."""
+    return solve_task(task, time_budget=settings.time_budget, seeds=settings.seeds, verbose=False)
+
+
 def run_benchmark(
     tasks: list[str | Task] | None = None,
     *,
@@ -118,28 +132,41 @@ def run_benchmark(
     out: str | Path | None = None,
     programs_dir: str | Path | None = None,
     verbose: bool = True,
+    seeds: tuple[int, ...] = (0, 1),
+    executor: Executor | None = None,
 ) -> list[SolveResult]:
     """Solve every task (names or `Task`s; all 62 by default); write the table to `out` (+ `.json` rows) and
-    artefacts per task."""
+    artefacts per task.
+
+    `executor` runs the tasks (default: one after another in this process); a
+    `workbench.distributed.RayExecutor` fans them out, one task per worker. The table is rewritten,
+    in task order, as each task finishes. Results equal the serial run's unless the wall-clock
+    budget cut a search short (docs/cluster.md).
+    """
     names = tasks or list_tasks()
-    results = []
-    for task in tqdm(names, desc="MIPS benchmark", unit="task", disable=not verbose):
-        name = task.name if isinstance(task, Task) else task
-        t0 = time.perf_counter()
-        r = solve_task(task, time_budget=time_budget, verbose=False)
-        results.append(r)
+    for task in names:
+        if not isinstance(task, Task):
+            get_task(task)  # an unknown task fails here, before any work is sent out
+    labels = [task.name if isinstance(task, Task) else task for task in names]
+    finished: dict[int, SolveResult] = {}
+
+    def record(index: int, r: SolveResult) -> None:
+        finished[index] = r
         if verbose:
             tqdm.write(
-                f"{name}: {'SOLVED' if r.solved else 'no'} ({r.method or r.note[:80]}) "
-                f"{time.perf_counter() - t0:.0f} s"
+                f"{labels[index]}: {'SOLVED' if r.solved else 'no'} ({r.method or r.note[:80]}) "
+                f"{sum(r.seconds.values()):.0f} s"
             )
         if out is not None:
-            rows = [x.row() for x in results]
+            rows = [finished[i].row() for i in sorted(finished)]
             Path(out).write_text(results_table(rows, time_budget))
             Path(out).with_suffix(".json").write_text(json.dumps({"budget": time_budget, "rows": rows}, indent=1))
         if programs_dir is not None:
             save_artifacts(r, programs_dir)
-    return results
+
+    executor = executor or SerialExecutor(threads=None)
+    settings = SuiteSettings(float(time_budget), tuple(seeds))
+    return executor.map(solve_unit, names, context=settings, desc="MIPS benchmark", progress=verbose, on_result=record)
 
 
 def merge_results(paths: list[str | Path], report: str | Path | None = None) -> list[dict]:

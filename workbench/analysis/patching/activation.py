@@ -36,6 +36,7 @@ from workbench.models.transformer_lens_compat import HookPoint
 from workbench.utils import BLOCK_HOOKS, get_act_name, hook_layer
 
 if TYPE_CHECKING:
+    from workbench.distributed import Executor
     from workbench.models.protocol import HookedModel
 
 __all__ = [
@@ -299,13 +300,15 @@ def activation_patching(
     direction: Direction = "denoising",
     batch_size: int | None = None,
     path: ExecutionPath | None = None,
+    executor: Executor | None = None,
 ) -> pd.DataFrame:
     """Patch each (hook, layer, position) alone and measure `metric`: a tidy table (`COLUMNS`) with
     effect = metric(patched) − metric(target run), normalized by metric(source) − metric(target).
 
     Cells run `batch_size` positions per forward pass (rows = positions × pairs; default:
     `auto_batch_size`), resuming at the batch's first position. `df.attrs` holds the clean and
-    corrupted metrics and the direction.
+    corrupted metrics and the direction. `executor` (e.g. `workbench.distributed.RayExecutor()`) runs
+    the batches as its units, with the same numbers as this process's loop.
     """
     pair = check_pair(model, pair)
     source_side, target_side = sides(direction)
@@ -319,26 +322,57 @@ def activation_patching(
     baseline, other = (corrupted_metric, clean_metric) if direction == "denoising" else (clean_metric, corrupted_metric)
     _, values = source_values(model, pair, source_side, [s.name for s in sites], path)
     tokens, target_hooks = pair.run(target_side)
-    can_resume = resumable(target_hooks)
-    target_logits = logits_of[target_side]  # [n, pos, vocab]
-    rows = []
+    sweep = Sweep(model, tokens, tuple(target_hooks), values, logits_of[target_side], chans, metric, path,
+                  resumable(target_hooks), baseline, other)
+    units = []
     for site in sites:
         size = auto_batch_size(model, site, n, length) if batch_size is None else batch_size
-        for start in range(0, len(chosen), size):
-            cells = chosen[start:start + size]
-            k, first = len(cells), (min(cells) if can_resume else 0)
-            mask = torch.zeros(k, n, length, dtype=torch.bool)  # row c * n + i patches cells[c]
-            mask[torch.arange(k), :, torch.tensor(cells)] = True
-            rows_mask = mask.reshape(k * n, length)[:, first:]  # [k n, pos - first]
-            patch = PositionPatch(values[site.name][:, first:], rows_mask, chans[site.name])
-            with torch.no_grad():  # [k n, pos - first, v]
-                logits, _ = resume(model, tokens, target_hooks, first, k, [(site.name, patch)], path)
-                logits = torch.cat([tile_rows(target_logits[:, :first], k * n), logits], dim=1)  # [k n, pos, v]
-                measured = check_metric(metric, logits).reshape(k, n).mean(1)  # [k]
-            for position, value in zip(cells, measured.tolist(), strict=True):
-                effect = value - baseline
-                rows.append((site.layer, position, site.hook, site.name, effect, normalize(effect, baseline, other)))
-    return table(rows, direction, clean_metric, corrupted_metric)
+        units.extend((site, tuple(chosen[start:start + size])) for start in range(0, len(chosen), size))
+    if executor is None:
+        parts = [patch_cells(sweep, unit) for unit in units]
+    else:
+        parts = executor.map(patch_cells, units, context=sweep, desc="activation patching")
+    return table([row for part in parts for row in part], direction, clean_metric, corrupted_metric)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What every batch of a sweep shares: the model, the target run, the source values, the metric."""
+
+    model: HookedModel
+    tokens: Tensor  # [n, pos]
+    target_hooks: Hooks
+    values: dict[str, Tensor]  # name -> [n, pos, *shape], the source run's
+    target_logits: Tensor  # [n, pos, vocab]
+    channels: dict[str, list[int] | None]
+    metric: Metric
+    path: ExecutionPath | None
+    can_resume: bool
+    baseline: float
+    other: float
+
+
+def patch_cells(sweep: Sweep, unit: tuple[Site, tuple[int, ...]]) -> list[tuple]:
+    """One batch of a sweep, (site, positions): each position patched alone in its own copy of the
+    target run, one forward pass; the table's rows for those cells (the unit a fan-out runs)."""
+    site, cells = unit
+    model, tokens = sweep.model, sweep.tokens
+    n, length = tokens.shape
+    k, first = len(cells), (min(cells) if sweep.can_resume else 0)
+    mask = torch.zeros(k, n, length, dtype=torch.bool)  # row c * n + i patches cells[c]
+    mask[torch.arange(k), :, torch.tensor(cells)] = True
+    rows_mask = mask.reshape(k * n, length)[:, first:]  # [k n, pos - first]
+    patch = PositionPatch(sweep.values[site.name][:, first:], rows_mask, sweep.channels[site.name])
+    with torch.no_grad():  # [k n, pos - first, v]
+        logits, _ = resume(model, tokens, sweep.target_hooks, first, k, [(site.name, patch)], sweep.path)
+        logits = torch.cat([tile_rows(sweep.target_logits[:, :first], k * n), logits], dim=1)  # [k n, pos, v]
+        measured = check_metric(sweep.metric, logits).reshape(k, n).mean(1)  # [k]
+    rows = []
+    for position, value in zip(cells, measured.tolist(), strict=True):
+        effect = value - sweep.baseline
+        normalized = normalize(effect, sweep.baseline, sweep.other)
+        rows.append((site.layer, position, site.hook, site.name, effect, normalized))
+    return rows
 
 
 def resume(model: HookedModel, tokens: Tensor, hooks: Hooks, first: int, copies: int,
