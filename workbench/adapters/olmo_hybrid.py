@@ -24,6 +24,7 @@ from workbench.adapters.qwen3_next import (
     BPVD,
     HookedGatedAttention,
     HookedGatedDeltaNet,
+    gated_delta_sizes,
     l2_normalize,
     rms_normalize,
 )
@@ -191,14 +192,7 @@ class HookedOlmoHybrid(HookedTransformersLM):
     def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
         cfg, backbone = hf_model.config, hf_model.model
         sizes = {
-            "d_model": cfg.hidden_size, "d_vocab": cfg.vocab_size,
-            "n_k_heads": cfg.linear_num_key_heads, "n_v_heads": cfg.linear_num_value_heads,
-            "d_k": cfg.linear_key_head_dim, "d_v": cfg.linear_value_head_dim,
-            "d_inner": cfg.linear_num_value_heads * cfg.linear_value_head_dim,
-            "d_qkv": 2 * cfg.linear_num_key_heads * cfg.linear_key_head_dim
-            + cfg.linear_num_value_heads * cfg.linear_value_head_dim,
-            "d_conv": cfg.linear_conv_kernel_dim, "d_conv-1": cfg.linear_conv_kernel_dim - 1,
-            "n_heads": cfg.num_attention_heads, "n_kv_heads": cfg.num_key_value_heads,
+            **gated_delta_sizes(cfg),
             "d_head": getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads,
         }
         blocks = [self._block(layer, kind, backbone.rotary_emb, sizes)

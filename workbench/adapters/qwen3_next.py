@@ -17,6 +17,7 @@ S_t = α_t S_{t−1}(I − β_t k_t k_tᵀ) + β_t v_t k_tᵀ. The fused path is
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,9 @@ from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import Emit, State, run_recurrence
 from workbench.models.residual import LinearNorm
 from workbench.models.specs import RESID, HookSpec
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 BPKD = ("batch", "pos", "n_k_heads", "d_k")
 BPVD = ("batch", "pos", "n_v_heads", "d_v")
@@ -342,6 +346,21 @@ class Qwen3NextBlock(AdapterMlpBlock):
         return specs
 
 
+def gated_delta_sizes(cfg: PretrainedConfig) -> dict[str, int]:
+    """Dimension sizes of a gated-delta-rule hybrid's config (Qwen3-Next, OLMo-Hybrid): the delta-rule
+    layers' heads and conv, and the attention layers' head counts."""
+    return {
+        "d_model": cfg.hidden_size, "d_vocab": cfg.vocab_size,
+        "n_k_heads": cfg.linear_num_key_heads, "n_v_heads": cfg.linear_num_value_heads,
+        "d_k": cfg.linear_key_head_dim, "d_v": cfg.linear_value_head_dim,
+        "d_inner": cfg.linear_num_value_heads * cfg.linear_value_head_dim,
+        "d_qkv": 2 * cfg.linear_num_key_heads * cfg.linear_key_head_dim
+        + cfg.linear_num_value_heads * cfg.linear_value_head_dim,
+        "d_conv": cfg.linear_conv_kernel_dim, "d_conv-1": cfg.linear_conv_kernel_dim - 1,
+        "n_heads": cfg.num_attention_heads, "n_kv_heads": cfg.num_key_value_heads,
+    }
+
+
 class HookedQwen3Next(HookedTransformersLM):
     """Qwen3NextForCausalLM under the hook contract: Gated DeltaNet and gated attention layers."""
 
@@ -351,14 +370,7 @@ class HookedQwen3Next(HookedTransformersLM):
     def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
         cfg, backbone = hf_model.config, hf_model.model
         sizes = {
-            "d_model": cfg.hidden_size, "d_vocab": cfg.vocab_size,
-            "n_k_heads": cfg.linear_num_key_heads, "n_v_heads": cfg.linear_num_value_heads,
-            "d_k": cfg.linear_key_head_dim, "d_v": cfg.linear_value_head_dim,
-            "d_inner": cfg.linear_num_value_heads * cfg.linear_value_head_dim,
-            "d_qkv": 2 * cfg.linear_num_key_heads * cfg.linear_key_head_dim
-            + cfg.linear_num_value_heads * cfg.linear_value_head_dim,
-            "d_conv": cfg.linear_conv_kernel_dim, "d_conv-1": cfg.linear_conv_kernel_dim - 1,
-            "n_heads": cfg.num_attention_heads, "n_kv_heads": cfg.num_key_value_heads,
+            **gated_delta_sizes(cfg),
             "d_head": getattr(cfg, "head_dim", cfg.hidden_size // cfg.num_attention_heads),
             "n_experts": cfg.num_experts, "top_k": cfg.num_experts_per_tok,
         }
@@ -387,4 +399,5 @@ class HookedQwen3Next(HookedTransformersLM):
         return [layer for layer, kind in enumerate(self.layer_types) if kind == "linear_attention"]
 
 
-__all__ = ["HookedSparseMoe", "HookedGatedAttention", "HookedGatedDeltaNet", "HookedQwen3Next", "OffsetRmsNorm"]
+__all__ = ["HookedSparseMoe", "HookedGatedAttention", "HookedGatedDeltaNet", "HookedQwen3Next", "OffsetRmsNorm",
+           "gated_delta_sizes"]
