@@ -33,6 +33,19 @@ def split_map(hf: nn.Module) -> dict[str, str]:
                 device_map.update({f"{top}.{name}.{i}": "disk" if i % 2 else "cpu" for i in range(len(sub))})
             else:
                 device_map[f"{top}.{name}"] = "disk"
+    return _keep_tied_blocks_together(hf, device_map)
+
+
+def _keep_tied_blocks_together(hf: nn.Module, device_map: dict[str, str]) -> dict[str, str]:
+    """Blocks sharing a module (Zamba's one attention block in every hybrid layer) go where the first
+    of them goes: accelerate keeps one copy of a tied weight, so splitting them is refused."""
+    from accelerate.utils import find_tied_parameters
+
+    for group in find_tied_parameters(hf):
+        keys = [next((k for k in device_map if name == k or name.startswith(k + ".")), None) for name in group]
+        keys = [k for k in keys if k is not None]
+        for key in keys[1:]:
+            device_map[key] = device_map[keys[0]]
     return device_map
 
 
@@ -54,6 +67,8 @@ def pair(request, tmp_path_factory) -> Pair:
     whole = from_transformers(directory)
     split = from_transformers(directory, device_map=split_map(whole.hf_model),
                               offload_folder=directory / "offload")
+    for model in (whole, split):  # as `tiny` sets it: the grouped-matmul experts need 16-byte strides
+        model.hf_model.config._experts_implementation = "eager"
     return Pair(family, whole, split, tokens(2, LENGTH, seed=1))
 
 
@@ -119,8 +134,9 @@ def test_generate_matches_the_whole_model(pair: Pair):
     prompt = pair.ids[:1, :4]
     assert torch.equal(pair.split.generate(prompt, max_new_tokens=3, greedy=True),
                        pair.whole.generate(prompt, max_new_tokens=3, greedy=True))
-    assert [s["state" if "state" in s else next(iter(s))].device.type
-            for s in pair.split.initial_state(1)] == ["cpu"] * len(pair.split.blocks)
+    states = pair.split.initial_state(1)  # one dict per block; NemotronH's MLP blocks carry none
+    assert len(states) == len(pair.split.blocks)
+    assert {t.device.type for s in states for t in s.values()} == {"cpu"}
 
 
 # ----- device maps the workbench cannot honour ----------------------------------------------------

@@ -158,26 +158,36 @@ class HookedTransformersLM(HookedLanguageModel):
     def run_blocks(self, resid: Tensor, initial_state: ModelState | None, path: ExecutionPath | None,
                    mask: Tensor | None = None, stop_at_layer: int | None = None) -> tuple[Tensor, ModelState]:
         """As `HookedRecurrentBase.run_blocks`; under a `device_map` each block runs on its own device
-        with its offloaded weights loaded (`workbench.adapters.placement`), its state left there."""
-        if self.placement is None:
+        with its offloaded weights loaded (`workbench.adapters.placement`), its state left there.
+        `block_inputs` adds what a family's blocks read beside the residual (Zamba: the embedding)."""
+        if self.placement is None and type(self).block_inputs is HookedTransformersLM.block_inputs:
             return super().run_blocks(resid, initial_state, path, mask, stop_at_layer)
         path = self.resolve_path(path)
         stop = len(self.blocks) if stop_at_layer is None else stop_at_layer
-        blocks, devices = list(self.blocks)[:stop], self.placement.blocks[:stop]
+        blocks = list(self.blocks)[:stop]
+        devices = [resid.device] * stop if self.placement is None else list(self.placement.blocks[:stop])
         if initial_state is not None:
             dtype = next(self.parameters()).dtype  # shapes from zero states on the meta device: no memory
             like = [b.zero_state(resid.shape[0], torch.device("meta"), dtype) for b in blocks]
-            check_initial_state(initial_state, like, devices)
-        states: ModelState = []
+            check_initial_state(initial_state, like, resid.device if self.placement is None else devices)
+        embedding, states = resid, []
         for layer, (block, device) in enumerate(zip(blocks, devices, strict=True)):
             state = None if initial_state is None else state_to(initial_state[layer], device)
+            extra = {name: value.to(device) for name, value in self.block_inputs(block, embedding).items()}
             with onloaded(block), _current_device(device):
-                resid, state = block(resid.to(device), state, path, None if mask is None else mask.to(device))
+                resid, state = block(resid.to(device), state, path, None if mask is None else mask.to(device),
+                                     **extra)
             states.append(state)
         if stop_at_layer is not None:
             return resid, states  # TransformerLens's stop_at_layer: no final norm
         with onloaded(self.ln_final):
-            return self.ln_final(resid.to(self.placement.final_norm)), states
+            final = resid if self.placement is None else resid.to(self.placement.final_norm)
+            return self.ln_final(final), states
+
+    def block_inputs(self, block: nn.Module, embedding: Tensor) -> dict[str, Tensor]:
+        """Keyword inputs `block` reads besides the residual stream; `embedding` is the stream after
+        `hook_embed`. None by default."""
+        return {}
 
     def weights_loaded(self, *modules: nn.Module) -> contextlib.AbstractContextManager:
         """The weights of `modules` readable for the duration: offloaded ones loaded (`onloaded`)."""

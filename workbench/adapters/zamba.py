@@ -21,12 +21,10 @@ from workbench.adapters.kv_attention import HookedKvAttention
 from workbench.adapters.rms_norm import FullPrecisionRMSNorm
 from workbench.kernels.dispatch import fastest_selective_scan
 from workbench.models.hook_point import ScopedHookPoint
-from workbench.models.hooked import ModelState
 from workbench.models.mixers.s6 import S6_HOOK_SPECS, S6_STATE_SPECS
 from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import Emit, State, run_recurrence
 from workbench.models.specs import RESID, HookSpec
-from workbench.models.state_checks import check_initial_state
 
 __all__ = ["HookedZamba", "HookedZambaMambaMixer", "ZambaHybridBlock"]
 
@@ -223,20 +221,6 @@ class HookedZamba(HookedTransformersLM):
         """Every layer has a Mamba mixer (hybrid layers add the shared attention before it)."""
         return list(range(len(self.blocks)))
 
-    def run_blocks(self, resid: Tensor, initial_state: ModelState | None, path: ExecutionPath | None,
-                   mask: Tensor | None = None) -> tuple[Tensor, ModelState]:
-        """As every model's block loop, with the embedding (after `hook_embed`) handed to hybrid blocks."""
-        path = self.resolve_path(path)
-        if initial_state is not None:
-            param = next(self.parameters())  # shapes from zero states on the meta device: no memory
-            like = [b.zero_state(resid.shape[0], torch.device("meta"), param.dtype) for b in self.blocks]
-            check_initial_state(initial_state, like, resid.device)
-        embedding, states = resid, []
-        for layer, block in enumerate(self.blocks):
-            given = None if initial_state is None else initial_state[layer]
-            if isinstance(block, ZambaHybridBlock):
-                resid, state = block(resid, given, path, mask, embedding=embedding)
-            else:
-                resid, state = block(resid, given, path, mask)
-            states.append(state)
-        return self.ln_final(resid), states
+    def block_inputs(self, block: nn.Module, embedding: Tensor) -> dict[str, Tensor]:
+        """Hybrid blocks read the embedding (after `hook_embed`) beside the residual stream."""
+        return {"embedding": embedding} if isinstance(block, ZambaHybridBlock) else {}

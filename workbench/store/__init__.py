@@ -3,17 +3,17 @@
 What outgrows one machine in recurrent-model interpretability is the states, so a recording of a
 corpus goes to disk instead of memory, with memory bounded by one shard:
 
->>> store = workbench.record(model, ["a.txt", "b.txt"], "acts/", hooks=["blocks.1.mixer.hook_c"],
-...                          dtype="float16", reductions=("moments", "topk"))   # doctest: +SKIP
->>> for values in store.iter_tensors("blocks.1.mixer.hook_c"): ...              # [n, d_hidden] per shard
->>> store.stats("blocks.1.mixer.hook_c").mean                                    # [d_hidden] float64
+    store = workbench.record(model, ["a.txt", "b.txt"], "acts/", hooks=["blocks.1.mixer.hook_c"],
+                             dtype="float16", reductions=("moments", "topk"))
+    for values in store.iter_tensors("blocks.1.mixer.hook_c"): ...   # [n, d_hidden] per shard
+    store.stats("blocks.1.mixer.hook_c").mean                          # [d_hidden] float64
 
 The API for fan-out (one worker per shard; the serial `record` is these calls in a loop):
 
     plan = plan_shards(model, corpus, hooks, segment_tokens=..., segments_per_shard=...)
     begin(plan, out_dir)                          # writes the manifest (or checks the one there)
     for index in pending_shards(plan, out_dir):   # the shards not yet written whole
-        record_shard(model, plan, index, out_dir) # any process, any order: byte-identical files
+        record_shard(model, plan, index, out_dir) # any process, any order: equal shards
     store = finalize(plan, out_dir)               # merges the reductions, marks the manifest complete
 
 The plan cuts every document into segments of `segment_tokens` (the state starts from the model's
