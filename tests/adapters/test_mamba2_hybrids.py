@@ -210,3 +210,70 @@ def test_falcon_h1_block_adds_its_parallel_branches_and_continues_from_its_kv_ca
         torch.testing.assert_close(pattern.sum(-1), torch.ones(pattern.shape[:-1], dtype=pattern.dtype))
         assert tuple(state[layer]["k"].shape) == (2, model.sizes["n_kv_heads"], 4, model.sizes["d_attn_head"])
     torch.testing.assert_close(rest, full[:, 4:], atol=1e-10, rtol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def falcon():
+    """The float64 Falcon-H1 model (norm before the gate, every μP multiplier away from 1) and a state to start from."""
+    model = from_transformers(tiny("falcon_h1", torch.float64))
+    with torch.no_grad():
+        _, state = model(tokens(2, 3, seed=52), return_state=True)
+    return model, state
+
+
+@pytest.mark.parametrize("mode", ["exact", "normed", "paper"])
+def test_falcon_h1_parallel_map_reconstructs_both_branches_and_sums_into_the_block(falcon, mode):
+    """Per channel, Mamba-2 channels then attention channels: Ã v + bias = output to 1e-10 (float64, from a
+    KV cache and SSM state of an earlier call), equal to the detached-gate Jacobian; in "normed" mode the
+    projection with the μP multipliers sums both branches into the block's output exactly."""
+    model, state = falcon
+    ids = tokens(2, 9, seed=53)
+    layers = list(range(len(model.blocks)))
+    cache = record(model, ids, layers, mode, initial_state=state)
+    with torch.no_grad():
+        _, outs = model.run_with_cache(ids, initial_state=state, names_filter=lambda n: n.endswith("hook_mixer_out"))
+    sz = model.sizes
+    for layer in layers:
+        att = implicit_attention(model, ids, layer=layer, mode=mode, cache=cache, initial_state=state)
+        assert att.maps.shape[1] == sz["d_inner"] + sz["n_attn_heads"] * sz["d_attn_head"]
+        assert att.max_error() < 1e-10, (mode, layer)
+        assert att.bias[:, sz["d_inner"]:].abs().max() > 1e-6  # the KV cache does contribute
+        form = Mamba2Hybrid.form(model, cache, layer, mode)
+        torch.testing.assert_close(jacobian(form), att.maps, atol=1e-10, rtol=1e-10)
+        if mode == "normed":
+            summed = (form.projection @ form.output).transpose(1, 2)  # [b, L, d_model]
+            torch.testing.assert_close(summed, outs[f"blocks.{layer}.hook_mixer_out"], atol=1e-10, rtol=1e-10)
+    with pytest.raises(ValueError, match="parallel block"):  # attention channels before Mamba-2 ones
+        implicit_attention(model, ids, layer=0, mode=mode, cache=cache, channels=[sz["d_inner"], 0])
+
+
+def test_falcon_h1_output_gradient_reaches_both_branches(falcon):
+    """From the gradient at the Mamba-2 branch's hook_out: ∂/∂normed through out_proj ("normed" mode) and
+    ∂/∂z of the attention (the μP multipliers' ratio, through o_proj), as autograd gives them."""
+    model, _ = falcon
+    layer, ids, store = 1, tokens(1, 9, seed=54), {}
+    names = {"out": f"blocks.{layer}.mixer.hook_out", "normed": f"blocks.{layer}.mixer.hook_normed",
+             "z": f"blocks.{layer}.mixer.attention.hook_z"}
+
+    def keep(tensor, hook):
+        store[hook.name] = tensor
+        return tensor
+
+    with torch.enable_grad(), model.hooks(fwd_hooks=[(n, keep) for n in names.values()]):
+        logp = torch.log_softmax(model(ids)[:, 8], -1)[:, 3].sum()
+        grads = torch.autograd.grad(logp, [store[n] for n in names.values()])
+    grad_out, grad_normed, grad_z = grads
+    got = Mamba2Hybrid.output_grad(model, layer, "normed", grad_out, record(model, ids, [layer], "normed"))
+    d_inner = model.sizes["d_inner"]
+    torch.testing.assert_close(got[:, :d_inner], grad_normed.transpose(1, 2), atol=1e-12, rtol=1e-9)
+    torch.testing.assert_close(got[:, d_inner:], grad_z.flatten(2).transpose(1, 2), atol=1e-12, rtol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["rollout", "attr"])
+def test_falcon_h1_attribution_composes_its_parallel_blocks(falcon, method):
+    from workbench.analysis.implicit_attention.attribution import attribute
+
+    model, _ = falcon
+    scores = attribute(model, tokens(2, 10, seed=55), method=method, query=7)
+    assert scores.shape == (2, 10) and torch.isfinite(scores[:, :8]).all()
+    assert scores[:, :8].abs().sum() > 0
