@@ -277,3 +277,23 @@ def test_falcon_h1_attribution_composes_its_parallel_blocks(falcon, method):
     scores = attribute(model, tokens(2, 10, seed=55), method=method, query=7)
     assert scores.shape == (2, 10) and torch.isfinite(scores[:, :8]).all()
     assert scores[:, :8].abs().sum() > 0
+
+
+def test_falcon_h1_flow_knockout_removes_the_term_from_both_branches(falcon):
+    """`removed_output` ("normed" mode) is each branch rerun with v_s zeroed, gates held, summed through the
+    projection with the μP multipliers; the widget's channel count covers both branches."""
+    from workbench.analysis.implicit_attention import channel_count
+    from workbench.analysis.patching.flow import removed_output
+
+    model, _ = falcon
+    sz = model.sizes
+    assert channel_count(model) == sz["d_inner"] + sz["n_attn_heads"] * sz["d_attn_head"]
+    ids = tokens(2, 6, seed=56)
+    cache = record(model, ids, [1], "normed")
+    form = Mamba2Hybrid.form(model, cache, 1, "normed")
+    value = form.value.clone()
+    value[:, :, 2] = 0
+    changed = form.recur(value)[:, :, 5] - form.output[:, :, 5]  # [b, d]
+    assert changed[:, :sz["d_inner"]].abs().max() > 1e-6 and changed[:, sz["d_inner"]:].abs().max() > 1e-6
+    torch.testing.assert_close(removed_output(model, 1, cache, 5, [2])[:, 0], changed @ form.projection.T,
+                               atol=1e-12, rtol=0)

@@ -193,6 +193,12 @@ class Mamba2Hybrid:
         return model.layer_types[layer] == "mamba"
 
     @staticmethod
+    def channel_count(model: HookedModel) -> int:
+        """d_inner, or d_inner + n_attn_heads · d_attn_head where the blocks are parallel (Falcon-H1)."""
+        sz = model.sizes
+        return sz["d_inner"] + (sz["n_attn_heads"] * sz["d_attn_head"] if is_parallel(model, 0) else 0)
+
+    @staticmethod
     def hook_names(layer: int, mode: str, model: HookedModel | None = None) -> list[str]:
         if model is not None and is_parallel(model, layer):
             attention = [f"blocks.{layer}.mixer.attention.hook_{q}" for q in ATTENTION_HOOKS if q != "initial_v"]
