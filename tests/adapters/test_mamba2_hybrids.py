@@ -297,3 +297,29 @@ def test_falcon_h1_flow_knockout_removes_the_term_from_both_branches(falcon):
     assert changed[:, :sz["d_inner"]].abs().max() > 1e-6 and changed[:, sz["d_inner"]:].abs().max() > 1e-6
     torch.testing.assert_close(removed_output(model, 1, cache, 5, [2])[:, 0], changed @ form.projection.T,
                                atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize(("rms_norm", "before_gate"), [(False, True), (True, False)])
+def test_falcon_h1_parallel_map_for_the_other_norm_placements(rms_norm, before_gate):
+    """No gated norm, or the norm after the gate: logits still the library's, and in "normed" mode each branch
+    reconstructs its output and the projection sums them into the block's output (float64, 1e-10)."""
+    import copy
+
+    import transformers
+
+    config = copy.deepcopy(tiny("falcon_h1").config)
+    config.mamba_rms_norm, config.mamba_norm_before_gate = rms_norm, before_gate
+    torch.manual_seed(1)
+    hf = transformers.FalconH1ForCausalLM(config).to(torch.float64).eval()
+    model = from_transformers(hf)
+    ids = tokens(2, 7, seed=57)
+    cache = record(model, ids, [0, 1], "normed")
+    with torch.no_grad():
+        logits, outs = model.run_with_cache(ids, names_filter=lambda n: n.endswith("hook_mixer_out"))
+        torch.testing.assert_close(logits, hf(ids).logits, atol=1e-6, rtol=1e-6)
+    for layer in (0, 1):
+        att = implicit_attention(model, ids, layer=layer, mode="normed", cache=cache)
+        assert att.max_error() < 1e-10, layer
+        form = Mamba2Hybrid.form(model, cache, layer, "normed")
+        torch.testing.assert_close((form.projection @ form.output).transpose(1, 2),
+                                   outs[f"blocks.{layer}.hook_mixer_out"], atol=1e-10, rtol=1e-10)
