@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workbench.adapters.base import AdapterMixer, AdapterMlpBlock, HookedTransformersLM, mask_positions
+from workbench.adapters.kv_attention import KvCacheMixer
 from workbench.adapters.qwen3_next import (
-    HookedGatedAttention,
     HookedGatedDeltaNet,
     l2_normalize,
     rms_normalize,
@@ -121,22 +121,19 @@ class HookedKimiDeltaAttention(HookedGatedDeltaNet):
         return out, {"conv": new_conv, "state": final["state"].to(x_in.dtype)}
 
 
-class HookedLatentAttention(AdapterMixer):
+class HookedLatentAttention(KvCacheMixer):
     """`transformers` KimiLinearAttention (multi-head latent attention without RoPE), hooked.
 
     Its state is the library's KV cache: the normalised latents and shared key parts read so far, of any length.
     """
 
+    cache_key = "latent"
     quantities = ("q", "latent", "k_shared", "k", "v", "pattern", "z", "out")
     state_names = ("latent", "k_shared")
 
     def __init__(self, hf_attention: nn.Module, sizes: Mapping[str, int]):
         super().__init__(sizes)
         self.hf = hf_attention  # shares q_proj (or q_a/q_b), kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj
-        self.past = 0  # cached positions in the initial state of the current call
-
-    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
-        return {**super().dimension_sizes(batch, pos), "past": self.past, "key_pos": self.past + pos}
 
     def hook_specs(self) -> dict[str, HookSpec]:
         return {
@@ -156,20 +153,6 @@ class HookedLatentAttention(AdapterMixer):
             "latent": (("batch", "one", "past", "kv_lora_rank"), "normalised latents read so far (KV cache)"),
             "k_shared": (("batch", "one", "past", "d_rope"), "shared key parts read so far (KV cache)"),
         }
-
-    def prepare_state(self, state: Mapping[str, Tensor] | None, x: Tensor) -> State:
-        """As every mixer's, with the cache length taken from the given latents (0 without a state)."""
-        latents = None if state is None else state.get("latent")
-        self.past = latents.shape[2] if isinstance(latents, Tensor) and latents.ndim == 4 else 0
-        return super().prepare_state(state, x)
-
-    def forward(self, x: Tensor, state: Mapping[str, Tensor] | None = None, path: ExecutionPath = "fused",
-                mask: Tensor | None = None) -> tuple[Tensor, State]:
-        """As every mixer's; afterwards the zero state is again an empty cache (`past` = 0)."""
-        try:
-            return super().forward(x, state, path, mask)
-        finally:
-            self.past = 0
 
     def _expand(self, latent: Tensor, shared: Tensor) -> tuple[Tensor, Tensor]:
         """latent [batch, n, r], shared [batch, n, d_rope] -> keys [batch, n, H, d_qk], values [batch, n, H, d_v]."""
@@ -200,11 +183,7 @@ class HookedLatentAttention(AdapterMixer):
                                               state["k_shared"][:, 0].to(x_in.dtype))
             k, v = torch.cat([cached_k, k], dim=1), torch.cat([cached_v, v], dim=1)  # [batch, past+pos, H, d]
         scores = q.transpose(1, 2) @ k.permute(0, 2, 3, 1) * hf.scaling  # [batch, H, pos, past+pos]
-        valid = HookedGatedAttention._valid_keys(past, pos, mask, x_in.device)  # [batch, pos, past+pos]
-        scores = scores.masked_fill(~valid[:, None], float("-inf"))
-        pattern = torch.softmax(scores, dim=-1)
-        pattern = torch.where(valid.any(-1)[:, None, :, None], pattern, torch.zeros_like(pattern))
-        pattern = self.hook_pattern(pattern.transpose(1, 2))  # [batch, pos, H, past+pos]
+        pattern = self.hooked_pattern(scores, past, mask)  # [batch, pos, H, past+pos]
         z = self.hook_z((pattern.transpose(1, 2) @ v.transpose(1, 2)).transpose(1, 2))  # [batch, pos, H, d_v]
         out = self.hook_out(hf.o_proj(z.reshape(batch, pos, -1)))  # [batch, pos, d_model]
         new_state = {"latent": torch.cat([state["latent"], latent[:, None]], dim=2),

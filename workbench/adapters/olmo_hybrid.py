@@ -28,7 +28,6 @@ from workbench.adapters.qwen3_next import (
     l2_normalize,
     rms_normalize,
 )
-from workbench.adapters.recurrent_gemma import rotate
 from workbench.models.blocks import ResidualBlock
 from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.paths import ExecutionPath
@@ -111,24 +110,10 @@ class HookedOlmoAttention(HookedGatedAttention):
         q = self.hook_q(RmsNorm(hf.q_norm)(hf.q_proj(x_in)).view(batch, pos, heads, d_head))
         k = self.hook_k(RmsNorm(hf.k_norm)(hf.k_proj(x_in)).view(batch, pos, kv_heads, d_head))
         v = self.hook_v(hf.v_proj(x_in).view(batch, pos, kv_heads, d_head))
-        past = state["k"].shape[2]
-        if self.rotary is not None:
-            absolute = torch.arange(past, past + pos, device=x_in.device).expand(batch, pos)  # [batch, pos]
-            cos, sin = (t.to(q.dtype) for t in self.rotary(v, absolute))  # [batch, pos, d_head]
-            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        keys = torch.cat([state["k"], k.transpose(1, 2)], dim=2)  # [batch, n_kv, past+pos, d_head]
-        values = torch.cat([state["v"], v.transpose(1, 2)], dim=2)
-        repeat = heads // kv_heads
-        scores = q.transpose(1, 2) @ keys.repeat_interleave(repeat, dim=1).transpose(2, 3) * hf.scaling
-        valid = self._valid_keys(past, pos, mask, x_in.device)  # [batch, pos, past+pos]
-        scores = scores.masked_fill(~valid[:, None], float("-inf"))  # [batch, n_heads, pos, past+pos]
-        pattern = torch.softmax(scores, dim=-1)
-        pattern = torch.where(valid.any(-1)[:, None, :, None], pattern, torch.zeros_like(pattern))
-        pattern = self.hook_pattern(pattern.transpose(1, 2))  # [batch, pos, n_heads, past+pos]
-        z = pattern.transpose(1, 2) @ values.repeat_interleave(repeat, dim=1)  # [batch, n_heads, pos, d_head]
-        z = self.hook_z(z.transpose(1, 2))  # [batch, pos, n_heads, d_head]
+        q, k = self.rotate_at(q, k, v, state["k"].shape[2])
+        z, cache = self.attend(q, k, v, state, mask, hf.scaling)  # z [batch, pos, n_heads, d_head]
         out = self.hook_out(hf.o_proj(z.reshape(batch, pos, -1)))  # [batch, pos, d_model]
-        return out, {"k": keys, "v": values}
+        return out, cache
 
 
 class PostNormBlock(ResidualBlock):

@@ -29,7 +29,7 @@ from workbench.adapters.base import (
     HookedTransformersLM,
     mask_positions,
 )
-from workbench.adapters.recurrent_gemma import rotate
+from workbench.adapters.kv_attention import KvCacheMixer
 from workbench.kernels.delta_rule import chunked_delta_rule
 from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.paths import ExecutionPath
@@ -184,7 +184,7 @@ class HookedGatedDeltaNet(AdapterMixer):
         return out, {"conv": new_conv, "state": final["state"].to(x_in.dtype)}
 
 
-class HookedGatedAttention(AdapterMixer):
+class HookedGatedAttention(KvCacheMixer):
     """`transformers` Qwen3NextAttention (GQA with q/k RMSNorm, partial RoPE and a sigmoid output gate), hooked.
 
     Its state is the rotated keys and values read so far (the library's KV cache), of any length.
@@ -197,10 +197,6 @@ class HookedGatedAttention(AdapterMixer):
         super().__init__(sizes)
         self.hf = hf_attention  # shares q_proj, k_proj, v_proj, o_proj, q_norm, k_norm
         self.rotary = rotary  # the model's rotary embedding (buffers only)
-        self.past = 0  # keys in the initial state of the current call
-
-    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
-        return {**super().dimension_sizes(batch, pos), "past": self.past, "key_pos": self.past + pos}
 
     def hook_specs(self) -> dict[str, HookSpec]:
         return {
@@ -220,21 +216,6 @@ class HookedGatedAttention(AdapterMixer):
             "v": (("batch", "n_kv_heads", "past", "d_head"), "the values read so far (KV cache)"),
         }
 
-    def prepare_state(self, state: Mapping[str, Tensor] | None, x: Tensor) -> State:
-        """As every mixer's, with the cache length taken from the given keys (0 without a state)."""
-        keys = None if state is None else state.get("k")
-        self.past = keys.shape[2] if isinstance(keys, Tensor) and keys.ndim == 4 else 0
-        return super().prepare_state(state, x)
-
-    def forward(self, x: Tensor, state: Mapping[str, Tensor] | None = None, path: ExecutionPath = "fused",
-                mask: Tensor | None = None) -> tuple[Tensor, State]:
-        """As every mixer's; afterwards the zero state is again an empty cache (`past` = 0), which the
-        model's initial-state check reads as 'any cache length'."""
-        try:
-            return super().forward(x, state, path, mask)
-        finally:
-            self.past = 0
-
     def _norm(self, x: Tensor, norm: nn.Module) -> Tensor:
         return (rms_normalize(x, norm.eps) * (1.0 + norm.weight.to(working_dtype(x)))).to(x.dtype)
 
@@ -247,33 +228,11 @@ class HookedGatedAttention(AdapterMixer):
         q = self.hook_q(self._norm(query, hf.q_norm))  # [batch, pos, n_heads, d_head]
         k = self.hook_k(self._norm(hf.k_proj(x_in).view(batch, pos, kv_heads, d_head), hf.k_norm))
         v = self.hook_v(hf.v_proj(x_in).view(batch, pos, kv_heads, d_head))
-        past = state["k"].shape[2]
-        absolute = torch.arange(past, past + pos, device=x_in.device).expand(batch, pos)  # [batch, pos]
-        cos, sin = self.rotary(v, absolute)  # [batch, pos, rot]
-        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        keys = torch.cat([state["k"], k.transpose(1, 2)], dim=2)  # [batch, n_kv, past+pos, d_head]
-        values = torch.cat([state["v"], v.transpose(1, 2)], dim=2)
-        repeat = heads // kv_heads
-        scores = q.transpose(1, 2) @ keys.repeat_interleave(repeat, dim=1).transpose(2, 3) * hf.scaling
-        valid = self._valid_keys(past, pos, mask, x_in.device)  # [batch, pos, past+pos]
-        scores = scores.masked_fill(~valid[:, None], float("-inf"))  # [batch, n_heads, pos, past+pos]
-        pattern = torch.softmax(scores, dim=-1)
-        pattern = torch.where(valid.any(-1)[:, None, :, None], pattern, torch.zeros_like(pattern))
-        pattern = self.hook_pattern(pattern.transpose(1, 2))  # [batch, pos, n_heads, past+pos]
-        z = pattern.transpose(1, 2) @ values.repeat_interleave(repeat, dim=1)  # [batch, n_heads, pos, d_head]
-        z = self.hook_z(z.transpose(1, 2))  # [batch, pos, n_heads, d_head]
+        q, k = self.rotate_at(q, k, v, state["k"].shape[2])
+        z, cache = self.attend(q, k, v, state, mask, hf.scaling)  # z [batch, pos, n_heads, d_head]
         gate = self.hook_gate(torch.sigmoid(gate))
         out = self.hook_out(hf.o_proj((z * gate).reshape(batch, pos, -1)))  # [batch, pos, d_model]
-        return out, {"k": keys, "v": values}
-
-    @staticmethod
-    def _valid_keys(past: int, pos: int, mask: Tensor | None, device: torch.device) -> Tensor:
-        """[batch, pos, past+pos]: key j is visible to query t (causal, cached keys all visible, no padding)."""
-        causal = torch.ones(pos, past + pos, dtype=torch.bool, device=device).tril(past)
-        if mask is None:
-            return causal[None]
-        keys = torch.cat([mask.new_ones(mask.shape[0], past), mask], dim=1).bool()  # [batch, past+pos]
-        return causal[None] & keys[:, None, :]
+        return out, cache
 
 
 class HookedSparseMoe(nn.Module):
