@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.adapters.base import AdapterMixer, AdapterMlpBlock, HookedTransformersLM, mask_positions
+from workbench.adapters.base import AdapterMixer, HookedHybridLM, mask_positions
 from workbench.adapters.kv_attention import KvCacheMixer
 from workbench.adapters.qwen3_next import (
     HookedGatedDeltaNet,
@@ -32,6 +32,7 @@ from workbench.adapters.qwen3_next import (
     rms_normalize,
     working_dtype,
 )
+from workbench.adapters.routing import HookedRouting, RoutedMlpBlock, group_limited_top_k
 from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import State, run_recurrence
@@ -191,7 +192,7 @@ class HookedLatentAttention(KvCacheMixer):
         return out, new_state
 
 
-class HookedKimiMoe(nn.Module):
+class HookedKimiMoe(HookedRouting):
     """`transformers` KimiLinearMoE with its routing hooked: the router's logits, the chosen experts and their
     weights (an edit to the logits re-routes); the experts and the shared experts are the library's.
 
@@ -201,16 +202,11 @@ class HookedKimiMoe(nn.Module):
     """
 
     def __init__(self, hf_moe: nn.Module):
-        super().__init__()
-        self.hf = hf_moe
-        self.hook_router_logits = ScopedHookPoint()
-        self.hook_expert_index = ScopedHookPoint()
-        self.hook_expert_weights = ScopedHookPoint()
+        super().__init__(hf_moe)
         self.hook_experts_out = ScopedHookPoint()
         self.hook_shared_out = ScopedHookPoint()
 
-    @staticmethod
-    def hook_specs() -> dict[str, HookSpec]:
+    def hook_specs(self) -> dict[str, HookSpec]:
         return {
             "mlp.hook_router_logits": (("batch", "pos", "n_experts"),
                                        "router logits W_r x_t (the scores are their sigmoid)"),
@@ -222,55 +218,29 @@ class HookedKimiMoe(nn.Module):
             "mlp.hook_shared_out": (RESID, "shared experts' output"),
         }
 
-    def route(self, logits: Tensor) -> tuple[Tensor, Tensor]:
-        """Router logits [n, E] -> (weights, index) [n, top_k], as the library chooses."""
-        router = self.hf.gate
-        scores = torch.sigmoid(logits.to(working_dtype(logits)))  # [n, E]
-        biased = scores + router.e_score_correction_bias.to(scores.dtype)
-        groups = biased.view(-1, router.num_group, router.num_experts // router.num_group)  # [n, G, E/G]
-        group_score = groups.topk(2, dim=-1).values.sum(-1)  # [n, G]
-        kept = torch.zeros_like(group_score).scatter(1, group_score.topk(router.topk_group, dim=-1).indices, 1.0)
-        allowed = kept.bool()[..., None].expand_as(groups).reshape(biased.shape)
-        index = biased.masked_fill(~allowed, float("-inf")).topk(router.top_k, dim=-1).indices  # [n, top_k]
-        weights = scores.gather(1, index)
-        if router.norm_topk_prob:
-            weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
-        return weights * router.routed_scaling_factor, index
-
     def forward(self, x: Tensor) -> Tensor:
         hf = self.hf
         batch, pos, d_model = x.shape
         logits = self.hook_router_logits(F.linear(x.to(working_dtype(x)), hf.gate.weight.to(working_dtype(x))))
-        weights, index = self.route(logits.reshape(batch * pos, -1))
+        weights, index = group_limited_top_k(logits.reshape(batch * pos, -1), hf.gate)  # [batch·pos, top_k]
         top_k = index.shape[-1]
-        # hooked as floats holding integers (as Qwen3-Next's), so gradient probes can pass through
-        index = self.hook_expert_index(index.reshape(batch, pos, top_k).to(x.dtype)).round().long()
-        weights = self.hook_expert_weights(weights.reshape(batch, pos, top_k).to(x.dtype))
+        index, weights = self.hooked_choice(index.reshape(batch, pos, top_k), weights.reshape(batch, pos, top_k),
+                                            x.dtype)
         experts = hf.experts(x.reshape(-1, d_model), index.reshape(-1, top_k), weights.reshape(-1, top_k))
         experts = self.hook_experts_out(experts.reshape(batch, pos, d_model))
         shared = self.hook_shared_out(hf.shared_experts(x))
         return experts + shared
 
 
-class KimiBlock(AdapterMlpBlock):
+class KimiBlock(RoutedMlpBlock):
     """resid_mid = resid_pre + mixer(ln1(resid_pre)); resid_post = resid_mid + mlp(ln2(resid_mid))."""
 
     def __init__(self, hf_layer: nn.Module, mixer: AdapterMixer):
         mlp = HookedKimiMoe(hf_layer.mlp) if hasattr(hf_layer.mlp, "experts") else hf_layer.mlp
         super().__init__(RmsNorm(hf_layer.input_layernorm), mixer, RmsNorm(hf_layer.post_attention_layernorm), mlp)
 
-    def extra_hook_specs(self) -> dict[str, HookSpec]:
-        specs = {
-            "hook_resid_mid": (RESID, "residual after the token mixer"),
-            "ln2.hook_normalized": (RESID, "normalised input to the MLP / mixture of experts"),
-        }
-        if isinstance(self.mlp, HookedKimiMoe):
-            specs.update(self.mlp.hook_specs())
-        specs["hook_mlp_out"] = (RESID, "MLP or mixture-of-experts output added to the residual")
-        return specs
 
-
-class HookedKimiLinear(HookedTransformersLM):
+class HookedKimiLinear(HookedHybridLM):
     """KimiLinearForCausalLM under the hook contract: KDA and latent-attention layers."""
 
     family = "kimi_linear"
@@ -296,10 +266,6 @@ class HookedKimiLinear(HookedTransformersLM):
         self.layer_types = list(cfg.layer_types)
         self.setup()
 
-    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
-        """With the attention layers' key axis: no cached positions, so `key_pos` = `pos`."""
-        return {**super().dimension_sizes(batch, pos), "past": 0, "key_pos": pos}
-
     @staticmethod
     def _mixer(layer: nn.Module, kind: str, sizes: Mapping[str, int]) -> AdapterMixer:
         if kind == "linear_attention":
@@ -307,11 +273,6 @@ class HookedKimiLinear(HookedTransformersLM):
         if kind == "full_attention":
             return HookedLatentAttention(layer.self_attn, sizes)
         raise ValueError(f"unknown Kimi-Linear layer type {kind!r}; expected 'linear_attention' or 'full_attention'")
-
-    @property
-    def recurrent_layers(self) -> list[int]:
-        """Indices of the KDA layers (the others are latent attention)."""
-        return [layer for layer, kind in enumerate(self.layer_types) if kind == "linear_attention"]
 
 
 __all__ = ["HookedKimiDeltaAttention", "HookedKimiLinear", "HookedKimiMoe", "HookedLatentAttention", "RmsNorm"]

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.adapters.base import AdapterMixer, AdapterMlpBlock, HookedNorm, HookedTransformersLM, mask_positions
+from workbench.adapters.base import AdapterMixer, AdapterMlpBlock, HookedHybridLM, HookedNorm, mask_positions
 from workbench.adapters.kimi_linear import RmsNorm
 from workbench.adapters.qwen3_next import (
     BPV,
@@ -168,7 +168,7 @@ class PreNormBlock(AdapterMlpBlock):
         }
 
 
-class HookedOlmoHybrid(HookedTransformersLM):
+class HookedOlmoHybrid(HookedHybridLM):
     """OlmoHybridForCausalLM under the hook contract: gated delta-rule and attention layers."""
 
     family = "olmo_hybrid"
@@ -187,10 +187,6 @@ class HookedOlmoHybrid(HookedTransformersLM):
         self.layer_types = list(cfg.layer_types)
         self.setup()
 
-    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
-        """With the attention layers' key axis: no cached keys, so `key_pos` = `pos`."""
-        return {**super().dimension_sizes(batch, pos), "past": 0, "key_pos": pos}
-
     @staticmethod
     def _block(layer: nn.Module, kind: str, rotary: nn.Module | None, sizes: Mapping[str, int]) -> ResidualBlock:
         if kind == "linear_attention":
@@ -198,11 +194,6 @@ class HookedOlmoHybrid(HookedTransformersLM):
         if kind == "full_attention":
             return PostNormBlock(layer, HookedOlmoAttention(layer.self_attn, rotary, sizes))
         raise ValueError(f"unknown OLMo-Hybrid layer type {kind!r}; expected 'linear_attention' or 'full_attention'")
-
-    @property
-    def recurrent_layers(self) -> list[int]:
-        """Indices of the gated delta-rule layers (the others are attention)."""
-        return [layer for layer, kind in enumerate(self.layer_types) if kind == "linear_attention"]
 
 
 __all__ = ["HookedOlmoAttention", "HookedOlmoDeltaNet", "HookedOlmoHybrid", "PostNormBlock"]

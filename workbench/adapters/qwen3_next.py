@@ -25,11 +25,11 @@ from torch import Tensor, nn
 
 from workbench.adapters.base import (
     AdapterMixer,
-    AdapterMlpBlock,
-    HookedTransformersLM,
+    HookedHybridLM,
     mask_positions,
 )
 from workbench.adapters.kv_attention import KvCacheMixer
+from workbench.adapters.routing import HookedRouting, RoutedMlpBlock, softmax_top_k
 from workbench.kernels.delta_rule import chunked_delta_rule
 from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.paths import ExecutionPath
@@ -235,21 +235,16 @@ class HookedGatedAttention(KvCacheMixer):
         return out, cache
 
 
-class HookedSparseMoe(nn.Module):
+class HookedSparseMoe(HookedRouting):
     """`transformers` Qwen3NextSparseMoeBlock with its routing hooked: the router's logits, the chosen
     experts and their weights (an edit to the logits re-routes); the experts themselves are the library's."""
 
     def __init__(self, hf_moe: nn.Module):
-        super().__init__()
-        self.hf = hf_moe  # shares the router, the experts, the shared expert and its gate
-        self.hook_router_logits = ScopedHookPoint()
-        self.hook_expert_index = ScopedHookPoint()
-        self.hook_expert_weights = ScopedHookPoint()
+        super().__init__(hf_moe)  # shares the router, the experts, the shared expert and its gate
         self.hook_experts_out = ScopedHookPoint()
         self.hook_shared_out = ScopedHookPoint()
 
-    @staticmethod
-    def hook_specs() -> dict[str, HookSpec]:
+    def hook_specs(self) -> dict[str, HookSpec]:
         return {
             "mlp.hook_router_logits": (("batch", "pos", "n_experts"), "router logits W_r x_t"),
             "mlp.hook_expert_index": (("batch", "pos", "top_k"),
@@ -265,13 +260,8 @@ class HookedSparseMoe(nn.Module):
         batch, pos, d_model = x.shape
         router = hf.gate
         logits = self.hook_router_logits(F.linear(x, router.weight))  # [batch, pos, n_experts]
-        probs = torch.softmax(logits.to(working_dtype(logits)), dim=-1)
-        weights, index = torch.topk(probs, router.top_k, dim=-1)  # [batch, pos, top_k]
-        if router.norm_topk_prob:
-            weights = weights / weights.sum(dim=-1, keepdim=True)
-        # hooked as floats holding integers (as Griffin's position), so gradient probes can pass through
-        index = self.hook_expert_index(index.to(logits.dtype)).round().long()
-        weights = self.hook_expert_weights(weights.to(logits.dtype))
+        weights, index = softmax_top_k(logits, router.top_k, router.norm_topk_prob)  # [batch, pos, top_k]
+        index, weights = self.hooked_choice(index, weights, logits.dtype)
         flat = x.reshape(-1, d_model)
         experts = hf.experts(flat, index.reshape(-1, router.top_k), weights.reshape(-1, router.top_k))
         experts = self.hook_experts_out(experts.reshape(batch, pos, d_model))
@@ -283,7 +273,7 @@ def is_mixture_of_experts(mlp: nn.Module) -> bool:
     return all(hasattr(mlp, name) for name in ("gate", "experts", "shared_expert", "shared_expert_gate"))
 
 
-class Qwen3NextBlock(AdapterMlpBlock):
+class Qwen3NextBlock(RoutedMlpBlock):
     """resid_mid = resid_pre + mixer(ln1(resid_pre)); resid_post = resid_mid + mlp(ln2(resid_mid)).
 
     A dense MLP is the library's module; a sparse mixture of experts has its routing hooked.
@@ -293,16 +283,6 @@ class Qwen3NextBlock(AdapterMlpBlock):
         mlp = HookedSparseMoe(hf_layer.mlp) if is_mixture_of_experts(hf_layer.mlp) else hf_layer.mlp
         super().__init__(OffsetRmsNorm(hf_layer.input_layernorm), mixer,
                          OffsetRmsNorm(hf_layer.post_attention_layernorm), mlp)
-
-    def extra_hook_specs(self) -> dict[str, HookSpec]:
-        specs = {
-            "hook_resid_mid": (RESID, "residual after the token mixer"),
-            "ln2.hook_normalized": (RESID, "normalised input to the MLP / mixture of experts"),
-        }
-        if isinstance(self.mlp, HookedSparseMoe):
-            specs.update(self.mlp.hook_specs())
-        specs["hook_mlp_out"] = (RESID, "MLP or mixture-of-experts output added to the residual")
-        return specs
 
 
 def gated_delta_sizes(cfg: PretrainedConfig) -> dict[str, int]:
@@ -320,7 +300,7 @@ def gated_delta_sizes(cfg: PretrainedConfig) -> dict[str, int]:
     }
 
 
-class HookedQwen3Next(HookedTransformersLM):
+class HookedQwen3Next(HookedHybridLM):
     """Qwen3NextForCausalLM under the hook contract: Gated DeltaNet and gated attention layers."""
 
     family = "qwen3_next"
@@ -340,10 +320,6 @@ class HookedQwen3Next(HookedTransformersLM):
         self.layer_types = list(cfg.layer_types)
         self.setup()
 
-    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
-        """With the attention layers' key axis: no cached keys, so `key_pos` = `pos`."""
-        return {**super().dimension_sizes(batch, pos), "past": 0, "key_pos": pos}
-
     @staticmethod
     def _mixer(layer: nn.Module, kind: str, rotary: nn.Module, sizes: Mapping[str, int]) -> AdapterMixer:
         if kind == "linear_attention":
@@ -351,11 +327,6 @@ class HookedQwen3Next(HookedTransformersLM):
         if kind == "full_attention":
             return HookedGatedAttention(layer.self_attn, rotary, sizes)
         raise ValueError(f"unknown Qwen3-Next layer type {kind!r}; expected 'linear_attention' or 'full_attention'")
-
-    @property
-    def recurrent_layers(self) -> list[int]:
-        """Indices of the gated delta-rule layers (the others are full attention)."""
-        return [layer for layer, kind in enumerate(self.layer_types) if kind == "linear_attention"]
 
 
 __all__ = ["HookedSparseMoe", "HookedGatedAttention", "HookedGatedDeltaNet", "HookedQwen3Next", "OffsetRmsNorm",
