@@ -15,6 +15,7 @@ from workbench.analysis.implicit_attention.api import record
 from workbench.analysis.implicit_attention.evaluation import jacobian
 from workbench.analysis.implicit_attention.kimi_linear import KimiLinear
 
+from ..gradient_checks import gradients_at_output_and_quantity
 from .conftest import tiny, tokens
 
 KDA_LAYERS = (0, 1)
@@ -139,24 +140,10 @@ def test_implicit_attention_reconstructs_each_layer_with_the_state_in_the_bias(m
 def test_output_gradient_is_the_gradient_at_the_forms_output(model64, layer):
     ids = tokens(1, 9, seed=50)
     quantity = "o" if layer == 1 else "z"
-    store = {}
-
-    def keep(tensor, hook):
-        store["out"] = tensor
-        return tensor
-
-    def keep_grad(grad, hook):
-        store["grad"] = grad
-
-    with torch.enable_grad(), model64.hooks(fwd_hooks=[(f"blocks.{layer}.mixer.hook_out", keep)],
-                                            bwd_hooks=[(f"blocks.{layer}.mixer.hook_{quantity}", keep_grad)]):
-        logp = torch.log_softmax(model64(ids)[:, 8], -1)[:, 3].sum()
-        (grad_out,) = torch.autograd.grad(logp, store["out"], retain_graph=True)
-        logp.backward()
-    model64.zero_grad(set_to_none=True)
+    grad_out, grad_at = gradients_at_output_and_quantity(model64, ids, layer, quantity)
     cache = record(model64, ids, [layer], "exact")
     got = KimiLinear.output_grad(model64, layer, "exact", grad_out, cache)  # [b, d, L]
-    torch.testing.assert_close(got, store["grad"].flatten(2).transpose(1, 2), atol=1e-13, rtol=1e-10)
+    torch.testing.assert_close(got, grad_at.flatten(2).transpose(1, 2), atol=1e-13, rtol=1e-10)
 
 
 def test_rollout_runs_across_the_hybrid_stack(model64):
