@@ -17,6 +17,7 @@ from workbench.analysis.implicit_attention.kimi_linear import KimiLinear
 
 from ..gradient_checks import gradients_at_output_and_quantity
 from .conftest import tiny, tokens
+from .shared_checks import check_pattern_is_causal_and_the_cache_continues_it
 
 KDA_LAYERS = (0, 1)
 
@@ -79,17 +80,8 @@ def test_recorded_states_follow_kda_with_a_per_channel_decay(model64):
 
 def test_latent_attention_is_causal_and_its_latent_cache_continues_it(model64):
     ids = tokens(2, 8, seed=46)
-    with torch.no_grad():
-        full, cache = model64.run_with_cache(ids)
-        pattern = cache["blocks.2.mixer.hook_pattern"]  # [2, 8, n_heads, 8]
-        _, state = model64(ids[:, :5], return_state=True)
-        rest, rest_cache = model64.run_with_cache(ids[:, 5:], initial_state=state)
-    for t in range(8):
-        assert torch.all(pattern[:, t, :, t + 1:] == 0)
-    torch.testing.assert_close(pattern.sum(-1), torch.ones(pattern.shape[:-1], dtype=pattern.dtype))
+    state = check_pattern_is_causal_and_the_cache_continues_it(model64, ids, layer=2, split=5)
     assert tuple(state[2]["latent"].shape) == (2, 1, 5, model64.sizes["kv_lora_rank"])
-    torch.testing.assert_close(rest, full[:, 5:], atol=1e-10, rtol=1e-10)
-    torch.testing.assert_close(rest_cache["blocks.2.mixer.hook_pattern"], pattern[:, 5:], atol=1e-10, rtol=1e-10)
 
 
 def test_routing_is_the_librarys_and_a_router_edit_reroutes():

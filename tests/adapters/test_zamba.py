@@ -15,6 +15,7 @@ from workbench.analysis.implicit_attention.api import implicit_attention
 from workbench.analysis.implicit_attention.attribution import attribute
 
 from .conftest import tiny, tokens
+from .shared_checks import caches_on_both_paths_in_float64
 
 HYBRID_LAYERS = (2, 3)
 
@@ -30,13 +31,8 @@ def test_every_hook_agrees_on_both_paths_in_float64(zamba64):
     our two paths keep float64 and agree to 1e-10 on every hook, the shared block's included."""
     hf, model = zamba64
     ids = tokens(2, 13, seed=41)
-    with torch.no_grad():
-        caches = {p: model.run_with_cache(ids, path=p)[1] for p in ("reference", "fused")}
-        error = (model(ids) - hf(ids).logits).abs().max()
-    assert error < 1e-6
+    caches = caches_on_both_paths_in_float64(hf, model, ids)
     assert "blocks.2.attn.hook_pattern" in caches["fused"] and "blocks.0.attn.hook_pattern" not in caches["fused"]
-    for name, value in caches["reference"].items():
-        torch.testing.assert_close(caches["fused"][name], value, atol=1e-10, rtol=1e-10, msg=name)
 
 
 def test_B_C_and_delta_are_per_mamba_head():
