@@ -35,7 +35,7 @@ from workbench.adapters.qwen3_next import (
 from workbench.adapters.routing import HookedRouting, RoutedMlpBlock, group_limited_top_k
 from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.paths import ExecutionPath
-from workbench.models.recurrence import State, run_recurrence
+from workbench.models.recurrence import State
 from workbench.models.residual import LinearNorm
 from workbench.models.specs import RESID, HookSpec
 
@@ -87,10 +87,7 @@ class HookedKimiDeltaAttention(HookedGatedDeltaNet):
         heads, d_k = sz["n_v_heads"], sz["d_k"]
         x_in = mask_positions(x_in, mask)
         qkv = self.hook_qkv(torch.cat([hf.q_proj(x_in), hf.k_proj(x_in), hf.v_proj(x_in)], dim=-1))
-        padded = torch.cat([state["conv"], qkv.transpose(1, 2)], dim=-1)  # [batch, d_qkv, k−1+pos]
-        new_conv = padded[..., padded.shape[-1] - (sz["d_conv"] - 1):]
-        conv = F.conv1d(padded.to(hf.conv1d.weight.dtype), hf.conv1d.weight, None, groups=sz["d_qkv"])
-        mixed = F.silu(conv).transpose(1, 2).to(x_in.dtype)  # [batch, pos, d_qkv]
+        mixed, new_conv = self.short_conv(qkv, state["conv"], hf.conv1d)  # [batch, pos, d_qkv]
         q_part, k_part, v_part = (part.reshape(batch, pos, heads, d_k) for part in mixed.chunk(3, dim=-1))
         q = self.hook_q(l2_normalize(q_part) * d_k ** -0.5)  # [batch, pos, H, d_k]
         k = self.hook_k(l2_normalize(k_part))
@@ -99,27 +96,13 @@ class HookedKimiDeltaAttention(HookedGatedDeltaNet):
         gate_module = hf.forget_gate
         raw = gate_module.f_b_proj(gate_module.f_a_proj(x_in)).to(q.dtype) + gate_module.dt_bias.to(q.dtype)
         rate = gate_module.A_log.to(q.dtype).exp().reshape(heads, 1)  # e^{A_log} per head  [H, 1]
-        log_alpha = -rate * F.softplus(raw.reshape(batch, pos, heads, d_k))  # [batch, pos, H, d_k]
-        unedited = log_alpha.exp()
-        alpha = self.hook_alpha(unedited.clone())
-        # log α as the library forms it unless a hook changed α; α edited to 0 stays finite in the chunked form
-        log_alpha = torch.where(alpha == unedited, log_alpha, torch.log(alpha).clamp(min=-1e3))
+        alpha, log_alpha = self.hooked_decay(-rate * F.softplus(raw.reshape(batch, pos, heads, d_k)))  # [b, p, H, d_k]
         inputs = {"q": q, "k": k, "v": v, "alpha": alpha, "beta": beta, "log_alpha": log_alpha}
-        s0 = state["state"].to(q.dtype)
-        values, final = run_recurrence(
-            self._step, inputs, {"state": s0}, self.hook_points(("state", "o")), self._state_at, ("state",),
-            needed=("o",),
-            first_pass=(lambda wanted: self._chunked(inputs, s0, wanted)) if fused else None,
-            segment_pass=(lambda wanted, start, stop, before: self._chunked(
-                {name: value[:, start:stop] for name, value in inputs.items()}, before["state"], wanted,
-            )) if fused else None,
-        )
+        o, final = self.recur(inputs, state["state"].to(q.dtype), fused)
         gate = self.hook_gate(torch.sigmoid(hf.g_b_proj(hf.g_a_proj(x_in)).reshape(batch, pos, heads, d_k)
                                             .to(q.dtype)))  # [batch, pos, H, d_v]
-        norm = hf.o_norm
-        normed = self.hook_normed(norm.weight.to(q.dtype) * rms_normalize(values["o"], norm.variance_epsilon) * gate)
-        out = self.hook_out(hf.o_proj(normed.reshape(batch, pos, -1).to(x_in.dtype)))  # [batch, pos, d_model]
-        return out, {"conv": new_conv, "state": final["state"].to(x_in.dtype)}
+        out = self.gated_output(o, gate, hf.o_norm, hf.o_proj, x_in.dtype)  # [batch, pos, d_model]
+        return out, {"conv": new_conv, "state": final.to(x_in.dtype)}
 
 
 class HookedLatentAttention(KvCacheMixer):

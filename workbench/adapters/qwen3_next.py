@@ -145,30 +145,25 @@ class HookedGatedDeltaNet(AdapterMixer):
             return values, {"state": values["state"][:, -1]}
         return values, {"state": s}
 
-    def mix(self, x_in: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
-        hf, sz = self.hf, self.sizes
-        batch, pos = x_in.shape[:2]
-        x_in = mask_positions(x_in, mask)
-        query, key, value, z, b, a = hf.fix_query_key_value_ordering(hf.in_proj_qkvz(x_in), hf.in_proj_ba(x_in))
-        qkv = self.hook_qkv(torch.cat([t.reshape(batch, pos, -1) for t in (query, key, value)], dim=-1))
-        padded = torch.cat([state["conv"], qkv.transpose(1, 2)], dim=-1)  # [batch, d_qkv, k−1+pos]
-        new_conv = padded[..., padded.shape[-1] - (sz["d_conv"] - 1):]
-        conv = F.conv1d(padded.to(hf.conv1d.weight.dtype), hf.conv1d.weight, hf.conv1d.bias, groups=sz["d_qkv"])
-        mixed = F.silu(conv).transpose(1, 2).to(x_in.dtype)  # [batch, pos, d_qkv]
-        key_dim = sz["n_k_heads"] * sz["d_k"]
-        q_part, k_part, v_part = mixed.split([key_dim, key_dim, sz["n_v_heads"] * sz["d_v"]], dim=-1)
-        q = self.hook_q(l2_normalize(q_part.reshape(batch, pos, -1, sz["d_k"])) * sz["d_k"] ** -0.5)
-        k = self.hook_k(l2_normalize(k_part.reshape(batch, pos, -1, sz["d_k"])))
-        v = self.hook_v(v_part.reshape(batch, pos, -1, sz["d_v"]).to(q.dtype))  # [batch, pos, H, d_v]
-        beta = self.hook_beta(torch.sigmoid(b.to(q.dtype)))  # [batch, pos, H]
-        log_alpha = -hf.A_log.to(q.dtype).exp() * F.softplus(a.to(q.dtype) + hf.dt_bias)  # [batch, pos, H]
+    def short_conv(self, qkv: Tensor, conv_state: Tensor, conv1d: nn.Conv1d) -> tuple[Tensor, Tensor]:
+        """SiLU of the causal depthwise conv over [conv state, qkv]: qkv [batch, pos, d_qkv] -> (mixed
+        [batch, pos, d_qkv], the new conv state [batch, d_qkv, d_conv − 1])."""
+        padded = torch.cat([conv_state, qkv.transpose(1, 2)], dim=-1)  # [batch, d_qkv, k−1+pos]
+        new_conv = padded[..., padded.shape[-1] - (self.sizes["d_conv"] - 1):]
+        conv = F.conv1d(padded.to(conv1d.weight.dtype), conv1d.weight, conv1d.bias, groups=self.sizes["d_qkv"])
+        return F.silu(conv).transpose(1, 2).to(qkv.dtype), new_conv
+
+    def hooked_decay(self, log_alpha: Tensor) -> tuple[Tensor, Tensor]:
+        """log α [batch, pos, H(, d_k)] -> (α through its hook, log α): the library's log α unless a hook
+        changed α; an α edited to 0 stays finite in the chunked form."""
         unedited = log_alpha.exp()
         alpha = self.hook_alpha(unedited.clone())
-        # log α as the library forms it unless a hook changed α; α edited to 0 stays finite in the chunked form
-        log_alpha = torch.where(alpha == unedited, log_alpha, torch.log(alpha).clamp(min=-1e3))
-        inputs = {"q": self.per_value_head(q), "k": self.per_value_head(k), "v": v, "alpha": alpha,
-                  "beta": beta, "log_alpha": log_alpha}
-        s0 = state["state"].to(q.dtype)
+        return alpha, torch.where(alpha == unedited, log_alpha, torch.log(alpha).clamp(min=-1e3))
+
+    def recur(self, inputs: Mapping[str, Tensor], s0: Tensor, fused: bool) -> tuple[Tensor, Tensor]:
+        """The delta rule over inputs q, k, v, alpha, beta, log_alpha [batch, pos, H, ...] from S_{-1} = s0:
+        (o [batch, pos, H, d_v], S_last), the chunked form on the fused path, with the state and o hooked
+        and edits replayed from their position (linear-time edit route)."""
         values, final = run_recurrence(
             self._step, inputs, {"state": s0}, self.hook_points(("state", "o")), self._state_at, ("state",),
             needed=("o",),
@@ -177,11 +172,34 @@ class HookedGatedDeltaNet(AdapterMixer):
                 {name: value[:, start:stop] for name, value in inputs.items()}, before["state"], wanted,
             )) if fused else None,
         )
+        return values["o"], final["state"]
+
+    def gated_output(self, o: Tensor, gate: Tensor, norm: nn.Module, out_proj: nn.Module, dtype: torch.dtype) -> Tensor:
+        """out = W_o (RMSNorm(o) ⊙ w ⊙ gate) per head, normed and out hooked; o, gate [batch, pos, H, d_v]."""
+        weight = norm.weight.to(o.dtype)
+        normed = self.hook_normed(weight * rms_normalize(o, norm.variance_epsilon) * gate)
+        return self.hook_out(out_proj(normed.flatten(2).to(dtype)))  # [batch, pos, d_model]
+
+    def mix(self, x_in: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
+        hf, sz = self.hf, self.sizes
+        batch, pos = x_in.shape[:2]
+        x_in = mask_positions(x_in, mask)
+        query, key, value, z, b, a = hf.fix_query_key_value_ordering(hf.in_proj_qkvz(x_in), hf.in_proj_ba(x_in))
+        qkv = self.hook_qkv(torch.cat([t.reshape(batch, pos, -1) for t in (query, key, value)], dim=-1))
+        mixed, new_conv = self.short_conv(qkv, state["conv"], hf.conv1d)  # [batch, pos, d_qkv]
+        key_dim = sz["n_k_heads"] * sz["d_k"]
+        q_part, k_part, v_part = mixed.split([key_dim, key_dim, sz["n_v_heads"] * sz["d_v"]], dim=-1)
+        q = self.hook_q(l2_normalize(q_part.reshape(batch, pos, -1, sz["d_k"])) * sz["d_k"] ** -0.5)
+        k = self.hook_k(l2_normalize(k_part.reshape(batch, pos, -1, sz["d_k"])))
+        v = self.hook_v(v_part.reshape(batch, pos, -1, sz["d_v"]).to(q.dtype))  # [batch, pos, H, d_v]
+        beta = self.hook_beta(torch.sigmoid(b.to(q.dtype)))  # [batch, pos, H]
+        alpha, log_alpha = self.hooked_decay(-hf.A_log.to(q.dtype).exp() * F.softplus(a.to(q.dtype) + hf.dt_bias))
+        inputs = {"q": self.per_value_head(q), "k": self.per_value_head(k), "v": v, "alpha": alpha,
+                  "beta": beta, "log_alpha": log_alpha}
+        o, final = self.recur(inputs, state["state"].to(q.dtype), fused)
         gate = self.hook_gate(F.silu(z.to(q.dtype)))  # [batch, pos, H, d_v]
-        weight = hf.norm.weight.to(q.dtype)
-        normed = self.hook_normed(weight * rms_normalize(values["o"], hf.norm.variance_epsilon) * gate)
-        out = self.hook_out(hf.out_proj(normed.reshape(batch, pos, -1).to(x_in.dtype)))  # [batch, pos, d_model]
-        return out, {"conv": new_conv, "state": final["state"].to(x_in.dtype)}
+        out = self.gated_output(o, gate, hf.norm, hf.out_proj, x_in.dtype)  # [batch, pos, d_model]
+        return out, {"conv": new_conv, "state": final.to(x_in.dtype)}
 
 
 class HookedGatedAttention(KvCacheMixer):
