@@ -120,6 +120,9 @@ def layer_maps(model: HookedModel, tokens: Tensor | str, mode: str = "exact", ag
     cache = record(model, tokens, layers, mode, memory_budget_bytes)
     out = []
     for layer in layers:
+        if gradients is None:  # stages inside the layer before its own map (Zamba2's shared attention)
+            for stage in getattr(family, "pre_layer_forms", lambda *_: [])(model, cache, layer):
+                out.append(attend(stage, aggregate=aggregate, memory_budget_bytes=memory_budget_bytes)[0])
         form = family.form(model, cache, layer, mode)
         if gradients is None:
             maps, _ = attend(form, aggregate=aggregate, memory_budget_bytes=memory_budget_bytes)
