@@ -1,5 +1,5 @@
-"""Mamba-2 hybrids (Bamba, GraniteMoeHybrid, NemotronH, Falcon-H1, Zamba2): the cost of recording every state over the library's
-own forward, on CPU, side by side in one run.
+"""Mamba-2 hybrids (Bamba, GraniteMoeHybrid, NemotronH, Falcon-H1, Zamba2): the cost of recording every state
+over the library's own forward, on CPU, side by side in one run.
 
 Per family a random model of d_model 256 with three Mamba-2 layers (8 heads of 64, d_state 32, one group)
 and one attention layer (4 query / 2 key-value heads of 64) in float32 (NemotronH: each followed by an
