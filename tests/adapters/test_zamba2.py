@@ -13,7 +13,7 @@ import torch
 
 from workbench.adapters import from_transformers
 from workbench.analysis.implicit_attention.api import implicit_attention, record
-from workbench.analysis.implicit_attention.attribution import attribute, layer_maps
+from workbench.analysis.implicit_attention.attribution import attribute, layer_maps, output_gradients
 from workbench.analysis.implicit_attention.mamba2_hybrid import shared_attention_form
 
 from .conftest import _zamba2, _zamba2_cache_states, tiny, tokens
@@ -143,8 +143,32 @@ def test_implicit_attention_of_a_hybrid_layer_and_its_shared_attention(zamba2_64
     torch.testing.assert_close(reproduced, form.output, atol=1e-10, rtol=1e-10)
     assert form.state_part.abs().max() > 1e-6
     assert len(layer_maps(model, ids)) == len(model.blocks) + len(HYBRID_LAYERS)
-    scores = attribute(model, ids, method="rollout", query=7)
-    assert scores.shape == (2, 9) and torch.isfinite(scores).all() and scores[:, :8].abs().sum() > 0
+    for method in ("rollout", "attr"):
+        scores = attribute(model, ids, method=method, query=7)
+        assert scores.shape == (2, 9) and torch.isfinite(scores[:, :8]).all() and scores[:, :8].abs().sum() > 0
+
+
+def test_the_shared_attentions_gradient_weighting_is_the_gradient_at_z(zamba2_64):
+    """`attr` weighs a depth's shared-attention map by ∂target/∂hook_out through W_o: autograd's ∂target/∂z."""
+    _, model = zamba2_64
+    ids, layer = tokens(1, 9, seed=50), 3
+    names = [f"blocks.{layer}.shared_attn.hook_{q}" for q in ("z", "out")]
+    gradients, _, _ = output_gradients(model, ids, 8, ids[:, 0], [layer], [names[1]])
+    store = {}
+
+    def keep(tensor, hook):
+        store[hook.name] = tensor
+        return tensor
+
+    with torch.enable_grad(), model.hooks(fwd_hooks=[(n, keep) for n in names]):
+        logp = torch.log_softmax(model(ids)[:, 8].float(), -1)[:, ids[0, 0]].sum()  # as output_gradients
+        (grad_z,) = torch.autograd.grad(logp, store[names[0]])
+    cache = record(model, ids, [layer], "exact")
+    form = shared_attention_form(model, cache, layer)
+    got = (gradients[names[1]] @ form.projection).transpose(1, 2)  # [1, H·P, L]
+    torch.testing.assert_close(got, grad_z.flatten(2).transpose(1, 2), atol=1e-12, rtol=1e-10)
+    weighted = layer_maps(model, ids, gradients=gradients, layers=[layer])  # the shared attention's, the Mamba-2's
+    assert len(weighted) == 2 and torch.isfinite(weighted[0]).all() and weighted[0].abs().sum() > 0
 
 
 def test_without_rope_or_attention_lora_the_library_is_matched(without_rope):

@@ -12,7 +12,8 @@ Zamba2: every layer's map is its Mamba-2 mixer's; a hybrid layer's shared attent
 applies it as a stage before that layer's Mamba-2 map (`pre_layer_forms`). That is a further
 approximation: the attention's output reaches the Mamba-2 input through the shared MLP and the layer's
 linear, not the residual, and the embedding half of its input is treated as the residual stream. The
-gradient-weighted rollout (`attr`) composes the Mamba-2 maps only.
+gradient-weighted rollout (`attr`) weights it by the gradient at `blocks.{l}.shared_attn.hook_out`
+(`pre_layer_outputs`).
 """
 
 from __future__ import annotations
@@ -92,6 +93,11 @@ class Mamba2Hybrid:
         if model.layer_types[layer] != "hybrid":
             return []
         return [shared_attention_form(model, cache, layer)]
+
+    @staticmethod
+    def pre_layer_outputs(model: HookedModel, layer: int) -> list[str]:
+        """The hooks at the outputs (W_o z) of `pre_layer_forms`: their gradient times W_o weighs those maps."""
+        return [f"blocks.{layer}.shared_attn.hook_out"] if model.layer_types[layer] == "hybrid" else []
 
     @staticmethod
     def hook_names(layer: int, mode: str, model: HookedModel | None = None) -> list[str]:
