@@ -17,6 +17,7 @@ from workbench.analysis.implicit_attention.attribution import attribute, layer_m
 from workbench.analysis.implicit_attention.mamba2_hybrid import shared_attention_form
 
 from .conftest import _zamba2, _zamba2_cache_states, tiny, tokens
+from .shared_checks import caches_on_both_paths_in_float64
 
 HYBRID_LAYERS = (1, 2, 3)
 
@@ -39,16 +40,10 @@ def test_every_hook_agrees_on_both_paths_in_float64(zamba2_64):
     """The library runs its norms and SSD scan in float32 whatever the dtype, so in float64 it is matched to
     ~1e-7; our two paths keep float64 and agree to 1e-10 on every hook, each shared-attention use included."""
     hf, model = zamba2_64
-    ids = tokens(2, 13, seed=41)
-    with torch.no_grad():
-        caches = {p: model.run_with_cache(ids, path=p)[1] for p in ("reference", "fused")}
-        error = (model(ids) - hf(ids).logits).abs().max()
-    assert error < 1e-6
+    caches = caches_on_both_paths_in_float64(hf, model, tokens(2, 13, seed=41))
     for layer in HYBRID_LAYERS:
         assert f"blocks.{layer}.shared_attn.hook_pattern" in caches["fused"]
     assert "blocks.0.shared_attn.hook_pattern" not in caches["fused"]
-    for name, value in caches["reference"].items():
-        torch.testing.assert_close(caches["fused"][name], value, atol=1e-10, rtol=1e-10, msg=name)
 
 
 def test_each_depth_adds_its_own_lora_to_the_tied_projections(zamba2_64):

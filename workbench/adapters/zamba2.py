@@ -156,10 +156,6 @@ class HookedZamba2(HookedMamba2Hybrid):
         adapters and KV cache are its own)."""
         return {layer: self.blocks[layer].depth % self.hf_config.num_mem_blocks for layer in self.hybrid_layers}
 
-    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
-        """With the attention layers' key axis: no cached keys, so `key_pos` = `pos`."""
-        return {**super().dimension_sizes(batch, pos), "past": 0, "key_pos": pos}
-
     def block_inputs(self, block: nn.Module, embedding: Tensor) -> dict[str, Tensor]:
         """Hybrid blocks read the embedding (after `hook_embed`) beside the residual stream."""
         return {"embedding": embedding} if isinstance(block, Zamba2HybridBlock) else {}
