@@ -1,10 +1,11 @@
-"""Mamba-2 hybrids (Bamba, GraniteMoeHybrid, NemotronH, Falcon-H1): the cost of recording every state over the library's
-own forward, on CPU, side by side in one run.
+"""Mamba-2 hybrids (Bamba, GraniteMoeHybrid, NemotronH, Falcon-H1, Zamba2): the cost of recording every state
+over the library's own forward, on CPU, side by side in one run.
 
 Per family a random model of d_model 256 with three Mamba-2 layers (8 heads of 64, d_state 32, one group)
 and one attention layer (4 query / 2 key-value heads of 64) in float32 (NemotronH: each followed by an
 MLP block; Granite: by a mixture of 8 experts, top 2, plus its shared MLP; Falcon-H1: four blocks each
-running Mamba-2 and attention in parallel); best of 5 after a warm-up:
+running Mamba-2 and attention in parallel; Zamba2: four Mamba-2 layers, layers 1 and 3 running the one
+shared block first, 4 heads of 128, LoRA rank 8 per depth); best of 5 after a warm-up:
 the library's forward, ours (fused path) without hooks, ours recording every recurrent state (each
 Mamba-2 layer's s_t and each attention layer's keys and values) and ours recording every hook.
 Ratio = time / the library's. Run:
@@ -42,6 +43,13 @@ def build(family: str) -> torch.nn.Module:
         model = transformers.GraniteMoeHybridForCausalLM(config).eval()
         model.config._experts_implementation = "eager"
         return model
+    if family == "zamba2":  # four Mamba-2 layers; layers 1 and 3 run the shared transformer block first
+        config = transformers.Zamba2Config(
+            vocab_size=1000, hidden_size=256, num_attention_heads=4, num_key_value_heads=4, n_mamba_heads=8,
+            mamba_ngroups=1, mamba_d_state=32, mamba_d_conv=4, mamba_expand=2, chunk_size=128,
+            intermediate_size=512, num_hidden_layers=4, num_mem_blocks=1, use_shared_attention_adapter=True,
+            adapter_rank=8, layers_block_type=["linear_attention", "hybrid", "linear_attention", "hybrid"])
+        return transformers.Zamba2ForCausalLM(config).eval()
     if family == "falcon_h1":  # four blocks, each Mamba-2 and attention in parallel
         config = transformers.FalconH1Config(**COMMON, **MAMBA, mamba_d_ssm=512, head_dim=64, intermediate_size=512,
                                              num_hidden_layers=4)
@@ -82,7 +90,8 @@ def measure(family: str, ids: torch.Tensor) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--length", type=int, default=512)
-    parser.add_argument("--families", nargs="+", default=["bamba", "granitemoehybrid", "nemotron_h", "falcon_h1"])
+    parser.add_argument("--families", nargs="+", default=["bamba", "granitemoehybrid", "nemotron_h", "falcon_h1",
+                                                               "zamba2"])
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     ids = torch.randint(0, 1000, (1, args.length), generator=torch.Generator().manual_seed(0))

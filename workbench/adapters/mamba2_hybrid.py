@@ -53,16 +53,22 @@ class HookedRopeAttention(HookedGatedAttention):
             "v": (KV_CACHE, "the values read so far (KV cache)"),
         }
 
+    def project(self, x_in: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x [batch, pos, d_in] -> q [batch, pos, n_heads · d_head], k, v [batch, pos, n_kv_heads · d_head]
+        (Zamba2 adds its per-depth LoRA adapters here)."""
+        return self.hf.q_proj(x_in), self.hf.k_proj(x_in), self.hf.v_proj(x_in)
+
     def mix(self, x_in: Tensor, state: Mapping[str, Tensor], fused: bool,
             mask: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
         hf, sz = self.hf, self.sizes
         batch, pos = x_in.shape[:2]
         heads, kv_heads, d_head = sz["n_attn_heads"], sz["n_kv_heads"], sz["d_attn_head"]
         self.last_kernel = "full attention (no recurrence)"
-        q = self.hook_q(hf.q_proj(x_in).view(batch, pos, heads, d_head))  # [batch, pos, n_heads, d_head]
-        k = hf.k_proj(x_in).view(batch, pos, kv_heads, d_head)
+        q, k, v = self.project(x_in)
+        q = self.hook_q(q.view(batch, pos, heads, d_head))  # [batch, pos, n_heads, d_head]
+        k = k.view(batch, pos, kv_heads, d_head)
         k = self.hook_k(k * self.key_scale if self.key_scale != 1.0 else k)
-        v = self.hook_v(hf.v_proj(x_in).view(batch, pos, kv_heads, d_head))
+        v = self.hook_v(v.view(batch, pos, kv_heads, d_head))
         q, k = self.rotate_at(q, k, v, state["k"].shape[2])
         z, cache = self.attend(q, k, v, state, mask, hf.scaling)  # z [batch, pos, n_heads, d_head]
         out = self.hook_out(hf.o_proj(z.reshape(batch, pos, -1)))  # [batch, pos, d_model]

@@ -85,11 +85,12 @@ def default_targets(model: HookedModel, tokens: Tensor, query: int) -> Tensor:
         return model(tokens)[:, query].argmax(-1)
 
 
-def output_gradients(model: HookedModel, tokens: Tensor, query: int, target: Tensor,
-                     layers: Sequence[int]) -> tuple[dict[int, Tensor], Tensor, Tensor]:
-    """∂ log p(target | query) w.r.t. each layer's hook_out [b, L, d_model] and the embeddings.
+def output_gradients(model: HookedModel, tokens: Tensor, query: int, target: Tensor, layers: Sequence[int],
+                     extra_hooks: Sequence[str] = ()) -> tuple[dict[int | str, Tensor], Tensor, Tensor]:
+    """∂ log p(target | query) w.r.t. each layer's hook_out [b, L, d_model], the `extra_hooks` (by name:
+    Zamba2's shared attention outputs) and the embeddings.
 
-    Returns (grads by layer, gradient × input [b, L], log-probabilities [b]).
+    Returns (grads by layer and extra hook name, gradient × input [b, L], log-probabilities [b]).
     """
     store: dict[str, Tensor] = {}
 
@@ -97,14 +98,15 @@ def output_gradients(model: HookedModel, tokens: Tensor, query: int, target: Ten
         store[hook.name] = tensor
         return tensor
 
-    names = ["hook_embed"] + [get_act_name("out", layer) for layer in layers]
+    names = ["hook_embed"] + [get_act_name("out", layer) for layer in layers] + list(extra_hooks)
     with torch.enable_grad(), model.hooks(fwd_hooks=[(n, keep) for n in names]):
         logits = model(tokens)  # [b, L, d_vocab]
         logp = torch.log_softmax(logits[:, query].float(), -1).gather(-1, target[:, None])[:, 0]
         grads = torch.autograd.grad(logp.sum(), [store[n] for n in names])
     embed_grad, layer_grads = grads[0], grads[1:]
     gxi = (embed_grad * store["hook_embed"]).sum(-1).detach()  # [b, L]
-    return dict(zip(layers, (g.detach() for g in layer_grads), strict=True)), gxi, logp.detach()
+    keys: list[int | str] = [*layers, *extra_hooks]
+    return dict(zip(keys, (g.detach() for g in layer_grads), strict=True)), gxi, logp.detach()
 
 
 def layer_maps(model: HookedModel, tokens: Tensor | str, mode: str = "exact", aggregate: str = "norm",
@@ -112,7 +114,9 @@ def layer_maps(model: HookedModel, tokens: Tensor | str, mode: str = "exact", ag
                memory_budget_bytes: int | None = None) -> list[Tensor]:
     """Channel-aggregated maps [b, L, L] of every layer from one forward pass.
 
-    With `gradients` (per layer, ∂target/∂hook_out), the gradient-weighted maps E_c[(∇Ã ⊙ Ã)^+].
+    With `gradients` (per layer, ∂target/∂hook_out), the gradient-weighted maps E_c[(∇Ã ⊙ Ã)^+]. A family's
+    `pre_layer_forms` (maps inside a layer before its own) come first, weighted by the gradients at their
+    `pre_layer_outputs` through their output projection.
     """
     family = family_of(model)
     tokens = to_tokens(model, tokens)
@@ -120,6 +124,14 @@ def layer_maps(model: HookedModel, tokens: Tensor | str, mode: str = "exact", ag
     cache = record(model, tokens, layers, mode, memory_budget_bytes)
     out = []
     for layer in layers:
+        stages = getattr(family, "pre_layer_forms", lambda *_: [])(model, cache, layer)
+        outputs = getattr(family, "pre_layer_outputs", lambda *_: [])(model, layer)
+        for stage, output in zip(stages, outputs, strict=True):  # inside the layer, before its own map
+            if gradients is None:
+                out.append(attend(stage, aggregate=aggregate, memory_budget_bytes=memory_budget_bytes)[0])
+                continue
+            g = (gradients[output].to(stage.value.dtype) @ stage.projection).transpose(1, 2)  # [b, H·P, L]
+            out.append(attend(stage, aggregate="gradient", query_weight=g, memory_budget_bytes=memory_budget_bytes)[0])
         form = family.form(model, cache, layer, mode)
         if gradients is None:
             maps, _ = attend(form, aggregate=aggregate, memory_budget_bytes=memory_budget_bytes)
@@ -161,7 +173,9 @@ def attribute(model: HookedModel, tokens: Tensor | str, method: str = "attr", qu
         return rollout(maps)[:, query].float().cpu()
     target = default_targets(model, tokens, query) if target is None else target.to(tokens.device)
     layers = list(range(len(model.blocks)))
-    grads, gxi, _ = output_gradients(model, tokens, query, target, layers)
+    stage_outputs = getattr(family_of(model), "pre_layer_outputs", lambda *_: [])
+    extra = [name for layer in layers for name in stage_outputs(model, layer)]
+    grads, gxi, _ = output_gradients(model, tokens, query, target, layers, extra)
     if method.startswith("grad_x_input"):
         scores = gxi.float().cpu()
         scores = scores.abs() if method.endswith("_abs") else scores
