@@ -1,10 +1,11 @@
-"""Every hybrid family (Mamba-2: Bamba, GraniteMoeHybrid, NemotronH, Falcon-H1; Mamba-1: Jamba, Zamba; LFM2):
+"""Every hybrid (Mamba-2: Bamba, GraniteMoeHybrid, NemotronH, Falcon-H1, Zamba2; Mamba-1: Jamba, Zamba; LFM2):
 the cost of recording every state over the library's own forward, on CPU, side by side in one run.
 
 Per family a random model of d_model 256 in float32, batch 1. Mamba-2 hybrids: three Mamba-2 layers (8 heads
 of 64, d_state 32, one group) and one attention layer (4 query / 2 key-value heads of 64) (NemotronH: each
 followed by an MLP block; Granite: by a mixture of 8 experts, top 2, plus its shared MLP; Falcon-H1: four
-blocks each running Mamba-2 and attention in parallel). Jamba: three Mamba layers and one attention layer,
+blocks each running Mamba-2 and attention in parallel; Zamba2: four Mamba-2 layers, layers 1 and 3 running
+the one shared block first, 4 heads of 128, LoRA rank 8 per depth). Jamba: three Mamba layers and one attention layer,
 one mixture-of-experts layer of 8 experts, top 2; Zamba: two Mamba layers and two hybrid layers sharing the
 attention block; LFM2: three short-conv layers and one attention layer.
 
@@ -36,7 +37,7 @@ MAMBA = {"mamba_d_head": 64, "mamba_n_groups": 1, "mamba_d_state": 32, "mamba_d_
          "mamba_chunk_size": 128, "mamba_n_heads": 8}
 COMMON = {"vocab_size": VOCAB, "hidden_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2}
 KINDS = ["linear_attention", "linear_attention", "linear_attention", "full_attention"]
-FAMILIES = ["bamba", "granitemoehybrid", "nemotron_h", "falcon_h1", "jamba", "zamba", "lfm2"]
+FAMILIES = ["bamba", "granitemoehybrid", "nemotron_h", "falcon_h1", "zamba2", "jamba", "zamba", "lfm2"]
 STATE_HOOKS = ("mixer.hook_state", ".hook_k", ".hook_v")
 CALLS = ["library forward", "ours, fused, no hooks", "ours, fused, recording every state",
          "ours, fused, recording every hook"]
@@ -56,6 +57,13 @@ def build(family: str) -> torch.nn.Module:
         model = transformers.GraniteMoeHybridForCausalLM(config).eval()
         model.config._experts_implementation = "eager"
         return model
+    if family == "zamba2":  # four Mamba-2 layers; layers 1 and 3 run the shared transformer block first
+        config = transformers.Zamba2Config(
+            vocab_size=VOCAB, hidden_size=256, num_attention_heads=4, num_key_value_heads=4, n_mamba_heads=8,
+            mamba_ngroups=1, mamba_d_state=32, mamba_d_conv=4, mamba_expand=2, chunk_size=128,
+            intermediate_size=512, num_hidden_layers=4, num_mem_blocks=1, use_shared_attention_adapter=True,
+            adapter_rank=8, layers_block_type=["linear_attention", "hybrid", "linear_attention", "hybrid"])
+        return transformers.Zamba2ForCausalLM(config).eval()
     if family == "falcon_h1":  # four blocks, each Mamba-2 and attention in parallel
         config = transformers.FalconH1Config(**COMMON, **MAMBA, mamba_d_ssm=512, head_dim=64, intermediate_size=512,
                                              num_hidden_layers=4)

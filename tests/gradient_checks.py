@@ -84,3 +84,26 @@ def check_every_gradient(model, tokens, monkeypatch, return_type="loss", atol: f
             torch.testing.assert_close(cache[key], expected, atol=atol, rtol=atol, msg=f"{path} {name}")
     torch.testing.assert_close(results["fused"][0], results["reference"][0], atol=atol, rtol=atol)
     return results
+
+
+def gradients_at_output_and_quantity(model, ids: Tensor, layer: int, quantity: str,
+                                     position: int = 8, target: int = 3) -> tuple[Tensor, Tensor]:
+    """(∂log p/∂ blocks.{layer}.mixer.hook_out, ∂log p/∂ hook_{quantity}) of one next-token log-probability,
+    the first by autograd, the second as a backward hook sees it, in the same run; for the implicit-attention
+    families' `output_grad`, which must map the first to the second."""
+    store: dict[str, Tensor] = {}
+
+    def keep(tensor: Tensor, hook) -> Tensor:
+        store["out"] = tensor
+        return tensor
+
+    def keep_grad(grad: Tensor, hook) -> None:
+        store["grad"] = grad
+
+    with torch.enable_grad(), model.hooks(fwd_hooks=[(f"blocks.{layer}.mixer.hook_out", keep)],
+                                          bwd_hooks=[(f"blocks.{layer}.mixer.hook_{quantity}", keep_grad)]):
+        logp = torch.log_softmax(model(ids)[:, position], -1)[:, target].sum()
+        (grad_out,) = torch.autograd.grad(logp, store["out"], retain_graph=True)
+        logp.backward()
+    model.zero_grad(set_to_none=True)
+    return grad_out, store["grad"]

@@ -369,6 +369,41 @@ def _zamba_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str
     return states
 
 
+def _zamba2(rope: bool = True) -> torch.nn.Module:
+    config, model = _require("Zamba2Config", "Zamba2ForCausalLM")
+    # layer 0: Mamba-2 (8 heads of odd size 3 in 2 groups, chunk 5 that divides no test length); layers 1-3:
+    # hybrid, the two shared blocks reused in turn (layers 1 and 3 share block 0), LoRA rank 3 on q, k, v
+    # and the MLP per depth, RoPE on 4 heads of size 6 (the library's adapters need as many key/value heads).
+    # Without RoPE (`rope=False`): no attention adapters, 8 heads of odd size 3 on 4 key/value heads, one block.
+    heads = {"num_attention_heads": 4, "num_key_value_heads": 4} if rope else {
+        "num_attention_heads": 8, "num_key_value_heads": 4}
+    hf = model(config(vocab_size=50, hidden_size=12, intermediate_size=20, num_hidden_layers=4, **heads,
+                      n_mamba_heads=8, mamba_ngroups=2, mamba_d_state=5, mamba_d_conv=4, mamba_expand=2,
+                      chunk_size=5, layers_block_type=["linear_attention", "hybrid", "hybrid", "hybrid"],
+                      num_mem_blocks=2 if rope else 1, use_shared_attention_adapter=rope, adapter_rank=3,
+                      use_mem_rope=rope, rope_parameters={"rope_type": "default", "rope_theta": 100.0}))
+    with torch.no_grad():  # norms away from ones; projections, LoRA (init std 0.02) and the shared
+        for name, parameter in hf.named_parameters():  # block's linear large enough to move the logits
+            if "norm" in name and name.endswith("weight"):
+                parameter.normal_(1.0, 0.3)
+            elif "adapter" in name or name.endswith(("linear.weight", "proj.weight")):
+                parameter.normal_(0.0, 0.15 if "adapter" in name else 0.1)
+    return hf
+
+
+def _zamba2_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """The library's cache: every layer's conv window and SSM state, and the hybrid layers' own keys and
+    values of their use of the shared attention."""
+    cache = hf(ids, use_cache=True).cache
+    states = []
+    for layer, kind in enumerate(hf.config.layers_block_type):
+        state = {"conv": cache.get_conv_state(layer)[..., 1:], "state": cache.get_recurrent_state(layer)}
+        if kind == "hybrid":
+            state.update(k=cache.layers[layer].keys, v=cache.layers[layer].values)
+        states.append(state)
+    return states
+
+
 def _lfm2() -> torch.nn.Module:
     config, model = _require("Lfm2Config", "Lfm2ForCausalLM")
     # layers 0, 1: gated short convolutions (window L = 3, with biases); layer 2: attention (3 query heads
@@ -430,6 +465,8 @@ FAMILIES = {
                     float64_logits=_library_logits, float64_tolerance=1e-6),
     "zamba": Family("zamba", "ZambaForCausalLM", _zamba, "state", _zamba_cache_states,
                     float64_logits=_library_logits, float64_tolerance=1e-6),
+    "zamba2": Family("zamba2", "Zamba2ForCausalLM", _zamba2, "state", _zamba2_cache_states,
+                     float64_logits=_library_logits, float64_tolerance=1e-6),
     "lfm2": Family("lfm2", "Lfm2ForCausalLM", _lfm2, "state", _lfm2_cache_states, state_lag=1,
                    state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
 }

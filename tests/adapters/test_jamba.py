@@ -15,6 +15,7 @@ from workbench.analysis.implicit_attention.api import implicit_attention
 from workbench.analysis.implicit_attention.attribution import attribute
 
 from .conftest import tiny, tokens
+from .shared_checks import caches_on_both_paths_in_float64
 
 MAMBA_LAYERS, ATTENTION_LAYER, MOE_LAYER = (0, 1), 2, 1
 
@@ -30,12 +31,7 @@ def test_every_hook_agrees_on_both_paths_in_float64(jamba64):
     (conftest); our two paths keep float64 and agree to 1e-10 on every hook."""
     hf, model = jamba64
     ids = tokens(2, 13, seed=31)
-    with torch.no_grad():
-        caches = {p: model.run_with_cache(ids, path=p)[1] for p in ("reference", "fused")}
-        error = (model(ids) - hf(ids).logits).abs().max()
-    assert error < 1e-6
-    for name, value in caches["reference"].items():
-        torch.testing.assert_close(caches["fused"][name], value, atol=1e-10, rtol=1e-10, msg=name)
+    caches_on_both_paths_in_float64(hf, model, ids)
 
 
 def test_delta_B_C_hooks_hold_jambas_normalised_values():

@@ -15,7 +15,9 @@ from workbench.analysis.implicit_attention.api import record
 from workbench.analysis.implicit_attention.evaluation import jacobian
 from workbench.analysis.implicit_attention.kimi_linear import KimiLinear
 
+from ..gradient_checks import gradients_at_output_and_quantity
 from .conftest import tiny, tokens
+from .shared_checks import check_pattern_is_causal_and_the_cache_continues_it
 
 KDA_LAYERS = (0, 1)
 
@@ -78,17 +80,8 @@ def test_recorded_states_follow_kda_with_a_per_channel_decay(model64):
 
 def test_latent_attention_is_causal_and_its_latent_cache_continues_it(model64):
     ids = tokens(2, 8, seed=46)
-    with torch.no_grad():
-        full, cache = model64.run_with_cache(ids)
-        pattern = cache["blocks.2.mixer.hook_pattern"]  # [2, 8, n_heads, 8]
-        _, state = model64(ids[:, :5], return_state=True)
-        rest, rest_cache = model64.run_with_cache(ids[:, 5:], initial_state=state)
-    for t in range(8):
-        assert torch.all(pattern[:, t, :, t + 1:] == 0)
-    torch.testing.assert_close(pattern.sum(-1), torch.ones(pattern.shape[:-1], dtype=pattern.dtype))
+    state = check_pattern_is_causal_and_the_cache_continues_it(model64, ids, layer=2, split=5)
     assert tuple(state[2]["latent"].shape) == (2, 1, 5, model64.sizes["kv_lora_rank"])
-    torch.testing.assert_close(rest, full[:, 5:], atol=1e-10, rtol=1e-10)
-    torch.testing.assert_close(rest_cache["blocks.2.mixer.hook_pattern"], pattern[:, 5:], atol=1e-10, rtol=1e-10)
 
 
 def test_routing_is_the_librarys_and_a_router_edit_reroutes():
@@ -139,24 +132,10 @@ def test_implicit_attention_reconstructs_each_layer_with_the_state_in_the_bias(m
 def test_output_gradient_is_the_gradient_at_the_forms_output(model64, layer):
     ids = tokens(1, 9, seed=50)
     quantity = "o" if layer == 1 else "z"
-    store = {}
-
-    def keep(tensor, hook):
-        store["out"] = tensor
-        return tensor
-
-    def keep_grad(grad, hook):
-        store["grad"] = grad
-
-    with torch.enable_grad(), model64.hooks(fwd_hooks=[(f"blocks.{layer}.mixer.hook_out", keep)],
-                                            bwd_hooks=[(f"blocks.{layer}.mixer.hook_{quantity}", keep_grad)]):
-        logp = torch.log_softmax(model64(ids)[:, 8], -1)[:, 3].sum()
-        (grad_out,) = torch.autograd.grad(logp, store["out"], retain_graph=True)
-        logp.backward()
-    model64.zero_grad(set_to_none=True)
+    grad_out, grad_at = gradients_at_output_and_quantity(model64, ids, layer, quantity)
     cache = record(model64, ids, [layer], "exact")
     got = KimiLinear.output_grad(model64, layer, "exact", grad_out, cache)  # [b, d, L]
-    torch.testing.assert_close(got, store["grad"].flatten(2).transpose(1, 2), atol=1e-13, rtol=1e-10)
+    torch.testing.assert_close(got, grad_at.flatten(2).transpose(1, 2), atol=1e-13, rtol=1e-10)
 
 
 def test_rollout_runs_across_the_hybrid_stack(model64):

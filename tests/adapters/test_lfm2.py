@@ -15,6 +15,7 @@ from workbench.analysis.implicit_attention.attribution import attribute
 from workbench.analysis.implicit_attention.evaluation import jacobian
 
 from .conftest import tiny, tokens
+from .shared_checks import caches_on_both_paths_in_float64
 
 CONV_LAYERS, ATTENTION_LAYER = (0, 1), 2
 
@@ -30,12 +31,7 @@ def test_every_hook_agrees_on_both_paths_in_float64(lfm2_64):
     float64 and agree to 1e-10 on every hook."""
     hf, model = lfm2_64
     ids = tokens(2, 13, seed=51)
-    with torch.no_grad():
-        caches = {p: model.run_with_cache(ids, path=p)[1] for p in ("reference", "fused")}
-        error = (model(ids) - hf(ids).logits).abs().max()
-    assert error < 1e-6
-    for name, value in caches["reference"].items():
-        torch.testing.assert_close(caches["fused"][name], value, atol=1e-10, rtol=1e-10, msg=name)
+    caches_on_both_paths_in_float64(hf, model, ids)
 
 
 def test_gates_window_state_and_conv_follow_the_short_convolution(lfm2_64):

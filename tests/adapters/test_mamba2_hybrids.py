@@ -16,6 +16,7 @@ from workbench.analysis.implicit_attention.api import record
 from workbench.analysis.implicit_attention.evaluation import jacobian
 from workbench.analysis.implicit_attention.mamba2_hybrid import Mamba2Hybrid
 
+from ..gradient_checks import gradients_at_output_and_quantity
 from .conftest import tiny, tokens
 
 HYBRIDS = ["bamba", "granitemoehybrid", "nemotron_h"]
@@ -110,23 +111,10 @@ def test_output_gradient_of_an_attention_layer_is_the_gradient_at_z(hybrid):
     _, model = hybrid
     layer = attention_layers(model)[0]
     ids = tokens(1, 9, seed=47)
-    store = {}
-
-    def keep(tensor, hook):
-        store["out"] = tensor
-        return tensor
-
-    def keep_grad(grad, hook):
-        store["grad"] = grad
-
-    with torch.enable_grad(), model.hooks(fwd_hooks=[(f"blocks.{layer}.mixer.hook_out", keep)],
-                                          bwd_hooks=[(f"blocks.{layer}.mixer.hook_z", keep_grad)]):
-        logp = torch.log_softmax(model(ids)[:, 8], -1)[:, 3].sum()
-        (grad_out,) = torch.autograd.grad(logp, store["out"], retain_graph=True)
-        logp.backward()
+    grad_out, grad_at = gradients_at_output_and_quantity(model, ids, layer, "z")
     cache = record(model, ids, [layer], "exact")
     got = Mamba2Hybrid.output_grad(model, layer, "exact", grad_out, cache)  # [b, d, L]
-    torch.testing.assert_close(got, store["grad"].flatten(2).transpose(1, 2), atol=1e-13, rtol=1e-10)
+    torch.testing.assert_close(got, grad_at.flatten(2).transpose(1, 2), atol=1e-13, rtol=1e-10)
 
 
 def test_memory_budget_counts_the_ssm_state_and_the_attention_pattern(hybrid):

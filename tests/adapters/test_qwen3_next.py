@@ -13,6 +13,7 @@ from workbench.adapters import from_transformers
 from workbench.kernels.delta_rule import chunked_delta_rule
 
 from .conftest import tiny, tokens
+from .shared_checks import check_pattern_is_causal_and_the_cache_continues_it
 
 DELTA_LAYERS = (0, 1)
 
@@ -84,17 +85,8 @@ def test_hook_table_and_memory_budget_count_the_matrix_state():
 def test_attention_pattern_is_causal_and_normalised_and_the_kv_cache_continues_it():
     model = from_transformers(tiny("qwen3_next", torch.float64))
     ids = tokens(2, 8, seed=27)
-    with torch.no_grad():
-        full, cache = model.run_with_cache(ids)
-        pattern = cache["blocks.2.mixer.hook_pattern"]  # [2, 8, n_heads, 8]
-        _, state = model(ids[:, :5], return_state=True)
-        rest, rest_cache = model.run_with_cache(ids[:, 5:], initial_state=state)
-    for t in range(8):
-        assert torch.all(pattern[:, t, :, t + 1:] == 0)
-    torch.testing.assert_close(pattern.sum(-1), torch.ones(pattern.shape[:-1], dtype=pattern.dtype))
+    state = check_pattern_is_causal_and_the_cache_continues_it(model, ids, layer=2, split=5)
     assert tuple(state[2]["k"].shape) == (2, model.sizes["n_kv_heads"], 5, model.sizes["d_head"])
-    torch.testing.assert_close(rest, full[:, 5:], atol=1e-10, rtol=1e-10)
-    torch.testing.assert_close(rest_cache["blocks.2.mixer.hook_pattern"], pattern[:, 5:], atol=1e-10, rtol=1e-10)
 
 
 def test_an_alpha_edit_at_t_acts_from_t_on_both_paths():

@@ -15,6 +15,7 @@ from workbench.analysis.implicit_attention.api import implicit_attention
 from workbench.analysis.implicit_attention.attribution import attribute
 
 from .conftest import tiny, tokens
+from .shared_checks import caches_on_both_paths_in_float64
 
 HYBRID_LAYERS = (2, 3)
 
@@ -30,13 +31,8 @@ def test_every_hook_agrees_on_both_paths_in_float64(zamba64):
     our two paths keep float64 and agree to 1e-10 on every hook, the shared block's included."""
     hf, model = zamba64
     ids = tokens(2, 13, seed=41)
-    with torch.no_grad():
-        caches = {p: model.run_with_cache(ids, path=p)[1] for p in ("reference", "fused")}
-        error = (model(ids) - hf(ids).logits).abs().max()
-    assert error < 1e-6
+    caches = caches_on_both_paths_in_float64(hf, model, ids)
     assert "blocks.2.attn.hook_pattern" in caches["fused"] and "blocks.0.attn.hook_pattern" not in caches["fused"]
-    for name, value in caches["reference"].items():
-        torch.testing.assert_close(caches["fused"][name], value, atol=1e-10, rtol=1e-10, msg=name)
 
 
 def test_B_C_and_delta_are_per_mamba_head():
@@ -114,9 +110,9 @@ def test_the_rollout_composes_the_shared_attention_before_each_hybrid_layers_mam
     an earlier call in the bias, equal to its Jacobian), then its Mamba map; the stack rollout composes all
     six, and the attention maps change it."""
     from workbench.analysis.implicit_attention.api import record
-    from workbench.analysis.implicit_attention.attribution import block_forms, layer_maps, rollout
+    from workbench.analysis.implicit_attention.attribution import layer_maps, rollout
     from workbench.analysis.implicit_attention.evaluation import jacobian
-    from workbench.analysis.implicit_attention.form import LinearForm
+    from workbench.analysis.implicit_attention.hybrid import MambaHybrid
 
     _, model = zamba64
     ids = tokens(2, 9, seed=47)
@@ -124,19 +120,14 @@ def test_the_rollout_composes_the_shared_attention_before_each_hybrid_layers_mam
         _, state = model(tokens(2, 4, seed=48), return_state=True)
     cache = record(model, ids, range(4), "exact", initial_state=state)
     for layer in range(4):
-        forms = block_forms(model, cache, layer, "exact")
-        assert [type(f).__name__ for f, _, _ in forms] == (
-            ["FullAttentionForm", "LinearForm"] if layer in HYBRID_LAYERS else ["LinearForm"])
-        shared = forms[0][0]
-        if layer in HYBRID_LAYERS:
-            assert forms[0][1] == f"blocks.{layer}.attn.hook_out"
+        stages = MambaHybrid.pre_layer_forms(model, cache, layer)
+        assert len(stages) == (1 if layer in HYBRID_LAYERS else 0)
+        for shared in stages:
             rebuilt = (shared.core() @ shared.value[..., None])[..., 0] + shared.state_part  # [b, H·P, L]
             torch.testing.assert_close(rebuilt, cache[f"blocks.{layer}.attn.hook_z"].flatten(2).transpose(1, 2),
                                        atol=1e-10, rtol=1e-10)
             assert shared.state_part.abs().max() > 1e-6  # the KV cache does contribute
             torch.testing.assert_close(jacobian(shared), shared.core(), atol=1e-10, rtol=1e-10)
-        else:
-            assert isinstance(shared, LinearForm)
     maps = layer_maps(model, ids)
     assert len(maps) == 6  # layers 0, 1: Mamba; 2, 3: shared attention, then Mamba
     without_attention = [maps[0], maps[1], maps[3], maps[5]]
@@ -146,8 +137,11 @@ def test_the_rollout_composes_the_shared_attention_before_each_hybrid_layers_mam
 
 
 def test_the_gradient_weighting_the_shared_attention_map_is_the_gradient_at_its_z(zamba64):
+    """attr weights the shared attention's map by the gradient at `attn.hook_out` through W_o (the form's
+    projection): that is autograd's gradient at its z."""
     from workbench.analysis.implicit_attention.api import record
-    from workbench.analysis.implicit_attention.attribution import block_forms, gradient_hooks, output_gradients
+    from workbench.analysis.implicit_attention.attribution import output_gradients
+    from workbench.analysis.implicit_attention.hybrid import MambaHybrid
 
     _, model = zamba64
     layer, ids, store = 2, tokens(1, 9, seed=49), {}
@@ -160,9 +154,11 @@ def test_the_gradient_weighting_the_shared_attention_map_is_the_gradient_at_its_
     with torch.enable_grad(), model.hooks(fwd_hooks=[(z, keep)]):
         logp = torch.log_softmax(model(ids)[:, 8].float(), -1)[:, 3]  # as output_gradients: float32
         (expected,) = torch.autograd.grad(logp.sum(), store[z])
-    assert gradient_hooks(model, range(4)) == ["blocks.2.attn.hook_out", "blocks.3.attn.hook_out"]
-    grads, _, _ = output_gradients(model, ids, 8, torch.tensor([3]), range(4), gradient_hooks(model, range(4)))
-    _, hook, to_form_grad = block_forms(model, record(model, ids, [layer], "exact"), layer, "exact")[0]
-    torch.testing.assert_close(to_form_grad(grads[hook]), expected.flatten(2).transpose(1, 2), atol=1e-12, rtol=1e-9)
+    (hook,) = MambaHybrid.pre_layer_outputs(model, layer)
+    assert hook == f"blocks.{layer}.attn.hook_out" and MambaHybrid.pre_layer_outputs(model, 0) == []
+    grads, _, _ = output_gradients(model, ids, 8, torch.tensor([3]), range(4), [hook])
+    (shared,) = MambaHybrid.pre_layer_forms(model, record(model, ids, [layer], "exact"), layer)
+    torch.testing.assert_close((grads[hook] @ shared.projection).transpose(1, 2),
+                               expected.flatten(2).transpose(1, 2), atol=1e-12, rtol=1e-9)
     scores = attribute(model, ids, method="attr", query=6)
     assert scores.shape == (1, 9) and torch.isfinite(scores[:, :7]).all() and scores[:, :7].abs().sum() > 0

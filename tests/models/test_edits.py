@@ -236,7 +236,7 @@ def test_without_autograd_the_fast_kernels_give_the_same_edits(family):
 
 @pytest.mark.parametrize("adapter", ("mamba", "mamba2", "rwkv", "recurrent_gemma", "xlstm", "qwen3_next",
                                      "kimi_linear", "olmo_hybrid", "bamba", "granitemoehybrid", "nemotron_h",
-                                     "falcon_h1", "jamba", "zamba", "lfm2"))
+                                     "falcon_h1", "jamba", "zamba", "zamba2", "lfm2"))
 def test_adapter_state_edits_equal_the_general_replay(adapter):
     """Every adapter's segment pass (its fused kernel on a position range from a given state)."""
     pytest.importorskip("transformers")

@@ -223,6 +223,23 @@ class HookedTransformersLM(HookedLanguageModel):
         return self.tokenizer.to_tokens(text)
 
 
+class HookedHybridLM(HookedTransformersLM):
+    """A hybrid stack whose config names each layer's kind (`layer_types`): the recurrent layers are those
+    of kind `recurrent_kind`, and the attention layers add a key axis, `key_pos` = `pos` with no cache."""
+
+    recurrent_kind = "linear_attention"
+    layer_types: list[str]
+
+    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
+        """With the attention layers' key axis: no cached keys, so `key_pos` = `pos`."""
+        return {**super().dimension_sizes(batch, pos), "past": 0, "key_pos": pos}
+
+    @property
+    def recurrent_layers(self) -> list[int]:
+        """Indices of the recurrent layers (the others are attention or position-wise)."""
+        return [layer for layer, kind in enumerate(self.layer_types) if kind == self.recurrent_kind]
+
+
 def _current_device(device: torch.device) -> contextlib.AbstractContextManager:
     """CUDA's current device set to `device` (kernels such as Triton's launch there), else nothing."""
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()

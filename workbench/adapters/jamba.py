@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.adapters.base import AdapterMixer, AdapterMlpBlock, HookedTransformersLM
+from workbench.adapters.base import AdapterMixer, HookedHybridLM
 from workbench.adapters.kv_attention import HookedKvAttention
 from workbench.adapters.mamba import HookedMambaMixer
 from workbench.adapters.rms_norm import FullPrecisionRMSNorm, rms_norm
-from workbench.models.hook_point import ScopedHookPoint
+from workbench.adapters.routing import HookedRouting, RoutedMlpBlock, softmax_top_k
 from workbench.models.paths import ExecutionPath
-from workbench.models.specs import RESID, HookSpec
+from workbench.models.specs import HookSpec
 
 __all__ = ["HookedJamba", "HookedJambaMambaMixer", "HookedTopKMoe"]
 
@@ -36,20 +36,15 @@ class HookedJambaMambaMixer(HookedMambaMixer):
                      for x, norm in ((dt, hf.dt_layernorm), (B, hf.b_layernorm), (C, hf.c_layernorm)))
 
 
-class HookedTopKMoe(nn.Module):
+class HookedTopKMoe(HookedRouting):
     """A sparse mixture of experts (router, top-k of the softmax, experts) with its routing hooked; the
     experts' weights are the library's (`run_experts`). An edit to the router logits re-routes."""
 
     def __init__(self, hf_moe: nn.Module, normalize_top_k: bool = False):
-        super().__init__()
-        self.hf = hf_moe  # shares router.weight and the experts
+        super().__init__(hf_moe)  # shares router.weight and the experts
         self.normalize_top_k = normalize_top_k
-        self.hook_router_logits = ScopedHookPoint()
-        self.hook_expert_index = ScopedHookPoint()
-        self.hook_expert_weights = ScopedHookPoint()
 
-    @staticmethod
-    def hook_specs() -> dict[str, HookSpec]:
+    def hook_specs(self) -> dict[str, HookSpec]:
         return {
             "mlp.hook_router_logits": (("batch", "pos", "n_experts"), "router logits W_r x_t"),
             "mlp.hook_expert_index": (("batch", "pos", "top_k"),
@@ -61,13 +56,8 @@ class HookedTopKMoe(nn.Module):
         batch, pos, d_model = x.shape
         router = self.hf.router
         logits = self.hook_router_logits(F.linear(x, router.weight))  # [batch, pos, n_experts]
-        probs = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-        weights, index = torch.topk(probs, router.top_k, dim=-1)  # [batch, pos, top_k]
-        if self.normalize_top_k:
-            weights = weights / weights.sum(dim=-1, keepdim=True)
-        # hooked as floats holding integers (as Griffin's position), so gradient probes can pass through
-        index = self.hook_expert_index(index.to(logits.dtype)).round().long()
-        weights = self.hook_expert_weights(weights.to(logits.dtype))
+        weights, index = softmax_top_k(logits, router.top_k, self.normalize_top_k)  # [batch, pos, top_k]
+        index, weights = self.hooked_choice(index, weights, logits.dtype)
         return run_experts(self.hf.experts, x.reshape(-1, d_model), index.reshape(-1, router.top_k),
                            weights.reshape(-1, router.top_k)).reshape(batch, pos, d_model)
 
@@ -88,7 +78,7 @@ def run_experts(experts: nn.Module, x: Tensor, index: Tensor, weights: Tensor) -
     return out
 
 
-class JambaBlock(AdapterMlpBlock):
+class JambaBlock(RoutedMlpBlock):
     """resid_mid = resid_pre + mixer(ln1(resid_pre)); resid_post = resid_mid + mlp(ln2(resid_mid))."""
 
     def __init__(self, hf_layer: nn.Module, mixer: AdapterMixer):
@@ -97,21 +87,12 @@ class JambaBlock(AdapterMlpBlock):
         super().__init__(FullPrecisionRMSNorm(hf_layer.input_layernorm), mixer,
                          FullPrecisionRMSNorm(hf_layer.pre_ff_layernorm), mlp)
 
-    def extra_hook_specs(self) -> dict[str, HookSpec]:
-        specs = {
-            "hook_resid_mid": (RESID, "residual after the token mixer"),
-            "ln2.hook_normalized": (RESID, "normalised input to the MLP / mixture of experts"),
-        }
-        if isinstance(self.mlp, HookedTopKMoe):
-            specs.update(self.mlp.hook_specs())
-        specs["hook_mlp_out"] = (RESID, "MLP or mixture-of-experts output added to the residual")
-        return specs
 
-
-class HookedJamba(HookedTransformersLM):
+class HookedJamba(HookedHybridLM):
     """JambaForCausalLM under the hook contract: Mamba-1 and attention layers, MLPs and experts."""
 
     family = "jamba"
+    recurrent_kind = "mamba"
     generate_with_padding = False
 
     def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
@@ -133,10 +114,6 @@ class HookedJamba(HookedTransformersLM):
         self.layer_types = kinds
         self.setup()
 
-    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
-        """With the attention layers' key axis: no cached keys, so `key_pos` = `pos`."""
-        return {**super().dimension_sizes(batch, pos), "past": 0, "key_pos": pos}
-
     @staticmethod
     def _mixer(layer: nn.Module, kind: str, sizes: Mapping[str, int]) -> AdapterMixer:
         if kind == "mamba":
@@ -144,8 +121,3 @@ class HookedJamba(HookedTransformersLM):
         if kind == "attention":
             return HookedKvAttention(layer.self_attn, sizes, out_proj=layer.self_attn.o_proj)
         raise ValueError(f"unknown Jamba layer type {kind!r}; expected 'mamba' or 'attention'")
-
-    @property
-    def recurrent_layers(self) -> list[int]:
-        """Indices of the Mamba layers (the others are attention)."""
-        return [layer for layer, kind in enumerate(self.layer_types) if kind == "mamba"]

@@ -24,17 +24,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.adapters.base import AdapterMixer, AdapterMlpBlock, HookedTransformersLM, mask_positions
+from workbench.adapters.base import AdapterMixer, HookedHybridLM, mask_positions
+from workbench.adapters.kv_attention import KvCacheMixer
 from workbench.adapters.qwen3_next import (
-    HookedGatedAttention,
     HookedGatedDeltaNet,
     l2_normalize,
     rms_normalize,
     working_dtype,
 )
+from workbench.adapters.routing import HookedRouting, RoutedMlpBlock, group_limited_top_k
 from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.paths import ExecutionPath
-from workbench.models.recurrence import State, run_recurrence
+from workbench.models.recurrence import State
 from workbench.models.residual import LinearNorm
 from workbench.models.specs import RESID, HookSpec
 
@@ -86,10 +87,7 @@ class HookedKimiDeltaAttention(HookedGatedDeltaNet):
         heads, d_k = sz["n_v_heads"], sz["d_k"]
         x_in = mask_positions(x_in, mask)
         qkv = self.hook_qkv(torch.cat([hf.q_proj(x_in), hf.k_proj(x_in), hf.v_proj(x_in)], dim=-1))
-        padded = torch.cat([state["conv"], qkv.transpose(1, 2)], dim=-1)  # [batch, d_qkv, k−1+pos]
-        new_conv = padded[..., padded.shape[-1] - (sz["d_conv"] - 1):]
-        conv = F.conv1d(padded.to(hf.conv1d.weight.dtype), hf.conv1d.weight, None, groups=sz["d_qkv"])
-        mixed = F.silu(conv).transpose(1, 2).to(x_in.dtype)  # [batch, pos, d_qkv]
+        mixed, new_conv = self.short_conv(qkv, state["conv"], hf.conv1d)  # [batch, pos, d_qkv]
         q_part, k_part, v_part = (part.reshape(batch, pos, heads, d_k) for part in mixed.chunk(3, dim=-1))
         q = self.hook_q(l2_normalize(q_part) * d_k ** -0.5)  # [batch, pos, H, d_k]
         k = self.hook_k(l2_normalize(k_part))
@@ -98,45 +96,28 @@ class HookedKimiDeltaAttention(HookedGatedDeltaNet):
         gate_module = hf.forget_gate
         raw = gate_module.f_b_proj(gate_module.f_a_proj(x_in)).to(q.dtype) + gate_module.dt_bias.to(q.dtype)
         rate = gate_module.A_log.to(q.dtype).exp().reshape(heads, 1)  # e^{A_log} per head  [H, 1]
-        log_alpha = -rate * F.softplus(raw.reshape(batch, pos, heads, d_k))  # [batch, pos, H, d_k]
-        unedited = log_alpha.exp()
-        alpha = self.hook_alpha(unedited.clone())
-        # log α as the library forms it unless a hook changed α; α edited to 0 stays finite in the chunked form
-        log_alpha = torch.where(alpha == unedited, log_alpha, torch.log(alpha).clamp(min=-1e3))
+        alpha, log_alpha = self.hooked_decay(-rate * F.softplus(raw.reshape(batch, pos, heads, d_k)))  # [b, p, H, d_k]
         inputs = {"q": q, "k": k, "v": v, "alpha": alpha, "beta": beta, "log_alpha": log_alpha}
-        s0 = state["state"].to(q.dtype)
-        values, final = run_recurrence(
-            self._step, inputs, {"state": s0}, self.hook_points(("state", "o")), self._state_at, ("state",),
-            needed=("o",),
-            first_pass=(lambda wanted: self._chunked(inputs, s0, wanted)) if fused else None,
-            segment_pass=(lambda wanted, start, stop, before: self._chunked(
-                {name: value[:, start:stop] for name, value in inputs.items()}, before["state"], wanted,
-            )) if fused else None,
-        )
+        o, final = self.recur(inputs, state["state"].to(q.dtype), fused)
         gate = self.hook_gate(torch.sigmoid(hf.g_b_proj(hf.g_a_proj(x_in)).reshape(batch, pos, heads, d_k)
                                             .to(q.dtype)))  # [batch, pos, H, d_v]
-        norm = hf.o_norm
-        normed = self.hook_normed(norm.weight.to(q.dtype) * rms_normalize(values["o"], norm.variance_epsilon) * gate)
-        out = self.hook_out(hf.o_proj(normed.reshape(batch, pos, -1).to(x_in.dtype)))  # [batch, pos, d_model]
-        return out, {"conv": new_conv, "state": final["state"].to(x_in.dtype)}
+        out = self.gated_output(o, gate, hf.o_norm, hf.o_proj, x_in.dtype)  # [batch, pos, d_model]
+        return out, {"conv": new_conv, "state": final.to(x_in.dtype)}
 
 
-class HookedLatentAttention(AdapterMixer):
+class HookedLatentAttention(KvCacheMixer):
     """`transformers` KimiLinearAttention (multi-head latent attention without RoPE), hooked.
 
     Its state is the library's KV cache: the normalised latents and shared key parts read so far, of any length.
     """
 
+    cache_key = "latent"
     quantities = ("q", "latent", "k_shared", "k", "v", "pattern", "z", "out")
     state_names = ("latent", "k_shared")
 
     def __init__(self, hf_attention: nn.Module, sizes: Mapping[str, int]):
         super().__init__(sizes)
         self.hf = hf_attention  # shares q_proj (or q_a/q_b), kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj
-        self.past = 0  # cached positions in the initial state of the current call
-
-    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
-        return {**super().dimension_sizes(batch, pos), "past": self.past, "key_pos": self.past + pos}
 
     def hook_specs(self) -> dict[str, HookSpec]:
         return {
@@ -156,20 +137,6 @@ class HookedLatentAttention(AdapterMixer):
             "latent": (("batch", "one", "past", "kv_lora_rank"), "normalised latents read so far (KV cache)"),
             "k_shared": (("batch", "one", "past", "d_rope"), "shared key parts read so far (KV cache)"),
         }
-
-    def prepare_state(self, state: Mapping[str, Tensor] | None, x: Tensor) -> State:
-        """As every mixer's, with the cache length taken from the given latents (0 without a state)."""
-        latents = None if state is None else state.get("latent")
-        self.past = latents.shape[2] if isinstance(latents, Tensor) and latents.ndim == 4 else 0
-        return super().prepare_state(state, x)
-
-    def forward(self, x: Tensor, state: Mapping[str, Tensor] | None = None, path: ExecutionPath = "fused",
-                mask: Tensor | None = None) -> tuple[Tensor, State]:
-        """As every mixer's; afterwards the zero state is again an empty cache (`past` = 0)."""
-        try:
-            return super().forward(x, state, path, mask)
-        finally:
-            self.past = 0
 
     def _expand(self, latent: Tensor, shared: Tensor) -> tuple[Tensor, Tensor]:
         """latent [batch, n, r], shared [batch, n, d_rope] -> keys [batch, n, H, d_qk], values [batch, n, H, d_v]."""
@@ -200,11 +167,7 @@ class HookedLatentAttention(AdapterMixer):
                                               state["k_shared"][:, 0].to(x_in.dtype))
             k, v = torch.cat([cached_k, k], dim=1), torch.cat([cached_v, v], dim=1)  # [batch, past+pos, H, d]
         scores = q.transpose(1, 2) @ k.permute(0, 2, 3, 1) * hf.scaling  # [batch, H, pos, past+pos]
-        valid = HookedGatedAttention._valid_keys(past, pos, mask, x_in.device)  # [batch, pos, past+pos]
-        scores = scores.masked_fill(~valid[:, None], float("-inf"))
-        pattern = torch.softmax(scores, dim=-1)
-        pattern = torch.where(valid.any(-1)[:, None, :, None], pattern, torch.zeros_like(pattern))
-        pattern = self.hook_pattern(pattern.transpose(1, 2))  # [batch, pos, H, past+pos]
+        pattern = self.hooked_pattern(scores, past, mask)  # [batch, pos, H, past+pos]
         z = self.hook_z((pattern.transpose(1, 2) @ v.transpose(1, 2)).transpose(1, 2))  # [batch, pos, H, d_v]
         out = self.hook_out(hf.o_proj(z.reshape(batch, pos, -1)))  # [batch, pos, d_model]
         new_state = {"latent": torch.cat([state["latent"], latent[:, None]], dim=2),
@@ -212,7 +175,7 @@ class HookedLatentAttention(AdapterMixer):
         return out, new_state
 
 
-class HookedKimiMoe(nn.Module):
+class HookedKimiMoe(HookedRouting):
     """`transformers` KimiLinearMoE with its routing hooked: the router's logits, the chosen experts and their
     weights (an edit to the logits re-routes); the experts and the shared experts are the library's.
 
@@ -222,16 +185,11 @@ class HookedKimiMoe(nn.Module):
     """
 
     def __init__(self, hf_moe: nn.Module):
-        super().__init__()
-        self.hf = hf_moe
-        self.hook_router_logits = ScopedHookPoint()
-        self.hook_expert_index = ScopedHookPoint()
-        self.hook_expert_weights = ScopedHookPoint()
+        super().__init__(hf_moe)
         self.hook_experts_out = ScopedHookPoint()
         self.hook_shared_out = ScopedHookPoint()
 
-    @staticmethod
-    def hook_specs() -> dict[str, HookSpec]:
+    def hook_specs(self) -> dict[str, HookSpec]:
         return {
             "mlp.hook_router_logits": (("batch", "pos", "n_experts"),
                                        "router logits W_r x_t (the scores are their sigmoid)"),
@@ -243,55 +201,29 @@ class HookedKimiMoe(nn.Module):
             "mlp.hook_shared_out": (RESID, "shared experts' output"),
         }
 
-    def route(self, logits: Tensor) -> tuple[Tensor, Tensor]:
-        """Router logits [n, E] -> (weights, index) [n, top_k], as the library chooses."""
-        router = self.hf.gate
-        scores = torch.sigmoid(logits.to(working_dtype(logits)))  # [n, E]
-        biased = scores + router.e_score_correction_bias.to(scores.dtype)
-        groups = biased.view(-1, router.num_group, router.num_experts // router.num_group)  # [n, G, E/G]
-        group_score = groups.topk(2, dim=-1).values.sum(-1)  # [n, G]
-        kept = torch.zeros_like(group_score).scatter(1, group_score.topk(router.topk_group, dim=-1).indices, 1.0)
-        allowed = kept.bool()[..., None].expand_as(groups).reshape(biased.shape)
-        index = biased.masked_fill(~allowed, float("-inf")).topk(router.top_k, dim=-1).indices  # [n, top_k]
-        weights = scores.gather(1, index)
-        if router.norm_topk_prob:
-            weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
-        return weights * router.routed_scaling_factor, index
-
     def forward(self, x: Tensor) -> Tensor:
         hf = self.hf
         batch, pos, d_model = x.shape
         logits = self.hook_router_logits(F.linear(x.to(working_dtype(x)), hf.gate.weight.to(working_dtype(x))))
-        weights, index = self.route(logits.reshape(batch * pos, -1))
+        weights, index = group_limited_top_k(logits.reshape(batch * pos, -1), hf.gate)  # [batch·pos, top_k]
         top_k = index.shape[-1]
-        # hooked as floats holding integers (as Qwen3-Next's), so gradient probes can pass through
-        index = self.hook_expert_index(index.reshape(batch, pos, top_k).to(x.dtype)).round().long()
-        weights = self.hook_expert_weights(weights.reshape(batch, pos, top_k).to(x.dtype))
+        index, weights = self.hooked_choice(index.reshape(batch, pos, top_k), weights.reshape(batch, pos, top_k),
+                                            x.dtype)
         experts = hf.experts(x.reshape(-1, d_model), index.reshape(-1, top_k), weights.reshape(-1, top_k))
         experts = self.hook_experts_out(experts.reshape(batch, pos, d_model))
         shared = self.hook_shared_out(hf.shared_experts(x))
         return experts + shared
 
 
-class KimiBlock(AdapterMlpBlock):
+class KimiBlock(RoutedMlpBlock):
     """resid_mid = resid_pre + mixer(ln1(resid_pre)); resid_post = resid_mid + mlp(ln2(resid_mid))."""
 
     def __init__(self, hf_layer: nn.Module, mixer: AdapterMixer):
         mlp = HookedKimiMoe(hf_layer.mlp) if hasattr(hf_layer.mlp, "experts") else hf_layer.mlp
         super().__init__(RmsNorm(hf_layer.input_layernorm), mixer, RmsNorm(hf_layer.post_attention_layernorm), mlp)
 
-    def extra_hook_specs(self) -> dict[str, HookSpec]:
-        specs = {
-            "hook_resid_mid": (RESID, "residual after the token mixer"),
-            "ln2.hook_normalized": (RESID, "normalised input to the MLP / mixture of experts"),
-        }
-        if isinstance(self.mlp, HookedKimiMoe):
-            specs.update(self.mlp.hook_specs())
-        specs["hook_mlp_out"] = (RESID, "MLP or mixture-of-experts output added to the residual")
-        return specs
 
-
-class HookedKimiLinear(HookedTransformersLM):
+class HookedKimiLinear(HookedHybridLM):
     """KimiLinearForCausalLM under the hook contract: KDA and latent-attention layers."""
 
     family = "kimi_linear"
@@ -317,10 +249,6 @@ class HookedKimiLinear(HookedTransformersLM):
         self.layer_types = list(cfg.layer_types)
         self.setup()
 
-    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
-        """With the attention layers' key axis: no cached positions, so `key_pos` = `pos`."""
-        return {**super().dimension_sizes(batch, pos), "past": 0, "key_pos": pos}
-
     @staticmethod
     def _mixer(layer: nn.Module, kind: str, sizes: Mapping[str, int]) -> AdapterMixer:
         if kind == "linear_attention":
@@ -328,11 +256,6 @@ class HookedKimiLinear(HookedTransformersLM):
         if kind == "full_attention":
             return HookedLatentAttention(layer.self_attn, sizes)
         raise ValueError(f"unknown Kimi-Linear layer type {kind!r}; expected 'linear_attention' or 'full_attention'")
-
-    @property
-    def recurrent_layers(self) -> list[int]:
-        """Indices of the KDA layers (the others are latent attention)."""
-        return [layer for layer, kind in enumerate(self.layer_types) if kind == "linear_attention"]
 
 
 __all__ = ["HookedKimiDeltaAttention", "HookedKimiLinear", "HookedKimiMoe", "HookedLatentAttention", "RmsNorm"]

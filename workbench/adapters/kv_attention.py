@@ -20,7 +20,7 @@ from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import State
 from workbench.models.specs import RESID, HookSpec
 
-__all__ = ["HookedKvAttention", "valid_keys"]
+__all__ = ["HookedKvAttention", "KvCacheMixer", "valid_keys"]
 
 HeadNorm = Callable[[Tensor], Tensor]  # [batch, pos, heads, d_head] -> the same, normalised per head
 
@@ -34,7 +34,72 @@ def valid_keys(past: int, pos: int, mask: Tensor | None, device: torch.device) -
     return causal[None] & keys[:, None, :]
 
 
-class HookedKvAttention(AdapterMixer):
+class KvCacheMixer(AdapterMixer):
+    """An attention mixer whose state is a cache of per-position tensors (the library's KV cache).
+
+    `past` is the cache length of the current call: the model's dimension `past`, and `key_pos` = past +
+    pos for the pattern. `cache_key` names the state entry whose dimension 2 is that length.
+    """
+
+    cache_key = "k"
+    past = 0  # positions in the initial state of the current call
+
+    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
+        return {**super().dimension_sizes(batch, pos), "past": self.past, "key_pos": self.past + pos}
+
+    def prepare_state(self, state: Mapping[str, Tensor] | None, x: Tensor) -> State:
+        """As every mixer's, with the cache length taken from the given cache (0 without a state)."""
+        cached = None if state is None else state.get(self.cache_key)
+        self.past = cached.shape[2] if isinstance(cached, Tensor) and cached.ndim == 4 else 0
+        return super().prepare_state(state, x)
+
+    def forward(self, x: Tensor, state: Mapping[str, Tensor] | None = None, path: ExecutionPath = "fused",
+                mask: Tensor | None = None) -> tuple[Tensor, State]:
+        """As every mixer's; afterwards the zero state is again an empty cache (`past` = 0), which the
+        model's initial-state check reads as 'any cache length'."""
+        try:
+            return super().forward(x, state, path, mask)
+        finally:
+            self.past = 0
+
+    _valid_keys = staticmethod(valid_keys)
+
+    def rotate_at(self, q: Tensor, k: Tensor, v: Tensor, past: int) -> tuple[Tensor, Tensor]:
+        """RoPE at absolute positions past.. past+pos (q [batch, pos, H, d], k [batch, pos, H_kv, d]) with the
+        model's rotary embedding `self.rotary` (a submodule, so never a class attribute); none without it."""
+        rotary: nn.Module | None = getattr(self, "rotary", None)
+        if rotary is None:
+            return q, k
+        batch, pos = q.shape[:2]
+        absolute = torch.arange(past, past + pos, device=q.device).expand(batch, pos)  # [batch, pos]
+        cos, sin = (t.to(q.dtype) for t in rotary(v, absolute))  # [batch, pos, rot]
+        return rotate(q, cos, sin), rotate(k, cos, sin)
+
+    def hooked_pattern(self, scores: Tensor, past: int, mask: Tensor | None) -> Tensor:
+        """scores [batch, H, pos, past+pos] -> the hooked softmax pattern [batch, pos, H, past+pos]; keys a
+        query may not see get 0, and a query that sees none (a padded one) gets an all-zero row."""
+        valid = valid_keys(past, scores.shape[2], mask, scores.device)  # [batch, pos, past+pos]
+        pattern = torch.softmax(scores.masked_fill(~valid[:, None], float("-inf")), dim=-1)
+        pattern = torch.where(valid.any(-1)[:, None, :, None], pattern, torch.zeros_like(pattern))
+        return self.hook_pattern(pattern.transpose(1, 2))
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, state: State, mask: Tensor | None,
+               scaling: float) -> tuple[Tensor, State]:
+        """Causal GQA of this call's queries over the cache then this call's keys, pattern and z hooked.
+
+        q [batch, pos, H, d], k and v [batch, pos, H_kv, d] (k rotated) -> z [batch, pos, H, d_v] and the
+        new cache {"k", "v"} [batch, H_kv, past+pos, d].
+        """
+        keys = torch.cat([state["k"], k.transpose(1, 2)], dim=2)  # [batch, n_kv, past+pos, d_head]
+        values = torch.cat([state["v"], v.transpose(1, 2)], dim=2)
+        repeat = q.shape[2] // k.shape[2]
+        scores = q.transpose(1, 2) @ keys.repeat_interleave(repeat, dim=1).transpose(2, 3) * scaling
+        pattern = self.hooked_pattern(scores, state["k"].shape[2], mask)  # [batch, pos, n_heads, past+pos]
+        z = pattern.transpose(1, 2) @ values.repeat_interleave(repeat, dim=1)  # [batch, n_heads, pos, d_head]
+        return self.hook_z(z.transpose(1, 2)), {"k": keys, "v": values}
+
+
+class HookedKvAttention(KvCacheMixer):
     """Causal GQA over the library's q/k/v/out projections, every step hooked; state = the KV cache.
 
     `rotary`: the model's rotary embedding module (None: no positional encoding, as in Jamba and Zamba);
@@ -51,10 +116,6 @@ class HookedKvAttention(AdapterMixer):
         self.out_proj = out_proj
         self.rotary = rotary  # buffers only
         self.q_norm, self.k_norm = q_norm, k_norm
-        self.past = 0  # keys in the initial state of the current call
-
-    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
-        return {**super().dimension_sizes(batch, pos), "past": self.past, "key_pos": self.past + pos}
 
     def hook_specs(self) -> dict[str, HookSpec]:
         where = "before RoPE" if self.rotary is not None else "(no positional encoding)"
@@ -76,21 +137,6 @@ class HookedKvAttention(AdapterMixer):
             "v": (("batch", "n_kv_heads", "past", "d_head"), "the values read so far (KV cache)"),
         }
 
-    def prepare_state(self, state: Mapping[str, Tensor] | None, x: Tensor) -> State:
-        """As every mixer's, with the cache length taken from the given keys (0 without a state)."""
-        keys = None if state is None else state.get("k")
-        self.past = keys.shape[2] if isinstance(keys, Tensor) and keys.ndim == 4 else 0
-        return super().prepare_state(state, x)
-
-    def forward(self, x: Tensor, state: Mapping[str, Tensor] | None = None, path: ExecutionPath = "fused",
-                mask: Tensor | None = None) -> tuple[Tensor, State]:
-        """As every mixer's; afterwards the zero state is again an empty cache (`past` = 0), which the
-        model's initial-state check reads as 'any cache length'."""
-        try:
-            return super().forward(x, state, path, mask)
-        finally:
-            self.past = 0
-
     def project(self, x_in: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x [batch, pos, d_in] -> q [batch, pos, n_heads, d_head], k, v [batch, pos, n_kv_heads, d_head]."""
         hf, sz = self.hf, self.sizes
@@ -105,27 +151,11 @@ class HookedKvAttention(AdapterMixer):
         return q, k, v
 
     def mix(self, x_in: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
-        sz = self.sizes
         batch, pos = x_in.shape[:2]
-        heads, kv_heads = sz["n_heads"], sz["n_kv_heads"]
         self.last_kernel = "full attention (no recurrence)"
         q, k, v = self.project(x_in)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
-        past = state["k"].shape[2]
-        if self.rotary is not None:
-            absolute = torch.arange(past, past + pos, device=x_in.device).expand(batch, pos)  # [batch, pos]
-            cos, sin = self.rotary(v, absolute)  # [batch, pos, rot]
-            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        keys = torch.cat([state["k"], k.transpose(1, 2)], dim=2)  # [batch, n_kv, past+pos, d_head]
-        values = torch.cat([state["v"], v.transpose(1, 2)], dim=2)
-        repeat = heads // kv_heads
-        scores = q.transpose(1, 2) @ keys.repeat_interleave(repeat, dim=1).transpose(2, 3) * self.hf.scaling
-        valid = valid_keys(past, pos, mask, x_in.device)  # [batch, pos, past+pos]
-        scores = scores.masked_fill(~valid[:, None], float("-inf"))  # [batch, n_heads, pos, past+pos]
-        pattern = torch.softmax(scores, dim=-1)
-        pattern = torch.where(valid.any(-1)[:, None, :, None], pattern, torch.zeros_like(pattern))
-        pattern = self.hook_pattern(pattern.transpose(1, 2))  # [batch, pos, n_heads, past+pos]
-        z = pattern.transpose(1, 2) @ values.repeat_interleave(repeat, dim=1)  # [batch, n_heads, pos, d_head]
-        z = self.hook_z(z.transpose(1, 2))  # [batch, pos, n_heads, d_head]
+        q, k = self.rotate_at(q, k, v, state["k"].shape[2])
+        z, cache = self.attend(q, k, v, state, mask, self.hf.scaling)  # z [batch, pos, n_heads, d_head]
         out = self.hook_out(self.out_proj(z.reshape(batch, pos, -1)))  # [batch, pos, d_model]
-        return out, {"k": keys, "v": values}
+        return out, cache

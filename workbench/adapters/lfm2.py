@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.adapters.base import AdapterMixer, AdapterMlpBlock, HookedTransformersLM, mask_positions
+from workbench.adapters.base import AdapterMixer, AdapterMlpBlock, HookedHybridLM, mask_positions
 from workbench.adapters.kv_attention import HookedKvAttention
 from workbench.adapters.rms_norm import FullPrecisionRMSNorm, rms_norm
 from workbench.models.paths import ExecutionPath
@@ -126,10 +126,11 @@ class Lfm2Block(AdapterMlpBlock):
         }
 
 
-class HookedLfm2(HookedTransformersLM):
+class HookedLfm2(HookedHybridLM):
     """Lfm2ForCausalLM under the hook contract: gated short-convolution and attention layers."""
 
     family = "lfm2"
+    recurrent_kind = "conv"
     generate_with_padding = False
 
     def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
@@ -159,12 +160,3 @@ class HookedLfm2(HookedTransformersLM):
             return HookedKvAttention(attn, sizes, out_proj=attn.out_proj, rotary=rotary,
                                      q_norm=_head_norm(attn.q_layernorm), k_norm=_head_norm(attn.k_layernorm))
         raise ValueError(f"unknown LFM2 layer type {kind!r}; expected 'conv' or 'full_attention'")
-
-    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
-        """With the attention layers' key axis: no cached keys, so `key_pos` = `pos`."""
-        return {**super().dimension_sizes(batch, pos), "past": 0, "key_pos": pos}
-
-    @property
-    def recurrent_layers(self) -> list[int]:
-        """Indices of the short-convolution layers (the others are attention)."""
-        return [layer for layer, kind in enumerate(self.layer_types) if kind == "conv"]

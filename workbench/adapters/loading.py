@@ -39,6 +39,7 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     "FalconH1ForCausalLM": ("workbench.adapters.falcon_h1", "HookedFalconH1"),
     "JambaForCausalLM": ("workbench.adapters.jamba", "HookedJamba"),
     "ZambaForCausalLM": ("workbench.adapters.zamba", "HookedZamba"),
+    "Zamba2ForCausalLM": ("workbench.adapters.zamba2", "HookedZamba2"),
     "Lfm2ForCausalLM": ("workbench.adapters.lfm2", "HookedLfm2"),
 }
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")

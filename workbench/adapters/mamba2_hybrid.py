@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import torch
 from torch import Tensor, nn
 
-from workbench.adapters.base import AdapterMixer, AdapterMlpBlock, HookedTransformersLM
+from workbench.adapters.base import AdapterMixer, AdapterMlpBlock, HookedHybridLM
 from workbench.adapters.qwen3_next import HookedGatedAttention
-from workbench.adapters.recurrent_gemma import rotate
 from workbench.models.specs import RESID, HookSpec
 
 BPQ = ("batch", "pos", "n_attn_heads", "d_attn_head")
@@ -55,34 +53,26 @@ class HookedRopeAttention(HookedGatedAttention):
             "v": (KV_CACHE, "the values read so far (KV cache)"),
         }
 
+    def project(self, x_in: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x [batch, pos, d_in] -> q [batch, pos, n_heads · d_head], k, v [batch, pos, n_kv_heads · d_head]
+        (Zamba2 adds its per-depth LoRA adapters here)."""
+        return self.hf.q_proj(x_in), self.hf.k_proj(x_in), self.hf.v_proj(x_in)
+
     def mix(self, x_in: Tensor, state: Mapping[str, Tensor], fused: bool,
             mask: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
         hf, sz = self.hf, self.sizes
         batch, pos = x_in.shape[:2]
         heads, kv_heads, d_head = sz["n_attn_heads"], sz["n_kv_heads"], sz["d_attn_head"]
         self.last_kernel = "full attention (no recurrence)"
-        q = self.hook_q(hf.q_proj(x_in).view(batch, pos, heads, d_head))  # [batch, pos, n_heads, d_head]
-        k = hf.k_proj(x_in).view(batch, pos, kv_heads, d_head)
+        q, k, v = self.project(x_in)
+        q = self.hook_q(q.view(batch, pos, heads, d_head))  # [batch, pos, n_heads, d_head]
+        k = k.view(batch, pos, kv_heads, d_head)
         k = self.hook_k(k * self.key_scale if self.key_scale != 1.0 else k)
-        v = self.hook_v(hf.v_proj(x_in).view(batch, pos, kv_heads, d_head))
-        past = state["k"].shape[2]
-        if self.rotary is not None:
-            absolute = torch.arange(past, past + pos, device=x_in.device).expand(batch, pos)  # [batch, pos]
-            cos, sin = self.rotary(v, absolute)  # [batch, pos, rot]
-            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        keys = torch.cat([state["k"], k.transpose(1, 2)], dim=2)  # [batch, n_kv, past+pos, d_head]
-        values = torch.cat([state["v"], v.transpose(1, 2)], dim=2)
-        repeat = heads // kv_heads
-        scores = q.transpose(1, 2) @ keys.repeat_interleave(repeat, dim=1).transpose(2, 3) * hf.scaling
-        valid = self._valid_keys(past, pos, mask, x_in.device)  # [batch, pos, past+pos]
-        scores = scores.masked_fill(~valid[:, None], float("-inf"))  # [batch, n_heads, pos, past+pos]
-        pattern = torch.softmax(scores, dim=-1)
-        pattern = torch.where(valid.any(-1)[:, None, :, None], pattern, torch.zeros_like(pattern))
-        pattern = self.hook_pattern(pattern.transpose(1, 2))  # [batch, pos, n_heads, past+pos]
-        z = pattern.transpose(1, 2) @ values.repeat_interleave(repeat, dim=1)  # [batch, n_heads, pos, d_head]
-        z = self.hook_z(z.transpose(1, 2))  # [batch, pos, n_heads, d_head]
+        v = self.hook_v(v.view(batch, pos, kv_heads, d_head))
+        q, k = self.rotate_at(q, k, v, state["k"].shape[2])
+        z, cache = self.attend(q, k, v, state, mask, hf.scaling)  # z [batch, pos, n_heads, d_head]
         out = self.hook_out(hf.o_proj(z.reshape(batch, pos, -1)))  # [batch, pos, d_model]
-        return out, {"k": keys, "v": values}
+        return out, cache
 
 
 def attention_sizes(cfg: object, attention: nn.Module) -> dict[str, int]:
@@ -168,12 +158,13 @@ class ScaledHead(nn.Module):
         return logits / self.divisor if self.divisor != 1.0 else logits
 
 
-class HookedMamba2Hybrid(HookedTransformersLM):
+class HookedMamba2Hybrid(HookedHybridLM):
     """The frame of a Mamba-2 hybrid: blocks of Mamba-2 or attention mixers, each with its MLP.
 
     `layer_types[l]` is "mamba" or "attention"; `recurrent_layers` lists the Mamba-2 ones.
     """
 
+    recurrent_kind = "mamba"
     generate_with_padding = False  # cached keys of padded positions would need the mask in the state
 
     def __init__(self, hf_model: nn.Module, sizes: Mapping[str, int], blocks: Sequence[nn.Module],
@@ -181,15 +172,6 @@ class HookedMamba2Hybrid(HookedTransformersLM):
                  path: str = "fused"):
         super().__init__(hf_model, sizes, blocks, ln_final=ln_final, embed=embed, unembed=unembed, path=path)
         self.layer_types = list(layer_types)
-
-    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
-        """With the attention layers' key axis: no cached keys, so `key_pos` = `pos`."""
-        return {**super().dimension_sizes(batch, pos), "past": 0, "key_pos": pos}
-
-    @property
-    def recurrent_layers(self) -> list[int]:
-        """Indices of the Mamba-2 layers (the others are attention)."""
-        return [layer for layer, kind in enumerate(self.layer_types) if kind == "mamba"]
 
 
 __all__ = ["HookedMamba2Hybrid", "HookedRopeAttention", "HybridBlock", "ScaledEmbedding", "ScaledHead",

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from workbench.adapters.base import AdapterBlock, AdapterMixer
 from workbench.adapters.mamba2 import HookedMamba2Mixer
 from workbench.adapters.mamba2_hybrid import HookedMamba2Hybrid, HookedRopeAttention, attention_sizes, mamba2_sizes
+from workbench.adapters.routing import group_limited_top_k
 from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import State
 from workbench.models.specs import RESID, HookSpec
@@ -63,29 +64,13 @@ class HookedNemotronMoe(HookedFeedForward):
             "out": (RESID, "experts_out + shared_out"),
         }
 
-    def _route(self, logits: Tensor) -> tuple[Tensor, Tensor]:
-        """[tokens, n_experts] logits -> (weights, index) [tokens, top_k], as the library's router."""
-        router = self.hf.gate
-        experts, groups = router.num_experts, router.num_group
-        scores = logits.sigmoid()
-        choice = scores + router.e_score_correction_bias.to(scores.dtype)
-        group_scores = choice.view(-1, groups, experts // groups).topk(2, dim=-1)[0].sum(-1)  # [tokens, groups]
-        best_groups = torch.topk(group_scores, k=router.topk_group, dim=-1, sorted=False)[1]
-        allowed = torch.zeros_like(group_scores).scatter_(1, best_groups, 1.0).bool()
-        allowed = allowed[:, :, None].expand(-1, groups, experts // groups).reshape(-1, experts)
-        index = torch.topk(choice.masked_fill(~allowed, float("-inf")), k=router.top_k, dim=-1, sorted=False)[1]
-        weights = scores.gather(1, index)
-        if router.norm_topk_prob:
-            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
-        return weights * router.routed_scaling_factor, index
-
     def mix(self, x: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
         hf = self.hf
         self.last_kernel = "mixture of experts (no recurrence)"
         batch, pos, d_model = x.shape
         work = torch.promote_types(x.dtype, torch.float32)  # the library routes in float32
         logits = self.hook_router_logits(F.linear(x.to(work), hf.gate.weight.to(work)))  # [batch, pos, E]
-        weights, index = self._route(logits.reshape(batch * pos, -1))
+        weights, index = group_limited_top_k(logits.reshape(batch * pos, -1), hf.gate, sort_choice=False)
         index = self.hook_expert_index(index.reshape(batch, pos, -1).to(logits.dtype)).round().long()
         weights = self.hook_expert_weights(weights.reshape(batch, pos, -1))  # [batch, pos, top_k]
         flat = hf.fc1_latent_proj(x.reshape(-1, d_model))

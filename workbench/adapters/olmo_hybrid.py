@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.adapters.base import AdapterMixer, AdapterMlpBlock, HookedNorm, HookedTransformersLM, mask_positions
+from workbench.adapters.base import AdapterMixer, AdapterMlpBlock, HookedHybridLM, HookedNorm, mask_positions
 from workbench.adapters.kimi_linear import RmsNorm
 from workbench.adapters.qwen3_next import (
     BPV,
@@ -26,13 +26,11 @@ from workbench.adapters.qwen3_next import (
     HookedGatedDeltaNet,
     gated_delta_sizes,
     l2_normalize,
-    rms_normalize,
 )
-from workbench.adapters.recurrent_gemma import rotate
 from workbench.models.blocks import ResidualBlock
 from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.paths import ExecutionPath
-from workbench.models.recurrence import State, run_recurrence
+from workbench.models.recurrence import State
 from workbench.models.specs import RESID, HookSpec
 
 
@@ -51,10 +49,7 @@ class HookedOlmoDeltaNet(HookedGatedDeltaNet):
         batch, pos = x_in.shape[:2]
         x_in = mask_positions(x_in, mask)
         qkv = self.hook_qkv(torch.cat([hf.q_proj(x_in), hf.k_proj(x_in), hf.v_proj(x_in)], dim=-1))
-        padded = torch.cat([state["conv"], qkv.transpose(1, 2)], dim=-1)  # [batch, d_qkv, k−1+pos]
-        new_conv = padded[..., padded.shape[-1] - (sz["d_conv"] - 1):]
-        conv = F.conv1d(padded.to(hf.conv1d.weight.dtype), hf.conv1d.weight, None, groups=sz["d_qkv"])
-        mixed = F.silu(conv).transpose(1, 2).to(x_in.dtype)  # [batch, pos, d_qkv]
+        mixed, new_conv = self.short_conv(qkv, state["conv"], hf.conv1d)  # [batch, pos, d_qkv]
         key_dim = sz["n_k_heads"] * sz["d_k"]
         q_part, k_part, v_part = mixed.split([key_dim, key_dim, sz["n_v_heads"] * sz["d_v"]], dim=-1)
         q = self.hook_q(l2_normalize(q_part.reshape(batch, pos, -1, sz["d_k"])) * sz["d_k"] ** -0.5)
@@ -63,26 +58,13 @@ class HookedOlmoDeltaNet(HookedGatedDeltaNet):
         beta = torch.sigmoid(hf.b_proj(x_in).to(q.dtype)) * (2.0 if hf.allow_neg_eigval else 1.0)
         beta = self.hook_beta(beta)  # [batch, pos, H]
         log_alpha = -hf.A_log.to(q.dtype).exp() * F.softplus(hf.a_proj(x_in).to(q.dtype) + hf.dt_bias.to(q.dtype))
-        unedited = log_alpha.exp()
-        alpha = self.hook_alpha(unedited.clone())
-        # log α as the library forms it unless a hook changed α; α edited to 0 stays finite in the chunked form
-        log_alpha = torch.where(alpha == unedited, log_alpha, torch.log(alpha).clamp(min=-1e3))
+        alpha, log_alpha = self.hooked_decay(log_alpha)
         inputs = {"q": self.per_value_head(q), "k": self.per_value_head(k), "v": v, "alpha": alpha,
                   "beta": beta, "log_alpha": log_alpha}
-        s0 = state["state"].to(q.dtype)
-        values, final = run_recurrence(
-            self._step, inputs, {"state": s0}, self.hook_points(("state", "o")), self._state_at, ("state",),
-            needed=("o",),
-            first_pass=(lambda wanted: self._chunked(inputs, s0, wanted)) if fused else None,
-            segment_pass=(lambda wanted, start, stop, before: self._chunked(
-                {name: value[:, start:stop] for name, value in inputs.items()}, before["state"], wanted,
-            )) if fused else None,
-        )
+        o, final = self.recur(inputs, state["state"].to(q.dtype), fused)
         gate = self.hook_gate(F.silu(hf.g_proj(x_in).reshape(batch, pos, -1, sz["d_v"]).to(q.dtype)))
-        norm = hf.o_norm
-        normed = self.hook_normed(norm.weight.to(q.dtype) * rms_normalize(values["o"], norm.variance_epsilon) * gate)
-        out = self.hook_out(hf.o_proj(normed.reshape(batch, pos, -1).to(x_in.dtype)))  # [batch, pos, d_model]
-        return out, {"conv": new_conv, "state": final["state"].to(x_in.dtype)}
+        out = self.gated_output(o, gate, hf.o_norm, hf.o_proj, x_in.dtype)  # [batch, pos, d_model]
+        return out, {"conv": new_conv, "state": final.to(x_in.dtype)}
 
 
 class HookedOlmoAttention(HookedGatedAttention):
@@ -111,24 +93,10 @@ class HookedOlmoAttention(HookedGatedAttention):
         q = self.hook_q(RmsNorm(hf.q_norm)(hf.q_proj(x_in)).view(batch, pos, heads, d_head))
         k = self.hook_k(RmsNorm(hf.k_norm)(hf.k_proj(x_in)).view(batch, pos, kv_heads, d_head))
         v = self.hook_v(hf.v_proj(x_in).view(batch, pos, kv_heads, d_head))
-        past = state["k"].shape[2]
-        if self.rotary is not None:
-            absolute = torch.arange(past, past + pos, device=x_in.device).expand(batch, pos)  # [batch, pos]
-            cos, sin = (t.to(q.dtype) for t in self.rotary(v, absolute))  # [batch, pos, d_head]
-            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        keys = torch.cat([state["k"], k.transpose(1, 2)], dim=2)  # [batch, n_kv, past+pos, d_head]
-        values = torch.cat([state["v"], v.transpose(1, 2)], dim=2)
-        repeat = heads // kv_heads
-        scores = q.transpose(1, 2) @ keys.repeat_interleave(repeat, dim=1).transpose(2, 3) * hf.scaling
-        valid = self._valid_keys(past, pos, mask, x_in.device)  # [batch, pos, past+pos]
-        scores = scores.masked_fill(~valid[:, None], float("-inf"))  # [batch, n_heads, pos, past+pos]
-        pattern = torch.softmax(scores, dim=-1)
-        pattern = torch.where(valid.any(-1)[:, None, :, None], pattern, torch.zeros_like(pattern))
-        pattern = self.hook_pattern(pattern.transpose(1, 2))  # [batch, pos, n_heads, past+pos]
-        z = pattern.transpose(1, 2) @ values.repeat_interleave(repeat, dim=1)  # [batch, n_heads, pos, d_head]
-        z = self.hook_z(z.transpose(1, 2))  # [batch, pos, n_heads, d_head]
+        q, k = self.rotate_at(q, k, v, state["k"].shape[2])
+        z, cache = self.attend(q, k, v, state, mask, hf.scaling)  # z [batch, pos, n_heads, d_head]
         out = self.hook_out(hf.o_proj(z.reshape(batch, pos, -1)))  # [batch, pos, d_model]
-        return out, {"k": keys, "v": values}
+        return out, cache
 
 
 class PostNormBlock(ResidualBlock):
@@ -183,7 +151,7 @@ class PreNormBlock(AdapterMlpBlock):
         }
 
 
-class HookedOlmoHybrid(HookedTransformersLM):
+class HookedOlmoHybrid(HookedHybridLM):
     """OlmoHybridForCausalLM under the hook contract: gated delta-rule and attention layers."""
 
     family = "olmo_hybrid"
@@ -202,10 +170,6 @@ class HookedOlmoHybrid(HookedTransformersLM):
         self.layer_types = list(cfg.layer_types)
         self.setup()
 
-    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
-        """With the attention layers' key axis: no cached keys, so `key_pos` = `pos`."""
-        return {**super().dimension_sizes(batch, pos), "past": 0, "key_pos": pos}
-
     @staticmethod
     def _block(layer: nn.Module, kind: str, rotary: nn.Module | None, sizes: Mapping[str, int]) -> ResidualBlock:
         if kind == "linear_attention":
@@ -213,11 +177,6 @@ class HookedOlmoHybrid(HookedTransformersLM):
         if kind == "full_attention":
             return PostNormBlock(layer, HookedOlmoAttention(layer.self_attn, rotary, sizes))
         raise ValueError(f"unknown OLMo-Hybrid layer type {kind!r}; expected 'linear_attention' or 'full_attention'")
-
-    @property
-    def recurrent_layers(self) -> list[int]:
-        """Indices of the gated delta-rule layers (the others are attention)."""
-        return [layer for layer, kind in enumerate(self.layer_types) if kind == "linear_attention"]
 
 
 __all__ = ["HookedOlmoAttention", "HookedOlmoDeltaNet", "HookedOlmoHybrid", "PostNormBlock"]

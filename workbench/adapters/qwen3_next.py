@@ -25,11 +25,11 @@ from torch import Tensor, nn
 
 from workbench.adapters.base import (
     AdapterMixer,
-    AdapterMlpBlock,
-    HookedTransformersLM,
+    HookedHybridLM,
     mask_positions,
 )
-from workbench.adapters.recurrent_gemma import rotate
+from workbench.adapters.kv_attention import KvCacheMixer
+from workbench.adapters.routing import HookedRouting, RoutedMlpBlock, softmax_top_k
 from workbench.kernels.delta_rule import chunked_delta_rule
 from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.paths import ExecutionPath
@@ -145,30 +145,25 @@ class HookedGatedDeltaNet(AdapterMixer):
             return values, {"state": values["state"][:, -1]}
         return values, {"state": s}
 
-    def mix(self, x_in: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
-        hf, sz = self.hf, self.sizes
-        batch, pos = x_in.shape[:2]
-        x_in = mask_positions(x_in, mask)
-        query, key, value, z, b, a = hf.fix_query_key_value_ordering(hf.in_proj_qkvz(x_in), hf.in_proj_ba(x_in))
-        qkv = self.hook_qkv(torch.cat([t.reshape(batch, pos, -1) for t in (query, key, value)], dim=-1))
-        padded = torch.cat([state["conv"], qkv.transpose(1, 2)], dim=-1)  # [batch, d_qkv, k−1+pos]
-        new_conv = padded[..., padded.shape[-1] - (sz["d_conv"] - 1):]
-        conv = F.conv1d(padded.to(hf.conv1d.weight.dtype), hf.conv1d.weight, hf.conv1d.bias, groups=sz["d_qkv"])
-        mixed = F.silu(conv).transpose(1, 2).to(x_in.dtype)  # [batch, pos, d_qkv]
-        key_dim = sz["n_k_heads"] * sz["d_k"]
-        q_part, k_part, v_part = mixed.split([key_dim, key_dim, sz["n_v_heads"] * sz["d_v"]], dim=-1)
-        q = self.hook_q(l2_normalize(q_part.reshape(batch, pos, -1, sz["d_k"])) * sz["d_k"] ** -0.5)
-        k = self.hook_k(l2_normalize(k_part.reshape(batch, pos, -1, sz["d_k"])))
-        v = self.hook_v(v_part.reshape(batch, pos, -1, sz["d_v"]).to(q.dtype))  # [batch, pos, H, d_v]
-        beta = self.hook_beta(torch.sigmoid(b.to(q.dtype)))  # [batch, pos, H]
-        log_alpha = -hf.A_log.to(q.dtype).exp() * F.softplus(a.to(q.dtype) + hf.dt_bias)  # [batch, pos, H]
+    def short_conv(self, qkv: Tensor, conv_state: Tensor, conv1d: nn.Conv1d) -> tuple[Tensor, Tensor]:
+        """SiLU of the causal depthwise conv over [conv state, qkv]: qkv [batch, pos, d_qkv] -> (mixed
+        [batch, pos, d_qkv], the new conv state [batch, d_qkv, d_conv − 1])."""
+        padded = torch.cat([conv_state, qkv.transpose(1, 2)], dim=-1)  # [batch, d_qkv, k−1+pos]
+        new_conv = padded[..., padded.shape[-1] - (self.sizes["d_conv"] - 1):]
+        conv = F.conv1d(padded.to(conv1d.weight.dtype), conv1d.weight, conv1d.bias, groups=self.sizes["d_qkv"])
+        return F.silu(conv).transpose(1, 2).to(qkv.dtype), new_conv
+
+    def hooked_decay(self, log_alpha: Tensor) -> tuple[Tensor, Tensor]:
+        """log α [batch, pos, H(, d_k)] -> (α through its hook, log α): the library's log α unless a hook
+        changed α; an α edited to 0 stays finite in the chunked form."""
         unedited = log_alpha.exp()
         alpha = self.hook_alpha(unedited.clone())
-        # log α as the library forms it unless a hook changed α; α edited to 0 stays finite in the chunked form
-        log_alpha = torch.where(alpha == unedited, log_alpha, torch.log(alpha).clamp(min=-1e3))
-        inputs = {"q": self.per_value_head(q), "k": self.per_value_head(k), "v": v, "alpha": alpha,
-                  "beta": beta, "log_alpha": log_alpha}
-        s0 = state["state"].to(q.dtype)
+        return alpha, torch.where(alpha == unedited, log_alpha, torch.log(alpha).clamp(min=-1e3))
+
+    def recur(self, inputs: Mapping[str, Tensor], s0: Tensor, fused: bool) -> tuple[Tensor, Tensor]:
+        """The delta rule over inputs q, k, v, alpha, beta, log_alpha [batch, pos, H, ...] from S_{-1} = s0:
+        (o [batch, pos, H, d_v], S_last), the chunked form on the fused path, with the state and o hooked
+        and edits replayed from their position (linear-time edit route)."""
         values, final = run_recurrence(
             self._step, inputs, {"state": s0}, self.hook_points(("state", "o")), self._state_at, ("state",),
             needed=("o",),
@@ -177,14 +172,37 @@ class HookedGatedDeltaNet(AdapterMixer):
                 {name: value[:, start:stop] for name, value in inputs.items()}, before["state"], wanted,
             )) if fused else None,
         )
+        return values["o"], final["state"]
+
+    def gated_output(self, o: Tensor, gate: Tensor, norm: nn.Module, out_proj: nn.Module, dtype: torch.dtype) -> Tensor:
+        """out = W_o (RMSNorm(o) ⊙ w ⊙ gate) per head, normed and out hooked; o, gate [batch, pos, H, d_v]."""
+        weight = norm.weight.to(o.dtype)
+        normed = self.hook_normed(weight * rms_normalize(o, norm.variance_epsilon) * gate)
+        return self.hook_out(out_proj(normed.flatten(2).to(dtype)))  # [batch, pos, d_model]
+
+    def mix(self, x_in: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
+        hf, sz = self.hf, self.sizes
+        batch, pos = x_in.shape[:2]
+        x_in = mask_positions(x_in, mask)
+        query, key, value, z, b, a = hf.fix_query_key_value_ordering(hf.in_proj_qkvz(x_in), hf.in_proj_ba(x_in))
+        qkv = self.hook_qkv(torch.cat([t.reshape(batch, pos, -1) for t in (query, key, value)], dim=-1))
+        mixed, new_conv = self.short_conv(qkv, state["conv"], hf.conv1d)  # [batch, pos, d_qkv]
+        key_dim = sz["n_k_heads"] * sz["d_k"]
+        q_part, k_part, v_part = mixed.split([key_dim, key_dim, sz["n_v_heads"] * sz["d_v"]], dim=-1)
+        q = self.hook_q(l2_normalize(q_part.reshape(batch, pos, -1, sz["d_k"])) * sz["d_k"] ** -0.5)
+        k = self.hook_k(l2_normalize(k_part.reshape(batch, pos, -1, sz["d_k"])))
+        v = self.hook_v(v_part.reshape(batch, pos, -1, sz["d_v"]).to(q.dtype))  # [batch, pos, H, d_v]
+        beta = self.hook_beta(torch.sigmoid(b.to(q.dtype)))  # [batch, pos, H]
+        alpha, log_alpha = self.hooked_decay(-hf.A_log.to(q.dtype).exp() * F.softplus(a.to(q.dtype) + hf.dt_bias))
+        inputs = {"q": self.per_value_head(q), "k": self.per_value_head(k), "v": v, "alpha": alpha,
+                  "beta": beta, "log_alpha": log_alpha}
+        o, final = self.recur(inputs, state["state"].to(q.dtype), fused)
         gate = self.hook_gate(F.silu(z.to(q.dtype)))  # [batch, pos, H, d_v]
-        weight = hf.norm.weight.to(q.dtype)
-        normed = self.hook_normed(weight * rms_normalize(values["o"], hf.norm.variance_epsilon) * gate)
-        out = self.hook_out(hf.out_proj(normed.reshape(batch, pos, -1).to(x_in.dtype)))  # [batch, pos, d_model]
-        return out, {"conv": new_conv, "state": final["state"].to(x_in.dtype)}
+        out = self.gated_output(o, gate, hf.norm, hf.out_proj, x_in.dtype)  # [batch, pos, d_model]
+        return out, {"conv": new_conv, "state": final.to(x_in.dtype)}
 
 
-class HookedGatedAttention(AdapterMixer):
+class HookedGatedAttention(KvCacheMixer):
     """`transformers` Qwen3NextAttention (GQA with q/k RMSNorm, partial RoPE and a sigmoid output gate), hooked.
 
     Its state is the rotated keys and values read so far (the library's KV cache), of any length.
@@ -197,10 +215,6 @@ class HookedGatedAttention(AdapterMixer):
         super().__init__(sizes)
         self.hf = hf_attention  # shares q_proj, k_proj, v_proj, o_proj, q_norm, k_norm
         self.rotary = rotary  # the model's rotary embedding (buffers only)
-        self.past = 0  # keys in the initial state of the current call
-
-    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
-        return {**super().dimension_sizes(batch, pos), "past": self.past, "key_pos": self.past + pos}
 
     def hook_specs(self) -> dict[str, HookSpec]:
         return {
@@ -220,21 +234,6 @@ class HookedGatedAttention(AdapterMixer):
             "v": (("batch", "n_kv_heads", "past", "d_head"), "the values read so far (KV cache)"),
         }
 
-    def prepare_state(self, state: Mapping[str, Tensor] | None, x: Tensor) -> State:
-        """As every mixer's, with the cache length taken from the given keys (0 without a state)."""
-        keys = None if state is None else state.get("k")
-        self.past = keys.shape[2] if isinstance(keys, Tensor) and keys.ndim == 4 else 0
-        return super().prepare_state(state, x)
-
-    def forward(self, x: Tensor, state: Mapping[str, Tensor] | None = None, path: ExecutionPath = "fused",
-                mask: Tensor | None = None) -> tuple[Tensor, State]:
-        """As every mixer's; afterwards the zero state is again an empty cache (`past` = 0), which the
-        model's initial-state check reads as 'any cache length'."""
-        try:
-            return super().forward(x, state, path, mask)
-        finally:
-            self.past = 0
-
     def _norm(self, x: Tensor, norm: nn.Module) -> Tensor:
         return (rms_normalize(x, norm.eps) * (1.0 + norm.weight.to(working_dtype(x)))).to(x.dtype)
 
@@ -247,50 +246,23 @@ class HookedGatedAttention(AdapterMixer):
         q = self.hook_q(self._norm(query, hf.q_norm))  # [batch, pos, n_heads, d_head]
         k = self.hook_k(self._norm(hf.k_proj(x_in).view(batch, pos, kv_heads, d_head), hf.k_norm))
         v = self.hook_v(hf.v_proj(x_in).view(batch, pos, kv_heads, d_head))
-        past = state["k"].shape[2]
-        absolute = torch.arange(past, past + pos, device=x_in.device).expand(batch, pos)  # [batch, pos]
-        cos, sin = self.rotary(v, absolute)  # [batch, pos, rot]
-        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        keys = torch.cat([state["k"], k.transpose(1, 2)], dim=2)  # [batch, n_kv, past+pos, d_head]
-        values = torch.cat([state["v"], v.transpose(1, 2)], dim=2)
-        repeat = heads // kv_heads
-        scores = q.transpose(1, 2) @ keys.repeat_interleave(repeat, dim=1).transpose(2, 3) * hf.scaling
-        valid = self._valid_keys(past, pos, mask, x_in.device)  # [batch, pos, past+pos]
-        scores = scores.masked_fill(~valid[:, None], float("-inf"))  # [batch, n_heads, pos, past+pos]
-        pattern = torch.softmax(scores, dim=-1)
-        pattern = torch.where(valid.any(-1)[:, None, :, None], pattern, torch.zeros_like(pattern))
-        pattern = self.hook_pattern(pattern.transpose(1, 2))  # [batch, pos, n_heads, past+pos]
-        z = pattern.transpose(1, 2) @ values.repeat_interleave(repeat, dim=1)  # [batch, n_heads, pos, d_head]
-        z = self.hook_z(z.transpose(1, 2))  # [batch, pos, n_heads, d_head]
+        q, k = self.rotate_at(q, k, v, state["k"].shape[2])
+        z, cache = self.attend(q, k, v, state, mask, hf.scaling)  # z [batch, pos, n_heads, d_head]
         gate = self.hook_gate(torch.sigmoid(gate))
         out = self.hook_out(hf.o_proj((z * gate).reshape(batch, pos, -1)))  # [batch, pos, d_model]
-        return out, {"k": keys, "v": values}
-
-    @staticmethod
-    def _valid_keys(past: int, pos: int, mask: Tensor | None, device: torch.device) -> Tensor:
-        """[batch, pos, past+pos]: key j is visible to query t (causal, cached keys all visible, no padding)."""
-        causal = torch.ones(pos, past + pos, dtype=torch.bool, device=device).tril(past)
-        if mask is None:
-            return causal[None]
-        keys = torch.cat([mask.new_ones(mask.shape[0], past), mask], dim=1).bool()  # [batch, past+pos]
-        return causal[None] & keys[:, None, :]
+        return out, cache
 
 
-class HookedSparseMoe(nn.Module):
+class HookedSparseMoe(HookedRouting):
     """`transformers` Qwen3NextSparseMoeBlock with its routing hooked: the router's logits, the chosen
     experts and their weights (an edit to the logits re-routes); the experts themselves are the library's."""
 
     def __init__(self, hf_moe: nn.Module):
-        super().__init__()
-        self.hf = hf_moe  # shares the router, the experts, the shared expert and its gate
-        self.hook_router_logits = ScopedHookPoint()
-        self.hook_expert_index = ScopedHookPoint()
-        self.hook_expert_weights = ScopedHookPoint()
+        super().__init__(hf_moe)  # shares the router, the experts, the shared expert and its gate
         self.hook_experts_out = ScopedHookPoint()
         self.hook_shared_out = ScopedHookPoint()
 
-    @staticmethod
-    def hook_specs() -> dict[str, HookSpec]:
+    def hook_specs(self) -> dict[str, HookSpec]:
         return {
             "mlp.hook_router_logits": (("batch", "pos", "n_experts"), "router logits W_r x_t"),
             "mlp.hook_expert_index": (("batch", "pos", "top_k"),
@@ -306,13 +278,8 @@ class HookedSparseMoe(nn.Module):
         batch, pos, d_model = x.shape
         router = hf.gate
         logits = self.hook_router_logits(F.linear(x, router.weight))  # [batch, pos, n_experts]
-        probs = torch.softmax(logits.to(working_dtype(logits)), dim=-1)
-        weights, index = torch.topk(probs, router.top_k, dim=-1)  # [batch, pos, top_k]
-        if router.norm_topk_prob:
-            weights = weights / weights.sum(dim=-1, keepdim=True)
-        # hooked as floats holding integers (as Griffin's position), so gradient probes can pass through
-        index = self.hook_expert_index(index.to(logits.dtype)).round().long()
-        weights = self.hook_expert_weights(weights.to(logits.dtype))
+        weights, index = softmax_top_k(logits, router.top_k, router.norm_topk_prob)  # [batch, pos, top_k]
+        index, weights = self.hooked_choice(index, weights, logits.dtype)
         flat = x.reshape(-1, d_model)
         experts = hf.experts(flat, index.reshape(-1, router.top_k), weights.reshape(-1, router.top_k))
         experts = self.hook_experts_out(experts.reshape(batch, pos, d_model))
@@ -324,7 +291,7 @@ def is_mixture_of_experts(mlp: nn.Module) -> bool:
     return all(hasattr(mlp, name) for name in ("gate", "experts", "shared_expert", "shared_expert_gate"))
 
 
-class Qwen3NextBlock(AdapterMlpBlock):
+class Qwen3NextBlock(RoutedMlpBlock):
     """resid_mid = resid_pre + mixer(ln1(resid_pre)); resid_post = resid_mid + mlp(ln2(resid_mid)).
 
     A dense MLP is the library's module; a sparse mixture of experts has its routing hooked.
@@ -334,16 +301,6 @@ class Qwen3NextBlock(AdapterMlpBlock):
         mlp = HookedSparseMoe(hf_layer.mlp) if is_mixture_of_experts(hf_layer.mlp) else hf_layer.mlp
         super().__init__(OffsetRmsNorm(hf_layer.input_layernorm), mixer,
                          OffsetRmsNorm(hf_layer.post_attention_layernorm), mlp)
-
-    def extra_hook_specs(self) -> dict[str, HookSpec]:
-        specs = {
-            "hook_resid_mid": (RESID, "residual after the token mixer"),
-            "ln2.hook_normalized": (RESID, "normalised input to the MLP / mixture of experts"),
-        }
-        if isinstance(self.mlp, HookedSparseMoe):
-            specs.update(self.mlp.hook_specs())
-        specs["hook_mlp_out"] = (RESID, "MLP or mixture-of-experts output added to the residual")
-        return specs
 
 
 def gated_delta_sizes(cfg: PretrainedConfig) -> dict[str, int]:
@@ -361,7 +318,7 @@ def gated_delta_sizes(cfg: PretrainedConfig) -> dict[str, int]:
     }
 
 
-class HookedQwen3Next(HookedTransformersLM):
+class HookedQwen3Next(HookedHybridLM):
     """Qwen3NextForCausalLM under the hook contract: Gated DeltaNet and gated attention layers."""
 
     family = "qwen3_next"
@@ -381,10 +338,6 @@ class HookedQwen3Next(HookedTransformersLM):
         self.layer_types = list(cfg.layer_types)
         self.setup()
 
-    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
-        """With the attention layers' key axis: no cached keys, so `key_pos` = `pos`."""
-        return {**super().dimension_sizes(batch, pos), "past": 0, "key_pos": pos}
-
     @staticmethod
     def _mixer(layer: nn.Module, kind: str, rotary: nn.Module, sizes: Mapping[str, int]) -> AdapterMixer:
         if kind == "linear_attention":
@@ -392,11 +345,6 @@ class HookedQwen3Next(HookedTransformersLM):
         if kind == "full_attention":
             return HookedGatedAttention(layer.self_attn, rotary, sizes)
         raise ValueError(f"unknown Qwen3-Next layer type {kind!r}; expected 'linear_attention' or 'full_attention'")
-
-    @property
-    def recurrent_layers(self) -> list[int]:
-        """Indices of the gated delta-rule layers (the others are full attention)."""
-        return [layer for layer, kind in enumerate(self.layer_types) if kind == "linear_attention"]
 
 
 __all__ = ["HookedSparseMoe", "HookedGatedAttention", "HookedGatedDeltaNet", "HookedQwen3Next", "OffsetRmsNorm",

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.adapters.base import AdapterBlock, AdapterMixer, HookedNorm, HookedTransformersLM, mask_positions
+from workbench.adapters.base import AdapterBlock, AdapterMixer, HookedHybridLM, HookedNorm, mask_positions
 from workbench.adapters.kv_attention import HookedKvAttention
 from workbench.adapters.rms_norm import FullPrecisionRMSNorm
 from workbench.kernels.cpu_compiled import compiled_selective_scan
@@ -188,7 +188,7 @@ class ZambaHybridBlock(AdapterBlock):
         return self.hook_resid_post(resid + self.hook_mixer_out(mixed)), {**new_state, **kv_state}
 
 
-class HookedZamba(HookedTransformersLM):
+class HookedZamba(HookedHybridLM):
     """ZambaForCausalLM under the hook contract: multi-head Mamba-1 layers and a shared attention block."""
 
     family = "zamba"
@@ -221,10 +221,6 @@ class HookedZamba(HookedTransformersLM):
         if kind == "linear_attention":
             return AdapterBlock(FullPrecisionRMSNorm(layer.input_layernorm), HookedZambaMambaMixer(layer.mamba, sizes))
         raise ValueError(f"unknown Zamba layer type {kind!r}; expected 'linear_attention' or 'hybrid'")
-
-    def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:
-        """With the attention layers' key axis: no cached keys, so `key_pos` = `pos`."""
-        return {**super().dimension_sizes(batch, pos), "past": 0, "key_pos": pos}
 
     @property
     def recurrent_layers(self) -> list[int]:

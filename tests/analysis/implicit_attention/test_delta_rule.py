@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.adapters.conftest import tiny, tokens
+from tests.gradient_checks import gradients_at_output_and_quantity
 from workbench.adapters import from_transformers
 from workbench.analysis.implicit_attention import implicit_attention
 from workbench.analysis.implicit_attention.api import record
@@ -167,23 +168,10 @@ def test_output_gradient_is_the_gradient_at_the_forms_output(layer):
     model = from_transformers(tiny("qwen3_next", torch.float64))
     ids = tokens(1, 9, seed=37)
     quantity = "o" if layer == 1 else "z"
-    store = {}
-
-    def keep(tensor, hook):
-        store["out"] = tensor
-        return tensor
-
-    def keep_grad(grad, hook):
-        store["grad"] = grad
-
-    with torch.enable_grad(), model.hooks(fwd_hooks=[(f"blocks.{layer}.mixer.hook_out", keep)],
-                                          bwd_hooks=[(f"blocks.{layer}.mixer.hook_{quantity}", keep_grad)]):
-        logp = torch.log_softmax(model(ids)[:, 8], -1)[:, 3].sum()
-        (grad_out,) = torch.autograd.grad(logp, store["out"], retain_graph=True)
-        logp.backward()
+    grad_out, grad_at = gradients_at_output_and_quantity(model, ids, layer, quantity)
     cache = record(model, ids, [layer], "exact")
     got = Qwen3Next.output_grad(model, layer, "exact", grad_out, cache)  # [b, d, L]
-    torch.testing.assert_close(got, store["grad"].flatten(2).transpose(1, 2), atol=1e-13, rtol=1e-10)
+    torch.testing.assert_close(got, grad_at.flatten(2).transpose(1, 2), atol=1e-13, rtol=1e-10)
 
 
 @pytest.mark.parametrize("method", ["attr", "rollout", "grad_x_input"])

@@ -17,7 +17,7 @@ prediction at a query position.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 __all__ = [
     "METHODS",
     "attribute",
-    "block_forms",
-    "gradient_hooks",
     "gradient_rollout",
     "layer_maps",
     "output_gradients",
@@ -87,13 +85,12 @@ def default_targets(model: HookedModel, tokens: Tensor, query: int) -> Tensor:
         return model(tokens)[:, query].argmax(-1)
 
 
-def output_gradients(model: HookedModel, tokens: Tensor, query: int, target: Tensor,
-                     layers: Sequence[int], extra_hooks: Sequence[str] = (),
-                     ) -> tuple[dict[int | str, Tensor], Tensor, Tensor]:
-    """∂ log p(target | query) w.r.t. each layer's hook_out [b, L, d_model] and the embeddings.
+def output_gradients(model: HookedModel, tokens: Tensor, query: int, target: Tensor, layers: Sequence[int],
+                     extra_hooks: Sequence[str] = ()) -> tuple[dict[int | str, Tensor], Tensor, Tensor]:
+    """∂ log p(target | query) w.r.t. each layer's hook_out [b, L, d_model], the `extra_hooks` (by name:
+    Zamba2's shared attention outputs) and the embeddings.
 
-    Returns (grads by layer, and by name for each of `extra_hooks`; gradient × input [b, L];
-    log-probabilities [b]).
+    Returns (grads by layer and extra hook name, gradient × input [b, L], log-probabilities [b]).
     """
     store: dict[str, Tensor] = {}
 
@@ -108,53 +105,42 @@ def output_gradients(model: HookedModel, tokens: Tensor, query: int, target: Ten
         grads = torch.autograd.grad(logp.sum(), [store[n] for n in names])
     embed_grad, layer_grads = grads[0], grads[1:]
     gxi = (embed_grad * store["hook_embed"]).sum(-1).detach()  # [b, L]
-    keys = [*layers, *extra_hooks]
+    keys: list[int | str] = [*layers, *extra_hooks]
     return dict(zip(keys, (g.detach() for g in layer_grads), strict=True)), gxi, logp.detach()
 
 
-def block_forms(model: HookedModel, cache: dict, layer: int, mode: str,
-                ) -> list[tuple[Any, str, Callable[[Tensor], Tensor]]]:
-    """Every map block `layer` applies, first first, as (form, the hook whose gradient weights it, that
-    gradient -> ∂target/∂(form output)): the family's `block_forms` where a block applies more than one
-    (Zamba's hybrid layers: the shared attention, then the Mamba mixer), else the layer's form alone."""
-    family = family_of(model)
-    if hasattr(family, "block_forms"):
-        return family.block_forms(model, cache, layer, mode)
-    return [(family.form(model, cache, layer, mode), get_act_name("out", layer),
-             lambda grad: family.output_grad(model, layer, mode, grad, cache))]
-
-
 def layer_maps(model: HookedModel, tokens: Tensor | str, mode: str = "exact", aggregate: str = "norm",
-               gradients: dict[int | str, Tensor] | None = None, layers: Sequence[int] | None = None,
+               gradients: dict[int, Tensor] | None = None, layers: Sequence[int] | None = None,
                memory_budget_bytes: int | None = None) -> list[Tensor]:
-    """Channel-aggregated maps [b, L, L] of every layer from one forward pass, one per map a block applies
-    (`block_forms`: two for a Zamba hybrid layer), first first.
+    """Channel-aggregated maps [b, L, L] of every layer from one forward pass.
 
-    With `gradients` (∂target/∂ each form's hook: by layer for hook_out, by name for the others, as
-    `output_gradients(..., extra_hooks=gradient_hooks(model, layers))` gives them), the gradient-weighted
-    maps E_c[(∇Ã ⊙ Ã)^+].
+    With `gradients` (per layer, ∂target/∂hook_out), the gradient-weighted maps E_c[(∇Ã ⊙ Ã)^+]. A family's
+    `pre_layer_forms` (maps inside a layer before its own) come first, weighted by the gradients at their
+    `pre_layer_outputs` through their output projection.
     """
+    family = family_of(model)
     tokens = to_tokens(model, tokens)
     layers = list(range(len(model.blocks))) if layers is None else list(layers)
     cache = record(model, tokens, layers, mode, memory_budget_bytes)
     out = []
     for layer in layers:
-        for form, hook, to_form_grad in block_forms(model, cache, layer, mode):
+        stages = getattr(family, "pre_layer_forms", lambda *_: [])(model, cache, layer)
+        outputs = getattr(family, "pre_layer_outputs", lambda *_: [])(model, layer)
+        for stage, output in zip(stages, outputs, strict=True):  # inside the layer, before its own map
             if gradients is None:
-                maps, _ = attend(form, aggregate=aggregate, memory_budget_bytes=memory_budget_bytes)
-            else:
-                grad = gradients[layer] if hook == get_act_name("out", layer) else gradients[hook]
-                maps, _ = attend(form, aggregate="gradient", query_weight=to_form_grad(grad.to(form.value.dtype)),
-                                 memory_budget_bytes=memory_budget_bytes)
-            out.append(maps)
+                out.append(attend(stage, aggregate=aggregate, memory_budget_bytes=memory_budget_bytes)[0])
+                continue
+            g = (gradients[output].to(stage.value.dtype) @ stage.projection).transpose(1, 2)  # [b, H·P, L]
+            out.append(attend(stage, aggregate="gradient", query_weight=g, memory_budget_bytes=memory_budget_bytes)[0])
+        form = family.form(model, cache, layer, mode)
+        if gradients is None:
+            maps, _ = attend(form, aggregate=aggregate, memory_budget_bytes=memory_budget_bytes)
+        else:
+            g = family.output_grad(model, layer, mode, gradients[layer].to(form.value.dtype), cache)
+            maps, _ = attend(form, aggregate="gradient", query_weight=g,
+                             memory_budget_bytes=memory_budget_bytes)
+        out.append(maps)
     return out
-
-
-def gradient_hooks(model: HookedModel, layers: Sequence[int]) -> list[str]:
-    """The hooks besides each layer's hook_out whose gradients weight a block's maps (`block_forms`):
-    the family's `extra_gradient_hooks` (Zamba's shared attention output), none elsewhere."""
-    extra = getattr(family_of(model), "extra_gradient_hooks", None)
-    return [hook for layer in layers for hook in extra(model, layer)] if extra is not None else []
 
 
 def attribute(model: HookedModel, tokens: Tensor | str, method: str = "attr", query: int = -1,
@@ -187,7 +173,9 @@ def attribute(model: HookedModel, tokens: Tensor | str, method: str = "attr", qu
         return rollout(maps)[:, query].float().cpu()
     target = default_targets(model, tokens, query) if target is None else target.to(tokens.device)
     layers = list(range(len(model.blocks)))
-    grads, gxi, _ = output_gradients(model, tokens, query, target, layers, gradient_hooks(model, layers))
+    stage_outputs = getattr(family_of(model), "pre_layer_outputs", lambda *_: [])
+    extra = [name for layer in layers for name in stage_outputs(model, layer)]
+    grads, gxi, _ = output_gradients(model, tokens, query, target, layers, extra)
     if method.startswith("grad_x_input"):
         scores = gxi.float().cpu()
         scores = scores.abs() if method.endswith("_abs") else scores

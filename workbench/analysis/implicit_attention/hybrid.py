@@ -5,16 +5,16 @@ A Mamba layer's map is the S6 form (`s6.S6`, "exact" or "paper"), taken from the
 attention layer's map is its pattern per head, the KV cache's contribution in the bias
 (`FullAttentionForm`). A Zamba hybrid layer applies two maps: the shared attention (on [resid; embedding],
 its output through the shared MLP and the layer's linear added to the Mamba input), then the Mamba mixer;
-`MambaHybrid.block_forms` gives both, in that order. One stack-wide map is the rollout of these maps over
-the blocks (`attribution.rollout`, `attribute(..., method="rollout")`): an approximation, as rollout is
-for transformers, since it ignores the MLPs and experts, mixes each map with the residual by a fixed half,
-and for Zamba's shared attention also treats the embedding half of its input as the residual's positions
-(the token at j stands for both) and its MLP and linear as identity on positions.
+`MambaHybrid.pre_layer_forms` gives the first, for the rollout to apply before the second. One stack-wide
+map is the rollout of these maps over the blocks (`attribution.rollout`, `attribute(..., method="rollout")`):
+an approximation, as rollout is for transformers, since it ignores the MLPs and experts, mixes each map
+with the residual by a fixed half, and for Zamba's shared attention also treats the embedding half of its
+input as the residual's positions (the token at j stands for both) and its MLP and linear as identity on
+positions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -55,7 +55,7 @@ def attention_form(model: HookedModel, cache: dict, layer: int, where: str = "mi
         pattern=pattern, value=value, output=z.flatten(2).transpose(1, 2),
         state_part=state_part.permute(0, 1, 3, 2).reshape(b, H * P, L),
         head_index=torch.arange(H * P, device=v.device) // P, value_name=hook("v") + " (per query head)",
-        output_name=hook("z"),
+        output_name=hook("z"), projection=model.blocks[layer].get_submodule(where).out_proj.weight.detach().to(v.dtype),
     )
 
 
@@ -69,7 +69,7 @@ class MambaHybrid:
 
     Zamba's B and C are per Mamba head (spread to the head's channels); every Zamba layer has a Mamba
     mixer, so a layer's map (`form`, `implicit_attention`) is the Mamba one; a hybrid layer's shared
-    attention (`blocks.{l}.attn.hook_pattern`) comes first in its `block_forms`, which the rollout composes.
+    attention (`blocks.{l}.attn.hook_pattern`) is its `pre_layer_forms`, which the rollout composes first.
     """
 
     families = ("jamba", "zamba")
@@ -99,23 +99,13 @@ class MambaHybrid:
         return S6.form_with(model, cache, layer, mode, B, C)
 
     @staticmethod
-    def block_forms(model: HookedModel, cache: dict, layer: int, mode: str,
-                    ) -> list[tuple[LinearForm | FullAttentionForm, str, Callable[[Tensor], Tensor]]]:
-        """Every map the block applies, first first: (form, the hook whose gradient weights it, that
-        gradient [b, L, d_model] -> ∂target/∂(form output) [b, d, L]). A Zamba hybrid layer: its shared
-        attention (the gradient at `attn.hook_out`, through W_o), then its Mamba mixer."""
-        own = (MambaHybrid.form(model, cache, layer, mode), get_act_name("out", layer),
-               lambda grad: MambaHybrid.output_grad(model, layer, mode, grad, cache))
-        if not shares_attention(model, layer):
-            return [own]
-        weight = model.blocks[layer].attn.out_proj.weight.detach()
-        shared = (attention_form(model, cache, layer, where="attn"), MambaHybrid.extra_gradient_hooks(model, layer)[0],
-                  lambda grad: (grad @ weight.to(grad.dtype)).transpose(1, 2))  # [b, H·P, L]: ∂/∂z
-        return [shared, own]
+    def pre_layer_forms(model: HookedModel, cache: dict, layer: int) -> list[FullAttentionForm]:
+        """Maps that run inside `layer` before its own, for the rollout: a Zamba hybrid layer's shared attention."""
+        return [attention_form(model, cache, layer, where="attn")] if shares_attention(model, layer) else []
 
     @staticmethod
-    def extra_gradient_hooks(model: HookedModel, layer: int) -> list[str]:
-        """Where the gradient weighting a block's maps is taken besides hook_out: the shared attention's output."""
+    def pre_layer_outputs(model: HookedModel, layer: int) -> list[str]:
+        """The hooks at the outputs (W_o z) of `pre_layer_forms`: their gradient times W_o weighs those maps."""
         return [f"blocks.{layer}.attn.hook_out"] if shares_attention(model, layer) else []
 
     @staticmethod

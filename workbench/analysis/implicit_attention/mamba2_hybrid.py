@@ -1,5 +1,5 @@
-"""Mamba-2 hybrids (Bamba, GraniteMoeHybrid, NemotronH, Falcon-H1) as implicit attention, layer by layer
-and stack-wide.
+"""Mamba-2 hybrids (Bamba, GraniteMoeHybrid, NemotronH, Falcon-H1, Zamba2) as implicit attention, layer by
+layer and stack-wide.
 
 Mamba-2 layers: the Mamba2 form (`implicit_attention.mamba2`, its modes exact / normed / paper) on the
 same hooks. Attention layers: their own softmax pattern, exactly (values per query head, output z before
@@ -10,6 +10,14 @@ output (exactly in "normed" mode, whose output is out_proj's input). `attribute(
 composes the layers' channel-aggregated maps through the residual stream (Abnar & Zuidema 2020): an
 approximation, since it treats the MLPs and norms between layers as identity on positions and the
 aggregated per-channel maps as one map per layer; each layer's own map is exact.
+
+Zamba2: every layer's map is its Mamba-2 mixer's; a hybrid layer's shared attention (this depth's use,
+`blocks.{l}.shared_attn.hook_pattern`) is its own exact map (`shared_attention_form`), and the rollout
+applies it as a stage before that layer's Mamba-2 map (`pre_layer_forms`). That is a further
+approximation: the attention's output reaches the Mamba-2 input through the shared MLP and the layer's
+linear, not the residual, and the embedding half of its input is treated as the residual stream. The
+gradient-weighted rollout (`attr`) weights it by the gradient at `blocks.{l}.shared_attn.hook_out`
+(`pre_layer_outputs`).
 """
 
 from __future__ import annotations
@@ -30,22 +38,22 @@ from workbench.utils import get_act_name
 if TYPE_CHECKING:
     from workbench.models.protocol import HookedModel
 
-__all__ = ["Mamba2Hybrid", "ParallelForm", "attention_layer_form", "parallel_block_form", "position_wise_form"]
+__all__ = ["Mamba2Hybrid", "ParallelForm", "attention_layer_form", "parallel_block_form", "position_wise_form",
+           "shared_attention_form"]
 
 ATTENTION_HOOKS = ("v", "pattern", "z", "initial_v")
 
 
-def attention_layer_form(model: HookedModel, cache: dict, layer: int, where: str = "mixer") -> FullAttentionForm:
-    """A `HookedRopeAttention` layer: pattern per head, values per key/value head, output z (before W_o).
-
-    `where`: the attention module's path in the block ("mixer.attention" in a Falcon-H1 block); the KV
-    cache's hook (`initial_v`) is the mixer's either way.
-    """
-    mixer = model.blocks[layer].get_submodule(where)
+def attention_layer_form(model: HookedModel, cache: dict, layer: int, module: str = "mixer") -> FullAttentionForm:
+    """A `HookedRopeAttention` layer (`module`: its path in the block, Zamba2's `shared_attn`, Falcon-H1's
+    `mixer.attention`): pattern per head, values per key/value head, output z (before W_o). The KV cache's
+    hook (`initial_v`) is the attention's own, or its mixer's where the mixer holds the state (Falcon-H1)."""
+    mixer = model.blocks[layer].get_submodule(module)
     sz = mixer.sizes
+    owner = module if hasattr(mixer, "hook_initial_v") else module.rsplit(".", 1)[0]
 
     def hook(name: str) -> str:
-        return get_act_name(name, layer) if name == "initial_v" else f"blocks.{layer}.{where}.hook_{name}"
+        return f"blocks.{layer}.{owner if name == 'initial_v' else module}.hook_{name}"
 
     pattern = cache[hook("pattern")].permute(0, 2, 1, 3)  # [b, H, L, past + L]
     v, z = cache[hook("v")], cache[hook("z")]  # [b, L, H_kv, P], [b, L, H, P]
@@ -61,6 +69,11 @@ def attention_layer_form(model: HookedModel, cache: dict, layer: int, where: str
         head_index=torch.arange(H * P, device=v.device) // P, value_name=hook("v") + " (per query head)",
         output_name=hook("z"), projection=mixer.hf.o_proj.weight.detach().to(v.dtype),
     )
+
+
+def shared_attention_form(model: HookedModel, cache: dict, layer: int) -> FullAttentionForm:
+    """Zamba2: the shared attention as hybrid `layer` runs it (its LoRA, its KV cache to the bias), exactly."""
+    return attention_layer_form(model, cache, layer, module="shared_attn")
 
 
 def position_wise_form(model: HookedModel, cache: dict, layer: int) -> FullAttentionForm:
@@ -171,7 +184,7 @@ def parallel_block_form(model: HookedModel, cache: dict, layer: int, mode: str) 
                         output=cache[get_act_name("normed", layer)].transpose(1, 2),
                         output_name=get_act_name("normed", layer) + " (input of out_proj; the norm's 1/rms held "
                                                                     "at its recorded value)")
-    attention = attention_layer_form(model, cache, layer, where="mixer.attention")
+    attention = attention_layer_form(model, cache, layer, module="mixer.attention")
     _, ssm_out, _, attn_out = mixer.multipliers
     projection = None
     if mamba.projection is not None and attention.projection is not None:
@@ -184,13 +197,25 @@ class Mamba2Hybrid:
     """The Mamba-2 hybrid adapters (`HookedMamba2Hybrid`): Mamba2 forms, attention patterns, and both side by
     side for Falcon-H1's parallel blocks (`ParallelForm`)."""
 
-    families = ("bamba", "granitemoehybrid", "nemotron_h", "falcon_h1")
+    families = ("bamba", "granitemoehybrid", "nemotron_h", "falcon_h1", "zamba2")
     modes = Mamba2.modes
     channel_name = "d_inner"
 
     @staticmethod
     def is_recurrent(model: HookedModel, layer: int) -> bool:
-        return model.layer_types[layer] == "mamba"
+        return model.layer_types[layer] in ("mamba", "hybrid")  # Zamba2's hybrid layers end in Mamba-2
+
+    @staticmethod
+    def pre_layer_forms(model: HookedModel, cache: dict, layer: int) -> list[FullAttentionForm]:
+        """Maps that run inside `layer` before its own (Zamba2's shared attention), for the rollout."""
+        if model.layer_types[layer] != "hybrid":
+            return []
+        return [shared_attention_form(model, cache, layer)]
+
+    @staticmethod
+    def pre_layer_outputs(model: HookedModel, layer: int) -> list[str]:
+        """The hooks at the outputs (W_o z) of `pre_layer_forms`: their gradient times W_o weighs those maps."""
+        return [f"blocks.{layer}.shared_attn.hook_out"] if model.layer_types[layer] == "hybrid" else []
 
     @staticmethod
     def channel_count(model: HookedModel) -> int:
@@ -203,6 +228,9 @@ class Mamba2Hybrid:
         if model is not None and is_parallel(model, layer):
             attention = [f"blocks.{layer}.mixer.attention.hook_{q}" for q in ATTENTION_HOOKS if q != "initial_v"]
             return [get_act_name(q, layer) for q in (*MAMBA2_HOOKS, "initial_v")] + attention
+        if model is not None and model.layer_types[layer] == "hybrid":
+            shared = [f"blocks.{layer}.shared_attn.hook_{q}" for q in ATTENTION_HOOKS]
+            return Mamba2.hook_names(layer, mode, model) + shared
         if model is None or Mamba2Hybrid.is_recurrent(model, layer):
             return Mamba2.hook_names(layer, mode, model)
         if model.layer_types[layer] != "attention":
