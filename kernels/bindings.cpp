@@ -5,7 +5,7 @@
 void selective_scan_forward(torch::Tensor u, torch::Tensor delta, torch::Tensor A, torch::Tensor B,
                             torch::Tensor C, torch::Tensor D, c10::optional<torch::Tensor> state0,
                             torch::Tensor y, torch::Tensor states, torch::Tensor last,
-                            bool write_states);
+                            bool write_states, int64_t groups);
 void causal_conv_silu_forward(torch::Tensor x, torch::Tensor conv_state, torch::Tensor weight,
                               c10::optional<torch::Tensor> bias, torch::Tensor out);
 void lstm_recording_forward(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0, torch::Tensor weight_hh,

@@ -59,13 +59,15 @@ inline void write_rows(const float* s, float* out, int64_t nc, int64_t n, bool s
 }
 #endif
 
-// One task: channels [c0, c0 + nc) of batch row `row`, every position. The lanes c >= nc hold
-// zeros (delta = 0, A = 0: exp(0) * 0 + 0) and are never written out.
+// One task: channels [c0, c0 + nc) of batch row `row`, every position, all in group `group` (which
+// reads B and C). The lanes c >= nc hold zeros (delta = 0, A = 0: exp(0) * 0 + 0) and are never
+// written out.
 template <typename scalar_t>
 void scan_task(const scalar_t* u, const scalar_t* delta, const scalar_t* A, const scalar_t* B,
                const scalar_t* C, const scalar_t* D, const scalar_t* state0, scalar_t* y,
                scalar_t* states, scalar_t* last, int64_t row, int64_t c0, int64_t nc,
-               int64_t length, int64_t d, int64_t n, bool write_states, bool stream) {
+               int64_t length, int64_t d, int64_t n, int64_t groups, int64_t group,
+               bool write_states, bool stream) {
   std::vector<scalar_t> s(n * BLOCK, scalar_t(0)), At(n * BLOCK, scalar_t(0));  // [n, BLOCK]
   for (int64_t c = 0; c < nc; ++c) {
     for (int64_t k = 0; k < n; ++k) {
@@ -80,8 +82,8 @@ void scan_task(const scalar_t* u, const scalar_t* delta, const scalar_t* A, cons
     const int64_t bt = row * length + t;
     const scalar_t* ut = u + bt * d + c0;
     const scalar_t* dt = delta + bt * d + c0;
-    const scalar_t* Bt = B + bt * n;
-    const scalar_t* Ct = C + bt * n;
+    const scalar_t* Bt = B + (bt * groups + group) * n;  // this task's group's B_t, C_t
+    const scalar_t* Ct = C + (bt * groups + group) * n;
     for (int64_t c = 0; c < BLOCK; ++c) {
       dtb[c] = c < nc ? dt[c] : scalar_t(0);
       du[c] = c < nc ? dt[c] * ut[c] : scalar_t(0);
@@ -110,15 +112,17 @@ void scan_task(const scalar_t* u, const scalar_t* delta, const scalar_t* A, cons
 
 }  // namespace
 
-// u, delta: [batch, pos, d]; A: [d, n]; B, C: [batch, pos, n]; D: [d]; state0: [batch, d, n] or
+// u, delta: [batch, pos, d]; A: [d, n]; B, C: [batch, pos, groups, n], channel c in group
+// c / (d / groups) (Mamba-2's groups of heads; groups = 1 is S6); D: [d]; state0: [batch, d, n] or
 // none; y: [batch, pos, d]; states: [batch, pos, d, n] (written if write_states); last: [batch, d, n].
-// All contiguous, one dtype (float32 or float64); checked by the Python wrapper.
+// All contiguous, one dtype (float32 or float64), d divisible by groups; checked by the Python wrapper.
 void selective_scan_forward(at::Tensor u, at::Tensor delta, at::Tensor A, at::Tensor B,
                             at::Tensor C, at::Tensor D, c10::optional<at::Tensor> state0,
                             at::Tensor y, at::Tensor states, at::Tensor last,
-                            bool write_states) {
+                            bool write_states, int64_t groups) {
   const int64_t batch = u.size(0), length = u.size(1), d = u.size(2), n = A.size(1);
-  const int64_t blocks = (d + BLOCK - 1) / BLOCK;
+  const int64_t per_group = d / groups;  // channels per group; tasks never straddle two groups
+  const int64_t blocks = (per_group + BLOCK - 1) / BLOCK;  // tasks per group and batch row
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_forward", [&] {
     const scalar_t* s0 = state0.has_value() ? state0->data_ptr<scalar_t>() : nullptr;
     const scalar_t *pu = u.data_ptr<scalar_t>(), *pdelta = delta.data_ptr<scalar_t>();
@@ -129,11 +133,14 @@ void selective_scan_forward(at::Tensor u, at::Tensor delta, at::Tensor A, at::Te
     // non-temporal stores need every 8-float row piece 32-byte aligned
     const bool stream = write_states && sizeof(scalar_t) == 4 && n % 8 == 0 &&
                         reinterpret_cast<std::uintptr_t>(pstates) % 32 == 0;
-    at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, batch * groups * blocks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t row = task / blocks, c0 = (task % blocks) * BLOCK;
+        const int64_t row = task / (groups * blocks), group = (task / blocks) % groups;
+        const int64_t within = (task % blocks) * BLOCK;  // first channel of the block in its group
+        const int64_t c0 = group * per_group + within;
         scan_task<scalar_t>(pu, pdelta, pA, pB, pC, pD, s0, py, pstates, plast, row, c0,
-                            std::min(BLOCK, d - c0), length, d, n, write_states, stream);
+                            std::min(BLOCK, per_group - within), length, d, n, groups, group,
+                            write_states, stream);
       }
     });
   });

@@ -101,7 +101,7 @@ def test_paths_agree_across_many_chunks(family):
 SCAN_DISPATCH = {
     "mamba": ("compiled C++ selective scan (CPU)", "chunked selective scan"),
     "falcon_mamba": ("compiled C++ selective scan (CPU)", "chunked selective scan"),
-    "mamba2": ("compiled C++ selective scan (CPU), per group", "chunked selective scan, per group"),
+    "mamba2": ("compiled C++ selective scan (CPU), groups in one call", "chunked selective scan, per group"),
     "recurrent_gemma": ("compiled C++ linear scan (CPU, no grad)", "chunked linear scan"),
 }
 

@@ -198,3 +198,116 @@ def test_falcon_h1_block_adds_its_parallel_branches_and_continues_from_its_kv_ca
         torch.testing.assert_close(pattern.sum(-1), torch.ones(pattern.shape[:-1], dtype=pattern.dtype))
         assert tuple(state[layer]["k"].shape) == (2, model.sizes["n_kv_heads"], 4, model.sizes["d_attn_head"])
     torch.testing.assert_close(rest, full[:, 4:], atol=1e-10, rtol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def falcon():
+    """The float64 Falcon-H1 model (norm before the gate, every μP multiplier away from 1) and a state to start from."""
+    model = from_transformers(tiny("falcon_h1", torch.float64))
+    with torch.no_grad():
+        _, state = model(tokens(2, 3, seed=52), return_state=True)
+    return model, state
+
+
+@pytest.mark.parametrize("mode", ["exact", "normed", "paper"])
+def test_falcon_h1_parallel_map_reconstructs_both_branches_and_sums_into_the_block(falcon, mode):
+    """Per channel, Mamba-2 channels then attention channels: Ã v + bias = output to 1e-10 (float64, from a
+    KV cache and SSM state of an earlier call), equal to the detached-gate Jacobian; in "normed" mode the
+    projection with the μP multipliers sums both branches into the block's output exactly."""
+    model, state = falcon
+    ids = tokens(2, 9, seed=53)
+    layers = list(range(len(model.blocks)))
+    cache = record(model, ids, layers, mode, initial_state=state)
+    with torch.no_grad():
+        _, outs = model.run_with_cache(ids, initial_state=state, names_filter=lambda n: n.endswith("hook_mixer_out"))
+    sz = model.sizes
+    for layer in layers:
+        att = implicit_attention(model, ids, layer=layer, mode=mode, cache=cache, initial_state=state)
+        assert att.maps.shape[1] == sz["d_inner"] + sz["n_attn_heads"] * sz["d_attn_head"]
+        assert att.max_error() < 1e-10, (mode, layer)
+        assert att.bias[:, sz["d_inner"]:].abs().max() > 1e-6  # the KV cache does contribute
+        form = Mamba2Hybrid.form(model, cache, layer, mode)
+        torch.testing.assert_close(jacobian(form), att.maps, atol=1e-10, rtol=1e-10)
+        if mode == "normed":
+            summed = (form.projection @ form.output).transpose(1, 2)  # [b, L, d_model]
+            torch.testing.assert_close(summed, outs[f"blocks.{layer}.hook_mixer_out"], atol=1e-10, rtol=1e-10)
+    with pytest.raises(ValueError, match="parallel block"):  # attention channels before Mamba-2 ones
+        implicit_attention(model, ids, layer=0, mode=mode, cache=cache, channels=[sz["d_inner"], 0])
+
+
+def test_falcon_h1_output_gradient_reaches_both_branches(falcon):
+    """From the gradient at the Mamba-2 branch's hook_out: ∂/∂normed through out_proj ("normed" mode) and
+    ∂/∂z of the attention (the μP multipliers' ratio, through o_proj), as autograd gives them."""
+    model, _ = falcon
+    layer, ids, store = 1, tokens(1, 9, seed=54), {}
+    names = {"out": f"blocks.{layer}.mixer.hook_out", "normed": f"blocks.{layer}.mixer.hook_normed",
+             "z": f"blocks.{layer}.mixer.attention.hook_z"}
+
+    def keep(tensor, hook):
+        store[hook.name] = tensor
+        return tensor
+
+    with torch.enable_grad(), model.hooks(fwd_hooks=[(n, keep) for n in names.values()]):
+        logp = torch.log_softmax(model(ids)[:, 8], -1)[:, 3].sum()
+        grads = torch.autograd.grad(logp, [store[n] for n in names.values()])
+    grad_out, grad_normed, grad_z = grads
+    got = Mamba2Hybrid.output_grad(model, layer, "normed", grad_out, record(model, ids, [layer], "normed"))
+    d_inner = model.sizes["d_inner"]
+    torch.testing.assert_close(got[:, :d_inner], grad_normed.transpose(1, 2), atol=1e-12, rtol=1e-9)
+    torch.testing.assert_close(got[:, d_inner:], grad_z.flatten(2).transpose(1, 2), atol=1e-12, rtol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["rollout", "attr"])
+def test_falcon_h1_attribution_composes_its_parallel_blocks(falcon, method):
+    from workbench.analysis.implicit_attention.attribution import attribute
+
+    model, _ = falcon
+    scores = attribute(model, tokens(2, 10, seed=55), method=method, query=7)
+    assert scores.shape == (2, 10) and torch.isfinite(scores[:, :8]).all()
+    assert scores[:, :8].abs().sum() > 0
+
+
+def test_falcon_h1_flow_knockout_removes_the_term_from_both_branches(falcon):
+    """`removed_output` ("normed" mode) is each branch rerun with v_s zeroed, gates held, summed through the
+    projection with the μP multipliers; the widget's channel count covers both branches."""
+    from workbench.analysis.implicit_attention import channel_count
+    from workbench.analysis.patching.flow import removed_output
+
+    model, _ = falcon
+    sz = model.sizes
+    assert channel_count(model) == sz["d_inner"] + sz["n_attn_heads"] * sz["d_attn_head"]
+    ids = tokens(2, 6, seed=56)
+    cache = record(model, ids, [1], "normed")
+    form = Mamba2Hybrid.form(model, cache, 1, "normed")
+    value = form.value.clone()
+    value[:, :, 2] = 0
+    changed = form.recur(value)[:, :, 5] - form.output[:, :, 5]  # [b, d]
+    assert changed[:, :sz["d_inner"]].abs().max() > 1e-6 and changed[:, sz["d_inner"]:].abs().max() > 1e-6
+    torch.testing.assert_close(removed_output(model, 1, cache, 5, [2])[:, 0], changed @ form.projection.T,
+                               atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize(("rms_norm", "before_gate"), [(False, True), (True, False)])
+def test_falcon_h1_parallel_map_for_the_other_norm_placements(rms_norm, before_gate):
+    """No gated norm, or the norm after the gate: logits still the library's, and in "normed" mode each branch
+    reconstructs its output and the projection sums them into the block's output (float64, 1e-10)."""
+    import copy
+
+    import transformers
+
+    config = copy.deepcopy(tiny("falcon_h1").config)
+    config.mamba_rms_norm, config.mamba_norm_before_gate = rms_norm, before_gate
+    torch.manual_seed(1)
+    hf = transformers.FalconH1ForCausalLM(config).to(torch.float64).eval()
+    model = from_transformers(hf)
+    ids = tokens(2, 7, seed=57)
+    cache = record(model, ids, [0, 1], "normed")
+    with torch.no_grad():
+        logits, outs = model.run_with_cache(ids, names_filter=lambda n: n.endswith("hook_mixer_out"))
+        torch.testing.assert_close(logits, hf(ids).logits, atol=1e-6, rtol=1e-6)
+    for layer in (0, 1):
+        att = implicit_attention(model, ids, layer=layer, mode="normed", cache=cache)
+        assert att.max_error() < 1e-10, layer
+        form = Mamba2Hybrid.form(model, cache, layer, "normed")
+        torch.testing.assert_close((form.projection @ form.output).transpose(1, 2),
+                                   outs[f"blocks.{layer}.hook_mixer_out"], atol=1e-10, rtol=1e-10)

@@ -103,3 +103,62 @@ def test_implicit_attention_reproduces_every_mamba_layer_and_rolls_out(zamba64):
             assert tuple(att.maps.shape) == (1, model.sizes["d_inner"], 9, 9)
     scores = attribute(model, ids, method="rollout", query=6)  # [1, 9]
     assert torch.all(scores[:, 7:] == 0) and torch.all(scores[:, :7] > 0)
+
+
+def test_the_rollout_composes_the_shared_attention_before_each_hybrid_layers_mamba(zamba64):
+    """A hybrid layer gives two maps, first its shared attention's pattern (exact: z from v with the KV cache of
+    an earlier call in the bias, equal to its Jacobian), then its Mamba map; the stack rollout composes all
+    six, and the attention maps change it."""
+    from workbench.analysis.implicit_attention.api import record
+    from workbench.analysis.implicit_attention.attribution import layer_maps, rollout
+    from workbench.analysis.implicit_attention.evaluation import jacobian
+    from workbench.analysis.implicit_attention.hybrid import MambaHybrid
+
+    _, model = zamba64
+    ids = tokens(2, 9, seed=47)
+    with torch.no_grad():
+        _, state = model(tokens(2, 4, seed=48), return_state=True)
+    cache = record(model, ids, range(4), "exact", initial_state=state)
+    for layer in range(4):
+        stages = MambaHybrid.pre_layer_forms(model, cache, layer)
+        assert len(stages) == (1 if layer in HYBRID_LAYERS else 0)
+        for shared in stages:
+            rebuilt = (shared.core() @ shared.value[..., None])[..., 0] + shared.state_part  # [b, H·P, L]
+            torch.testing.assert_close(rebuilt, cache[f"blocks.{layer}.attn.hook_z"].flatten(2).transpose(1, 2),
+                                       atol=1e-10, rtol=1e-10)
+            assert shared.state_part.abs().max() > 1e-6  # the KV cache does contribute
+            torch.testing.assert_close(jacobian(shared), shared.core(), atol=1e-10, rtol=1e-10)
+    maps = layer_maps(model, ids)
+    assert len(maps) == 6  # layers 0, 1: Mamba; 2, 3: shared attention, then Mamba
+    without_attention = [maps[0], maps[1], maps[3], maps[5]]
+    assert (rollout(maps) - rollout(without_attention)).abs().max() > 1e-3
+    scores = attribute(model, ids, method="rollout", query=6)
+    torch.testing.assert_close(scores, rollout(maps)[:, 6].float())
+
+
+def test_the_gradient_weighting_the_shared_attention_map_is_the_gradient_at_its_z(zamba64):
+    """attr weights the shared attention's map by the gradient at `attn.hook_out` through W_o (the form's
+    projection): that is autograd's gradient at its z."""
+    from workbench.analysis.implicit_attention.api import record
+    from workbench.analysis.implicit_attention.attribution import output_gradients
+    from workbench.analysis.implicit_attention.hybrid import MambaHybrid
+
+    _, model = zamba64
+    layer, ids, store = 2, tokens(1, 9, seed=49), {}
+
+    def keep(tensor, hook):
+        store[hook.name] = tensor
+        return tensor
+
+    z = f"blocks.{layer}.attn.hook_z"
+    with torch.enable_grad(), model.hooks(fwd_hooks=[(z, keep)]):
+        logp = torch.log_softmax(model(ids)[:, 8].float(), -1)[:, 3]  # as output_gradients: float32
+        (expected,) = torch.autograd.grad(logp.sum(), store[z])
+    (hook,) = MambaHybrid.pre_layer_outputs(model, layer)
+    assert hook == f"blocks.{layer}.attn.hook_out" and MambaHybrid.pre_layer_outputs(model, 0) == []
+    grads, _, _ = output_gradients(model, ids, 8, torch.tensor([3]), range(4), [hook])
+    (shared,) = MambaHybrid.pre_layer_forms(model, record(model, ids, [layer], "exact"), layer)
+    torch.testing.assert_close((grads[hook] @ shared.projection).transpose(1, 2),
+                               expected.flatten(2).transpose(1, 2), atol=1e-12, rtol=1e-9)
+    scores = attribute(model, ids, method="attr", query=6)
+    assert scores.shape == (1, 9) and torch.isfinite(scores[:, :7]).all() and scores[:, :7].abs().sum() > 0

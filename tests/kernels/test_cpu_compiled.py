@@ -85,6 +85,29 @@ def test_compiled_scan_empty_sequence_returns_the_initial_state(kernel, with_sta
     assert states.shape == (2, 0, 4, 3)
 
 
+@pytest.mark.parametrize(("groups", "width", "n", "dtype"), [
+    (2, 5, 8, torch.float64),  # narrow groups: one partial block each
+    (3, 70, 16, torch.float32),  # groups wider than a block of 64 channels: blocks never straddle groups
+    (2, 64, 3, torch.float64),
+])
+def test_compiled_scan_groups_equal_one_scan_per_group(kernel, groups, width, n, dtype):
+    # B, C [batch, pos, groups, n]: channel c reads group c // width, as Mamba-2's groups of heads do
+    batch, pos, d = 2, 9, groups * width
+    u, delta, A, _, _, D, state0 = s6_inputs(7, batch, pos, d, n, dtype)
+    gen = torch.Generator().manual_seed(8)
+    B, C = (torch.randn(batch, pos, groups, n, dtype=dtype, generator=gen) for _ in range(2))
+    for return_states in (False, True):
+        y, s = kernel(u, delta, A, B, C, D, state0, return_states)
+        for g in range(groups):
+            c = slice(g * width, (g + 1) * width)
+            y_ref, s_ref = selective_scan_reference(u[..., c], delta[..., c], A[c], B[:, :, g], C[:, :, g], D[c],
+                                                    state0[:, c], return_states)
+            torch.testing.assert_close(y[..., c], y_ref, rtol=TOL[dtype], atol=TOL[dtype])
+            torch.testing.assert_close(s[..., c, :], s_ref, rtol=TOL[dtype], atol=TOL[dtype])
+    with pytest.raises(ValueError, match="groups dividing d"):
+        kernel(u[..., 1:], delta[..., 1:], A[1:], B, C, D[1:])
+
+
 def test_compiled_scan_rejects_bad_shapes(kernel):
     u, delta, A, B, C, D, state0 = s6_inputs(6, 2, 5, 4, 3, torch.float32)
     with pytest.raises(ValueError, match="shapes do not fit S6"):

@@ -8,7 +8,7 @@ y_t[h] = state_t[h] C_t[g(h)] + D_h x_t[h]; out = out_proj(GroupRMSNorm(y ⊙ Si
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from workbench.adapters.base import (
     mask_positions,
 )
 from workbench.adapters.tl_names import MAMBA2_ALIASES, layer_aliases
+from workbench.kernels.cpu_compiled import compiled_selective_scan
 from workbench.kernels.dispatch import fastest_selective_scan
 from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import Emit, State, run_recurrence
@@ -83,33 +84,44 @@ class HookedMamba2Mixer(AdapterMixer):
 
     def _scan(self, inputs: Mapping[str, Tensor], s0: Tensor,
               wanted: set[str]) -> tuple[dict[str, Tensor], State]:
-        """Each group of heads as one S6 scan whose channels are its heads' P units (Δ, A shared per head)."""
-        H, P, G = self.sizes["n_heads"], self.sizes["d_head"], self.sizes["n_groups"]
-        x, delta = inputs["x"], inputs["delta"]
+        """The heads as one S6 scan whose channels are their P units (Δ, A shared per head, B and C per group).
+
+        The compiled C++ scan takes B and C per group and writes every head's state straight into one
+        [batch, pos, H, P, N] buffer; the other kernels (Triton, chunked) run once per group.
+        """
+        H, P, N = self.sizes["n_heads"], self.sizes["d_head"], self.sizes["d_state"]
+        x, delta, B, C = inputs["x"], inputs["delta"], inputs["B"], inputs["C"]
         batch, pos = x.shape[:2]
-        per = H // G
-        ys, states, finals = [], [], []
-        for g in range(G):
-            heads = slice(g * per, (g + 1) * per)
-            u = x[:, :, heads].reshape(batch, pos, per * P)  # [batch, pos, per·P]
-            dt = delta[:, :, heads].repeat_interleave(P, dim=-1)  # [batch, pos, per·P]
-            A = self.A[heads].repeat_interleave(P)[:, None].expand(per * P, self.sizes["d_state"])
-            D = self.hf.D[heads].repeat_interleave(P)
-            h0 = s0[:, heads].reshape(batch, per * P, -1)
-            scan_inputs = (u, dt, A, inputs["B"][:, :, g], inputs["C"][:, :, g], D, h0)
-            name, kernel = fastest_selective_scan(*scan_inputs)  # Triton / compiled C++ / chunked
+        u = x.reshape(batch, pos, H * P)  # [batch, pos, H·P]
+        dt = delta.repeat_interleave(P, dim=-1)  # [batch, pos, H·P]
+        A = self.A.repeat_interleave(P)[:, None].expand(H * P, N)  # [H·P, N]
+        D = self.hf.D.repeat_interleave(P)  # [H·P]
+        h0 = s0.reshape(batch, H * P, N)
+        record = "state" in wanted
+        name, kernel = fastest_selective_scan(u, dt, A, B[:, :, 0], C[:, :, 0], D, h0)  # Triton / C++ / chunked
+        if kernel is compiled_selective_scan:  # every group in one call: B, C [batch, pos, G, N]
+            self.last_kernel = f"{name}, groups in one call"
+            y, s = kernel(u, dt, A, B, C, D, h0, return_states=record)
+        else:
             self.last_kernel = f"{name}, per group"
-            y, s = kernel(*scan_inputs, return_states="state" in wanted)
-            ys.append(y.reshape(batch, pos, per, P))
-            if "state" in wanted:
-                states.append(s.reshape(batch, pos, per, P, -1))
-            else:
-                finals.append(s.reshape(batch, per, P, -1))
-        values = {"y": torch.cat(ys, dim=2)}
-        if "state" in wanted:
-            values["state"] = torch.cat(states, dim=2)  # [batch, pos, H, P, N]
+            y, s = self._scan_per_group(kernel, u, dt, A, B, C, D, h0, record)
+        values = {"y": y.reshape(batch, pos, H, P)}
+        if record:
+            values["state"] = s.reshape(batch, pos, H, P, N)
             return values, {"state": values["state"][:, -1]}
-        return values, {"state": torch.cat(finals, dim=1)}
+        return values, {"state": s.reshape(batch, H, P, N)}
+
+    def _scan_per_group(self, kernel: Callable[..., tuple[Tensor, Tensor]], u: Tensor, dt: Tensor, A: Tensor,
+                        B: Tensor, C: Tensor, D: Tensor, h0: Tensor, record: bool) -> tuple[Tensor, Tensor]:
+        """One kernel call per group of heads (kernels taking one B, C per call); joined along channels."""
+        G = self.sizes["n_groups"]
+        width = u.shape[-1] // G  # channels per group
+        parts = [kernel(u[..., g * width:(g + 1) * width], dt[..., g * width:(g + 1) * width],
+                        A[g * width:(g + 1) * width], B[:, :, g], C[:, :, g], D[g * width:(g + 1) * width],
+                        h0[:, g * width:(g + 1) * width], return_states=record) for g in range(G)]
+        if G == 1:
+            return parts[0]
+        return torch.cat([y for y, _ in parts], dim=2), torch.cat([s for _, s in parts], dim=-2)
 
     def mix(self, x_in: Tensor, state: State, fused: bool, mask: Tensor | None) -> tuple[Tensor, State]:
         hf, sz = self.hf, self.sizes

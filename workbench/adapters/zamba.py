@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from workbench.adapters.base import AdapterBlock, AdapterMixer, HookedHybridLM, HookedNorm, mask_positions
 from workbench.adapters.kv_attention import HookedKvAttention
 from workbench.adapters.rms_norm import FullPrecisionRMSNorm
+from workbench.kernels.cpu_compiled import compiled_selective_scan
 from workbench.kernels.dispatch import fastest_selective_scan
 from workbench.models.hook_point import ScopedHookPoint
 from workbench.models.mixers.s6 import S6_HOOK_SPECS, S6_STATE_SPECS
@@ -96,7 +97,16 @@ class HookedZambaMambaMixer(AdapterMixer):
 
         def scan(wanted: set[str], start: int = 0, stop: int | None = None, before: State = state,
                  ) -> tuple[dict[str, Tensor], State]:
-            """The fused selective scan once per Mamba head (B and C differ between heads)."""
+            """The fused selective scan: the compiled C++ scan takes B and C per Mamba head in one call (its
+            groups), writing one state buffer; the other kernels run once per head."""
+            conv_u, steps = inputs["conv"][:, start:stop], inputs["delta"][:, start:stop]  # [batch, pos, d_inner]
+            head_B, head_C = inputs["B"][:, start:stop], inputs["C"][:, start:stop]  # [batch, pos, H, d_state]
+            self.last_kernel, kernel = fastest_selective_scan(conv_u, steps, self.A, head_B[:, :, 0], head_C[:, :, 0],
+                                                              self.D, before["state"])
+            if kernel is compiled_selective_scan:
+                y, s = kernel(conv_u, steps, self.A, head_B, head_C, self.D, before["state"],
+                              return_states="state" in wanted)
+                return ({"y": y, "state": s}, {"state": s[:, -1]}) if "state" in wanted else ({"y": y}, {"state": s})
             width = sz["d_inner"] // heads
             ys, states = [], []
             for h in range(heads):

@@ -189,7 +189,9 @@ def compiled_selective_scan(
     """Same contract as `selective_scan`: u, delta [batch, pos, d]; A [d, n]; B, C [batch, pos, n];
     D [d]; state0 [batch, d, n] or None (zeros). Returns (y [batch, pos, d], states
     [batch, pos, d, n] if return_states else the last state [batch, d, n]) in the promoted dtype
-    (float32 or float64). CPU only, no autograd; raises RuntimeError if the kernel is unavailable."""
+    (float32 or float64). B, C may also be [batch, pos, groups, n] (Mamba-2's groups of heads): channel
+    c then reads group c // (d // groups), so all groups run in one call and write one state buffer.
+    CPU only, no autograd; raises RuntimeError if the kernel is unavailable."""
     module = _load()
     if module is None:
         raise RuntimeError("compiled CPU kernels are unavailable (see compiled_kernels_available())")
@@ -197,11 +199,14 @@ def compiled_selective_scan(
         raise ValueError(f"u must be [batch, pos, d], got shape {tuple(u.shape)}")
     batch, length, d = u.shape
     n = A.shape[-1] if A.dim() == 2 else -1
-    fits = delta.shape == u.shape and A.shape == (d, n) and D.shape == (d,)
-    if not fits or B.shape != (batch, length, n) or C.shape != B.shape:
+    groups = B.shape[2] if B.dim() == 4 else 1
+    fits = delta.shape == u.shape and A.shape == (d, n) and D.shape == (d,) and groups > 0 and d % groups == 0
+    grouped_shape = (batch, length, groups, n) if B.dim() == 4 else (batch, length, n)
+    if not fits or B.shape != grouped_shape or C.shape != B.shape:
         raise ValueError(
             f"shapes do not fit S6: u {tuple(u.shape)}, delta {tuple(delta.shape)}, A {tuple(A.shape)}, "
-            f"B {tuple(B.shape)}, C {tuple(C.shape)}, D {tuple(D.shape)}"
+            f"B {tuple(B.shape)}, C {tuple(C.shape)}, D {tuple(D.shape)} (expected B and C "
+            f"[batch, pos, n] or [batch, pos, groups, n] with groups dividing d)"
         )
     if state0 is not None and state0.shape != (batch, d, n):
         raise ValueError(f"state0 must be [batch, d, n] = {(batch, d, n)}, got {tuple(state0.shape)}")
@@ -228,7 +233,7 @@ def compiled_selective_scan(
         if length > 0:  # n == 0: no state, y = D u
             y.copy_(D * u)
         return y, states if return_states else last
-    module.selective_scan_forward(u, delta, A, B, C, D, state0, y, states, last, return_states)
+    module.selective_scan_forward(u, delta, A, B, C, D, state0, y, states, last, return_states, groups)
     return y, states if return_states else last
 
 

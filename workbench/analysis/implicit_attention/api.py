@@ -124,8 +124,11 @@ def family_of(model: HookedModel) -> Any:
 
 
 def channel_count(model: HookedModel) -> int:
-    """How many channels the family's maps have (d_hidden, d_inner, RWKV's d_att)."""
+    """How many channels the family's maps have (d_hidden, d_inner, RWKV's d_att; the family's own
+    `channel_count` where it differs, as Falcon-H1's two parallel branches)."""
     family = family_of(model)
+    if hasattr(family, "channel_count"):
+        return int(family.channel_count(model))
     sizes = getattr(model, "sizes", None) or {}
     return int(sizes.get(family.channel_name, model.cfg.d_hidden))
 

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["FLOW_MODES", "flow_knockout", "removed_output"]
 
 # the implicit-attention mode whose output reaches the residual stream through a linear read-out
-FLOW_MODES: dict[str, str] = {"mamba2": "normed"}
+FLOW_MODES: dict[str, str] = {"mamba2": "normed", "falcon_h1": "normed"}
 
 
 class AddAt:
