@@ -114,11 +114,26 @@ def chunked_delta_rule(q: Tensor, k: Tensor, v: Tensor, log_alpha: Tensor, beta:
     end = gamma[:, :, :, -1:]  # [B, H, N, 1] or [B, H, N, 1, d_k]
     carried = decayed(end - gamma, k)  # e^{γ_C − γ_s} ⊙ k_s  [B, H, N, C, d_k]
     keep = (end.exp()[..., 0, :, None] if channels else end.exp()[..., None])  # [B, H, N, d_k or 1, 1]
-    state, outputs, states = s0, [], []
+    # Every state, three ways. Without autograd: S_t = D_t S_{t−1} + k_t δ_tᵀ stepped in place through one
+    # buffer laid out [B, L, H, d_k, d_v] as the hooks hold it, after the chunks gave every δ_t: L·d_k·d_v
+    # work, what writing the states costs, exact for any decay. With autograd: one cumulative sum,
+    # S_t = e^{γ_t} ⊙ (S_0 + Σ_{s≤t} (e^{−γ_s} ⊙ k_s) δ_sᵀ), where e^{±γ} stay in the dtype's normal range,
+    # else the pairwise decays (C times the work).
+    stepped = return_states and not (torch.is_grad_enabled() and any(
+        x.requires_grad for x in (q, k, v, log_alpha, beta, s0)))
+    factored = return_states and not stepped and float(gamma.detach().abs().amax()) <= FACTOR_LIMIT.get(
+        gamma.dtype, 8.0)
+    state, outputs, states, deltas = s0, [], [], []
     for n in range(chunks):
         delta = u[:, :, n] - w[:, :, n] @ state  # [B, H, C, d_v]
         outputs.append(read[:, :, n] @ state + scores[:, :, n] @ delta)
-        if return_states:  # S_t = e^{γ_t} ⊙ S_0 + Σ_{s≤t} (e^{γ_t − γ_s} ⊙ k_s) δ_sᵀ
+        if stepped:
+            deltas.append(delta)
+        elif factored:
+            written = (decayed(-gamma[:, :, n], k[:, :, n])[..., None] * delta[..., None, :]).cumsum(2)
+            grow = gamma[:, :, n].exp()[..., None] if channels else gamma[:, :, n].exp()[..., None, None]
+            states.append(grow * (state[:, :, None] + written))  # [B, H, C, d_k, d_v]
+        elif return_states:  # S_t = e^{γ_t} ⊙ S_0 + Σ_{s≤t} (e^{γ_t − γ_s} ⊙ k_s) δ_sᵀ
             if channels:
                 weighted = (pair_decays(gamma[:, :, n], strict=False) * k[:, :, n, None]).transpose(-1, -2)
                 start = gamma[:, :, n].exp()[..., None] * state[:, :, None]  # [B, H, C, d_k, d_v]
@@ -128,7 +143,27 @@ def chunked_delta_rule(q: Tensor, k: Tensor, v: Tensor, log_alpha: Tensor, beta:
                 start = gamma[:, :, n].exp()[..., None, None] * state[:, :, None]
             states.append(start + weighted @ delta[:, :, None])  # [B, H, C, d_k, d_v]
         state = keep[:, :, n] * state + carried[:, :, n].transpose(-1, -2) @ delta
+    if stepped:
+        o = torch.cat(outputs, dim=2)[:, :, :length]
+        return o, stepped_states(k.flatten(2, 3)[:, :, :length], torch.cat(deltas, dim=2)[:, :, :length],
+                                 log_alpha[:, :, :length], s0)
     o = torch.cat(outputs, dim=2)[:, :, :length]
     if return_states:
         return o, torch.cat(states, dim=2)[:, :, :length]
     return o, state
+
+
+def stepped_states(k: Tensor, delta: Tensor, log_alpha: Tensor, s0: Tensor) -> Tensor:
+    """Every S_t = D_t S_{t−1} + k_t δ_tᵀ from S_{−1} = s0, written in place into one buffer
+    [B, L, H, d_k, d_v] (returned as its [B, H, L, d_k, d_v] view): k [B, H, L, d_k], δ [B, H, L, d_v],
+    log α [B, H, L] (D_t = α_t I) or [B, H, L, d_k] (D_t = diag α_t). No product of decays is formed,
+    so any decay is exact."""
+    batch, heads, length, d_k = k.shape
+    buffer = k.new_empty(batch, length, heads, d_k, delta.shape[-1])  # [B, L, H, d_k, d_v]
+    torch.mul(k.transpose(1, 2)[..., None], delta.transpose(1, 2)[..., None, :], out=buffer)  # k_t δ_tᵀ
+    alpha = log_alpha.exp().transpose(1, 2)  # [B, L, H] or [B, L, H, d_k]
+    alpha = alpha[..., None] if alpha.ndim == 4 else alpha[..., None, None]  # [B, L, H, d_k or 1, 1]
+    previous = s0
+    for t in range(length):
+        previous = torch.addcmul(buffer[:, t], alpha[:, t], previous, out=buffer[:, t])
+    return buffer.transpose(1, 2)
