@@ -8,7 +8,7 @@ from workbench.analysis.mips.lattice import LatticeError, lattice_candidates
 from workbench.analysis.mips.rnn import MipsRNN, RNNSpec
 from workbench.analysis.mips.synthesis import program_from_lattice
 from workbench.analysis.mips.tasks import get_task
-from workbench.analysis.mips.training import TrainedRNN, predict
+from workbench.analysis.mips.training import TrainedRNN, candidate_specs, predict
 from workbench.analysis.mips.verify import verify_program
 
 
@@ -45,3 +45,10 @@ def test_exact_state_under_a_wrong_readout_gives_a_program_that_verifies():
 def test_a_state_off_the_integer_lattice_is_refused():
     with pytest.raises(LatticeError, match="lattice"):
         lattice_candidates(_counter_net(0.9), state_only=True)
+
+
+def test_one_hot_counters_of_three_come_before_the_nonlinear_nets_once():
+    specs = list(candidate_specs("Majority_0_3", (0,)))
+    counters = RNNSpec("linear", 3, "mlp", "onehot", "mse", 0, False)
+    assert specs.index(counters) < [s.family for s in specs].index("gru")
+    assert len(specs) == len(set(specs))  # each architecture is trained at most once per seed

@@ -82,7 +82,8 @@ def candidate_specs(
         sizes: range, seed: int, readout: str = "linear", biases=(False, True), onehot_sizes: Sequence[int] = ()
     ) -> Iterator[RNNSpec]:
         for enc in encodings:
-            for bias in biases if enc == "scalar" else (False,):  # one-hot inputs carry their own offset
+            # one-hot inputs carry their own offset: no bias, and no second pass for a bias-only call
+            for bias in biases if enc == "scalar" else (False,) * (False in biases):
                 for d in sizes if enc == "scalar" else (onehot_sizes or sizes[:2]):
                     yield RNNSpec("linear", d, readout, enc, "mse", seed, bias)
 
