@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.analysis.mips.lattice import LatticeError, lattice_candidates
+from workbench.analysis.mips.lattice import Lattice, LatticeError, lattice_candidates
 from workbench.analysis.mips.rnn import MipsRNN, RNNSpec
 from workbench.analysis.mips.synthesis import program_from_lattice
 from workbench.analysis.mips.tasks import get_task
@@ -52,3 +52,17 @@ def test_one_hot_counters_of_three_come_before_the_nonlinear_nets_once():
     counters = RNNSpec("linear", 3, "mlp", "onehot", "mse", 0, False)
     assert specs.index(counters) < [s.family for s in specs].index("gru")
     assert len(specs) == len(set(specs))  # each architecture is trained at most once per seed
+
+
+def test_a_counter_with_its_running_minimum_reads_balanced_brackets():
+    # Balanced_Parenthesis over a planted depth counter: not a function of the depth alone, but of
+    # the depth and its running minimum (the second program `extraction_candidates` offers)
+    task = get_task("Balanced_Parenthesis")
+    x, y = task.generate(300, seed=11)  # [n, 10, 1]
+    depth = np.cumsum(np.where(x == 0, 1, -1), 1)  # [n, 10, 1]
+    lattice = Lattice(np.zeros((1, 1)), depth, x, y, 0.0, "krylov", np.zeros(1, np.int64))
+    with pytest.raises(ValueError, match="contradictory"):
+        program_from_lattice(lattice, task)
+    program = program_from_lattice(lattice, task, extrema=True)
+    assert "extrema" in program.method and "lo0" in program.source
+    assert verify_program(program.source, task).passed

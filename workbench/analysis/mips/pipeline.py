@@ -117,18 +117,23 @@ def extraction_candidates(
         seconds["extract"] += cpu_seconds() - t0
         if reading is None:
             return
-        t0 = cpu_seconds()
-        try:
-            program = synthesize(reading, trained.task)
-        except ValueError:  # contradictory data for a table: this reading is not a function
-            continue
-        finally:
-            seconds["synthesize"] += cpu_seconds() - t0
-        if program.source in seen:
-            continue
-        seen.add(program.source)
-        count += 1
-        yield reading, program
+        variants = (False, True) if isinstance(reading, Lattice) else (False,)
+        for extrema in variants:
+            # a lattice's second program also reads the states' running extrema (a counter and "it
+            # went below zero"); it is written and verified only when the first one fails
+            t0 = cpu_seconds()
+            try:
+                program = (program_from_lattice(reading, trained.task, extrema=True) if extrema
+                           else synthesize(reading, trained.task))
+            except ValueError:  # contradictory data for a table: this reading is not a function
+                continue
+            finally:
+                seconds["synthesize"] += cpu_seconds() - t0
+            if program.source in seen:
+                continue
+            seen.add(program.source)
+            count += not extrema
+            yield reading, program
 
 
 def extract_program(trained: TrainedRNN) -> tuple[Lattice | FSM, Program]:
