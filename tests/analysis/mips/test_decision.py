@@ -37,6 +37,19 @@ def test_lattice_program_uses_no_partial_table_and_verifies_on_long_sequences():
     assert verify_program(program.source, "Majority_0_2").passed  # includes 1,000 sequences of length 100
 
 
+def test_arg_max_of_four_counts_is_a_depth_three_tree_that_verifies():
+    # Majority_0_3 over planted counters z_i = n_i - n_3: a three-round tournament, beyond depth 2
+    task = get_task("Majority_0_3")
+    x, y = task.generate(300, seed=11)  # [n, 10, 1]
+    counts = [np.cumsum(x[..., 0] == v, 1) for v in range(4)]  # each [n, 10]
+    z = np.stack([counts[v] - counts[3] for v in range(3)], -1)  # [n, 10, 3]
+    columns = {f"z{i}": z[..., i].ravel() for i in range(3)}
+    assert decision_tree(columns, y.ravel(), max_depth=2) is None
+    program = program_from_lattice(Lattice(np.zeros((3, 3)), z, x, y, 0.0, "krylov", np.zeros(3, np.int64)), task)
+    assert "tree" in program.method and "OUT0 = {" not in program.source
+    assert verify_program(program.source, task).passed
+
+
 def test_no_tree_when_one_expression_or_none_fits():
     z = np.arange(-5, 6)
     assert decision_tree({"z0": z}, z + 0) is None  # a single leaf: left to the plain regressions

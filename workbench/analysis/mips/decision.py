@@ -7,10 +7,12 @@ need size 13 for `int(min(z0, z0 - z1) < 0) * (1 + int(z1 < 0))`, beyond its rea
 decision tree over comparisons, `((1 if z0 < z1 else 0) if 0 <= z0 else (2 if z1 < 0 else 1))`,
 is small and, being made of comparisons, holds for states of any size.
 
-`decision_tree` finds the first tree of depth 1, else 2, whose every leaf (a column, a constant,
-or a sum or difference of two columns) is right on all its rows. Predicates are `a < b` and
-`a == b` over the same operands. The search is exhaustive over that pool and vectorised: a side of
-a split is solvable when some leaf is right on all its rows, a matrix product away.
+`decision_tree` finds the first tree of depth 1, else 2, else 3, whose every leaf (a column, a
+constant, or a sum or difference of two columns) is right on all its rows. Predicates are `a < b`
+and `a == b` over the same operands. Depths 1-2 are searched exhaustively and vectorised: a side of
+a split is solvable when some leaf is right on all its rows, a matrix product away. Depth 3 (the
+arg-max of four counts, Majority_0_3, is a three-round tournament) tries only the predicates that
+best separate the outputs (lowest conditional entropy) at the top two levels.
 """
 
 from __future__ import annotations
@@ -56,10 +58,11 @@ def decision_tree(
     columns: dict[str, np.ndarray],
     target: np.ndarray,
     constants: Sequence[int] = (0, 1, 2),
-    max_depth: int = 2,
+    max_depth: int = 3,
     max_rows: int = 3000,
+    beam: int = 12,
 ) -> str | None:
-    """`(A if P else B)`, nested up to `max_depth`, equal to `target` on every row of `columns`; or None.
+    """`(A if P else B)`, nested up to `max_depth` (at most 3), equal to `target` on every row of `columns`; or None.
 
     Leaves are columns, constants, or sums/differences of two columns; predicates compare two of those.
     None when there are more than `max_rows` distinct rows (the search would be slow) or no tree fits.
@@ -100,17 +103,56 @@ def decision_tree(
         a, b = leaves[np.flatnonzero(good_in[p])[0]][0], leaves[np.flatnonzero(good_out[p])[0]][0]
         return f"({a} if {preds[p][0]} else {b})"
 
+    def depth2_for(mask: np.ndarray, roots: list[int]) -> str | None:
+        found = leaf_for(mask) or split_for(mask)
+        if found is not None:
+            return found
+        for p in roots:
+            sides = []
+            for side_mask in (pmat[p] & mask, ~pmat[p] & mask):
+                side = leaf_for(side_mask) or split_for(side_mask)
+                if side is None:
+                    break
+                sides.append(side)
+            if len(sides) == 2:
+                return f"({sides[0]} if {preds[p][0]} else {sides[1]})"
+        return None
+
     everything = np.ones(len(tgt), dtype=bool)
     found = split_for(everything)
     if found is not None or max_depth < 2:
         return found
-    for (expr, p_val) in preds:
+    found = depth2_for(everything, list(range(len(preds))))
+    if found is not None or max_depth < 3:
+        return found
+    # depth 3 (an arg-max of four counts is a three-round tournament): exhaustive would be
+    # n_pred^2 splits per root, so only the `beam` roots that best separate the outputs are tried
+    order = _by_purity(pmat, tgt)[:beam]
+    for p in order:
         sides = []
-        for mask in (p_val, ~p_val):
-            side = leaf_for(mask) or split_for(mask)
+        for mask in (pmat[p], ~pmat[p]):
+            side = depth2_for(mask, list(_by_purity(pmat, tgt, mask)[:beam]))
             if side is None:
                 break
             sides.append(side)
         if len(sides) == 2:
-            return f"({sides[0]} if {expr} else {sides[1]})"
+            return f"({sides[0]} if {preds[p][0]} else {sides[1]})"
     return None
+
+
+def _by_purity(pmat: np.ndarray, tgt: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Predicate indices by the conditional entropy of the target on their two sides (within `mask`), best first."""
+    mask = np.ones(pmat.shape[1], dtype=bool) if mask is None else mask
+    labels = np.unique(tgt[mask])
+    onehot = (tgt[:, None] == labels[None]) & mask[:, None]  # [rows, n_labels]
+    score = np.zeros(len(pmat))
+    for side in (pmat, ~pmat):
+        counts = side.astype(np.float64) @ onehot.astype(np.float64)  # [n_pred, n_labels]
+        total = counts.sum(1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac = np.where(total > 0, counts / np.maximum(total, 1), 0.0)
+            ent = -(frac * np.log(np.where(frac > 0, frac, 1.0))).sum(1)
+        score += total[:, 0] * ent
+    useful = (pmat & mask).any(1) & (~pmat & mask).any(1)
+    score[~useful] = np.inf
+    return np.argsort(score, kind="stable")[: int(useful.sum())]

@@ -132,9 +132,19 @@ def _closes(
 
 
 def lattice_candidates(
-    trained: TrainedRNN, n_seqs: int = 500, tol: float = 0.2, seed: int = 11, max_candidates: int = 4
+    trained: TrainedRNN,
+    n_seqs: int = 500,
+    tol: float = 0.2,
+    seed: int = 11,
+    max_candidates: int = 4,
+    state_only: bool = False,
 ) -> list[Lattice]:
-    """Integer-state readings of a trained linear RNN, smallest rank first (observability basis before Krylov)."""
+    """Integer-state readings of a trained linear RNN, smallest rank first (observability basis before Krylov).
+
+    `state_only`: the net's readout is not exact, so only its recurrent state is read (Krylov basis:
+    the states must snap and the snapped states must give the net's own outputs) and the lattice's
+    outputs `y` are the task's, for the readout to be synthesised from them.
+    """
     model = trained.model
     if model.spec.family != "linear":
         raise LatticeError(f"the lattice needs a linear recurrence, this one is {model.spec.family!r}")
@@ -144,7 +154,7 @@ def lattice_candidates(
     b = model.b.detach().numpy()[:, None]  # [d, 1]
     gens = np.concatenate([u, b], 1) if model.spec.bias else u
     reach = krylov_basis(w, gens)  # [d, k]
-    x, _ = task.generate(n_seqs, seed=seed)  # [n, T, c]
+    x, y_task = task.generate(n_seqs, seed=seed)  # [n, T, c], [n, T, c_out]: held out from training
     feats = trained.features(x)
     h = model.hidden_states(feats).numpy()  # [n, T, d]
     y_net = predict(trained, x)
@@ -155,7 +165,7 @@ def lattice_candidates(
         else {}
     )
     encoders: list[tuple[str, np.ndarray]] = []  # (kind, rows [r, d + 1]) with z = rows [h, 1]
-    if model.spec.readout == "linear":
+    if model.spec.readout == "linear" and not state_only:
         d = w.shape[0]
         w_aff = np.block([[w, b], [np.zeros((1, d)), np.ones((1, 1))]])  # [d+1, d+1]
         start = np.zeros((d + 1, 1))
@@ -171,7 +181,7 @@ def lattice_candidates(
     h0_aff = np.zeros((1, h.shape[-1] + 1))
     h0_aff[0, -1] = 1.0
     found, reasons = [], []
-    if model.spec.readout == "linear":
+    if model.spec.readout == "linear" and not state_only:
         for minimal in (True, False):
             try:
                 found.append(markov_lattice(trained, n_seqs=n_seqs, seed=seed, minimal=minimal))
@@ -193,7 +203,7 @@ def lattice_candidates(
         if kind == "krylov" and not _reproduces(trained, z, basis, y_net):
             reasons.append(f"{kind}-{rows.shape[0]}: the snapped states change the outputs")
             continue
-        found.append(Lattice(basis, z, x, y_net, err, kind, z_init))
+        found.append(Lattice(basis, z, x, y_task if state_only else y_net, err, kind, z_init))
         if len(found) >= max_candidates:
             break
     found.sort(key=lambda lat: lat.rank)  # smallest description first (stable: markov before others)

@@ -317,8 +317,13 @@ def _regress(
     return f"{table_name}[{key_expr}]", "table"
 
 
-def program_from_lattice(lattice, task) -> Program:
-    """Integer regression of each state update on (previous states, input) and each output on the states."""
+def program_from_lattice(lattice, task, extrema: bool = False) -> Program:
+    """Integer regression of each state update on (previous states, input) and each output on the states.
+
+    `extrema`: the outputs may also read the running minimum and maximum of each state variable
+    (start state included), kept as extra variables `lo_i`, `hi_i`: a counter plus "it went below
+    zero" (balanced brackets) is a function of the counter and its running minimum, not of the counter.
+    """
     z, x, y = lattice.z, lattice.x, lattice.y  # [n, T, r], [n, T, c], [n, T, c_out]
     n, t, r = z.shape
     init = np.asarray(getattr(lattice, "z_init", None) if getattr(lattice, "z_init", None) is not None
@@ -356,8 +361,20 @@ def program_from_lattice(lattice, task) -> Program:
         expr, how = _regress(cols, z[..., i].ravel(), task, tables, f"F{i}", tree=True)
         updates[names[i]], _ = expr, hows.append(how)
     outputs = []
+    state = {name: int(v) for name, v in zip(names, init, strict=True)}
+    cols = {names[j]: z[..., j].ravel() for j in range(r)}
+    if extrema and r:
+        with_start = np.concatenate([np.broadcast_to(init, (n, 1, r)), z], 1)  # [n, T + 1, r]
+        lo = np.minimum.accumulate(with_start, 1)[:, 1:]  # [n, T, r]: running minimum, start included
+        hi = np.maximum.accumulate(with_start, 1)[:, 1:]
+        for j in range(r):
+            cols[f"lo{j}"], cols[f"hi{j}"] = lo[..., j].ravel(), hi[..., j].ravel()
+            state[f"lo{j}"] = state[f"hi{j}"] = int(init[j])
+            # simultaneous update: the extrema take the state's new value, i.e. its update expression
+            updates[f"lo{j}"] = f"min(lo{j}, {updates[names[j]]})"
+            updates[f"hi{j}"] = f"max(hi{j}, {updates[names[j]]})"
+        hows.append("extrema")
     for k in range(task.n_outputs):
-        cols = {names[j]: z[..., j].ravel() for j in range(r)}
         if not cols:
             cols = {"x": inputs[next(iter(inputs))]}
         expr, how = _regress(cols, y[..., k].ravel(), task, tables, f"OUT{k}", tree=True)
@@ -369,7 +386,7 @@ def program_from_lattice(lattice, task) -> Program:
         method,
         task.n_inputs,
         task.n_outputs,
-        {name: int(v) for name, v in zip(names, init, strict=True)},
+        state,
         updates,
         outputs,
         tables,
