@@ -28,6 +28,7 @@ import torch
 from workbench.analysis.mips import run_benchmark
 from workbench.analysis.mips.tasks import list_tasks
 from workbench.distributed import RayExecutor, SerialExecutor, connect
+from workbench.distributed.cluster import import_ray
 
 # Spread over the full suite's task-time distribution (benchmarks/mips_results.md): a few seconds to
 # about a minute of training search each, every one solved there.
@@ -75,14 +76,18 @@ def main() -> None:
     parser.add_argument("--table", default=None,
                         help="also write the Ray run's results table here (e.g. benchmarks/mips_results.md)")
     parser.add_argument("--programs", default=None, help="with --table: the Ray run's artefacts folder")
+    parser.add_argument("--serial-table", default=None,
+                        help="write the serial run's table here as it goes (kept if the Ray half fails)")
     args = parser.parse_args()
     tasks = list_tasks() if args.tasks == ["all"] else (args.tasks or SUBSET)
+    import_ray()  # without the extra, fail now rather than after the serial half
     torch.set_num_threads(1)
     cores = os.cpu_count() or 1
     load_before = os.getloadavg()
 
     t0 = time.perf_counter()
-    serial = run_benchmark(tasks, time_budget=args.budget, verbose=True, executor=SerialExecutor(threads=1))
+    serial = run_benchmark(tasks, time_budget=args.budget, verbose=True, executor=SerialExecutor(threads=1),
+                           out=args.serial_table)
     serial_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
