@@ -5,5 +5,5 @@ def program(xs):
     ys = []
     for x in xs:
         q = DELTA[(q, x)]
-        ys.append(int(2 < (q - (2 + 2))))
+        ys.append(int((2 + 2) < (q - 2)))
     return ys

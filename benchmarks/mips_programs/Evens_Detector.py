@@ -3,6 +3,6 @@ def program(xs):
     z0 = 1
     ys = []
     for x in xs:
-        z0 = (1 + ((1 ^ x) - x))
+        z0 = ((1 - x) + (1 ^ x))
         ys.append((z0 // 2))
     return ys

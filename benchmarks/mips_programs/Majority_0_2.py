@@ -4,6 +4,6 @@ def program(xs):
     z1 = 0
     ys = []
     for x in xs:
-        z0, z1 = -x + z0 + 1, z1 + (x - (3 * (x // 2)))
+        z0, z1 = -x + z0 + 1, z1 + ((x % 2) - (x // 2))
         ys.append(((2 if z0 < (z0 - z1) else 1) if z0 < z1 else (2 if z0 < 0 else 0)))
     return ys

@@ -1,8 +1,9 @@
 def program(xs):
-    """Parity_All: synthesised by MIPS from a trained RNN (fsm(kmeans)+search). 2 states."""
-    q = 0
+    """Parity_All: synthesised by MIPS from a trained RNN (lattice+linear/search). 2 integer state(s)."""
+    z0 = 0
+    z1 = 0
     ys = []
     for x in xs:
-        q = (q ^ x)
-        ys.append(q)
+        z0, z1 = x, z0 + z1
+        ys.append((z0 ^ (z1 % 2)))
     return ys
