@@ -27,7 +27,7 @@ from workbench.models.paths import ExecutionPath
 from workbench.models.recurrence import Emit, State, run_recurrence
 from workbench.models.specs import RESID, HookSpec
 
-__all__ = ["HookedZamba", "HookedZambaMambaMixer", "ZambaHybridBlock"]
+__all__ = ["HookedZamba", "HookedZambaMambaMixer", "SharedTransformerBlock", "ZambaHybridBlock"]
 
 BP_HEADS_STATE = ("batch", "pos", "n_mamba_heads", "d_state")
 
@@ -135,9 +135,72 @@ class HookedZambaMambaMixer(AdapterMixer):
         return out, {"conv": new_conv, "state": final["state"]}
 
 
-class ZambaHybridBlock(AdapterBlock):
-    """The shared transformer block on [resid, embedding], its output (through the layer's linear) added
-    to the Mamba layer's input: resid_post = resid_pre + mixer(ln1(resid_pre + transformer_out))."""
+class SharedTransformerBlock(AdapterBlock):
+    """Zamba's and Zamba2's hybrid layer: the shared transformer block on [resid; embedding], its output
+    (through the layer's linear) added to the Mamba input: resid_post = resid_pre + mixer(ln1(resid_pre +
+    transformer_out)). The state holds the mixer's and this layer's own KV cache side by side.
+
+    Subclasses build `attn_ln`, the attention (attribute and hook prefix `attention_name`), `mlp_ln`, `mlp`
+    and `linear` from the library's layer, and say how the shared MLP is called (`shared_mlp`).
+    """
+
+    attention_name = "attn"
+    mixer_label = "Mamba"
+    mlp_label = "shared MLP output"
+
+    def __init__(self, ln1: nn.Module, mixer: AdapterMixer):
+        super().__init__(ln1, mixer)
+        self.hook_attn_in = ScopedHookPoint()
+        self.hook_attn_out = ScopedHookPoint()
+        self.hook_mlp_out = ScopedHookPoint()
+        self.hook_transformer_out = ScopedHookPoint()
+
+    @property
+    def attention(self) -> AdapterMixer:
+        return getattr(self, self.attention_name)
+
+    def shared_mlp(self, x: Tensor) -> Tensor:
+        return self.mlp(x)
+
+    def hook_specs(self, layer: int) -> dict[str, HookSpec]:
+        attention = {name.replace("mixer.", f"{self.attention_name}.", 1): spec
+                     for name, spec in self.attention.block_hook_specs().items() if name.startswith("mixer.")}
+        return {
+            "hook_resid_pre": (RESID, f"residual stream entering block {layer}"),
+            "hook_attn_in": (("batch", "pos", "d_attn_in"), "[resid_pre; token embedding], the shared block's input"),
+            "attn_ln.hook_normalized": (("batch", "pos", "d_attn_in"), "normalised input to the shared attention"),
+            **attention,
+            "hook_attn_out": (RESID, "shared attention output (no residual around it)"),
+            "mlp_ln.hook_normalized": (RESID, "normalised input to the shared MLP"),
+            "hook_mlp_out": (RESID, self.mlp_label),
+            "hook_transformer_out": (RESID, f"the layer's linear of the MLP output, added to the {self.mixer_label} "
+                                            "input"),
+            "ln1.hook_normalized": (RESID, "normalised input to the mixer, ln1(resid_pre + transformer_out)"),
+            **self.mixer.block_hook_specs(),
+            "hook_mixer_out": (RESID, "mixer output added to the residual"),
+            "hook_resid_post": (RESID, f"residual stream leaving block {layer}"),
+        }
+
+    def zero_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> State:
+        """The mixer's state and this layer's KV cache of the shared attention."""
+        return {**self.mixer.zero_state(batch, device, dtype), **self.attention.zero_state(batch, device, dtype)}
+
+    def forward(self, resid: Tensor, state: Mapping[str, Tensor] | None, path: ExecutionPath,
+                mask: Tensor | None = None, embedding: Tensor | None = None) -> tuple[Tensor, State]:
+        resid = self.hook_resid_pre(resid)  # [batch, pos, d_model]
+        kv = None if state is None else {name: state[name] for name in self.attention.state_names}
+        recurrent = None if state is None else {name: state[name] for name in self.mixer.state_names}
+        attn_in = self.hook_attn_in(torch.cat([resid, embedding], dim=-1))  # [batch, pos, 2 d_model]
+        attended, kv_state = self.attention(self.attn_ln(attn_in), kv, path, mask)
+        attended = self.hook_attn_out(attended)
+        mlp_out = self.hook_mlp_out(self.shared_mlp(self.mlp_ln(attended)))
+        transformer_out = self.hook_transformer_out(self.linear(mlp_out))
+        mixed, new_state = self.mixer(self.ln1(resid + transformer_out), recurrent, path, mask)
+        return self.hook_resid_post(resid + self.hook_mixer_out(mixed)), {**new_state, **kv_state}
+
+
+class ZambaHybridBlock(SharedTransformerBlock):
+    """Zamba's hybrid layer: one shared attention block (no RoPE) before a multi-head Mamba layer."""
 
     def __init__(self, hf_layer: nn.Module, mixer: AdapterMixer, sizes: Mapping[str, int]):
         super().__init__(FullPrecisionRMSNorm(hf_layer.mamba_decoder.input_layernorm), mixer)
@@ -147,45 +210,6 @@ class ZambaHybridBlock(AdapterBlock):
         self.mlp_ln = HookedNorm(FullPrecisionRMSNorm(shared.pre_ff_layernorm))
         self.mlp = shared.feed_forward
         self.linear = hf_layer.linear
-        self.hook_attn_in = ScopedHookPoint()
-        self.hook_attn_out = ScopedHookPoint()
-        self.hook_mlp_out = ScopedHookPoint()
-        self.hook_transformer_out = ScopedHookPoint()
-
-    def hook_specs(self, layer: int) -> dict[str, HookSpec]:
-        attention = {f"attn.{name}": spec for name, spec in self.attn.block_hook_specs().items()
-                     if name.startswith("mixer.")}
-        attention = {name.replace("attn.mixer.", "attn."): spec for name, spec in attention.items()}
-        return {
-            "hook_resid_pre": (RESID, f"residual stream entering block {layer}"),
-            "hook_attn_in": (("batch", "pos", "d_attn_in"), "[resid_pre; token embedding], the shared block's input"),
-            "attn_ln.hook_normalized": (("batch", "pos", "d_attn_in"), "normalised input to the shared attention"),
-            **attention,
-            "hook_attn_out": (RESID, "shared attention output (no residual around it)"),
-            "mlp_ln.hook_normalized": (RESID, "normalised input to the shared MLP"),
-            "hook_mlp_out": (RESID, "shared MLP output"),
-            "hook_transformer_out": (RESID, "the layer's linear of the MLP output, added to the Mamba input"),
-            "ln1.hook_normalized": (RESID, "normalised input to the mixer, ln1(resid_pre + transformer_out)"),
-            **self.mixer.block_hook_specs(),
-            "hook_mixer_out": (RESID, "mixer output added to the residual"),
-            "hook_resid_post": (RESID, f"residual stream leaving block {layer}"),
-        }
-
-    def zero_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> State:
-        """The Mamba mixer's state and the shared attention's KV cache for this layer."""
-        return {**self.mixer.zero_state(batch, device, dtype), **self.attn.zero_state(batch, device, dtype)}
-
-    def forward(self, resid: Tensor, state: Mapping[str, Tensor] | None, path: ExecutionPath,
-                mask: Tensor | None = None, embedding: Tensor | None = None) -> tuple[Tensor, State]:
-        resid = self.hook_resid_pre(resid)  # [batch, pos, d_model]
-        kv = None if state is None else {name: state[name] for name in self.attn.state_names}
-        recurrent = None if state is None else {name: state[name] for name in self.mixer.state_names}
-        attn_in = self.hook_attn_in(torch.cat([resid, embedding], dim=-1))  # [batch, pos, 2 d_model]
-        attended, kv_state = self.attn(self.attn_ln(attn_in), kv, path, mask)
-        attended = self.hook_attn_out(attended)
-        transformer_out = self.hook_transformer_out(self.linear(self.hook_mlp_out(self.mlp(self.mlp_ln(attended)))))
-        mixed, new_state = self.mixer(self.ln1(resid + transformer_out), recurrent, path, mask)
-        return self.hook_resid_post(resid + self.hook_mixer_out(mixed)), {**new_state, **kv_state}
 
 
 class HookedZamba(HookedHybridLM):

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import torch
 from torch import Tensor, nn
 
 from workbench.adapters.base import AdapterBlock, AdapterMixer, HookedNorm
 from workbench.adapters.mamba2 import HookedMamba2Mixer
 from workbench.adapters.mamba2_hybrid import HookedMamba2Hybrid, HookedRopeAttention, attention_sizes, mamba2_sizes
 from workbench.adapters.rms_norm import FullPrecisionRMSNorm
-from workbench.models.hook_point import ScopedHookPoint
+from workbench.adapters.zamba import SharedTransformerBlock
 from workbench.models.paths import ExecutionPath
-from workbench.models.recurrence import State
-from workbench.models.specs import RESID, HookSpec
+from workbench.models.specs import HookSpec
 
 __all__ = ["HookedZamba2", "Zamba2HybridBlock", "Zamba2SharedAttention"]
 
@@ -55,9 +53,13 @@ class Zamba2SharedAttention(HookedRopeAttention):
         return q + self.lora[0](x_in), k + self.lora[1](x_in), v + self.lora[2](x_in)
 
 
-class Zamba2HybridBlock(AdapterBlock):
-    """A hybrid layer: the shared transformer block on [resid; embedding], its output (through the layer's
-    linear) added to the Mamba-2 input: resid_post = resid_pre + mixer(ln1(resid_pre + transformer_out))."""
+class Zamba2HybridBlock(SharedTransformerBlock):
+    """Zamba2's hybrid layer: one of the shared transformer blocks, with this depth's LoRA adapters, on
+    [resid; embedding] before the Mamba-2 mixer; hooks on `shared_attn` fire only when this layer runs it."""
+
+    attention_name = "shared_attn"
+    mixer_label = "Mamba-2"
+    mlp_label = "shared MLP output (with this depth's LoRA on its gate/up projection)"
 
     def __init__(self, hf_layer: nn.Module, mixer: AdapterMixer, rotary: nn.Module | None,
                  sizes: Mapping[str, int], layer: int, depth: int):
@@ -69,45 +71,9 @@ class Zamba2HybridBlock(AdapterBlock):
         self.mlp_ln = HookedNorm(FullPrecisionRMSNorm(shared.pre_ff_layernorm))
         self.mlp = shared.feed_forward  # gate/up projection plus this depth's LoRA, GELU-gated, down projection
         self.linear = hf_layer.linear
-        self.hook_attn_in = ScopedHookPoint()
-        self.hook_attn_out = ScopedHookPoint()
-        self.hook_mlp_out = ScopedHookPoint()
-        self.hook_transformer_out = ScopedHookPoint()
 
-    def hook_specs(self, layer: int) -> dict[str, HookSpec]:
-        attention = {name.replace("mixer.", "shared_attn.", 1): spec
-                     for name, spec in self.shared_attn.block_hook_specs().items()}
-        return {
-            "hook_resid_pre": (RESID, f"residual stream entering block {layer}"),
-            "hook_attn_in": (("batch", "pos", "d_attn_in"), "[resid_pre; token embedding], the shared block's input"),
-            "attn_ln.hook_normalized": (("batch", "pos", "d_attn_in"), "normalised input to the shared attention"),
-            **attention,
-            "hook_attn_out": (RESID, "shared attention output (no residual around it)"),
-            "mlp_ln.hook_normalized": (RESID, "normalised input to the shared MLP"),
-            "hook_mlp_out": (RESID, "shared MLP output (with this depth's LoRA on its gate/up projection)"),
-            "hook_transformer_out": (RESID, "the layer's linear of the MLP output, added to the Mamba-2 input"),
-            "ln1.hook_normalized": (RESID, "normalised input to the mixer, ln1(resid_pre + transformer_out)"),
-            **self.mixer.block_hook_specs(),
-            "hook_mixer_out": (RESID, "mixer output added to the residual"),
-            "hook_resid_post": (RESID, f"residual stream leaving block {layer}"),
-        }
-
-    def zero_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> State:
-        """The Mamba-2 mixer's conv window and SSM state and this depth's KV cache."""
-        return {**self.mixer.zero_state(batch, device, dtype), **self.shared_attn.zero_state(batch, device, dtype)}
-
-    def forward(self, resid: Tensor, state: Mapping[str, Tensor] | None, path: ExecutionPath,
-                mask: Tensor | None = None, embedding: Tensor | None = None) -> tuple[Tensor, State]:
-        resid = self.hook_resid_pre(resid)  # [batch, pos, d_model]
-        kv = None if state is None else {name: state[name] for name in self.shared_attn.state_names}
-        recurrent = None if state is None else {name: state[name] for name in self.mixer.state_names}
-        attn_in = self.hook_attn_in(torch.cat([resid, embedding], dim=-1))  # [batch, pos, 2 d_model]
-        attended, kv_state = self.shared_attn(self.attn_ln(attn_in), kv, path, mask)
-        attended = self.hook_attn_out(attended)
-        mlp_out = self.hook_mlp_out(self.mlp(self.mlp_ln(attended), layer_idx=self.layer))
-        transformer_out = self.hook_transformer_out(self.linear(mlp_out))
-        mixed, new_state = self.mixer(self.ln1(resid + transformer_out), recurrent, path, mask)
-        return self.hook_resid_post(resid + self.hook_mixer_out(mixed)), {**new_state, **kv_state}
+    def shared_mlp(self, x: Tensor) -> Tensor:
+        return self.mlp(x, layer_idx=self.layer)  # the library picks this depth's LoRA by the layer index
 
 
 class HookedZamba2(HookedMamba2Hybrid):

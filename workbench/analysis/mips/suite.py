@@ -68,7 +68,7 @@ def results_table(rows: list[dict], budget: float, rerun: list[str] | None = Non
             "## Custom tasks" if paper_rows else "# MIPS results (custom tasks)",
             "",
             f"Solved **{solved} / {len(custom_rows)}** {_STRICT}. Tasks defined by the user, not among the 62 of "
-            f"Michaud et al. 2024. Per-task training-search budget: {budget:.0f} s, one CPU thread.",
+            f"Michaud et al. 2024. Per-task training-search budget: {budget:.0f} CPU seconds, one thread.",
             "",
             _HEAD,
             "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -89,7 +89,7 @@ def _paper_table(rows: list[dict], budget: float, rerun: list[str], rerun_note: 
         "# MIPS benchmark results (Michaud et al. 2024 tasks)",
         "",
         f"Solved **{solved} / {len(rows)}** {_STRICT}. Paper: MIPS 32/62, GPT-4 30/62, union 43/62.",
-        f"Per-task training-search budget: {budget:.0f} s, one CPU thread. States: integer state variables "
+        f"Per-task training-search budget: {budget:.0f} CPU seconds, one thread. States: integer state variables "
         "(lattice) or FSM states after minimisation.",
         "",
         f"- solved here and by the paper's MIPS: {both}; here but not by MIPS: {only_here}; "
