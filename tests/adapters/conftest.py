@@ -151,15 +151,17 @@ def _qwen3_next() -> torch.nn.Module:
     return hf
 
 
-def _qwen3_next_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-    """The library's DynamicCache: conv window and matrix state for delta-rule layers, keys and values else."""
+def _delta_rule_cache_states(hf: torch.nn.Module, ids: torch.Tensor,
+                             attention: tuple[str, str] = ("k", "v")) -> list[dict[str, torch.Tensor]]:
+    """The library's DynamicCache: conv window and matrix state for delta-rule layers, and the attention
+    layers' cached keys and values under our state names `attention` (Kimi's MLA caches latents)."""
     cache = hf(ids, use_cache=True).cache
     states = []
     for layer, kind in enumerate(hf.config.layer_types):
         if kind == "linear_attention":
             states.append({"conv": cache.get_conv_state(layer)[..., 1:], "state": cache.get_recurrent_state(layer)})
         else:
-            states.append({"k": cache.layers[layer].keys, "v": cache.layers[layer].values})
+            states.append(dict(zip(attention, (cache.layers[layer].keys, cache.layers[layer].values), strict=True)))
     return states
 
 
@@ -185,15 +187,8 @@ def _kimi_linear() -> torch.nn.Module:
 
 
 def _kimi_linear_cache_states(hf: torch.nn.Module, ids: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-    """The library's DynamicCache: conv window and matrix state for KDA layers, the latents for MLA."""
-    cache = hf(ids, use_cache=True).cache
-    states = []
-    for layer, kind in enumerate(hf.config.layer_types):
-        if kind == "linear_attention":
-            states.append({"conv": cache.get_conv_state(layer)[..., 1:], "state": cache.get_recurrent_state(layer)})
-        else:
-            states.append({"latent": cache.layers[layer].keys, "k_shared": cache.layers[layer].values})
-    return states
+    """As the delta-rule hybrids', with the latent attention's cache as `latent` and `k_shared`."""
+    return _delta_rule_cache_states(hf, ids, attention=("latent", "k_shared"))
 
 
 def _olmo_hybrid(rope: bool = True) -> torch.nn.Module:
@@ -446,11 +441,11 @@ FAMILIES = {
                               float64_logits=_library_logits, float64_tolerance=1e-5),
     "xlstm": Family("xlstm", "xLSTMForCausalLM", _xlstm, "C", _xlstm_cache_states, supports_padding=False,
                     float64_logits=_library_logits, float64_tolerance=1e-5),
-    "qwen3_next": Family("qwen3_next", "Qwen3NextForCausalLM", _qwen3_next, "state", _qwen3_next_cache_states,
+    "qwen3_next": Family("qwen3_next", "Qwen3NextForCausalLM", _qwen3_next, "state", _delta_rule_cache_states,
                          state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
     "kimi_linear": Family("kimi_linear", "KimiLinearForCausalLM", _kimi_linear, "state", _kimi_linear_cache_states,
                           state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
-    "olmo_hybrid": Family("olmo_hybrid", "OlmoHybridForCausalLM", _olmo_hybrid, "state", _qwen3_next_cache_states,
+    "olmo_hybrid": Family("olmo_hybrid", "OlmoHybridForCausalLM", _olmo_hybrid, "state", _delta_rule_cache_states,
                           state_layers=(0, 1), float64_logits=_library_logits, float64_tolerance=1e-6),
     "bamba": Family("bamba", "BambaForCausalLM", _bamba, "state", _hybrid_cache_states, state_layers=(0, 1),
                     float64_logits=_library_logits, float64_tolerance=1e-6),

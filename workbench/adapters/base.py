@@ -228,6 +228,7 @@ class HookedHybridLM(HookedTransformersLM):
     of kind `recurrent_kind`, and the attention layers add a key axis, `key_pos` = `pos` with no cache."""
 
     recurrent_kind = "linear_attention"
+    generate_with_padding = False  # cached keys of padded positions would need the mask in the state
     layer_types: list[str]
 
     def dimension_sizes(self, batch: int = 1, pos: int = 1) -> dict[str, int]:

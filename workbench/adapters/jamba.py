@@ -93,7 +93,6 @@ class HookedJamba(HookedHybridLM):
 
     family = "jamba"
     recurrent_kind = "mamba"
-    generate_with_padding = False
 
     def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
         cfg, backbone = hf_model.config, hf_model.model

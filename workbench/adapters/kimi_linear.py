@@ -227,7 +227,6 @@ class HookedKimiLinear(HookedHybridLM):
     """KimiLinearForCausalLM under the hook contract: KDA and latent-attention layers."""
 
     family = "kimi_linear"
-    generate_with_padding = False
 
     def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
         cfg, backbone = hf_model.config, hf_model.model

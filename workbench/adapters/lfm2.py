@@ -131,7 +131,6 @@ class HookedLfm2(HookedHybridLM):
 
     family = "lfm2"
     recurrent_kind = "conv"
-    generate_with_padding = False
 
     def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
         cfg, backbone = hf_model.config, hf_model.model

@@ -165,7 +165,6 @@ class HookedMamba2Hybrid(HookedHybridLM):
     """
 
     recurrent_kind = "mamba"
-    generate_with_padding = False  # cached keys of padded positions would need the mask in the state
 
     def __init__(self, hf_model: nn.Module, sizes: Mapping[str, int], blocks: Sequence[nn.Module],
                  layer_types: Sequence[str], ln_final: nn.Module, embed: nn.Module, unembed: nn.Module,

@@ -155,7 +155,6 @@ class HookedOlmoHybrid(HookedHybridLM):
     """OlmoHybridForCausalLM under the hook contract: gated delta-rule and attention layers."""
 
     family = "olmo_hybrid"
-    generate_with_padding = False
 
     def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
         cfg, backbone = hf_model.config, hf_model.model

@@ -322,7 +322,6 @@ class HookedQwen3Next(HookedHybridLM):
     """Qwen3NextForCausalLM under the hook contract: Gated DeltaNet and gated attention layers."""
 
     family = "qwen3_next"
-    generate_with_padding = False
 
     def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
         cfg, backbone = hf_model.config, hf_model.model

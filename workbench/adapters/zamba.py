@@ -216,7 +216,6 @@ class HookedZamba(HookedHybridLM):
     """ZambaForCausalLM under the hook contract: multi-head Mamba-1 layers and a shared attention block."""
 
     family = "zamba"
-    generate_with_padding = False
 
     def __init__(self, hf_model: nn.Module, path: ExecutionPath = "fused"):
         cfg, backbone = hf_model.config, hf_model.model
