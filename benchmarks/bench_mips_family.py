@@ -1,7 +1,7 @@
 """Add_Mod_3..10 through the whole MIPS pipeline at the standard budget, one task after another.
 
 Prints one row per modulus (solved, network, its held-out accuracy, states, CPU seconds per stage)
-and writes benchmarks/mips_family_results.md. Budgets are CPU seconds (see mips/clock.py), so the
+and writes benchmarks/mips_family_results.md. Budgets are work-seconds (see mips/work.py), so the
 table does not depend on what else the machine is running; wall seconds are printed beside them.
 
     python benchmarks/bench_mips_family.py [--budget 80] [--moduli 3 4 ... 10]
@@ -23,14 +23,14 @@ RESULTS = Path(__file__).with_name("mips_family_results.md")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=80.0, help="training-search budget, CPU seconds")
+    parser.add_argument("--budget", type=float, default=80.0, help="training-search budget, work-seconds")
     parser.add_argument("--moduli", type=int, nargs="+", default=list(range(3, 11)))
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
     for task in add_mod_family(args.moduli):
         wall = time.perf_counter()
-        result = solve_task(task, time_budget=args.budget)
+        result = solve_task(task, budget=args.budget)
         wall = time.perf_counter() - wall
         accuracy = f"{result.trained.accuracy:.4f}" if result.trained is not None else "-"
         seconds = result.seconds
@@ -46,7 +46,7 @@ def main() -> None:
     header = [
         "# MIPS on the modular-counter family Add_Mod_k",
         "",
-        f"Solved **{solved} / {len(rows)}** under strict verification, {args.budget:.0f} CPU-s training-search "
+        f"Solved **{solved} / {len(rows)}** under strict verification, {args.budget:.0f} work-s training-search "
         f"budget per task, one torch thread. Nonlinear nets at held-out accuracy >= {NEAR_EXACT} are read "
         "(the near-exact route); `accuracy` is the read net's. CPU seconds per stage; wall seconds depend on "
         "the machine's load.",

@@ -8,7 +8,7 @@ per-task times, whether every result is identical, and for N nodes of this machi
 estimate from the task-time distribution: the lower bound max(sum / (N x cores), longest task) (the
 straggler bound), and Ray's first-come list scheduling in task order plus this run's fixed cost.
 
-    python benchmarks/bench_ray_mips.py                          # the fixed 16-task subset, budget 100 s
+    python benchmarks/bench_ray_mips.py                          # the fixed 16-task subset, budget 100 work-s
     python benchmarks/bench_ray_mips.py --tasks all --budget 100 # all 62 tasks (about 30 min serial here)
     python benchmarks/bench_ray_mips.py --tasks all --budget 80 --table benchmarks/mips_results.md \
         --programs benchmarks/mips_programs                       # and the Ray run is the published table
@@ -86,7 +86,7 @@ def main() -> None:
     load_before = os.getloadavg()
 
     t0 = time.perf_counter()
-    serial = run_benchmark(tasks, time_budget=args.budget, verbose=True, executor=SerialExecutor(threads=1),
+    serial = run_benchmark(tasks, budget=args.budget, verbose=True, executor=SerialExecutor(threads=1),
                            out=args.serial_table)
     serial_s = time.perf_counter() - t0
 
@@ -95,21 +95,22 @@ def main() -> None:
     cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
     start_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    fanned = run_benchmark(tasks, time_budget=args.budget, verbose=True, executor=RayExecutor(args.address),
+    fanned = run_benchmark(tasks, budget=args.budget, verbose=True, executor=RayExecutor(args.address),
                            out=args.table, programs_dir=args.programs if args.table else None)
     ray_s = time.perf_counter() - t0
     load_after = os.getloadavg()
 
     times = [task_seconds(r) for r in serial]
     ray_times = [task_seconds(r) for r in fanned]
-    identical = sum(same(a, b) for a, b in zip(serial, fanned, strict=True))
+    differ = [a.task for a, b in zip(serial, fanned, strict=True) if not same(a, b)]
+    identical = len(tasks) - len(differ)
     bound = max(sum(times) / cluster_cpus, max(times))
     overhead = max(0.0, ray_s - list_schedule(ray_times, cluster_cpus))
     lines = [
         "# MIPS suite: serial against Ray, one run",
         "",
         f"Command: `python benchmarks/bench_ray_mips.py{' --tasks ' + ' '.join(args.tasks) if args.tasks else ''}"
-        f" --budget {args.budget:.0f}`; {len(tasks)} tasks, "
+        f" --budget {args.budget:.0f}` (work-seconds per task); {len(tasks)} tasks, "
         f"{'the fixed subset (SUBSET in the script)' if not args.tasks else 'as given'}; one torch thread per task.",
         f"Machine: {platform.processor() or platform.machine()}, {cores} cores, shared (load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after); Ray {ray.__version__}, "
@@ -121,7 +122,9 @@ def main() -> None:
         f"| Ray, {cluster_cpus} workers (cluster start {start_s:.1f} s not included) | {ray_s:.1f} | "
         f"{serial_s / ray_s:.2f} | {serial_s / bound:.2f} (max(sum / {cluster_cpus} CPUs, longest task)) |",
         "",
-        f"Identical results (row, program, every trained weight): {identical} / {len(tasks)}. "
+        f"Identical results (row, program, every trained weight): {identical} / {len(tasks)}"
+        f"{' (differ: ' + ', '.join(differ) + ')' if differ else ''}. "
+        f"Solved: serial {sum(r.solved for r in serial)}, Ray {sum(r.solved for r in fanned)}. "
         f"Sum of task times: serial {sum(times):.1f} s, under Ray {sum(ray_times):.1f} s "
         f"({sum(ray_times) / sum(times):.2f}x: each task's own time when {cluster_cpus} run at once).",
         "",

@@ -25,7 +25,7 @@ from workbench.store import record
 pytestmark = pytest.mark.slow
 
 # Six quick tasks, each solved by one of its first few networks: the outcome is set by seeds and step
-# counts; the budget is only a safety net (a search it cut short would differ between runs).
+# counts; the budget (work-seconds, the same on every worker) is only a safety net.
 MIPS_TASKS = ["Bitwise_Or", "Bitwise_Not", "Current_Number", "Bitwise_And", "Sum_All", "Bit_Shift_Right"]
 SAFETY_NET_S = 600.0
 LENS_TEXT = "def f(x):\n    return (x + 1) * [x, 2]\n" * 6
@@ -50,7 +50,7 @@ def assert_same_results(serial: list, fanned: list) -> None:
 
 
 def check_mips_suite_equals_serial_with_a_worker_killed_mid_run(ray_cluster) -> None:
-    serial = run_benchmark(MIPS_TASKS, time_budget=SAFETY_NET_S, verbose=False, executor=SerialExecutor(threads=1))
+    serial = run_benchmark(MIPS_TASKS, budget=SAFETY_NET_S, verbose=False, executor=SerialExecutor(threads=1))
     assert all(r.solved for r in serial), [r.note for r in serial]
     address = ray_cluster.ready()
     killed: list[UnitStart] = []
@@ -66,7 +66,7 @@ def check_mips_suite_equals_serial_with_a_worker_killed_mid_run(ray_cluster) -> 
             killed.append(start)
 
     executor = RayExecutor(address, on_start=kill_first_unit_on_the_joined_node)
-    fanned = run_benchmark(MIPS_TASKS, time_budget=SAFETY_NET_S, verbose=False, executor=executor)
+    fanned = run_benchmark(MIPS_TASKS, budget=SAFETY_NET_S, verbose=False, executor=executor)
     assert killed, "no unit ran on the joined node"
     assert [s.index for s in starts].count(killed[0].index) >= 2, "the killed unit was not run again"
     assert len({s.node for s in starts}) == 2  # both nodes worked

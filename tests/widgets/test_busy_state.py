@@ -168,7 +168,7 @@ def test_mips_explorer_is_busy_during_the_search_and_shows_errors_inside(monkeyp
     from workbench.analysis.mips import pipeline
     from workbench.widgets.mips import RUN_LABEL, MipsExplorer
 
-    explorer = MipsExplorer("No_Such_Task", time_budget=600)  # a safety net: the step counts decide
+    explorer = MipsExplorer("No_Such_Task", budget=600)  # a safety net: the step counts decide
     button = explorer.run_button
     explorer.run_button.click()
     assert "UnknownTaskError" in explorer.error.value
@@ -189,7 +189,7 @@ def test_mips_explorer_shows_a_network_trained_elsewhere_with_its_verified_progr
     from workbench.analysis.mips.training import train_rnn
     from workbench.widgets.mips import MipsExplorer
 
-    trained = train_rnn("Bitwise_Not", RNNSpec("linear", 1, "linear", "scalar", "mse", 0, False), time_limit=600)
+    trained = train_rnn("Bitwise_Not", RNNSpec("linear", 1, "linear", "scalar", "mse", 0, False), work_limit=600)
     explorer = MipsExplorer(trained=trained)
     assert explorer.task_select.value == "Bitwise_Not" and explorer.error.value == ""
     assert explorer.result.attempts == 1 and explorer.result.rnn == trained.spec.label()

@@ -13,7 +13,7 @@ def test_unknown_task_error_is_shown_in_the_widget():
 
 @pytest.mark.slow
 def test_a_solved_task_shows_its_program_and_figures():
-    explorer = MipsExplorer("Evens_Counter", time_budget=600, run=True)  # a safety net only
+    explorer = MipsExplorer("Evens_Counter", budget=600, run=True)  # a safety net only
     assert explorer.error.value == ""
     assert "def program" in explorer.program.value and "verified" in explorer.summary.value
     assert explorer.cloud_figure is not None

@@ -1,9 +1,10 @@
 """`MipsExplorer`: an ipywidgets front end to `workbench.analysis.mips` (Michaud et al. 2024).
 
-Pick a task and a time budget, run the pipeline (train -> simplify -> states -> program -> verify),
-and see the hidden-state cloud coloured by discovered state, the FSM as a graph and the program.
-While the search runs the widget shows its busy state and the search's progress bars. Every error
-(unknown task, a failed search) is shown inside the widget; the kernel keeps running.
+Pick a task and a budget (work-seconds of training search), run the pipeline (train -> simplify ->
+states -> program -> verify), and see the hidden-state cloud coloured by discovered state, the FSM as
+a graph and the program. While the search runs the widget shows its busy state and the search's
+progress bars. Every error (unknown task, a failed search) is shown inside the widget; the kernel
+keeps running.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class MipsExplorer:
     def __init__(
         self,
         task: str = "Parity_All",
-        time_budget: float = pipeline.DEFAULT_BUDGET_S,
+        budget: float = pipeline.DEFAULT_BUDGET,
         *,
         run: bool = False,
         result: pipeline.SolveResult | None = None,
@@ -56,7 +57,7 @@ class MipsExplorer:
         self.task_select = widgets.Combobox(
             options=list_tasks(), value=task, description="task", ensure_option=False
         )
-        self.budget = widgets.FloatSlider(value=time_budget, min=5, max=300, step=5, description="budget s")
+        self.budget = widgets.FloatSlider(value=budget, min=5, max=300, step=5, description="budget work-s")
         self.run_button = widgets.Button(description=RUN_LABEL, button_style="primary")
         self.busy = BusyState([self.task_select, self.budget, self.run_button])
         self.error = widgets.HTML(value="")
@@ -84,7 +85,7 @@ class MipsExplorer:
         try:
             with self.busy("searching…"):
                 task = get_task(str(self.task_select.value))
-                result = pipeline.solve_task(task, time_budget=float(self.budget.value), progress=_in_kernel())
+                result = pipeline.solve_task(task, budget=float(self.budget.value), progress=_in_kernel())
                 self._render(result)
         except Exception as exc:  # shown in the widget: the kernel keeps running
             self._show_error(exc)

@@ -66,7 +66,7 @@ def test_merge_orders_tasks_and_refuses_mixed_budgets(tmp_path, capsys):
     report = tmp_path / "report.md"
     main(["--merge", str(a), str(tmp_path / "b.md"), "--report", str(report)])  # a .md path finds its .json
     text = report.read_text()
-    assert "Solved **3 / 3**" in text and "Per-task training-search budget: 90 CPU seconds" in text
+    assert "Solved **3 / 3**" in text and "Per-task training-search budget: 90 work-seconds" in text
     assert text.index("Binary_Addition") < text.index("Bitwise_Xor") < text.index("Prev1")
     assert "solved 3 / 3" in capsys.readouterr().out
     c = _shard(tmp_path / "c.json", 30, [_row("Prev2", False)])

@@ -30,7 +30,7 @@ def test_add_mod_rejects_a_bad_modulus(bad) -> None:
 
 def test_a_near_exact_gru_reads_to_the_verified_counter() -> None:
     # 700 Adam steps leave this GRU-16 just short of exact on held-out sequences of Add_Mod_5
-    trained = train_rnn("Add_Mod_5", RNNSpec("gru", 16, "linear", "onehot", "ce", 0), max_steps=700, time_limit=1e9)
+    trained = train_rnn("Add_Mod_5", RNNSpec("gru", 16, "linear", "onehot", "ce", 0), max_steps=700, work_limit=1e9)
     assert NEAR_EXACT <= trained.accuracy < 1.0, f"precondition: a near-exact net, got {trained.accuracy}"
     verified = [
         (reading, program)

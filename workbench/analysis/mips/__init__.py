@@ -18,7 +18,7 @@ from workbench.lazy import lazy_exports
 
 _LAZY = {
     # the pipeline and the suite
-    "DEFAULT_BUDGET_S": "pipeline",
+    "DEFAULT_BUDGET": "pipeline",
     "SolveResult": "pipeline",
     "solve": "pipeline",
     "extract_program": "pipeline",

@@ -16,7 +16,8 @@ record). From a shell:
 Your own tasks (`--task-file`, `--task`; docs/mips.md) are checked first and written to their own
 table (default `mips_custom_results.md`), without the paper's columns.
 
-Every run uses one torch thread and fixed seeds; only the wall-clock budget can cut a search short.
+Every run uses one torch thread and fixed seeds, and the budget counts work, not a clock, so a run
+gives the same results on any machine and any number of workers.
 `--ray` runs one task per Ray worker on a local cluster (every core); `--address HOST:PORT` (or
 $WORKBENCH_RAY_ADDRESS) joins an existing one (docs/cluster.md).
 """
@@ -27,7 +28,7 @@ import argparse
 
 import torch
 
-from workbench.analysis.mips.pipeline import DEFAULT_BUDGET_S
+from workbench.analysis.mips.pipeline import DEFAULT_BUDGET
 from workbench.analysis.mips.suite import merge_results, run_benchmark, update_results
 from workbench.analysis.mips.task_files import tasks_from_file, tasks_from_reference
 from workbench.analysis.mips.tasks import TASKS, Task, TaskDefinitionError, list_tasks
@@ -39,7 +40,7 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> None:
     """Command line: run the suite (or one shard of it) and write the table; or merge shard results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds of training search per task")
+    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET, help="work-seconds of training search per task")
     parser.add_argument("--out", default=None,
                         help="the table (default benchmarks/mips_results.md; mips_custom_results.md for your tasks)")
     parser.add_argument("--programs", default=None, help="folder for the artefacts (program, weights, states)")
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         names = names[i::n]
     executor = RayExecutor(args.address) if args.ray or args.address else None
     results = run_benchmark(
-        names, time_budget=args.budget, out=out, programs_dir=args.programs, seeds=tuple(args.seeds), executor=executor,
+        names, budget=args.budget, out=out, programs_dir=args.programs, seeds=tuple(args.seeds), executor=executor,
     )
     print(f"solved {sum(r.solved for r in results)} / {len(results)}")
 

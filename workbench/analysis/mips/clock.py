@@ -1,8 +1,8 @@
-"""The clock MIPS budgets are counted on: CPU seconds of this process, not wall-clock seconds.
+"""The clock MIPS stage times are reported in: CPU seconds of this process, not wall-clock seconds.
 
-A wall-clock budget buys less training on a busy machine (the same task solved at load 1 fails at
-load 8), so results would depend on the neighbours; CPU time measures the work the search did.
-With one torch thread (the benchmark's setting) a CPU second is a second of one core.
+Reported only: budgets are work-seconds (`work.py`), since any clock, CPU time included, stops a
+search at a step that depends on the machine. CPU time is the report that load changes least; with one
+torch thread (the benchmark's setting) a CPU second is a second of one core.
 """
 
 from __future__ import annotations

@@ -24,11 +24,11 @@ from workbench.analysis.mips.tasks import Task, get_task
 from workbench.analysis.mips.training import TrainedRNN, candidate_specs, train_rnn
 from workbench.analysis.mips.verify import Verification, verify_program
 
-__all__ = ["DEFAULT_BUDGET_S", "NEAR_EXACT", "STAGES", "STATE_ONLY", "SolveResult", "extract_program",
+__all__ = ["DEFAULT_BUDGET", "NEAR_EXACT", "STAGES", "STATE_ONLY", "SolveResult", "extract_program",
            "extraction_candidates", "solve", "solve_task", "state_readings", "synthesize"]
 
 STAGES = ("train", "simplify", "extract", "synthesize", "verify")
-DEFAULT_BUDGET_S = 80.0  # CPU seconds of training search per task: the budget the published 55/62 used
+DEFAULT_BUDGET = 80.0  # work-seconds of training search per task (`work.py`): the published runs' budget
 # a nonlinear net this close to exact on held-out sequences is worth reading: the minimised
 # machine is checked against the task itself, so a wrong reading only costs its verification
 NEAR_EXACT = 0.95
@@ -57,6 +57,7 @@ class SolveResult:
     trained: TrainedRNN | None = field(default=None, repr=False)
     extraction: Lattice | FSM | None = field(default=None, repr=False)
     custom: bool = False  # not one of the paper's 62 tasks
+    work: float = 0.0  # work-seconds of training charged to the search (`work.py`)
     artifacts: list[Path] = field(default_factory=list)  # files `solve(..., artifacts=folder)` wrote
 
     @property
@@ -84,6 +85,7 @@ class SolveResult:
             "near_exact_nets": self.near_exact_nets,
             "state_only_nets": self.state_only_nets,
             "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
+            "work": round(self.work, 1),
             "custom": self.custom,
         }
 
@@ -145,14 +147,15 @@ def extract_program(trained: TrainedRNN) -> tuple[Lattice | FSM, Program]:
 
 def solve(
     task: Task | str,
-    budget: float = DEFAULT_BUDGET_S,
+    budget: float = DEFAULT_BUDGET,
     *,
     seeds: tuple[int, ...] = (0, 1),
     progress: bool = False,
     verbose: bool = False,
     artifacts: str | Path | None = None,
 ) -> SolveResult:
-    """Find a verified program for `task` (a `Task` or a registered name) within `budget` seconds of search.
+    """Find a verified program for `task` (a `Task` or a registered name) within `budget` work-seconds of
+    training search (`work.py`: about CPU seconds of the reference machine, and the same on every machine).
 
     The task's reference function is checked first (`Task.validate`). The result holds the program,
     the FSM or lattice it came from (`.fsm`, `.lattice`), the verification record and, with
@@ -160,8 +163,9 @@ def solve(
     """
     task = get_task(task).validate()
     if isinstance(budget, bool) or not isinstance(budget, int | float) or not math.isfinite(budget) or budget <= 0:
-        raise ValueError(f"budget must be a positive number of seconds (default {DEFAULT_BUDGET_S:g}), got {budget!r}")
-    result = solve_task(task, time_budget=float(budget), seeds=seeds, progress=progress, verbose=verbose)
+        raise ValueError(f"budget must be a positive number of work-seconds (default {DEFAULT_BUDGET:g}), "
+                         f"got {budget!r}")
+    result = solve_task(task, budget=float(budget), seeds=seeds, progress=progress, verbose=verbose)
     if artifacts is not None:
         from workbench.analysis.mips.artifacts import save_artifacts
 
@@ -172,7 +176,7 @@ def solve(
 def solve_task(
     task: Task | str,
     *,
-    time_budget: float = DEFAULT_BUDGET_S,
+    budget: float = DEFAULT_BUDGET,
     seeds: tuple[int, ...] = (0, 1),
     progress: bool = False,
     verbose: bool = False,
@@ -180,7 +184,7 @@ def solve_task(
     near_exact: float = NEAR_EXACT,
     state_only: float = STATE_ONLY,
 ) -> SolveResult:
-    """Run the whole pipeline on one task within `time_budget` seconds of training search.
+    """Run the whole pipeline on one task within `budget` work-seconds of training search.
 
     With at most 20 input symbols (where the GRU/LSTM nets that follow are the likely solvers of
     a finite machine), linear nets with an MLP readout together get at most `mlp_share` of the
@@ -193,20 +197,25 @@ def solve_task(
     program is verified strictly against the task, not against the net. A linear net with an MLP
     readout at `state_only` accuracy or above has its recurrent state read alone: when the states snap
     to an exact integer lattice (held-out sequences) whose snapped states give the net's own outputs,
-    the readout is synthesised from the task's outputs over that lattice. Budgets and stage times are
-    CPU seconds of this process (`clock.cpu_seconds`), except verification's (a sandboxed child).
+    the readout is synthesised from the task's outputs over that lattice.
+
+    The budget counts training work in work-seconds (`work.py`), never a clock, so a seeded search
+    trains the same nets, stops at the same steps and gives the same result on any machine and any
+    worker; reading states, synthesis and verification are bounded by candidate counts and the
+    sandbox's limits instead. `result.seconds` reports CPU seconds per stage (`clock.cpu_seconds`;
+    verification's are wall seconds of a sandboxed child): measured, never used to decide.
     """
     task = get_task(task)
     result = SolveResult(task.name, custom=not task.number)
-    start = cpu_seconds()
+    spent = 0.0  # work-seconds of training so far
     capped = len(task.alphabet) <= 20
-    mlp_left = mlp_share * time_budget if capped else float("inf")
+    mlp_left = mlp_share * budget if capped else float("inf")
     # no total: the search stops at the first verified program, however many candidates are left
     bar = tqdm(desc=f"MIPS {task.name} (networks tried)", unit="net", disable=not progress)
     for spec in candidate_specs(task, seeds):
-        remaining = time_budget - (cpu_seconds() - start)
+        remaining = budget - spent
         if remaining <= 1:
-            result.note = result.note or f"no exact network within {time_budget:.0f} CPU-s"
+            result.note = result.note or f"no exact network within {budget:.0f} work-s"
             break
         limit = min(remaining, 30.0)
         if spec.readout == "mlp" and spec.family == "linear":
@@ -217,10 +226,12 @@ def solve_task(
         bar.update(1)
         bar.set_postfix_str(spec.label())
         t0 = cpu_seconds()
-        trained = train_rnn(task, spec, time_limit=limit, progress=progress)
+        trained = train_rnn(task, spec, work_limit=limit, progress=progress)
         result.seconds["train"] += cpu_seconds() - t0
+        spent += trained.work
+        result.work += trained.work
         if spec.readout == "mlp" and spec.family == "linear":
-            mlp_left -= cpu_seconds() - t0
+            mlp_left -= trained.work
         if verbose:
             print(f"  {task.name} {spec.label()}: acc {trained.accuracy:.3f} in {trained.seconds:.1f} s")
         state_read = spec.family == "linear" and spec.readout == "mlp" and trained.accuracy >= state_only

@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from workbench.analysis.mips.artifacts import save_artifacts
-from workbench.analysis.mips.pipeline import DEFAULT_BUDGET_S, SolveResult, solve_task
+from workbench.analysis.mips.pipeline import DEFAULT_BUDGET, SolveResult, solve_task
 from workbench.analysis.mips.tasks import TASKS, Task, get_task, list_tasks
 from workbench.distributed import Executor, SerialExecutor
 
@@ -34,21 +34,29 @@ def _order(row: dict) -> tuple[int, str]:
 
 
 def _cells(r: dict, rerun: list[str]) -> list[str]:
-    """The columns every table shares, from `task` to `verify s`."""
+    """The columns every table shares, from `task` to `verify s`: the training work charged, then measured
+    CPU seconds per stage."""
     sec = r["seconds"]
     return [
         f"{r['task']}{'*' if r['task'] in rerun else ''}", "yes" if r["solved"] else "no", r["rnn"] or "-",
         str(r["states"]) if r["states"] is not None else "-", r["method"] or "-", str(r["program_lines"] or "-"),
         str(r["verification"]).replace("|", "/"),
+        f"{r['work']:.1f}" if "work" in r else "-",  # rows before work-second budgets have none
         f"{sec['train']:.1f}", f"{sec['extract']:.1f}",
         f"{sec['synthesize']:.1f}" if "custom" in r else "-",  # rows before then lumped it into extract
         f"{sec['verify']:.1f}",
     ]
 
 
-_HEAD = "| task | solved | RNN | states | method | lines | verification | train s | extract s | synth s | verify s |"
+_HEAD = ("| task | solved | RNN | states | method | lines | verification | train work-s | train s | extract s "
+         "| synth s | verify s |")
 _STRICT = ("under strict verification (every sequence up to length N, 10,000 random of length 10 and 1,000 of "
            "length 100)")
+
+
+def _budget_line(budget: float) -> str:
+    return (f"Per-task training-search budget: {budget:.0f} work-seconds (about CPU seconds of one core, "
+            "counted the same on every machine), one thread. Stage columns are measured CPU seconds.")
 
 
 def results_table(rows: list[dict], budget: float, rerun: list[str] | None = None, rerun_note: str = "") -> str:
@@ -68,10 +76,10 @@ def results_table(rows: list[dict], budget: float, rerun: list[str] | None = Non
             "## Custom tasks" if paper_rows else "# MIPS results (custom tasks)",
             "",
             f"Solved **{solved} / {len(custom_rows)}** {_STRICT}. Tasks defined by the user, not among the 62 of "
-            f"Michaud et al. 2024. Per-task training-search budget: {budget:.0f} CPU seconds, one thread.",
+            f"Michaud et al. 2024. {_budget_line(budget)}",
             "",
             _HEAD,
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
             *("| " + " | ".join(_cells(r, rerun)) + " |" for r in custom_rows),
             "",
         ]
@@ -89,8 +97,7 @@ def _paper_table(rows: list[dict], budget: float, rerun: list[str], rerun_note: 
         "# MIPS benchmark results (Michaud et al. 2024 tasks)",
         "",
         f"Solved **{solved} / {len(rows)}** {_STRICT}. Paper: MIPS 32/62, GPT-4 30/62, union 43/62.",
-        f"Per-task training-search budget: {budget:.0f} CPU seconds, one thread. States: integer state variables "
-        "(lattice) or FSM states after minimisation.",
+        f"{_budget_line(budget)} States: integer state variables (lattice) or FSM states after minimisation.",
         "",
         f"- solved here and by the paper's MIPS: {both}; here but not by MIPS: {only_here}; "
         f"by MIPS but not here: {only_paper}",
@@ -104,7 +111,7 @@ def _paper_table(rows: list[dict], budget: float, rerun: list[str], rerun_note: 
         ),
         "",
         "| # " + _HEAD + " paper MIPS | GPT-4 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r, t in zip(rows, tasks, strict=True):
         cells = [str(t.number), *_cells(r, rerun), "yes" if t.paper_mips else "no", "yes" if t.paper_gpt4 else "no"]
@@ -114,21 +121,21 @@ def _paper_table(rows: list[dict], budget: float, rerun: list[str], rerun_note: 
 
 @dataclass(frozen=True)
 class SuiteSettings:
-    """What every task of a suite run shares: the search budget (seconds) and the seeds tried per network."""
+    """What every task of a suite run shares: the search budget (work-seconds) and the seeds tried per network."""
 
-    time_budget: float = DEFAULT_BUDGET_S
+    budget: float = DEFAULT_BUDGET
     seeds: tuple[int, ...] = (0, 1)
 
 
 def solve_unit(settings: SuiteSettings, task: str | Task) -> SolveResult:
     """One task of the suite (a name or a `Task`): the unit a fan-out runs (`workbench.distributed`)."""
-    return solve_task(task, time_budget=settings.time_budget, seeds=settings.seeds, verbose=False)
+    return solve_task(task, budget=settings.budget, seeds=settings.seeds, verbose=False)
 
 
 def run_benchmark(
     tasks: list[str | Task] | None = None,
     *,
-    time_budget: float = DEFAULT_BUDGET_S,
+    budget: float = DEFAULT_BUDGET,
     out: str | Path | None = None,
     programs_dir: str | Path | None = None,
     verbose: bool = True,
@@ -140,8 +147,8 @@ def run_benchmark(
 
     `executor` runs the tasks (default: one after another in this process); a
     `workbench.distributed.RayExecutor` fans them out, one task per worker. The table is rewritten,
-    in task order, as each task finishes. Results equal the serial run's unless the wall-clock
-    budget cut a search short (docs/cluster.md).
+    in task order, as each task finishes. Results equal the serial run's: the budget counts
+    work, not a clock (docs/cluster.md).
     """
     names = tasks or list_tasks()
     for task in names:
@@ -159,13 +166,13 @@ def run_benchmark(
             )
         if out is not None:
             rows = [finished[i].row() for i in sorted(finished)]
-            Path(out).write_text(results_table(rows, time_budget))
-            Path(out).with_suffix(".json").write_text(json.dumps({"budget": time_budget, "rows": rows}, indent=1))
+            Path(out).write_text(results_table(rows, budget))
+            Path(out).with_suffix(".json").write_text(json.dumps({"budget": budget, "rows": rows}, indent=1))
         if programs_dir is not None:
             save_artifacts(r, programs_dir)
 
     executor = executor or SerialExecutor(threads=None)
-    settings = SuiteSettings(float(time_budget), tuple(seeds))
+    settings = SuiteSettings(float(budget), tuple(seeds))
     return executor.map(solve_unit, names, context=settings, desc="MIPS benchmark", progress=verbose, on_result=record)
 
 

@@ -3,7 +3,8 @@
 "Exact" means: on every held-out sequence, every rounded output (or arg-max symbol, for the
 cross-entropy variant) equals the target. The search is linear recurrences first (linear readout,
 then an MLP readout on a linear state), then GRUs, each from the smallest hidden size up, several
-seeds, within a time budget.
+seeds, within a budget of work-seconds (`work.py`: deterministic, so a seeded search gives the same
+nets on every machine).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from workbench.analysis.mips.clock import cpu_seconds
 from workbench.analysis.mips.rnn import MipsRNN, RNNSpec, encode_inputs
 from workbench.analysis.mips.tasks import Task, get_task
+from workbench.analysis.mips.work import WorkMeter
 
 __all__ = ["TrainedRNN", "candidate_specs", "predict", "train_rnn"]
 
@@ -31,9 +33,11 @@ class TrainedRNN:
     classes: np.ndarray | None  # output symbols for the cross-entropy variant, else None
     accuracy: float  # fraction of held-out sequences entirely right
     steps: int
-    seconds: float
+    seconds: float  # CPU seconds the training took (measured; reported, never used to decide)
     history: list[float] = field(default_factory=list)
-    stopped_by_time: bool = False  # training hit its wall-clock limit before its step count or exactness
+    stopped_by_budget: bool = False  # training spent its work limit before its step count or exactness
+    work: float = 0.0  # work-seconds the training was charged (`work.py`): the same on every machine
+    passes: dict[tuple[bool, int], int] = field(default_factory=dict, repr=False)  # (backward, batch) -> count
 
     @property
     def exact(self) -> bool:
@@ -125,11 +129,12 @@ def train_rnn(
     max_steps: int | None = None,
     batch: int = 256,
     lr: float | None = None,
-    time_limit: float = 30.0,
+    work_limit: float = 30.0,
     data_seed: int = 0,
     progress: bool = False,
 ) -> TrainedRNN:
-    """Train one network on `task` until it is exact on held-out data, or steps/time run out (MSE or CE loss)."""
+    """Train one network on `task` until it is exact on held-out data, or its steps or `work_limit`
+    work-seconds run out (MSE or CE loss). The work limit is checked every 100 steps, like exactness."""
     task = get_task(task)
     max_steps = max_steps or (4000 if spec.family == "linear" else 3000)
     x_tr, y_tr = task.generate(n_train, seed=1000 + data_seed)  # [n, T, c]
@@ -151,8 +156,10 @@ def train_rnn(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max_steps, eta_min=lr / 50)
     gen = torch.Generator().manual_seed(spec.seed)
     start, history, step = cpu_seconds(), [], 0
+    meter = WorkMeter(spec, f_tr.shape[-1], d_out, f_tr.shape[1])
 
     def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+        meter.charge(len(idx), torch.is_grad_enabled())
         out = model(f_tr[idx])
         if classes is None:
             return ((out - target[idx]) / y_scale).pow(2).mean()
@@ -160,6 +167,7 @@ def train_rnn(
         return torch.nn.functional.cross_entropy(logits.reshape(-1, len(classes)), target[idx].reshape(-1))
 
     def accuracy() -> float:
+        meter.charge(len(f_te), False)
         with torch.no_grad():
             pred = _decode(model(f_te), classes, task.n_outputs)
         return float((pred == y_te).all(axis=(1, 2)).mean())
@@ -190,7 +198,7 @@ def train_rnn(
                 acc = _polish_lbfgs(model, loss_fn, n_train, accuracy, acc)
             if acc == 1.0 and (classes is not None or step >= 300):
                 break
-            if cpu_seconds() - start > time_limit:
+            if meter.work > work_limit:
                 out_of_time = True
                 break
             if spec.family == "linear" and step >= 300 and history[-1] > 0.3 * initial_loss:
@@ -208,7 +216,8 @@ def train_rnn(
         # reach the precision rounding needs, and beyond: the lattice reads integer weights off an
         # exact net only when its loss is near zero, not merely below the rounding threshold
         acc = _polish_lbfgs(model, loss_fn, n_train, accuracy, acc)
-    return TrainedRNN(task, spec, model, classes, acc, step, cpu_seconds() - start, history, out_of_time)
+    return TrainedRNN(task, spec, model, classes, acc, step, cpu_seconds() - start, history, out_of_time, meter.work,
+                      meter.passes)
 
 
 def _polish_lbfgs(model: MipsRNN, loss_fn, n_train: int, accuracy, acc: float, target: float = 1e-14) -> float:
