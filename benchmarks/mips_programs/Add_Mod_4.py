@@ -1,8 +1,10 @@
 def program(xs):
-    """Add_Mod_4: synthesised by MIPS from a trained RNN (fsm(behaviour1)+search). 4 states."""
-    q = 0
+    """Add_Mod_4: synthesised by MIPS from a trained RNN (lattice+search/table). 2 integer state(s)."""
+    G0 = {0: 2, 3: -1, 1: 0, 2: 1}
+    z0 = 0
+    z1 = 0
     ys = []
     for x in xs:
-        q = (3 & (q + x))
-        ys.append(q)
+        z0, z1 = -2*z1 + G0[x], z1 + (1 - (1 ^ x))
+        ys.append((z1 % 4))
     return ys
