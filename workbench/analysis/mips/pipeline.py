@@ -207,13 +207,12 @@ def solve_task(
     """
     task = get_task(task)
     result = SolveResult(task.name, custom=not task.number)
-    spent = 0.0  # work-seconds of training so far
     capped = len(task.alphabet) <= 20
     mlp_left = mlp_share * budget if capped else float("inf")
     # no total: the search stops at the first verified program, however many candidates are left
     bar = tqdm(desc=f"MIPS {task.name} (networks tried)", unit="net", disable=not progress)
     for spec in candidate_specs(task, seeds):
-        remaining = budget - spent
+        remaining = budget - result.work
         if remaining <= 1:
             result.note = result.note or f"no exact network within {budget:.0f} work-s"
             break
@@ -228,7 +227,6 @@ def solve_task(
         t0 = cpu_seconds()
         trained = train_rnn(task, spec, work_limit=limit, progress=progress)
         result.seconds["train"] += cpu_seconds() - t0
-        spent += trained.work
         result.work += trained.work
         if spec.readout == "mlp" and spec.family == "linear":
             mlp_left -= trained.work

@@ -24,9 +24,10 @@ from workbench.analysis.mips.tasks import Task
 from workbench.models.recurrence import Emit, run_recurrence
 from workbench.models.transformer_lens_compat import HookedRootModule, HookPoint
 
-__all__ = ["FAMILIES", "MipsRNN", "RNNSpec", "encode_inputs"]
+__all__ = ["D_MLP", "FAMILIES", "MipsRNN", "RNNSpec", "encode_inputs"]
 
 FAMILIES = ("linear", "tanh", "gru", "lstm")
+D_MLP = 32  # width of an MLP readout's hidden layers
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class MipsRNN(HookedRootModule):
         spec: RNNSpec,
         x_scale: np.ndarray | None = None,
         y_scale: float = 1.0,
-        d_mlp: int = 32,
+        d_mlp: int = D_MLP,
     ):
         super().__init__()
         if spec.family not in FAMILIES:

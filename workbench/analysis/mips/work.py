@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workbench.analysis.mips.rnn import RNNSpec
+from workbench.analysis.mips.rnn import D_MLP, RNNSpec
 
 __all__ = ["COSTS", "PassCosts", "WorkMeter", "pass_cost", "per_position_work"]
 
@@ -47,7 +47,7 @@ COSTS = PassCosts(
 )
 
 
-def per_position_work(spec: RNNSpec, d_input: int, d_output: int, d_mlp: int = 32) -> int:
+def per_position_work(spec: RNNSpec, d_input: int, d_output: int, d_mlp: int = D_MLP) -> int:
     """Multiply-adds of one sequence at one position: the recurrence's matrices and the readout."""
     gates = {"gru": 3, "lstm": 4}.get(spec.family, 1)
     d = spec.d_hidden
@@ -71,11 +71,16 @@ class WorkMeter:
 
     def __init__(self, spec: RNNSpec, d_input: int, d_output: int, seq_len: int, costs: PassCosts = COSTS):
         self.spec, self.d_input, self.d_output, self.seq_len, self.costs = spec, d_input, d_output, seq_len, costs
-        self.work = costs.call
-        # per-pass counts, for calibration: (backward, batch) -> passes
-        self.passes: dict[tuple[bool, int], int] = {}
+        self.passes: dict[tuple[bool, int], int] = {}  # (backward, batch) -> passes made
 
     def charge(self, batch: int, backward: bool) -> None:
         """One pass of `batch` sequences (forward only, or forward and backward)."""
         self.passes[(backward, batch)] = self.passes.get((backward, batch), 0) + 1
-        self.work += pass_cost(self.spec, self.d_input, self.d_output, self.seq_len, batch, backward, self.costs)
+
+    @property
+    def work(self) -> float:
+        """Work-seconds so far: the per-call cost and every pass made (a handful of kinds)."""
+        return self.costs.call + sum(
+            count * pass_cost(self.spec, self.d_input, self.d_output, self.seq_len, batch, backward, self.costs)
+            for (backward, batch), count in self.passes.items()
+        )
