@@ -56,3 +56,11 @@ def test_a_search_cut_short_by_its_budget_is_the_same_on_a_slower_machine(monkey
     assert {k: v for k, v in fast.row().items() if k != "seconds"} == {
         k: v for k, v in slow.row().items() if k != "seconds"
     }
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), True, "80"])
+def test_a_bad_work_limit_or_budget_is_named_before_any_training(bad):
+    with pytest.raises(ValueError, match="work_limit must be a positive number of work-seconds"):
+        train_rnn("Add_Mod_5", GRU, work_limit=bad)
+    with pytest.raises(ValueError, match="budget must be a positive number of work-seconds"):
+        solve_task("Add_Mod_5", budget=bad)

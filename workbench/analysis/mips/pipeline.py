@@ -6,7 +6,6 @@ from each, verify strictly; the first verified program wins (`solve_task`).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from workbench.analysis.mips.synthesis import Program, program_from_fsm, program
 from workbench.analysis.mips.tasks import Task, get_task
 from workbench.analysis.mips.training import TrainedRNN, candidate_specs, train_rnn
 from workbench.analysis.mips.verify import Verification, verify_program
+from workbench.analysis.mips.work import check_work
 
 __all__ = ["DEFAULT_BUDGET", "NEAR_EXACT", "STAGES", "STATE_ONLY", "SolveResult", "extract_program",
            "extraction_candidates", "solve", "solve_task", "state_readings", "synthesize"]
@@ -161,11 +161,9 @@ def solve(
     the FSM or lattice it came from (`.fsm`, `.lattice`), the verification record and, with
     `artifacts=folder`, the files written there (weights, states, program, verification).
     """
+    budget = check_work("budget", budget, finite=True)
     task = get_task(task).validate()
-    if isinstance(budget, bool) or not isinstance(budget, int | float) or not math.isfinite(budget) or budget <= 0:
-        raise ValueError(f"budget must be a positive number of work-seconds (default {DEFAULT_BUDGET:g}), "
-                         f"got {budget!r}")
-    result = solve_task(task, budget=float(budget), seeds=seeds, progress=progress, verbose=verbose)
+    result = solve_task(task, budget=budget, seeds=seeds, progress=progress, verbose=verbose)
     if artifacts is not None:
         from workbench.analysis.mips.artifacts import save_artifacts
 
@@ -205,6 +203,7 @@ def solve_task(
     sandbox's limits instead. `result.seconds` reports CPU seconds per stage (`clock.cpu_seconds`;
     verification's are wall seconds of a sandboxed child): measured, never used to decide.
     """
+    budget = check_work("budget", budget)
     task = get_task(task)
     result = SolveResult(task.name, custom=not task.number)
     capped = len(task.alphabet) <= 20

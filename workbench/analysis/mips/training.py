@@ -18,7 +18,7 @@ import torch
 from workbench.analysis.mips.clock import cpu_seconds
 from workbench.analysis.mips.rnn import MipsRNN, RNNSpec, encode_inputs
 from workbench.analysis.mips.tasks import Task, get_task
-from workbench.analysis.mips.work import WorkMeter
+from workbench.analysis.mips.work import WorkMeter, check_work
 
 __all__ = ["TrainedRNN", "candidate_specs", "predict", "train_rnn"]
 
@@ -135,6 +135,7 @@ def train_rnn(
 ) -> TrainedRNN:
     """Train one network on `task` until it is exact on held-out data, or its steps or `work_limit`
     work-seconds run out (MSE or CE loss). The work limit is checked every 100 steps, like exactness."""
+    work_limit = check_work("work_limit", work_limit)
     task = get_task(task)
     max_steps = max_steps or (4000 if spec.family == "linear" else 3000)
     x_tr, y_tr = task.generate(n_train, seed=1000 + data_seed)  # [n, T, c]

@@ -11,11 +11,12 @@ close the model comes), and the same search stops at the same step on every mach
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from workbench.analysis.mips.rnn import D_MLP, RNNSpec
 
-__all__ = ["COSTS", "PassCosts", "WorkMeter", "pass_cost", "per_position_work"]
+__all__ = ["COSTS", "PassCosts", "WorkMeter", "check_work", "pass_cost", "per_position_work"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,17 @@ COSTS = PassCosts(
     optimizer_step=0.0,
     call=0.242,
 )
+
+
+def check_work(name: str, value: object, finite: bool = False) -> float:
+    """`value` as a positive number of work-seconds (infinity too unless `finite`), else a ValueError
+    naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or (
+        finite and not math.isfinite(value)
+    ):
+        raise ValueError(f"{name} must be a positive number of work-seconds{', and finite' if finite else ''}, "
+                         f"got {value!r}")
+    return float(value)
 
 
 def per_position_work(spec: RNNSpec, d_input: int, d_output: int, d_mlp: int = D_MLP) -> int:
